@@ -1,0 +1,102 @@
+"""Model architectures by name: torchvision models, xgate built-ins, import paths.
+
+Built-ins exist so that tests and the demo can train real models in seconds on a
+2-core machine; nothing here downloads weights.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from gate.errors import CandidateError
+
+
+def tiny_cnn(num_classes: int, width: int = 16) -> nn.Module:
+    """A small 4-stage CNN (64×64 in, 8×8 at ``features``): trains in seconds on CPU."""
+    w = width
+
+    def stage(cin: int, cout: int, pool: bool) -> list[nn.Module]:
+        layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+        if pool:
+            layers.append(nn.MaxPool2d(2))
+        return layers
+
+    features = nn.Sequential(
+        *stage(3, w, True), *stage(w, 2 * w, True), *stage(2 * w, 4 * w, True), *stage(4 * w, 4 * w, False)
+    )
+    model = nn.Sequential()
+    model.add_module("features", features)
+    model.add_module("pool", nn.AdaptiveAvgPool2d(1))
+    model.add_module("flatten", nn.Flatten())
+    model.add_module("fc", nn.Linear(4 * w, num_classes))
+    return model
+
+
+def cifar_resnet18(num_classes: int) -> nn.Module:
+    """ResNet-18 for small images: 3×3 stem, no max-pool (as in the CIFAR-100 report)."""
+    from torchvision.models import resnet18
+
+    model = resnet18(weights=None, num_classes=num_classes)
+    model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()  # type: ignore[assignment]
+    return model
+
+
+BUILTINS: dict[str, Callable[..., nn.Module]] = {"tiny_cnn": tiny_cnn, "cifar_resnet18": cifar_resnet18}
+
+# Known target layers by family, tried in order; the last Conv2d is the fallback.
+DEFAULT_TARGET_LAYERS: tuple[str, ...] = ("layer4", "features", "features.denseblock4", "trunk_output")
+
+
+def build_model(arch: str, arch_kwargs: dict[str, Any] | None = None) -> nn.Module:
+    """Instantiate ``arch``: a built-in, a torchvision model name, or ``package.module:factory``."""
+    kwargs = dict(arch_kwargs or {})
+    if arch in BUILTINS:
+        return _call(BUILTINS[arch], arch, kwargs)
+    if ":" in arch:
+        return _call(_import_factory(arch), arch, kwargs)
+    import torchvision.models
+
+    if arch in torchvision.models.list_models(module=torchvision.models):
+        kwargs.setdefault("weights", None)  # never download weights
+        return _call(torchvision.models.get_model, arch, {"name": arch, **kwargs})
+    raise CandidateError(f"unknown arch {arch!r} (a torchvision model name, one of {sorted(BUILTINS)}, "
+                         "or package.module:factory)", field="arch")
+
+
+def _import_factory(arch: str) -> Callable[..., nn.Module]:
+    module_name, _, attr = arch.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        factory = getattr(module, attr)
+    except (ImportError, AttributeError) as exc:
+        raise CandidateError(f"cannot import arch {arch!r}: {exc}", field="arch") from None
+    if not callable(factory):
+        raise CandidateError(f"arch {arch!r} is not callable", field="arch")
+    return factory  # type: ignore[no-any-return]
+
+
+def _call(factory: Callable[..., nn.Module], arch: str, kwargs: dict[str, Any]) -> nn.Module:
+    try:
+        model = factory(**kwargs)
+    except TypeError as exc:
+        raise CandidateError(f"arch {arch!r} does not accept arch_kwargs {kwargs}: {exc}", field="arch_kwargs") from None
+    if not isinstance(model, nn.Module):
+        raise CandidateError(f"arch {arch!r} did not return a torch.nn.Module", field="arch")
+    return model
+
+
+def default_target_layer(model: nn.Module) -> str:
+    """The known layer for the family, else the name of the last ``Conv2d``."""
+    names = dict(model.named_modules())
+    for name in DEFAULT_TARGET_LAYERS:
+        if name in names:
+            return name
+    convs = [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
+    if not convs:
+        raise CandidateError("model has no Conv2d layer to explain; give target_layer", field="target_layer")
+    return convs[-1]

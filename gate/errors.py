@@ -1,0 +1,62 @@
+"""Typed errors that carry their exit code.
+
+The library raises these; only ``gate.cli`` turns them into one line for people
+and an exit code (0 passed, 1 failed, 2 bad usage or input, 3 internal error).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class GateError(Exception):
+    """Base error: an internal problem unless a subclass says otherwise."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, path: str | Path | None = None, field: str | None = None) -> None:
+        self.message = message
+        self.path = str(path) if path is not None else None
+        self.field = field
+        super().__init__(self.one_line())
+
+    def one_line(self) -> str:
+        """``path: field: message`` with the missing parts left out."""
+        parts = [p for p in (self.path, self.field) if p]
+        return ": ".join([*parts, self.message])
+
+
+class InputError(GateError):
+    """Bad input from the user: a file, a field or an argument. Exit code 2."""
+
+    exit_code = 2
+
+
+class UsageError(InputError):
+    """Options that do not go together."""
+
+
+class CandidateError(InputError):
+    """An unreadable, unsafe or inconsistent candidate checkpoint."""
+
+
+class ReviewSetError(InputError):
+    """A review set that is malformed or does not match its digest."""
+
+
+class PolicyError(InputError):
+    """A malformed policy file or a rule that cannot be evaluated."""
+
+
+class DataError(InputError):
+    """Training data that cannot be used (empty, single class, missing masks)."""
+
+
+class ModelOutputError(InputError):
+    """A model that produced NaN or infinite outputs on the review set."""
+
+
+class TrackingError(GateError):
+    """The tracking server failed and the user asked to require it. Exit code 2."""
+
+    exit_code = 2

@@ -1,0 +1,164 @@
+"""The gate's result: verdicts, rules and scores per candidate, and its JSON form.
+
+Outputs (report, JSON, JUnit, GitHub summary) and tracking read only this.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gate.records import Records
+
+RESULT_FORMAT = "xgate.result/v1"
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    """One policy rule evaluated on one candidate."""
+
+    rule_id: str  # e.g. "accuracy >= 0.9" — stable, used as the JUnit test name
+    score: str
+    op: str  # ">=", "<=", "non_inferior", "superior"
+    threshold: float
+    value: float | None  # None when the score could not be computed
+    passed: bool
+    message: str
+    higher_is_better: bool
+    interval: tuple[float, float] | None = None  # bound used by confidence / vs_baseline rules
+
+
+@dataclass(frozen=True)
+class CandidateInfo:
+    """What identifies a candidate in outputs and tracking."""
+
+    path: str
+    name: str
+    sha256: str
+    arch: str
+    target_layer: str
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Gallery:
+    """Sample ids shown in the report, by kind."""
+
+    easy: tuple[str, ...] = ()
+    borderline: tuple[str, ...] = ()
+    failures: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    """One candidate's scores, rule outcomes and (optionally) its comparison to the baseline."""
+
+    candidate: CandidateInfo
+    scores: Mapping[str, float]
+    rules: tuple[RuleResult, ...]
+    records: Records
+    gallery: Gallery = Gallery()
+    comparison: Mapping[str, Any] | None = None  # gate.compare.Comparison.to_json()
+    timings: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        """True when every rule passed."""
+        return all(rule.passed for rule in self.rules)
+
+    @property
+    def failed_rules(self) -> tuple[RuleResult, ...]:
+        """The rules that failed, in policy order."""
+        return tuple(rule for rule in self.rules if not rule.passed)
+
+
+@dataclass(frozen=True)
+class PolicyInfo:
+    """The policy as identified in outputs."""
+
+    name: str
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ReviewSetInfo:
+    """The review set as identified in outputs."""
+
+    name: str
+    version: str
+    path: str
+    digest: str
+    size: int
+    classes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """A whole gate call: ``check`` has one candidate, ``select`` several."""
+
+    command: str  # "check" | "select"
+    policy: PolicyInfo
+    review_set: ReviewSetInfo
+    candidates: tuple[CandidateResult, ...]
+    baseline: CandidateResult | None = None
+    selected: str | None = None  # name of the winning candidate (select) or the passing one (check)
+    environment: Mapping[str, str] = field(default_factory=dict)
+    timings: Mapping[str, float] = field(default_factory=dict)
+    created: str = ""
+
+    @property
+    def passed(self) -> bool:
+        """check: the candidate passed; select: at least one candidate passed."""
+        return any(c.passed for c in self.candidates)
+
+    @property
+    def verdict(self) -> str:
+        """``"passed"`` or ``"failed"``."""
+        return "passed" if self.passed else "failed"
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``xgate.result/v1`` document (JSON-safe: NaN becomes null)."""
+        return {
+            "format": RESULT_FORMAT,
+            "command": self.command,
+            "verdict": self.verdict,
+            "selected": self.selected,
+            "created": self.created,
+            "policy": vars(self.policy),
+            "review_set": {**vars(self.review_set), "classes": list(self.review_set.classes)},
+            "candidates": [_candidate_json(c) for c in self.candidates],
+            "baseline": None if self.baseline is None else _candidate_json(self.baseline),
+            "timings": dict(self.timings),
+            "environment": dict(self.environment),
+        }
+
+
+def _candidate_json(result: CandidateResult) -> dict[str, Any]:
+    info = result.candidate
+    return {
+        "candidate": {**vars(info), "meta": dict(info.meta)},
+        "verdict": "passed" if result.passed else "failed",
+        "scores": {k: json_number(v) for k, v in result.scores.items()},
+        "rules": [
+            {
+                "id": r.rule_id, "score": r.score, "op": r.op, "threshold": r.threshold,
+                "value": json_number(r.value), "interval": None if r.interval is None else list(r.interval),
+                "passed": r.passed, "message": r.message, "higher_is_better": r.higher_is_better,
+            }
+            for r in result.rules
+        ],
+        "failed_rules": [r.rule_id for r in result.failed_rules],
+        "gallery": {k: list(v) for k, v in vars(result.gallery).items()},
+        "comparison": result.comparison,
+        "timings": dict(result.timings),
+    }
+
+
+def json_number(value: float | None) -> float | None:
+    """A float for JSON: NaN and infinities become None."""
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
