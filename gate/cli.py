@@ -1,0 +1,333 @@
+"""The ``xgate`` command line: parses options and wires the library's calls.
+
+Only this module prints for people and picks exit codes: 0 passed, 1 failed
+the policy, 2 bad usage or input, 3 internal error. Heavy imports (torch,
+mlflow) happen inside commands so that ``xgate --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from gate.errors import GateError
+
+CHECK_EXAMPLES = """
+\b
+Examples:
+  xgate check candidates/honest-bgmix.pt --policy policies/strict.yaml
+  xgate check cand.pt --policy strict.yaml --baseline prod.pt --out gate-out/
+  xgate check cand.pt --policy strict.yaml --no-mlflow --device cpu
+"""
+
+SELECT_EXAMPLES = """
+\b
+Examples:
+  xgate select candidates/*.pt --policy policies/strict.yaml
+  xgate select a.pt b.pt --policy strict.yaml --baseline models:/shapes@champion
+"""
+
+
+def _quiet() -> bool:
+    return not sys.stderr.isatty() or bool(os.environ.get("CI"))
+
+
+def _progress(label: str) -> Callable[[int, int], None] | None:
+    """A one-line progress display on stderr; None when not a terminal or under CI."""
+    if _quiet():
+        return None
+
+    def show(done: int, total: int) -> None:
+        width = 30
+        filled = int(width * done / max(total, 1))
+        sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def _status(line: str) -> None:
+    if not _quiet():
+        click.echo(line, err=True)
+
+
+def gate_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options shared by ``check`` and ``select`` (design.md, 'How it is used')."""
+    options = [
+        click.option("--policy", "policy", required=True, type=click.Path(path_type=Path),
+                     help="Policy YAML (rules, pinned review set, probes)."),
+        click.option("--baseline", help="Model in production: a checkpoint or models:/NAME@ALIAS."),
+        click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("xgate-out"),
+                     show_default=True, help="Folder for report.html, result.json and junit.xml."),
+        click.option("--report", type=click.Path(path_type=Path), help="Place report.html elsewhere."),
+        click.option("--json", "json_path", type=click.Path(path_type=Path), help="Place result.json elsewhere."),
+        click.option("--junit", type=click.Path(path_type=Path), help="Place junit.xml elsewhere."),
+        click.option("--review-set", type=click.Path(path_type=Path), help="Override the policy's review set."),
+        click.option("--allow-unpinned", is_flag=True, help="Accept a review set whose digest is not pinned."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N]."),
+        click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1)),
+        click.option("--seed", default=0, show_default=True, type=int, help="Seed for pairings and bootstrap."),
+        click.option("--arch", help="Architecture for a bare state_dict."),
+        click.option("--classes", help="Comma-separated class names for a bare state_dict."),
+        click.option("--target-layer", help="Layer to explain (default: checkpoint, family default, last Conv2d)."),
+        click.option("--trust-pickle", is_flag=True, help="Allow a pickled nn.Module (runs code from the file)."),
+        click.option("--no-mlflow", is_flag=True, help="Do not log to MLflow."),
+        click.option("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."),
+        click.option("--experiment", help="MLflow experiment (default xgate/<review set>/<policy>)."),
+        click.option("--register", help="Register a passing candidate as this model name."),
+        click.option("--alias", default="champion", show_default=True, help="Alias moved to a registered winner."),
+        click.option("--require-tracking", is_flag=True, help="Exit 2 when MLflow logging fails."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="xgate")
+def cli() -> None:
+    """xgate: a model-selection gate for CI for image classifiers.
+
+    \b
+    Quick start:
+      xgate check candidates/honest-bgmix.pt --policy policies/strict.yaml
+      xgate review-set verify review_sets/shapes-v1
+    """
+
+
+@cli.command(epilog=CHECK_EXAMPLES)
+@click.argument("candidate", type=click.Path(path_type=Path))
+@gate_options
+def check(candidate: Path, **options: Any) -> None:
+    """Gate one CANDIDATE checkpoint against a policy; exit 0 passed, 1 failed, 2 bad input."""
+    _gate("check", (candidate,), options)
+
+
+@cli.command(epilog=SELECT_EXAMPLES)
+@click.argument("candidates", nargs=-1, required=True, type=click.Path(path_type=Path))
+@gate_options
+def select(candidates: tuple[Path, ...], **options: Any) -> None:
+    """Gate several CANDIDATES and pick the best that passes; exit 0 when one passes."""
+    _gate("select", candidates, options)
+
+
+def _gate(command: str, candidates: Sequence[Path], options: dict[str, Any]) -> NoReturn:
+    from gate import outputs
+    from gate.engine import EngineOptions
+    from gate.report import format_summary
+    from gate.run import GateRequest, LoadOptions, run_gate
+
+    tracking = _tracking_config(options)
+    baseline = _baseline_path(options.get("baseline"), tracking)
+    classes = tuple(c.strip() for c in options["classes"].split(",")) if options.get("classes") else None
+    request = GateRequest(
+        command=command, candidates=tuple(candidates), policy=options["policy"], baseline=baseline,
+        review_set=options.get("review_set"), allow_unpinned=options["allow_unpinned"],
+        engine=EngineOptions(device=options["device"], batch_size=options["batch_size"], seed=options["seed"]),
+        load=LoadOptions(arch=options.get("arch"), classes=classes, target_layer=options.get("target_layer"),
+                         trust_pickle=options["trust_pickle"]),
+    )
+    result = run_gate(request, progress=_progress("gating"))
+    paths = outputs.write_outputs(result, outputs.default_paths(
+        options["out_dir"], report=options.get("report"), json=options.get("json_path"), junit=options.get("junit")))
+    click.echo(format_summary(result, paths))
+    _github(result, paths)
+    if tracking is not None:
+        _track(result, paths, tracking, candidates)
+    sys.exit(0 if result.passed else 1)
+
+
+def _tracking_config(options: dict[str, Any]) -> Any:
+    if options["no_mlflow"]:
+        return None
+    from gate.tracking import TrackingConfig
+
+    return TrackingConfig(uri=options.get("tracking_uri"), experiment=options.get("experiment"),
+                          register=options.get("register"), alias=options["alias"],
+                          require=options["require_tracking"])
+
+
+def _baseline_path(baseline: str | None, tracking: Any) -> Path | None:
+    if not baseline:
+        return None
+    if baseline.startswith("models:/"):
+        from gate.tracking import TrackingConfig, load_registered_baseline
+
+        config = tracking if tracking is not None else TrackingConfig()
+        return load_registered_baseline(baseline, config)
+    return Path(baseline)
+
+
+def _github(result: Any, paths: Any) -> None:
+    from gate.github import emit_github
+
+    for line in emit_github(result, paths, os.environ):
+        click.echo(line)
+
+
+def _track(result: Any, paths: Any, tracking: Any, candidates: Sequence[Path]) -> None:
+    from gate.tracking import log_gate
+
+    files = {Path(p).name: Path(p) for p in candidates}
+    outcome = log_gate(result, {"report": paths.report, "json": paths.json, "junit": paths.junit}, tracking, files)
+    if outcome.warning:
+        click.echo(f"xgate: warning: {outcome.warning}", err=True)
+    elif outcome.logged:
+        click.echo(f"MLflow: logged {len(outcome.run_ids)} run(s) to {tracking.uri or _default_uri()}")
+    if outcome.registered_version:
+        click.echo(f"MLflow: registered {tracking.register} version {outcome.registered_version} "
+                   f"as @{tracking.alias}")
+
+
+def _default_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+
+
+@cli.command(epilog="""
+\b
+Examples:
+  xgate train --recipe bgmix --data 'synth:shapes?bias=0.9&n=4000&seed=11' -o cand.pt
+  xgate train --recipe cutmix --data review_sets/shapes-train --epochs 10 -o cand.pt
+""")
+@click.option("--recipe", required=True, help="baseline, cutmix or bgmix.")
+@click.option("--data", required=True, help="synth:shapes?bias=B&n=N&seed=S, an ImageFolder tree or a review set.")
+@click.option("--arch", default="tiny_cnn", show_default=True, help="Built-in, torchvision name or pkg.mod:factory.")
+@click.option("--epochs", default=8, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
+@click.option("--lr", default=0.1, show_default=True, type=float)
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Checkpoint to write.")
+def train(recipe: str, data: str, arch: str, epochs: int, seed: int, batch_size: int, lr: float,
+          output: Path) -> None:
+    """Train a candidate with a recipe and write an xgate.candidate/v1 checkpoint."""
+    from gate.train import TrainConfig
+    from gate.train import train as run_training
+
+    config = TrainConfig(recipe=recipe, data=data, arch=arch, epochs=epochs, seed=seed, batch_size=batch_size,
+                         lr=lr, output=output)
+    result = run_training(config, progress=None if _quiet() else lambda line: click.echo(line, err=True))
+    last = result.history[-1]
+    click.echo(f"wrote {result.path}: train accuracy {last.train_accuracy:.3f}, "
+               f"validation accuracy {last.val_accuracy:.3f} after {last.epoch} epochs")
+
+
+@cli.group("review-set")
+def review_set() -> None:
+    """Build, verify and synthesise pinned review sets."""
+
+
+@review_set.command("build", epilog="""
+\b
+Example:
+  xgate review-set build photos/ -o review_sets/my-set --name my-set
+""")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path))
+@click.option("--name", help="Name recorded in review.yaml (default: the output folder's name).")
+@click.option("--version", "set_version", default="1", show_default=True)
+@click.option("--description", default="")
+def review_set_build(source: Path, output: Path, name: str | None, set_version: str, description: str) -> None:
+    """Pin SOURCE/images/<class>/*.png + SOURCE/masks/<class>/*.png as a review set."""
+    from gate.review_set import build
+
+    built = build(source, output, name=name, version=set_version, description=description)
+    click.echo(f"{built.root}: {built.size} samples, {len(built.classes)} classes, digest {built.digest}")
+
+
+@review_set.command("verify")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--digest", help="Also require this digest.")
+def review_set_verify(path: Path, digest: str | None) -> None:
+    """Check every file of a review set against SHA256SUMS and print its digest."""
+    from gate.review_set import open_review_set
+
+    opened = open_review_set(path, expected_digest=digest)
+    click.echo(f"{opened.root}: OK, {opened.size} samples, digest {opened.digest}")
+
+
+@review_set.command("synth", epilog="""
+\b
+Example (the shipped review set):
+  xgate review-set synth --bias 0.9 --n 400 --seed 20260 -o review_sets/shapes-v1
+""")
+@click.option("--bias", required=True, type=click.FloatRange(0, 1), help="0: scene independent of class; 1: tied.")
+@click.option("--n", "count", required=True, type=click.IntRange(2), help="Number of samples.")
+@click.option("--seed", required=True, type=int)
+@click.option("--size", default=64, show_default=True, type=click.IntRange(16))
+@click.option("--name", help="Name recorded in review.yaml (default: the folder's name).")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path))
+def review_set_synth(bias: float, count: int, seed: int, size: int, name: str | None, output: Path) -> None:
+    """Generate coloured shapes on textured scenes (exact masks) and pin them as a review set."""
+    import tempfile
+
+    from gate import shapes
+    from gate.review_set import build
+
+    with tempfile.TemporaryDirectory() as tmp:
+        plain = shapes.write_plain(shapes.iter_generate(count, bias=bias, seed=seed, size=size), Path(tmp))
+        description = f"shapes generator: bias={bias}, n={count}, seed={seed}, size={size}"
+        built = build(plain, output, name=name, description=description)
+    click.echo(f"{built.root}: {built.size} samples, digest {built.digest}")
+
+
+@cli.command(epilog="""
+\b
+Examples:
+  xgate history
+  xgate history --experiment xgate/shapes-v1/strict --limit 50 --html history.html
+""")
+@click.option("--experiment", help="Experiment name (default: every xgate experiment).")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1))
+@click.option("--html", "html_path", type=click.Path(path_type=Path), help="Also write an HTML history page.")
+@click.option("--tracking-uri", help="MLflow tracking URI.")
+def history(experiment: str | None, limit: int, html_path: Path | None, tracking_uri: str | None) -> None:
+    """List past gate runs from MLflow, newest first."""
+    from gate.tracking import TrackingConfig, history_table, write_history_html
+
+    config = TrackingConfig(uri=tracking_uri, require=True)
+    click.echo(history_table(config, experiment=experiment, limit=limit))
+    if html_path is not None:
+        click.echo(f"wrote {write_history_html(config, html_path, experiment=experiment, limit=limit)}")
+
+
+@cli.command()
+@click.option("--tracking-uri", help="MLflow tracking URI.")
+def sync(tracking_uri: str | None) -> None:
+    """Upload gate runs that were kept in the local outbox while MLflow was unreachable."""
+    from gate.tracking import TrackingConfig
+    from gate.tracking import sync as sync_outbox
+
+    count = sync_outbox(TrackingConfig(uri=tracking_uri, require=True))
+    click.echo(f"uploaded {count} run(s) from the outbox")
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point: run the CLI and turn errors into one line and an exit code."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="xgate", standalone_mode=False)
+    except GateError as exc:
+        click.echo(f"xgate: error: {exc.one_line()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("xgate: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2 if exc.exit_code == 2 else exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # an internal error: one line unless debugging
+        if os.environ.get("XGATE_DEBUG"):
+            traceback.print_exc()
+        click.echo(f"xgate: internal error: {type(exc).__name__}: {exc} (set XGATE_DEBUG=1 for a traceback)",
+                   err=True)
+        sys.exit(3)
+    sys.exit(0)

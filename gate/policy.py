@@ -1,0 +1,322 @@
+"""Policies: YAML validated into typed rules, and their evaluation into a verdict.
+
+A rule is a floor (``min``), a ceiling (``max``) — optionally at a confidence,
+so a small review set cannot pass a threshold by luck — or a comparison with
+the baseline (``vs_baseline``: non-inferiority by ``max_drop`` or superiority
+by ``min_gain``, on a seeded paired-bootstrap bound).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gate.errors import PolicyError, UsageError
+from gate.metrics.registry import CLASS_PLACEHOLDER, ScoreSpec, get_spec
+from gate.records import Records
+from gate.result import RuleResult
+
+PROBES = ("background", "sanity")
+ScoreFn = Callable[[Records], Mapping[str, float]]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ReviewSetRef(_Strict):
+    """Where the review set lives and the digest it must have."""
+
+    path: str
+    digest: str | None = None
+
+
+class ExplainSettings(_Strict):
+    """The explanation method (Grad-CAM only for now) and its layer."""
+
+    method: Literal["gradcam"] = "gradcam"
+    target_layer: str = "auto"
+
+
+class BaselineTest(_Strict):
+    """Candidate versus baseline: non-inferiority (max_drop) or superiority (min_gain)."""
+
+    max_drop: float | None = Field(default=None, ge=0)
+    min_gain: float | None = Field(default=None, ge=0)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> BaselineTest:
+        if (self.max_drop is None) == (self.min_gain is None):
+            raise ValueError("give exactly one of max_drop or min_gain")
+        return self
+
+
+class Rule(_Strict):
+    """One rule: a score and one of min, max or vs_baseline."""
+
+    score: str
+    min: float | None = None
+    max: float | None = None
+    confidence: float | None = Field(default=None, gt=0.5, lt=1)
+    vs_baseline: BaselineTest | None = None
+
+    @field_validator("score")
+    @classmethod
+    def _known_score(cls, name: str) -> str:
+        if get_spec(name) is None or name.startswith("delta."):
+            raise ValueError(f"unknown score {name!r} (see docs/scores.md)")
+        return name
+
+    @model_validator(mode="after")
+    def _one_test(self) -> Rule:
+        given = [k for k in ("min", "max", "vs_baseline") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of min, max or vs_baseline (got {given or 'none'})")
+        if self.confidence is not None and self.vs_baseline is not None:
+            raise ValueError("put confidence inside vs_baseline")
+        return self
+
+    @property
+    def spec(self) -> ScoreSpec:
+        """The registry entry of the rule's score."""
+        spec = get_spec(self.score)
+        assert spec is not None
+        return spec
+
+
+class SelectSettings(_Strict):
+    """How ``select`` ranks passing candidates: scores in order, ties broken by the next."""
+
+    rank_by: list[str] = Field(default_factory=lambda: ["accuracy"])
+
+    @field_validator("rank_by", mode="before")
+    @classmethod
+    def _as_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("rank_by")
+    @classmethod
+    def _known(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if get_spec(name) is None:
+                raise ValueError(f"unknown score {name!r}")
+        return names
+
+
+class PolicyModel(_Strict):
+    """The policy file's schema."""
+
+    name: str
+    review_set: ReviewSetRef
+    explain: ExplainSettings = ExplainSettings()
+    probes: list[Literal["background", "sanity"]] = Field(default_factory=list)
+    rules: list[Rule] = Field(min_length=1)
+    select: SelectSettings = SelectSettings()
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _probes_enabled(self) -> PolicyModel:
+        for index, rule in enumerate(self.rules):
+            probe = rule.spec.probe
+            if probe is not None and probe not in self.probes:
+                raise ValueError(f"rules[{index}]: score {rule.score!r} needs `probes: [{probe}]`")
+        return self
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A validated policy, with the review-set path resolved against the policy's folder."""
+
+    path: Path
+    sha256: str
+    model: PolicyModel
+
+    @property
+    def name(self) -> str:
+        """The policy's name."""
+        return self.model.name
+
+    @property
+    def review_set_path(self) -> Path:
+        """The review set folder (relative paths resolve against the policy file's folder)."""
+        raw = Path(self.model.review_set.path)
+        return raw if raw.is_absolute() else (self.path.parent / raw)
+
+    @property
+    def probes(self) -> frozenset[str]:
+        """Enabled probes."""
+        return frozenset(self.model.probes)
+
+    @property
+    def needs_baseline(self) -> bool:
+        """True when any rule compares with a baseline."""
+        return any(rule.vs_baseline is not None for rule in self.model.rules)
+
+
+def load(path: str | Path) -> Policy:
+    """Read and validate a policy file; every problem is a PolicyError naming the file, rule and field."""
+    path = Path(path)
+    try:
+        raw_bytes = path.read_bytes()
+        raw = yaml.safe_load(raw_bytes)
+    except OSError as exc:
+        raise PolicyError(f"cannot read policy ({exc.strerror or exc})", path=path) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise PolicyError(f"not valid YAML{where}", path=path) from None
+    if not isinstance(raw, dict):
+        raise PolicyError("a policy must be a YAML mapping", path=path)
+    try:
+        model = PolicyModel.model_validate(raw)
+    except ValidationError as exc:
+        raise PolicyError(_first_error(exc), path=path) from None
+    return Policy(path=path, sha256=hashlib.sha256(raw_bytes).hexdigest(), model=model)
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    location = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".")
+    message = error["msg"].removeprefix("Value error, ")
+    count = exc.error_count()
+    more = f" (and {count - 1} more)" if count > 1 else ""
+    return f"{location}: {message}{more}" if location else f"{message}{more}"
+
+
+def check_classes(policy: Policy, classes: Sequence[str]) -> None:
+    """Per-class rules must name a class of the review set."""
+    for index, rule in enumerate(policy.model.rules):
+        if rule.spec.per_class:
+            prefix, _, suffix = rule.spec.name.partition(CLASS_PLACEHOLDER)
+            class_name = rule.score[len(prefix) : len(rule.score) - len(suffix)]
+            if class_name not in classes:
+                raise PolicyError(f"score {rule.score!r} names class {class_name!r}, not in the review set",
+                                  path=policy.path, field=f"rules[{index}].score")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What rules are evaluated on: the candidate's scores and records, and the baseline's records."""
+
+    scores: Mapping[str, float]
+    records: Records
+    score_fn: ScoreFn
+    baseline: Records | None = None
+    seed: int = 0
+
+
+def evaluate(policy: Policy, evidence: Evidence) -> tuple[RuleResult, ...]:
+    """Evaluate every rule in policy order."""
+    if policy.needs_baseline and evidence.baseline is None:
+        raise UsageError("the policy has vs_baseline rules; give --baseline", path=policy.path, field="rules")
+    return tuple(_evaluate_rule(rule, evidence) for rule in policy.model.rules)
+
+
+def _evaluate_rule(rule: Rule, evidence: Evidence) -> RuleResult:
+    value = evidence.scores.get(rule.score, float("nan"))
+    spec = rule.spec
+    if rule.vs_baseline is not None:
+        return _baseline_rule(rule, rule.vs_baseline, evidence)
+    op, threshold = (">=", rule.min) if rule.min is not None else ("<=", rule.max)
+    assert threshold is not None
+    rule_id = f"{rule.score} {op} {threshold:g}" + (f" @{rule.confidence:.0%}" if rule.confidence else "")
+    if math.isnan(value):
+        return RuleResult(rule_id, rule.score, op, threshold, None, False,
+                          f"{rule.score} could not be computed (no samples to score)", spec.higher_is_better)
+    interval = None
+    tested = value
+    if rule.confidence is not None:
+        interval = confidence_interval(rule.score, spec, evidence, rule.confidence)
+        tested = interval[0] if op == ">=" else interval[1]
+    passed = tested >= threshold if op == ">=" else tested <= threshold
+    bound = "" if interval is None else f" (bound {tested:.4g} at {rule.confidence:.0%})"
+    verb = "meets" if passed else "fails"
+    message = f"{rule.score} = {value:.4g}{bound} {verb} {op} {threshold:g}"
+    return RuleResult(rule_id, rule.score, op, threshold, value, passed, message, spec.higher_is_better, interval)
+
+
+def _baseline_rule(rule: Rule, test: BaselineTest, evidence: Evidence) -> RuleResult:
+    from gate import compare
+
+    assert evidence.baseline is not None
+    spec = rule.spec
+    interval = compare.delta_interval(evidence.records, evidence.baseline, rule.score, evidence.score_fn,
+                                      confidence=test.confidence, seed=evidence.seed)
+    delta = evidence.score_fn(evidence.records)[rule.score] - evidence.score_fn(evidence.baseline)[rule.score]
+    span = (interval.low, interval.high)
+    if test.max_drop is not None:
+        op, threshold = "non_inferior", test.max_drop
+        passed = compare.non_inferior(interval, max_drop=test.max_drop, higher_is_better=spec.higher_is_better)
+        claim = f"no worse than the baseline by more than {threshold:g}"
+    else:
+        op, threshold = "superior", float(test.min_gain or 0.0)
+        passed = compare.superior(interval, min_gain=threshold, higher_is_better=spec.higher_is_better)
+        claim = f"better than the baseline by at least {threshold:g}"
+    rule_id = f"{rule.score} vs baseline: {op} {threshold:g} @{test.confidence:.0%}"
+    message = (f"Δ{rule.score} = {delta:+.4g}, {test.confidence:.0%} bound [{span[0]:+.4g}, {span[1]:+.4g}]: "
+               f"{'is' if passed else 'not shown'} {claim}")
+    if math.isnan(delta):
+        passed, message = False, f"Δ{rule.score} could not be computed"
+    return RuleResult(rule_id, rule.score, op, threshold, None if math.isnan(delta) else delta, passed, message,
+                      spec.higher_is_better, span)
+
+
+def confidence_interval(score: str, spec: ScoreSpec, evidence: Evidence, confidence: float) -> tuple[float, float]:
+    """Bounds whose lower (upper) end is the one-sided bound at ``confidence``: Wilson for proportions."""
+    from gate import stats
+
+    successes_n = _proportion_counts(score, evidence.records) if spec.proportion else None
+    if successes_n is not None:
+        interval = stats.wilson_interval(successes_n[0], successes_n[1], confidence=confidence)
+    else:
+        def statistic(index: np.ndarray) -> float:
+            return evidence.score_fn(evidence.records.take(index))[score]
+
+        interval = stats.paired_bootstrap(statistic, evidence.records.size, confidence=confidence,
+                                          seed=evidence.seed)
+    return interval.low, interval.high
+
+
+def _proportion_counts(score: str, records: Records) -> tuple[int, int] | None:
+    """(successes, trials) behind a proportion score, where it is a plain share of samples."""
+    correct = records.correct
+    if score == "accuracy":
+        return int(correct.sum()), records.size
+    if score.startswith("class_accuracy."):
+        members = records.labels == records.classes.index(score.removeprefix("class_accuracy."))
+        return int(correct[members].sum()), int(members.sum())
+    if score.startswith("confident_wrong_rate@"):
+        threshold = float(score.partition("@")[2])
+        return int(((~correct) & (records.confidence >= threshold)).sum()), records.size
+    if score == "alignment.pointing_game":
+        valid = ~np.isnan(records.pointing_hit)
+        return int(records.pointing_hit[valid].sum()), int(valid.sum())
+    if score == "alignment.off_object_rate":
+        lifts = records.lift[~np.isnan(records.lift)]
+        return int((lifts < 1).sum()), int(lifts.size)
+    if score == "alignment.coverage":
+        return int((~np.isnan(records.energy)).sum()), records.size
+    return None
+
+
+def rank_key(scores: Mapping[str, float], rank_by: Collection[str], name: str) -> tuple[Any, ...]:
+    """Sort key for ``select``: better first on each score in order (NaN last), then by name."""
+    key: list[Any] = []
+    for score in rank_by:
+        spec = get_spec(score)
+        value = scores.get(score, float("nan"))
+        if math.isnan(value):
+            key.append((1, 0.0))
+        else:
+            key.append((0, -value if spec is None or spec.higher_is_better else value))
+    key.append(name)
+    return tuple(key)

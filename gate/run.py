@@ -1,0 +1,180 @@
+"""``run_gate``: candidates + review set + policy → a GateResult (no printing, no files).
+
+The one place that strings the stages together in the direction of the data:
+load → engine → scores → comparison → verdict. Outputs and tracking are the
+CLI's next calls, on the returned result.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+
+from gate import candidate as candidate_io
+from gate import engine
+from gate import policy as policy_io
+from gate.candidate import Candidate
+from gate.errors import CandidateError, PolicyError
+from gate.metrics.registry import compute_scores
+from gate.records import Records
+from gate.result import CandidateInfo, CandidateResult, GateResult, PolicyInfo, ReviewSetInfo
+from gate.review_set import ReviewSet, open_review_set
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to read checkpoints that lack fields (bare state_dicts) or are pickles."""
+
+    arch: str | None = None
+    classes: tuple[str, ...] | None = None
+    target_layer: str | None = None
+    trust_pickle: bool = False
+
+
+@dataclass(frozen=True)
+class GateRequest:
+    """Everything one ``check`` or ``select`` call needs."""
+
+    command: str
+    candidates: tuple[Path, ...]
+    policy: Path
+    baseline: Path | None = None
+    review_set: Path | None = None
+    allow_unpinned: bool = False
+    engine: engine.EngineOptions = field(default_factory=engine.EngineOptions)
+    load: LoadOptions = field(default_factory=LoadOptions)
+
+
+def run_gate(request: GateRequest, progress: engine.Progress | None = None) -> GateResult:
+    """Load, run, score and decide; raise a GateError (with its exit code) on bad input."""
+    started = time.perf_counter()
+    policy = policy_io.load(request.policy)
+    review_set = _open_review_set(policy, request)
+    policy_io.check_classes(policy, review_set.classes)
+    options = replace(request.engine, probes=policy.probes, seed=request.engine.seed)
+    candidates = [_load(path, request, policy, review_set) for path in request.candidates]
+    baseline = _load(request.baseline, request, policy, review_set) if request.baseline else None
+    if baseline is not None:
+        _check_baseline(baseline, candidates)
+    if policy.needs_baseline and baseline is None:
+        raise PolicyError("the policy has vs_baseline rules; give --baseline", path=policy.path, field="rules")
+    loaded = time.perf_counter()
+    runs = engine.run([*candidates, *([baseline] if baseline else [])], review_set, options, progress)
+    ran = time.perf_counter()
+    score_fn = partial(compute_scores, probes=policy.probes)
+    baseline_run = runs[-1] if baseline is not None else None
+    results = tuple(
+        _judge(c, r, policy, score_fn, baseline_run.records if baseline_run else None, options.seed)
+        for c, r in zip(candidates, runs[: len(candidates)], strict=True)
+    )
+    baseline_result = None
+    if baseline is not None and baseline_run is not None:
+        baseline_result = _baseline_result(baseline, baseline_run, results, review_set, policy, score_fn, options)
+    return GateResult(
+        command=request.command,
+        policy=PolicyInfo(name=policy.name, path=str(policy.path), sha256=policy.sha256),
+        review_set=ReviewSetInfo(name=review_set.name, version=review_set.version, path=str(review_set.root),
+                                 digest=review_set.digest, size=review_set.size, classes=review_set.classes),
+        candidates=results,
+        baseline=baseline_result,
+        selected=select_winner(results, policy.model.select.rank_by),
+        environment=environment(options.device),
+        timings={"load_s": loaded - started, "engine_s": ran - loaded, "total_s": time.perf_counter() - started},
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
+def _open_review_set(policy: policy_io.Policy, request: GateRequest) -> ReviewSet:
+    pinned = policy.model.review_set.digest
+    if pinned is None and not request.allow_unpinned:
+        raise PolicyError("no digest pins the review set; add it (`xgate review-set verify DIR` prints it) "
+                          "or pass --allow-unpinned", path=policy.path, field="review_set.digest")
+    path = request.review_set or policy.review_set_path
+    return open_review_set(path, expected_digest=None if request.allow_unpinned else pinned)
+
+
+def _load(path: Path, request: GateRequest, policy: policy_io.Policy, review_set: ReviewSet) -> Candidate:
+    layer = request.load.target_layer
+    if layer is None and policy.model.explain.target_layer != "auto":
+        layer = policy.model.explain.target_layer
+    loaded = candidate_io.load(path, arch=request.load.arch, classes=request.load.classes,
+                               target_layer=layer, trust_pickle=request.load.trust_pickle)
+    return loaded.aligned_to(review_set.classes)
+
+
+def _check_baseline(baseline: Candidate, candidates: Sequence[Candidate]) -> None:
+    for cand in candidates:
+        if baseline.input.size != cand.input.size:
+            raise CandidateError(f"baseline input size {list(baseline.input.size)} differs from candidate "
+                                 f"{cand.name}'s {list(cand.input.size)}", path=baseline.path, field="input.size")
+
+
+def _judge(
+    cand: Candidate, model_run: engine.ModelRun, policy: policy_io.Policy,
+    score_fn: Callable[[Records], dict[str, float]], baseline: Records | None, seed: int,
+) -> CandidateResult:
+    from gate import compare
+
+    scores = score_fn(model_run.records)
+    evidence = policy_io.Evidence(scores=scores, records=model_run.records, score_fn=score_fn,
+                                  baseline=baseline, seed=seed)
+    rules = policy_io.evaluate(policy, evidence)
+    comparison = None
+    if baseline is not None:
+        comparison = compare.compare(model_run.records, baseline, score_fn).to_json()
+        scores = {**scores, **{k: v for k, v in comparison["deltas"].items() if v is not None}}
+    return CandidateResult(candidate=info(cand), scores=scores, rules=rules, records=model_run.records,
+                           gallery=model_run.gallery, comparison=comparison,
+                           timings={"engine_s": model_run.seconds})
+
+
+def _baseline_result(
+    baseline: Candidate, model_run: engine.ModelRun, results: Sequence[CandidateResult], review_set: ReviewSet,
+    policy: policy_io.Policy, score_fn: Callable[[Records], dict[str, float]], options: engine.EngineOptions,
+) -> CandidateResult:
+    # The baseline is shown beside each candidate's gallery: keep its maps of exactly those samples.
+    wanted = {i for r in results for kind in vars(r.gallery).values() for i in kind}
+    wanted |= set(model_run.records.kept)
+    kept = engine.keep_samples(baseline, review_set, wanted, options)
+    records = replace(model_run.records, kept={**model_run.records.kept, **kept})
+    return CandidateResult(candidate=info(baseline), scores=score_fn(records), rules=(), records=records,
+                           gallery=model_run.gallery, timings={"engine_s": model_run.seconds})
+
+
+def info(cand: Candidate) -> CandidateInfo:
+    """The identifying fields of a candidate."""
+    return CandidateInfo(path=cand.path, name=cand.name, sha256=cand.sha256, arch=cand.arch,
+                         target_layer=cand.target_layer, meta=dict(cand.meta))
+
+
+def select_winner(results: Sequence[CandidateResult], rank_by: Sequence[str]) -> str | None:
+    """The best passing candidate by ``rank_by`` (ties broken by the next score, then by name)."""
+    passing = [r for r in results if r.passed]
+    if not passing:
+        return None
+    best = min(passing, key=lambda r: policy_io.rank_key(r.scores, rank_by, r.candidate.name))
+    return best.candidate.name
+
+
+def ranking(results: Sequence[CandidateResult], rank_by: Sequence[str]) -> list[CandidateResult]:
+    """Passing candidates first in rank order, then the rejected ones in rank order."""
+    return sorted(results, key=lambda r: (not r.passed, policy_io.rank_key(r.scores, rank_by, r.candidate.name)))
+
+
+def environment(device: str) -> dict[str, str]:
+    """Versions and device, for the result and the report."""
+    import torch
+    import torchvision
+
+    import gate
+
+    resolved = engine.resolve_device(device)
+    name = torch.cuda.get_device_name(resolved) if resolved.type == "cuda" else platform.processor() or "cpu"
+    return {"xgate": gate.__version__, "python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "platform": platform.platform(), "device": str(resolved),
+            "device_name": name}
