@@ -84,7 +84,8 @@ def _call(factory: Callable[..., nn.Module], arch: str, kwargs: dict[str, Any]) 
     try:
         model = factory(**kwargs)
     except TypeError as exc:
-        raise CandidateError(f"arch {arch!r} does not accept arch_kwargs {kwargs}: {exc}", field="arch_kwargs") from None
+        raise CandidateError(f"arch {arch!r} does not accept arch_kwargs {kwargs}: {exc}",
+                             field="arch_kwargs") from None
     if not isinstance(model, nn.Module):
         raise CandidateError(f"arch {arch!r} did not return a torch.nn.Module", field="arch")
     return model

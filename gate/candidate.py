@@ -56,7 +56,7 @@ class Candidate:
     def aligned_to(self, classes: Sequence[str]) -> Candidate:
         """Match classes by name; a permutation reorders the logits, other names are an error."""
         if tuple(classes) == self.classes:
-            return replace(self, logit_order=None)
+            return self  # already in this order (possibly through an earlier permutation)
         if sorted(classes) != sorted(self.classes):
             missing = sorted(set(classes) - set(self.classes))
             extra = sorted(set(self.classes) - set(classes))

@@ -141,8 +141,8 @@ def _to_tensors(batch: Batch, size: tuple[int, int], device: torch.device) -> tu
     """Images as float [B,3,H,W] in [0,1] (bilinear) and masks bool [B,H,W] (nearest) at ``size``."""
     images, masks = [], []
     for image, mask in zip(batch.images, batch.masks, strict=True):
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div_(255)
-        m = torch.from_numpy(np.ascontiguousarray(mask))[None, None].float()
+        x = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float().div_(255)
+        m = torch.from_numpy(np.array(mask))[None, None].float()
         if tuple(x.shape[-2:]) != size:
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)
             m = F.interpolate(m, size=size, mode="nearest")
@@ -198,7 +198,7 @@ class _ModelState:
         for name, preds in variant_preds.items():
             self._append(f"probe.{name}", preds)
         if self.randomised is not None:
-            self._append("sanity", self._sanity(images, cam, explained.target))
+            self._append("sanity", self._sanity(images, explained.cam, explained.target))
         self.gallery.offer(batch, probs, cam, images, masks, variants, variant_preds)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -234,9 +234,11 @@ class _ModelState:
         return logits
 
     def _sanity(self, images: Tensor, cam: Tensor, target: Tensor) -> np.ndarray:
+        # Compared at the target layer's own resolution: upsampling adds no information, only smooth
+        # interpolated pixels that inflate rank correlation (and it costs as much as a forward at 224²).
         assert self.randomised is not None
         randomised = explain(self.randomised, self.candidate.target_layer, self.normalise(images), target=target)
-        return probe_ops.spearman_rows(cam, upsample(randomised.cam, self.size)).double().cpu().numpy()
+        return probe_ops.spearman_rows(cam, randomised.cam).double().cpu().numpy()
 
     def _append(self, name: str, values: np.ndarray) -> None:
         self.rows.setdefault(name, []).append(np.asarray(values))

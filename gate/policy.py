@@ -12,6 +12,7 @@ import hashlib
 import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -249,9 +250,10 @@ def _baseline_rule(rule: Rule, test: BaselineTest, evidence: Evidence) -> RuleRe
 
     assert evidence.baseline is not None
     spec = rule.spec
-    interval = compare.delta_interval(evidence.records, evidence.baseline, rule.score, evidence.score_fn,
+    score_fn = _only(evidence.score_fn, rule.score)
+    interval = compare.delta_interval(evidence.records, evidence.baseline, rule.score, score_fn,
                                       confidence=test.confidence, seed=evidence.seed)
-    delta = evidence.score_fn(evidence.records)[rule.score] - evidence.score_fn(evidence.baseline)[rule.score]
+    delta = evidence.scores.get(rule.score, float("nan")) - score_fn(evidence.baseline)[rule.score]
     span = (interval.low, interval.high)
     if test.max_drop is not None:
         op, threshold = "non_inferior", test.max_drop
@@ -278,12 +280,22 @@ def confidence_interval(score: str, spec: ScoreSpec, evidence: Evidence, confide
     if successes_n is not None:
         interval = stats.wilson_interval(successes_n[0], successes_n[1], confidence=confidence)
     else:
+        score_fn = _only(evidence.score_fn, score)
+
         def statistic(index: np.ndarray) -> float:
-            return evidence.score_fn(evidence.records.take(index))[score]
+            return score_fn(evidence.records.take(index))[score]
 
         interval = stats.paired_bootstrap(statistic, evidence.records.size, confidence=confidence,
                                           seed=evidence.seed)
     return interval.low, interval.high
+
+
+def _only(score_fn: ScoreFn, score: str) -> ScoreFn:
+    """The score function restricted to one score, when it supports ``only=`` (bootstraps call it often)."""
+    keywords = getattr(score_fn, "keywords", None)
+    if keywords is not None and "probes" in keywords:
+        return partial(score_fn, only=(score,))
+    return score_fn
 
 
 def _proportion_counts(score: str, records: Records) -> tuple[int, int] | None:

@@ -81,11 +81,16 @@ def known_names(classes: Collection[str], probes: Collection[str]) -> tuple[str,
     return tuple(names)
 
 
-def compute_scores(records: Records, probes: Collection[str] = ()) -> dict[str, float]:
-    """All scores for ``records``; probe scores only for the enabled probes."""
+def compute_scores(
+    records: Records, probes: Collection[str] = (), only: Collection[str] | None = None
+) -> dict[str, float]:
+    """All scores for ``records`` (probe scores only for the enabled probes), or just the specs behind ``only``."""
+    wanted = None if only is None else {spec.name for spec in map(get_spec, only) if spec is not None}
     values: dict[str, float] = {}
     for spec in all_specs():
         if spec.probe is not None and spec.probe not in probes:
+            continue
+        if wanted is not None and spec.name not in wanted:
             continue
         result = spec.compute(records)
         if spec.per_class:

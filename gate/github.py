@@ -1,0 +1,177 @@
+"""GitHub Actions: ``::error`` annotations, the job summary ($GITHUB_STEP_SUMMARY) and step outputs ($GITHUB_OUTPUT)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+from gate.errors import InputError
+from gate.junit import failure_message
+from gate.outputs import OutputPaths
+from gate.report.context import fmt
+from gate.result import CandidateResult, GateResult, RuleResult
+
+MAX_ANNOTATIONS = 10  # GitHub shows about ten annotations per step; the rest go into one count line
+SUMMARY_LIMIT = 1024 * 1024  # GitHub refuses a step summary over 1 MiB
+TRUNCATED_NOTE = "\n\n_The xgate summary was cut to keep the job summary under 1 MiB; see the report for the rest._\n"
+_MARKDOWN_SPECIAL = "\\`*_[]<>|#!~"
+
+
+# --- annotations -------------------------------------------------------------------
+
+
+def escape_data(text: str) -> str:
+    """Escape a workflow command's message (as @actions/core does)."""
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def escape_property(text: str) -> str:
+    """Escape a workflow command's property value (as @actions/core does)."""
+    return escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def _annotation(level: str, candidate: str, rule: RuleResult) -> str:
+    message = rule.message or f"{rule.rule_id}: {failure_message(rule)}"
+    return f"::{level} title=xgate: {escape_property(candidate)}::{escape_data(message)}"
+
+
+def github_annotations(result: GateResult) -> list[str]:
+    """One ``::error`` line per failed rule (at most ``MAX_ANNOTATIONS``), then a count of the rest.
+
+    When the gate passed (``select`` found a winner) the losers' failed rules are warnings, not errors.
+    """
+    level = "error" if not result.passed else "warning"
+    failed = [(c.candidate.name, r) for c in result.candidates for r in c.failed_rules]
+    lines = [_annotation(level, name, rule) for name, rule in failed[:MAX_ANNOTATIONS]]
+    if len(failed) > MAX_ANNOTATIONS:
+        lines.append(f"::{level} title=xgate::{len(failed) - MAX_ANNOTATIONS} more failed rules")
+    return lines
+
+
+# --- step summary -------------------------------------------------------------------
+
+
+def markdown_escape(text: str) -> str:
+    """Text safe inside a Markdown table cell: punctuation backslash-escaped, newlines flattened."""
+    flat = " ".join(str(text).splitlines())
+    return "".join("\\" + ch if ch in _MARKDOWN_SPECIAL else ch for ch in flat)
+
+
+def _rules_table(candidate: CandidateResult) -> list[str]:
+    lines = ["| | Rule | Value | Threshold | Message |", "|---|---|---|---|---|"]
+    for rule in candidate.rules:
+        mark = "✅" if rule.passed else "❌"
+        cells = [mark, markdown_escape(rule.rule_id), fmt(rule.value), fmt(rule.threshold)]
+        cells.append(markdown_escape(rule.message))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _candidate_markdown(candidate: CandidateResult, selected: str | None) -> list[str]:
+    name = candidate.candidate.name
+    verdict = "passed" if candidate.passed else "failed"
+    failed, total = len(candidate.failed_rules), len(candidate.rules)
+    winner = " (selected)" if selected == name else ""
+    head = f"### {markdown_escape(name)}{winner}: {verdict}, {failed} of {total} rules failed"
+    return ["", head, "", *_rules_table(candidate)]
+
+
+def summary_markdown(result: GateResult, paths: OutputPaths | None) -> str:
+    """The job summary: verdict, one rules table per candidate, and where the outputs are."""
+    icon = "✅" if result.passed else "❌"
+    review = result.review_set
+    lines = [
+        f"## {icon} xgate {result.command}: {result.verdict}",
+        "",
+        f"Policy **{markdown_escape(result.policy.name)}** · review set **{markdown_escape(review.name)}** "
+        f"{markdown_escape(review.version)} ({review.size} samples, {markdown_escape(review.digest)})",
+    ]
+    if result.baseline is not None:
+        lines += ["", f"Baseline: **{markdown_escape(result.baseline.candidate.name)}**"]
+    if result.command == "select":
+        winner = markdown_escape(result.selected) if result.selected else "none (no candidate passed)"
+        lines += ["", f"Selected: **{winner}**"]
+    for candidate in result.candidates:
+        lines += _candidate_markdown(candidate, result.selected)
+    if paths is not None:
+        lines += [
+            "",
+            f"Outputs (in the uploaded artifact): report {markdown_escape(str(paths.report))} · "
+            f"JSON {markdown_escape(str(paths.json))} · JUnit {markdown_escape(str(paths.junit))}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def fit_summary(text: str, budget: int) -> str:
+    """``text`` if it fits in ``budget`` UTF-8 bytes, else its leading whole lines plus a note; "" if nothing fits."""
+    data = text.encode("utf-8")
+    if len(data) <= budget:
+        return text
+    room = budget - len(TRUNCATED_NOTE.encode("utf-8"))
+    if room <= 0:
+        return ""
+    head = data[:room].decode("utf-8", errors="ignore")
+    cut = head.rfind("\n")
+    return (head[:cut] if cut >= 0 else "") + TRUNCATED_NOTE
+
+
+def _append(path: Path, text: str, field: str) -> None:
+    try:
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as error:
+        raise InputError(f"cannot append to the file: {error.strerror or error}", path=path, field=field) from error
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def write_step_summary(result: GateResult, paths: OutputPaths | None, summary_path: Path) -> Path:
+    """Append the Markdown summary to ``summary_path``, keeping the whole file under 1 MiB."""
+    budget = SUMMARY_LIMIT - _size(summary_path)
+    text = fit_summary(summary_markdown(result, paths), budget)
+    if text:
+        _append(summary_path, text, "GITHUB_STEP_SUMMARY")
+    return summary_path
+
+
+# --- step outputs ---------------------------------------------------------------------
+
+
+def _output_line(key: str, value: str) -> str:
+    if "\n" not in value and "\r" not in value:
+        return f"{key}={value}\n"
+    delimiter = f"ghadelimiter_{uuid.uuid4().hex}"  # GitHub's multi-line syntax, as @actions/core writes it
+    return f"{key}<<{delimiter}\n{value}\n{delimiter}\n"
+
+
+def write_github_outputs(result: GateResult, paths: OutputPaths, output_path: Path) -> Path:
+    """Append ``verdict``, ``selected``, ``report``, ``json`` and ``junit`` to ``output_path`` ($GITHUB_OUTPUT)."""
+    values = {
+        "verdict": result.verdict,
+        "selected": result.selected or "",
+        "report": str(paths.report),
+        "json": str(paths.json),
+        "junit": str(paths.junit),
+    }
+    _append(output_path, "".join(_output_line(k, v) for k, v in values.items()), "GITHUB_OUTPUT")
+    return output_path
+
+
+def emit_github(result: GateResult, paths: OutputPaths, env: Mapping[str, str]) -> list[str]:
+    """In GitHub Actions (``GITHUB_ACTIONS=true``): write the summary and outputs; return the annotation lines.
+
+    Outside GitHub Actions nothing is written and no lines are returned.
+    """
+    if env.get("GITHUB_ACTIONS") != "true":
+        return []
+    if env.get("GITHUB_STEP_SUMMARY"):
+        write_step_summary(result, paths, Path(env["GITHUB_STEP_SUMMARY"]))
+    if env.get("GITHUB_OUTPUT"):
+        write_github_outputs(result, paths, Path(env["GITHUB_OUTPUT"]))
+    return github_annotations(result)

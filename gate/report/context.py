@@ -1,0 +1,398 @@
+"""The report's template context: typed, frozen views built from a ``GateResult``.
+
+Templates only read these dataclasses; every number is formatted here, once, and
+every string reaches the page through Jinja2's autoescaping.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gate.metrics.registry import get_spec
+from gate.records import PROBE_VARIANTS, KeptSample
+from gate.report import plots
+from gate.result import CandidateResult, GateResult, PolicyInfo, ReviewSetInfo, RuleResult
+
+BASELINE_GROUP = "versus baseline"
+SCORE_GROUPS: tuple[str, ...] = ("classification", "calibration", "alignment", "background", "sanity", BASELINE_GROUP)
+GALLERY_TITLES: Mapping[str, tuple[str, str]] = {
+    "easy": ("Easy", "right and confident"),
+    "borderline": ("Borderline", "close to the decision boundary"),
+    "failures": ("Failures", "wrong predictions"),
+}
+# Showroom panels: (variant key, title); "original" is the kept image itself.
+SHOWROOM_PANELS: tuple[tuple[str, str], ...] = (
+    ("original", "Original"),
+    ("only_fg", "Only the object"),
+    ("mixed_rand", "Object on another scene"),
+    ("only_bg", "Only the background"),
+)
+SHOWROOM_MAX = 6
+MIGRATION_LABELS: tuple[tuple[str, str], ...] = (
+    ("corrected", "corrected (baseline wrong, candidate right)"),
+    ("regressed", "regressed (baseline right, candidate wrong)"),
+    ("still_wrong", "still wrong"),
+    ("still_right", "still right"),
+    ("still_wrong_confidence_dropped", "still wrong, confidence dropped"),
+)
+
+
+# --- views ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RuleRow:
+    """One rule as a table row."""
+
+    rule_id: str
+    score: str
+    op: str
+    threshold: str
+    value: str
+    passed: bool
+    arrow: str
+    direction: str
+    interval: str | None
+    message: str
+
+
+@dataclass(frozen=True)
+class ScoreRow:
+    """One score across the report's columns (candidates, then the baseline)."""
+
+    name: str
+    help: str
+    arrow: str
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ScoreGroup:
+    """Scores of one group (classification, calibration, ...)."""
+
+    title: str
+    rows: tuple[ScoreRow, ...]
+
+
+@dataclass(frozen=True)
+class BaselineTile:
+    """The baseline's view of a gallery sample."""
+
+    pred: str
+    confidence: str
+    correct: bool
+    overlay: str
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One gallery sample: image with mask outline, Grad-CAM overlay, and the baseline's overlay."""
+
+    sample_id: str
+    label: str
+    pred: str
+    confidence: str
+    correct: bool
+    image: str
+    overlay: str
+    baseline: BaselineTile | None
+
+
+@dataclass(frozen=True)
+class GalleryView:
+    """One gallery (easy, borderline or failures)."""
+
+    kind: str
+    title: str
+    blurb: str
+    tiles: tuple[Tile, ...]
+
+
+@dataclass(frozen=True)
+class ShowroomPanel:
+    """One picture of the showroom test with the model's answer on it."""
+
+    variant: str
+    title: str
+    image: str
+    pred: str
+    correct: bool
+
+
+@dataclass(frozen=True)
+class ShowroomRow:
+    """One sample across the background probes."""
+
+    sample_id: str
+    label: str
+    flipped: bool  # the answer changed when the object moved to another scene
+    panels: tuple[ShowroomPanel, ...]
+
+
+@dataclass(frozen=True)
+class DeltaRow:
+    """A signed difference versus the baseline; ``good`` says whether it is an improvement."""
+
+    name: str
+    value: str
+    good: bool | None  # None: no change or direction unknown
+
+
+@dataclass(frozen=True)
+class ComparisonView:
+    """A candidate against the baseline: migration, McNemar, per-class and per-score deltas, intervals."""
+
+    migration: tuple[tuple[str, int], ...]
+    mcnemar_p: str
+    class_deltas: tuple[DeltaRow, ...]
+    deltas: tuple[DeltaRow, ...]
+    intervals: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class CandidateView:
+    """Everything the report shows for one candidate."""
+
+    name: str
+    path: str
+    sha256: str
+    arch: str
+    target_layer: str
+    passed: bool
+    selected: bool
+    rules: tuple[RuleRow, ...]
+    failed: tuple[RuleRow, ...]
+    plots: tuple[plots.PlotImage, ...]
+    galleries: tuple[GalleryView, ...]
+    showroom: tuple[ShowroomRow, ...]
+    comparison: ComparisonView | None
+
+    @property
+    def verdict(self) -> str:
+        """``"passed"`` or ``"failed"``."""
+        return "passed" if self.passed else "failed"
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    """The whole report page."""
+
+    title: str
+    command: str
+    verdict: str
+    passed: bool
+    selected: str | None
+    created: str
+    policy: PolicyInfo
+    review_set: ReviewSetInfo
+    candidates: tuple[CandidateView, ...]
+    baseline_name: str | None
+    score_columns: tuple[str, ...]
+    score_groups: tuple[ScoreGroup, ...]
+    environment: tuple[tuple[str, str], ...]
+    timings: tuple[tuple[str, str], ...]
+
+    @property
+    def has_showroom(self) -> bool:
+        """True when any candidate has background-probe variants to show."""
+        return any(c.showroom for c in self.candidates)
+
+    @property
+    def has_comparison(self) -> bool:
+        """True when a baseline was given (or any candidate carries a comparison)."""
+        return self.baseline_name is not None or any(c.comparison is not None for c in self.candidates)
+
+
+# --- formatting ---------------------------------------------------------------
+
+
+def fmt(value: float | None) -> str:
+    """A number for people: 4 significant digits; ``n/a`` for missing or non-finite values."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{value:.4g}"
+
+
+def fmt_signed(value: float | None) -> str:
+    """A difference with its sign (``+0.012``)."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{value:+.4g}"
+
+
+def _direction(higher_is_better: bool | None) -> tuple[str, str]:
+    if higher_is_better is None:
+        return "", ""
+    return ("↑", "higher is better") if higher_is_better else ("↓", "lower is better")
+
+
+def score_group(name: str) -> str:
+    """The report group of a score: the registry's, ``versus baseline`` for ``delta.*``, else by prefix."""
+    if name.startswith("delta."):
+        return BASELINE_GROUP
+    spec = get_spec(name)
+    if spec is not None:
+        return spec.group
+    prefix = name.partition(".")[0]
+    return prefix if prefix in SCORE_GROUPS else "classification"
+
+
+def _higher_is_better(name: str) -> bool | None:
+    spec = get_spec(name)
+    return None if spec is None else spec.higher_is_better
+
+
+# --- builders -----------------------------------------------------------------
+
+
+def rule_row(rule: RuleResult) -> RuleRow:
+    """A ``RuleResult`` as a table row."""
+    arrow, direction = _direction(rule.higher_is_better)
+    interval = None
+    if rule.interval is not None:
+        interval = f"[{fmt(rule.interval[0])}, {fmt(rule.interval[1])}]"
+    return RuleRow(
+        rule_id=rule.rule_id, score=rule.score, op=rule.op, threshold=fmt(rule.threshold), value=fmt(rule.value),
+        passed=rule.passed, arrow=arrow, direction=direction, interval=interval, message=rule.message,
+    )
+
+
+def score_groups(columns: Sequence[Mapping[str, float]]) -> tuple[ScoreGroup, ...]:
+    """Scores grouped for the table: one row per score name, one value per column ("" where absent)."""
+    names: dict[str, None] = {}
+    for scores in columns:
+        names.update(dict.fromkeys(scores))
+    by_group: dict[str, list[ScoreRow]] = {group: [] for group in SCORE_GROUPS}
+    for name in names:
+        spec = get_spec(name)
+        arrow, _ = _direction(None if spec is None else spec.higher_is_better)
+        values = tuple(fmt(scores[name]) if name in scores else "" for scores in columns)
+        row = ScoreRow(name=name, help="" if spec is None else spec.help, arrow=arrow, values=values)
+        by_group.setdefault(score_group(name), []).append(row)
+    return tuple(ScoreGroup(title, tuple(rows)) for title, rows in by_group.items() if rows)
+
+
+def _class_name(classes: Sequence[str], index: int) -> str:
+    return classes[index] if 0 <= index < len(classes) else str(index)
+
+
+def _baseline_tile(sample: KeptSample | None, classes: Sequence[str]) -> BaselineTile | None:
+    if sample is None:
+        return None
+    pictures = plots.sample_pictures(sample.image, sample.mask, sample.cam)
+    return BaselineTile(
+        pred=_class_name(classes, sample.pred), confidence=fmt(sample.confidence),
+        correct=sample.pred == sample.label, overlay=pictures.overlay,
+    )
+
+
+def tile(sample: KeptSample, classes: Sequence[str], baseline: KeptSample | None) -> Tile:
+    """One gallery tile; ``baseline`` is the baseline's kept sample with the same id, if any."""
+    pictures = plots.sample_pictures(sample.image, sample.mask, sample.cam)
+    return Tile(
+        sample_id=sample.sample_id, label=_class_name(classes, sample.label), pred=_class_name(classes, sample.pred),
+        confidence=fmt(sample.confidence), correct=sample.pred == sample.label, image=pictures.image,
+        overlay=pictures.overlay, baseline=_baseline_tile(baseline, classes),
+    )
+
+
+def galleries(result: CandidateResult, baseline: CandidateResult | None) -> tuple[GalleryView, ...]:
+    """Easy, borderline and failure galleries; ids missing from ``records.kept`` are skipped."""
+    kept = result.records.kept
+    baseline_kept: Mapping[str, KeptSample] = {} if baseline is None else baseline.records.kept
+    views = []
+    for kind, (title, blurb) in GALLERY_TITLES.items():
+        ids = getattr(result.gallery, kind)
+        tiles = tuple(tile(kept[i], result.records.classes, baseline_kept.get(i)) for i in ids if i in kept)
+        views.append(GalleryView(kind=kind, title=title, blurb=blurb, tiles=tiles))
+    return tuple(views)
+
+
+def showroom_row(sample: KeptSample, classes: Sequence[str]) -> ShowroomRow:
+    """The showroom test for one sample: original and its probe variants, each with the prediction."""
+    panels = []
+    for variant, title in SHOWROOM_PANELS:
+        if variant == "original":
+            image, pred = sample.image, sample.pred
+        elif variant in sample.variants and variant in sample.variant_preds:
+            image, pred = sample.variants[variant], sample.variant_preds[variant]
+        else:
+            continue
+        panels.append(ShowroomPanel(variant, title, plots.variant_uri(image), _class_name(classes, pred),
+                                    pred == sample.label))
+    flipped = sample.variant_preds.get("mixed_rand", sample.pred) != sample.pred
+    return ShowroomRow(sample.sample_id, _class_name(classes, sample.label), flipped, tuple(panels))
+
+
+def showroom(result: CandidateResult) -> tuple[ShowroomRow, ...]:
+    """Up to ``SHOWROOM_MAX`` kept samples with probe variants, answers that flipped first."""
+    with_variants = [s for s in result.records.kept.values() if set(s.variants) & set(PROBE_VARIANTS)]
+    # sorted() is stable: within flipped / not flipped the gallery order is kept.
+    chosen = sorted(with_variants, key=lambda s: s.variant_preds.get("mixed_rand", s.pred) == s.pred)
+    return tuple(showroom_row(s, result.records.classes) for s in chosen[:SHOWROOM_MAX])
+
+
+def _delta_row(name: str, value: float, higher_is_better: bool | None) -> DeltaRow:
+    good = None
+    if higher_is_better is not None and math.isfinite(value) and value != 0:
+        good = (value > 0) == higher_is_better
+    return DeltaRow(name=name, value=fmt_signed(value), good=good)
+
+
+def _interval_text(bounds: Mapping[str, Any]) -> str:
+    confidence = bounds.get("confidence")
+    level = f" at {confidence:.0%}" if isinstance(confidence, int | float) else ""
+    return f"[{fmt(bounds.get('low'))}, {fmt(bounds.get('high'))}]{level}"
+
+
+def comparison_view(comparison: Mapping[str, Any]) -> ComparisonView:
+    """The ``gate.compare`` JSON for one candidate, formatted."""
+    migration = comparison.get("migration", {})
+    deltas = comparison.get("deltas", {})
+    return ComparisonView(
+        migration=tuple((label, int(migration[key])) for key, label in MIGRATION_LABELS if key in migration),
+        mcnemar_p=fmt(comparison.get("mcnemar_p")),
+        class_deltas=tuple(_delta_row(c, float(v), True) for c, v in comparison.get("class_deltas", {}).items()),
+        deltas=tuple(_delta_row(n, float(v), _higher_is_better(n)) for n, v in deltas.items() if v is not None),
+        intervals=tuple((score, _interval_text(b)) for score, b in comparison.get("intervals", {}).items()),
+    )
+
+
+def candidate_view(result: CandidateResult, baseline: CandidateResult | None, selected: str | None) -> CandidateView:
+    """One candidate's view, with pictures rendered."""
+    info = result.candidate
+    rules = tuple(rule_row(r) for r in result.rules)
+    return CandidateView(
+        name=info.name, path=info.path, sha256=info.sha256, arch=info.arch, target_layer=info.target_layer,
+        passed=result.passed, selected=selected == info.name, rules=rules,
+        failed=tuple(r for r in rules if not r.passed),
+        plots=plots.candidate_plots(result.records, None if baseline is None else baseline.records),
+        galleries=galleries(result, baseline), showroom=showroom(result),
+        comparison=None if result.comparison is None else comparison_view(result.comparison),
+    )
+
+
+def _title(result: GateResult) -> str:
+    names = ", ".join(c.candidate.name for c in result.candidates)
+    return f"xgate {result.command}: {result.verdict} — {names}"
+
+
+def build_context(result: GateResult) -> ReportContext:
+    """The report's context for a gate result (renders the plots and pictures)."""
+    columns = [c.candidate.name for c in result.candidates]
+    scores = [c.scores for c in result.candidates]
+    if result.baseline is not None:
+        columns.append(f"baseline: {result.baseline.candidate.name}")
+        scores.append(result.baseline.scores)
+    return ReportContext(
+        title=_title(result), command=result.command, verdict=result.verdict, passed=result.passed,
+        selected=result.selected, created=result.created, policy=result.policy, review_set=result.review_set,
+        candidates=tuple(candidate_view(c, result.baseline, result.selected) for c in result.candidates),
+        baseline_name=None if result.baseline is None else result.baseline.candidate.name,
+        score_columns=tuple(columns), score_groups=score_groups(scores),
+        environment=tuple((str(k), str(v)) for k, v in result.environment.items()),
+        timings=tuple((str(k), f"{v:.2f} s") for k, v in result.timings.items()),
+    )

@@ -1,0 +1,310 @@
+"""Pictures for the report: PNG data URIs of images, Grad-CAM overlays and small matplotlib plots.
+
+Everything is rendered off-screen (Agg) into inline ``data:`` URIs, so the report
+opens from a CI artifact with no network and no files beside it.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from PIL import Image
+
+from gate.records import Records
+
+# Thumbnails larger than this (pixels, longest side) are downscaled: 24 kept samples with
+# a few pictures each must keep the report at a few MB even for 224x224 review sets.
+MAX_SIDE = 112
+CAM_COLORMAP = "inferno"  # perceptually uniform; readable in greyscale
+OUTLINE_RGB = (0, 255, 255)  # cyan stands out against both photos and inferno
+OVERLAY_ALPHA = 0.55
+RELIABILITY_BINS = 15  # the same bins as the ``ece`` score
+MAX_CLASS_BARS = 40  # beyond this the per-class plot shows the worst classes only
+FIGSIZE = (3.8, 2.8)
+DPI = 80
+GOOD, BAD, NEUTRAL = "#2e7d32", "#c62828", "#78909c"
+
+_RC: dict[Any, Any] = {
+    "text.parse_math": False,  # class names with "$" must print literally, not as TeX
+    "font.size": 8,
+    "axes.titlesize": 9,
+    "figure.dpi": DPI,
+    "savefig.dpi": DPI,
+}
+
+
+# --- images -----------------------------------------------------------------
+
+
+def png_data_uri(png: bytes) -> str:
+    """``data:image/png;base64,...`` for PNG bytes."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def image_uri(image: np.ndarray) -> str:
+    """A uint8 HxWx3 array as a PNG data URI (already at thumbnail size)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buffer, format="PNG", optimize=True)
+    return png_data_uri(buffer.getvalue())
+
+
+def thumbnail_size(height: int, width: int, max_side: int = MAX_SIDE) -> tuple[int, int]:
+    """(height, width) scaled down so the longest side is at most ``max_side``; never scaled up."""
+    scale = min(1.0, max_side / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def thumbnail(image: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
+    """A uint8 HxWx3 image downscaled to thumbnail size."""
+    height, width = thumbnail_size(image.shape[0], image.shape[1], max_side=max_side)
+    if (height, width) == image.shape[:2]:
+        return np.asarray(image, dtype=np.uint8)
+    resized = Image.fromarray(np.asarray(image, dtype=np.uint8)).resize((width, height), Image.Resampling.LANCZOS)
+    return np.asarray(resized)
+
+
+def _resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if mask.shape == size:
+        return np.asarray(mask, dtype=bool)
+    pixels = Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255)
+    resized = pixels.resize((size[1], size[0]), Image.Resampling.NEAREST)
+    return np.asarray(resized) > 127
+
+
+def _resize_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if values.shape == size:
+        return np.asarray(values, dtype=np.float32)
+    pixels = Image.fromarray(np.asarray(values, dtype=np.float32))  # mode "F": 32-bit float
+    resized = pixels.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    return np.asarray(resized, dtype=np.float32)
+
+
+def mask_outline(mask: np.ndarray) -> np.ndarray:
+    """Object pixels with at least one 4-neighbour outside the object (the image border counts as outside)."""
+    inside = np.pad(np.asarray(mask, dtype=bool), 1, constant_values=False)
+    interior = inside[1:-1, 1:-1] & inside[:-2, 1:-1] & inside[2:, 1:-1] & inside[1:-1, :-2] & inside[1:-1, 2:]
+    return np.asarray(mask, dtype=bool) & ~interior
+
+
+def draw_outline(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A copy of ``image`` with the mask's outline painted in ``OUTLINE_RGB``."""
+    out = np.array(image, dtype=np.uint8, copy=True)
+    out[mask_outline(mask)] = OUTLINE_RGB
+    return out
+
+
+def cam_overlay(image: np.ndarray, cam: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """The Grad-CAM map blended over the image in a perceptual colormap, with the mask outline on top.
+
+    The map is scaled by its maximum for display only; scores are computed on the raw map upstream.
+    """
+    size = image.shape[:2]
+    values = np.nan_to_num(_resize_map(np.asarray(cam, dtype=np.float32), size), nan=0.0, posinf=0.0, neginf=0.0)
+    values = np.clip(values, 0.0, None)
+    peak = float(values.max()) if values.size else 0.0
+    scaled = values / peak if peak > 0 else values
+    colours = matplotlib.colormaps[CAM_COLORMAP](scaled)[..., :3] * 255.0
+    blended = (1.0 - OVERLAY_ALPHA) * image.astype(np.float64) + OVERLAY_ALPHA * colours
+    out = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    return out if mask is None else draw_outline(out, mask)
+
+
+@dataclass(frozen=True)
+class SamplePictures:
+    """Data URIs for one kept sample: the image with its mask outline, and the Grad-CAM overlay."""
+
+    image: str
+    overlay: str
+
+
+def sample_pictures(image: np.ndarray, mask: np.ndarray, cam: np.ndarray) -> SamplePictures:
+    """Thumbnail-sized pictures of a kept sample."""
+    small = thumbnail(image)
+    small_mask = _resize_mask(mask, small.shape[:2])
+    small_cam = _resize_map(np.asarray(cam, dtype=np.float32), small.shape[:2])
+    return SamplePictures(
+        image=image_uri(draw_outline(small, small_mask)),
+        overlay=image_uri(cam_overlay(small, small_cam, small_mask)),
+    )
+
+
+def variant_uri(image: np.ndarray) -> str:
+    """A probe variant (uint8 HxWx3) as a thumbnail data URI."""
+    return image_uri(thumbnail(image))
+
+
+# --- numbers behind the plots ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReliabilityBins:
+    """Equal-width top-label confidence bins: per-bin accuracy, mean confidence and count."""
+
+    edges: np.ndarray  # [B + 1]
+    accuracy: np.ndarray  # [B], NaN for empty bins
+    confidence: np.ndarray  # [B], NaN for empty bins
+    counts: np.ndarray  # [B]
+
+    @property
+    def ece(self) -> float:
+        """Expected calibration error from these bins (matches the ``ece`` score's definition)."""
+        total = int(self.counts.sum())
+        if total == 0:
+            return float("nan")
+        filled = self.counts > 0
+        gaps = np.abs(self.accuracy[filled] - self.confidence[filled])
+        return float(np.sum(self.counts[filled] / total * gaps))
+
+
+def reliability_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = RELIABILITY_BINS) -> ReliabilityBins:
+    """Bin samples by confidence into ``n_bins`` bins (lo, hi]; the first bin also takes 0."""
+    conf = np.asarray(confidence, dtype=np.float64)
+    hits = np.asarray(correct, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    index = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
+    counts = np.bincount(index, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = np.bincount(index, weights=hits, minlength=n_bins) / counts
+        mean_conf = np.bincount(index, weights=conf, minlength=n_bins) / counts
+    return ReliabilityBins(edges=edges, accuracy=accuracy, confidence=mean_conf, counts=counts)
+
+
+def wrong_rate_by_threshold(confidence: np.ndarray, correct: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Share of all samples that are wrong AND at least ``t`` confident, for each threshold ``t``."""
+    conf = np.asarray(confidence, dtype=np.float64)
+    wrong = ~np.asarray(correct, dtype=bool)
+    if conf.size == 0:
+        return np.full(len(thresholds), np.nan)
+    return np.array([np.mean(wrong & (conf >= t)) for t in thresholds])
+
+
+def class_accuracy(records: Records) -> np.ndarray:
+    """Accuracy per class (review-set order); NaN for a class with no samples."""
+    n_classes = len(records.classes)
+    counts = np.bincount(records.labels, minlength=n_classes)
+    hits = np.bincount(records.labels, weights=records.correct.astype(np.float64), minlength=n_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray(hits / counts, dtype=np.float64)
+
+
+# --- plots ---------------------------------------------------------------------
+
+
+@contextmanager
+def _figure() -> Iterator[tuple[Figure, Axes]]:
+    with matplotlib.rc_context(_RC):
+        figure = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+        yield figure, figure.add_subplot()
+
+
+def _figure_uri(figure: Figure) -> str:
+    with matplotlib.rc_context(_RC):
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=DPI)
+    return png_data_uri(buffer.getvalue())
+
+
+def reliability_plot(records: Records) -> str:
+    """Reliability diagram (15 bins): accuracy per confidence bin against the diagonal."""
+    bins = reliability_bins(records.confidence, records.correct)
+    with _figure() as (figure, axes):
+        centres = (bins.edges[:-1] + bins.edges[1:]) / 2
+        width = bins.edges[1] - bins.edges[0]
+        heights = np.nan_to_num(bins.accuracy)
+        axes.bar(centres, heights, width=width, color="#5c6bc0", edgecolor="white", label="accuracy")
+        axes.plot([0, 1], [0, 1], linestyle="--", color="#444444", linewidth=1, label="perfect calibration")
+        axes.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy")
+        axes.set_title(f"Reliability ({len(centres)} bins), ECE {bins.ece:.3f}")
+        axes.legend(loc="upper left", fontsize=7)
+        return _figure_uri(figure)
+
+
+def confidence_histogram_plot(records: Records) -> str:
+    """Histograms of top-label confidence for correct and wrong predictions."""
+    conf = records.confidence
+    correct = records.correct
+    edges = np.linspace(0.0, 1.0, 21).tolist()
+    with _figure() as (figure, axes):
+        axes.hist(conf[correct], bins=edges, color=GOOD, alpha=0.7, label=f"correct ({int(correct.sum())})")
+        axes.hist(conf[~correct], bins=edges, color=BAD, alpha=0.7, label=f"wrong ({int((~correct).sum())})")
+        axes.set(xlim=(0, 1), xlabel="confidence", ylabel="samples")
+        axes.set_title("Confidence: correct vs wrong")
+        axes.legend(loc="upper left", fontsize=7)
+        return _figure_uri(figure)
+
+
+def wrong_by_threshold_plot(records: Records) -> str:
+    """Confidently-wrong rate (wrong and confidence >= t, over all samples) against the threshold t."""
+    thresholds = np.linspace(0.0, 1.0, 101)
+    rates = wrong_rate_by_threshold(records.confidence, records.correct, thresholds)
+    with _figure() as (figure, axes):
+        axes.plot(thresholds, rates, color=BAD)
+        for marker in (0.9, 0.99):
+            axes.axvline(marker, color=NEUTRAL, linestyle=":", linewidth=1)
+        axes.set(xlim=(0, 1), ylim=(0, max(float(np.nanmax(rates, initial=0.0)), 0.01) * 1.05))
+        axes.set(xlabel="confidence threshold t", ylabel="wrong and conf >= t")
+        axes.set_title("Wrong predictions by confidence threshold")
+        return _figure_uri(figure)
+
+
+def _bar_colours(deltas: np.ndarray | None, count: int) -> list[str]:
+    if deltas is None:
+        return [NEUTRAL] * count
+    return [GOOD if d > 0 else BAD if d < 0 else NEUTRAL for d in np.nan_to_num(deltas)]
+
+
+def class_accuracy_plot(records: Records, baseline: Records | None = None) -> str:
+    """Accuracy per class; with a baseline, bars are coloured by the delta and the baseline is marked."""
+    accuracy = class_accuracy(records)
+    base = class_accuracy(baseline) if baseline is not None else None
+    order = np.arange(len(accuracy))
+    if len(order) > MAX_CLASS_BARS:
+        order = np.argsort(np.nan_to_num(accuracy, nan=-1.0), kind="stable")[:MAX_CLASS_BARS]
+    names = [records.classes[i] for i in order]
+    deltas = None if base is None else accuracy[order] - base[order]
+    with _figure() as (figure, axes):
+        positions = np.arange(len(order))
+        axes.bar(positions, np.nan_to_num(accuracy[order]), color=_bar_colours(deltas, len(order)))
+        if base is not None:
+            axes.scatter(positions, base[order], marker="_", s=120, color="#212121", label="baseline", zorder=3)
+            axes.legend(loc="upper right", fontsize=7, ncols=1)  # sits in the headroom above 1.0
+        crowded = len(order) > 6 or max(len(n) for n in names) > 8
+        axes.set_xticks(positions, names, rotation=60 if crowded else 0, ha="right" if crowded else "center")
+        axes.set(ylim=(0, 1.3), yticks=np.linspace(0, 1, 6), ylabel="accuracy")
+        shown = "" if len(order) == len(accuracy) else f" (worst {len(order)} of {len(accuracy)})"
+        axes.set_title("Accuracy per class" + shown + (" vs baseline" if base is not None else ""))
+        return _figure_uri(figure)
+
+
+@dataclass(frozen=True)
+class PlotImage:
+    """One plot of the report: a title, its alt text and the PNG data URI."""
+
+    key: str
+    title: str
+    alt: str
+    uri: str
+
+
+def candidate_plots(records: Records, baseline: Records | None = None) -> tuple[PlotImage, ...]:
+    """The four plots of one candidate, in report order."""
+    return (
+        PlotImage("reliability", "Reliability diagram", "accuracy per confidence bin, 15 bins",
+                  reliability_plot(records)),
+        PlotImage("confidence", "Confidence histograms", "confidence of correct and wrong predictions",
+                  confidence_histogram_plot(records)),
+        PlotImage("wrong_by_threshold", "Wrong by confidence threshold",
+                  "share of samples wrong at or above each confidence", wrong_by_threshold_plot(records)),
+        PlotImage("class_accuracy", "Accuracy per class", "accuracy per class, coloured by delta to the baseline",
+                  class_accuracy_plot(records, baseline)),
+    )
+

@@ -1,0 +1,52 @@
+"""The plain-text summary the CLI prints: verdict, rules per candidate, the winner, where the outputs are."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from gate.report.context import fmt
+from gate.result import CandidateResult, GateResult, RuleResult
+
+if TYPE_CHECKING:  # gate.outputs imports the report package; the summary only reads the three paths
+    from gate.outputs import OutputPaths
+
+MAX_RULE_LINES = 12  # per candidate, so a select run fits on one screen
+
+
+def _rule_line(rule: RuleResult) -> str:
+    mark = "pass" if rule.passed else "FAIL"
+    return f"  {mark}  {rule.rule_id}: {fmt(rule.value)} vs {fmt(rule.threshold)}"
+
+
+def _candidate_lines(candidate: CandidateResult, selected: str | None) -> list[str]:
+    name = candidate.candidate.name
+    rules = candidate.rules
+    failed = candidate.failed_rules
+    marker = "  <- selected" if selected == name else ""
+    verdict = "passed" if candidate.passed else "failed"
+    head = f"{name}: {verdict} ({len(rules) - len(failed)}/{len(rules)} rules passed){marker}"
+    ordered = [*failed, *(r for r in rules if r.passed)]
+    lines = [head, *(_rule_line(r) for r in ordered[:MAX_RULE_LINES])]
+    if len(ordered) > MAX_RULE_LINES:
+        hidden = ordered[MAX_RULE_LINES:]
+        hidden_failed = sum(not r.passed for r in hidden)
+        lines.append(f"  ... {len(hidden)} more rules ({hidden_failed} failed)")
+    return lines
+
+
+def format_summary(result: GateResult, paths: OutputPaths | None) -> str:
+    """The plain-text summary for the console: verdict, rules per candidate, winner, where the report is."""
+    review = result.review_set
+    lines = [
+        f"xgate {result.command}: {result.verdict.upper()}",
+        f"policy {result.policy.name}, review set {review.name} {review.version} ({review.size} samples)",
+    ]
+    if result.baseline is not None:
+        lines.append(f"baseline: {result.baseline.candidate.name}")
+    for candidate in result.candidates:
+        lines.extend(_candidate_lines(candidate, result.selected))
+    if result.command == "select":
+        lines.append(f"selected: {result.selected}" if result.selected else "selected: none (no candidate passed)")
+    if paths is not None:
+        lines.extend([f"report: {paths.report}", f"json:   {paths.json}", f"junit:  {paths.junit}"])
+    return "\n".join(lines)
