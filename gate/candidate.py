@@ -64,7 +64,9 @@ class Candidate:
                 f"classes do not match the review set's (missing {missing}, extra {extra})",
                 path=self.path, field="classes",
             )
-        order = tuple(self.classes.index(name) for name in classes)
+        # Compose with an earlier permutation: logit_order indexes the model's own logits, not self.classes.
+        current = self.logit_order or tuple(range(len(self.classes)))
+        order = tuple(current[self.classes.index(name)] for name in classes)
         return replace(self, classes=tuple(classes), logit_order=order)
 
 

@@ -15,7 +15,7 @@ from gate.result import CandidateResult, GateResult, RuleResult
 MAX_ANNOTATIONS = 10  # GitHub shows about ten annotations per step; the rest go into one count line
 SUMMARY_LIMIT = 1024 * 1024  # GitHub refuses a step summary over 1 MiB
 TRUNCATED_NOTE = "\n\n_The xgate summary was cut to keep the job summary under 1 MiB; see the report for the rest._\n"
-_MARKDOWN_SPECIAL = "\\`*_[]<>|#!~"
+_MARKDOWN_SPECIAL = "\\`*_[]<|~"  # what can start emphasis, links, HTML, code or a new cell
 
 
 # --- annotations -------------------------------------------------------------------
@@ -58,6 +58,12 @@ def markdown_escape(text: str) -> str:
     return "".join("\\" + ch if ch in _MARKDOWN_SPECIAL else ch for ch in flat)
 
 
+def markdown_code(text: str) -> str:
+    """``text`` as an inline code span (paths, digests): nothing inside is interpreted."""
+    flat = " ".join(str(text).splitlines())
+    return f"`` {flat} ``" if "`" in flat else f"`{flat}`"
+
+
 def _rules_table(candidate: CandidateResult) -> list[str]:
     lines = ["| | Rule | Value | Threshold | Message |", "|---|---|---|---|---|"]
     for rule in candidate.rules:
@@ -85,7 +91,7 @@ def summary_markdown(result: GateResult, paths: OutputPaths | None) -> str:
         f"## {icon} xgate {result.command}: {result.verdict}",
         "",
         f"Policy **{markdown_escape(result.policy.name)}** · review set **{markdown_escape(review.name)}** "
-        f"{markdown_escape(review.version)} ({review.size} samples, {markdown_escape(review.digest)})",
+        f"{markdown_escape(review.version)} ({review.size} samples, {markdown_code(review.digest)})",
     ]
     if result.baseline is not None:
         lines += ["", f"Baseline: **{markdown_escape(result.baseline.candidate.name)}**"]
@@ -97,8 +103,8 @@ def summary_markdown(result: GateResult, paths: OutputPaths | None) -> str:
     if paths is not None:
         lines += [
             "",
-            f"Outputs (in the uploaded artifact): report {markdown_escape(str(paths.report))} · "
-            f"JSON {markdown_escape(str(paths.json))} · JUnit {markdown_escape(str(paths.junit))}",
+            f"Outputs (in the uploaded artifact): report {markdown_code(str(paths.report))} · "
+            f"JSON {markdown_code(str(paths.json))} · JUnit {markdown_code(str(paths.junit))}",
         ]
     return "\n".join(lines) + "\n"
 

@@ -579,8 +579,9 @@ def _deliver(staging: Path, plan: EntryPlan, config: TrackingConfig) -> Tracking
     try:
         with mlflow_env(config.timeout_s):
             client = _client(uri)
-            run_ids, version = upload_entry(client, uri, plan, staging, created)
-        return TrackingOutcome(logged=True, run_ids=run_ids, registered_version=version, outboxed=None, warning=None)
+            done = upload_entry(client, uri, plan, staging, created)
+        return TrackingOutcome(logged=True, run_ids=done.run_ids, registered_version=done.version, outboxed=None,
+                               warning="; ".join(done.notes) or None)
     except Exception as exc:  # server down, HTTP error, timeout, bad store: keep the result for `xgate sync`
         reason = _reason(exc)
         with mlflow_env(config.timeout_s):
@@ -601,17 +602,24 @@ def _failed(config: TrackingConfig, warning: str, saved: Path | None) -> Trackin
     return TrackingOutcome(logged=False, run_ids=(), registered_version=None, outboxed=saved, warning=warning)
 
 
-def upload_entry(
-    client: MlflowClient, uri: str, plan: EntryPlan, root: Path, created: list[str]
-) -> tuple[tuple[str, ...], str | None]:
+@dataclass(frozen=True)
+class Uploaded:
+    """What ``upload_entry`` made: run ids, the version that now holds the primary alias, and notes."""
+
+    run_ids: tuple[str, ...]
+    version: str | None
+    notes: tuple[str, ...] = ()
+
+
+def upload_entry(client: MlflowClient, uri: str, plan: EntryPlan, root: Path, created: list[str]) -> Uploaded:
     """Create the runs of ``plan`` with their values and ``root/files`` artifacts; register; finish.
 
     Run ids are appended to ``created`` as they are made, so a caller can discard a partial upload.
-    Returns the run ids and the model version that got the primary alias.
     """
     experiment_id = ensure_experiment(client, plan.experiment, uri)
     ids: dict[str, str] = {}
     primary: str | None = None
+    notes: list[str] = []
     for run in plan.runs:
         tags = {**run.tags, ENTRY_TAG: plan.entry_id}
         if run.parent is not None:
@@ -624,13 +632,14 @@ def upload_entry(
         if folder.is_dir() and any(folder.iterdir()):
             client.log_artifacts(run_id, str(folder))
         if run.aliases and plan.model_name:
-            version = _register(client, plan.model_name, run_id, run.aliases, plan.start_ms)
+            version, moved = _register(client, plan.model_name, run_id, run.aliases, plan.start_ms)
             client.set_tag(run_id, "xgate.registered_version", f"{plan.model_name}/{version}")
-            if plan.primary_alias in run.aliases:
-                primary = version
+            primary = version if plan.primary_alias in moved else primary
+            notes += [f"registered {plan.model_name} version {version}, but @{alias} stays on the version of a "
+                      "later gate call" for alias in run.aliases if alias not in moved]
     for run_id in reversed(created):  # children first, then the parent
         client.set_terminated(run_id, "FINISHED", end_time=plan.end_ms)
-    return tuple(ids[r.key] for r in plan.runs), primary
+    return Uploaded(run_ids=tuple(ids[r.key] for r in plan.runs), version=primary, notes=tuple(notes))
 
 
 def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
@@ -680,7 +689,10 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
         yield list(items[start : start + size])
 
 
-def _register(client: MlflowClient, name: str, run_id: str, aliases: Sequence[str], start_ms: int) -> str:
+def _register(
+    client: MlflowClient, name: str, run_id: str, aliases: Sequence[str], start_ms: int
+) -> tuple[str, tuple[str, ...]]:
+    """A new version from the run's ``checkpoint/`` artifact; returns it and the aliases moved to it."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -688,12 +700,12 @@ def _register(client: MlflowClient, name: str, run_id: str, aliases: Sequence[st
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    version = client.create_model_version(name, f"runs:/{run_id}/checkpoint", run_id=run_id,
-                                          await_creation_for=0).version
-    for alias in aliases:
-        if not _alias_is_newer(client, name, alias, start_ms):
-            client.set_registered_model_alias(name, alias, str(version))
-    return str(version)
+    version = str(client.create_model_version(name, f"runs:/{run_id}/checkpoint", run_id=run_id,
+                                              await_creation_for=0).version)
+    moved = tuple(alias for alias in aliases if not _alias_is_newer(client, name, alias, start_ms))
+    for alias in moved:
+        client.set_registered_model_alias(name, alias, version)
+    return version, moved
 
 
 def _alias_is_newer(client: MlflowClient, name: str, alias: str, start_ms: int) -> bool:

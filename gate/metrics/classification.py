@@ -7,6 +7,8 @@ exactly 1.0 gets a bin of its own), so the numbers match its CalibrationError.
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 
 from gate.metrics.registry import ScoreSpec
@@ -55,12 +57,26 @@ def brier(records: Records) -> float:
     return float(((records.probs.astype(np.float64) - onehot) ** 2).sum(axis=1).mean())
 
 
+@cache
+def bin_edges(n_bins: int = ECE_BINS) -> np.ndarray:
+    """torchmetrics' bin edges: float32 ``torch.linspace(0, 1, n_bins + 1)``, read-only.
+
+    Not numpy's float64 linspace: the two differ in the last bits at some edges (e.g. 8/15), which
+    moves a confidence lying exactly on such an edge into the neighbouring bin.
+    """
+    import torch  # lazily: the rest of this module is NumPy only
+
+    edges = torch.linspace(0.0, 1.0, n_bins + 1, dtype=torch.float32).numpy()
+    edges.setflags(write=False)
+    return edges
+
+
 def calibration_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = ECE_BINS) -> tuple[
     np.ndarray, np.ndarray, np.ndarray
 ]:
     """Per-bin (accuracy, mean confidence, share of samples) over equal-width bins on [0, 1]."""
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    index = np.searchsorted(edges, confidence, side="right") - 1
+    # Compare in float32 against float32 edges, as torchmetrics does (it casts confidences to float32).
+    index = np.searchsorted(bin_edges(n_bins), confidence.astype(np.float32), side="right") - 1
     count = np.bincount(index, minlength=n_bins + 1).astype(np.float64)
     conf_sum = np.bincount(index, weights=confidence, minlength=n_bins + 1)
     acc_sum = np.bincount(index, weights=correct.astype(np.float64), minlength=n_bins + 1)

@@ -1,0 +1,72 @@
+"""Shared fixtures: a small pinned review set and tiny models trained in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from gate import archs, candidate, shapes
+from gate.review_set import ReviewSet, build
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED_SET = REPO / "review_sets" / "shapes-v1"
+STRICT = REPO / "policies" / "strict.yaml"
+
+
+def train_tiny(bias: float, *, seed: int = 1, n: int = 1200, epochs: int = 4, size: int = 64) -> nn.Module:
+    """A tiny_cnn trained with Adam on generated shapes: seconds on 2 cores, deterministic for a seed."""
+    torch.manual_seed(seed)
+    samples = shapes.generate(n, bias=bias, seed=seed + 1000, size=size)
+    x = torch.tensor(np.stack([s.image for s in samples])).permute(0, 3, 1, 2).float().div(255).sub(0.5).div(0.25)
+    y = torch.tensor([s.label for s in samples])
+    model = archs.tiny_cnn(len(shapes.CLASSES), width=12)
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        model.train()
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, 64):
+            idx = order[start : start + 64]
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    return model.eval()
+
+
+def save_tiny(model: nn.Module, path: Path, size: int = 64) -> Path:
+    """Write a tiny_cnn as an xgate.candidate/v1 checkpoint in the generator's class order."""
+    return candidate.save(path, model, arch="tiny_cnn", arch_kwargs={"num_classes": 4, "width": 12},
+                          classes=shapes.CLASSES, input_size=(size, size), mean=(0.5,) * 3, std=(0.25,) * 3)
+
+
+@pytest.fixture(scope="session")
+def small_set(tmp_path_factory: pytest.TempPathFactory) -> ReviewSet:
+    """A pinned 48-sample shapes review set (bias 0.9, 32×32)."""
+    root = tmp_path_factory.mktemp("small_set")
+    plain = shapes.write_plain(shapes.generate(48, bias=0.9, seed=4242, size=32), root / "plain")
+    return build(plain, root / "set", name="small")
+
+
+@pytest.fixture(scope="session")
+def untrained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised tiny_cnn checkpoint for 32×32 inputs (fast plumbing tests)."""
+    torch.manual_seed(0)
+    model = archs.tiny_cnn(4, width=12)
+    return save_tiny(model, tmp_path_factory.mktemp("cand") / "untrained.pt", size=32)
+
+
+@pytest.fixture(scope="session")
+def cheater_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny_cnn trained where the scene gives the class away (bias 1.0)."""
+    return save_tiny(train_tiny(1.0, seed=3, epochs=3), tmp_path_factory.mktemp("cand") / "cheater.pt")
+
+
+@pytest.fixture(scope="session")
+def honest_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny_cnn trained where the scene is independent of the class (bias 0.0)."""
+    return save_tiny(train_tiny(0.0, seed=5, epochs=5), tmp_path_factory.mktemp("cand") / "honest.pt")

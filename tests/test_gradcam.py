@@ -1,0 +1,117 @@
+"""Our one-forward Grad-CAM against captum and pytorch-grad-cam, and its contract."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torchvision.models import resnet18
+
+from gate.errors import CandidateError
+from gate.gradcam import explain, hooked, upsample
+
+
+@pytest.fixture(scope="module")
+def resnet() -> nn.Module:
+    torch.manual_seed(0)
+    return resnet18(weights=None, num_classes=5).eval()
+
+
+@pytest.fixture(scope="module")
+def batch() -> torch.Tensor:
+    return torch.randn(4, 3, 96, 96, generator=torch.Generator().manual_seed(1))
+
+
+def test_equals_captum_layer_gradcam(resnet: nn.Module, batch: torch.Tensor) -> None:
+    from captum.attr import LayerGradCam
+
+    ours = explain(resnet, "layer4", batch)
+    theirs = LayerGradCam(resnet, resnet.layer4).attribute(batch, target=ours.target, relu_attributions=True)
+    assert theirs.shape == (4, 1, 3, 3)
+    assert ours.cam.abs().max() > 0
+    torch.testing.assert_close(ours.cam, theirs[:, 0], atol=1e-5, rtol=0)
+
+
+def test_equals_pytorch_grad_cam_after_minmax(resnet: nn.Module, batch: torch.Tensor) -> None:
+    from pytorch_grad_cam import GradCAM
+
+    ours = explain(resnet, "layer4", batch)
+    with GradCAM(model=resnet, target_layers=[resnet.layer4]) as cam:
+        theirs = cam(input_tensor=batch, targets=None)  # None: each image's own top class
+    # pytorch-grad-cam min-max normalises at the layer's resolution, resizes (cv2 bilinear), then
+    # min-max normalises again when it aggregates target layers.
+    mine = upsample(_minmax(ours.cam), (96, 96))
+    mine = _minmax(mine).numpy()
+    assert theirs.shape == (4, 96, 96)
+    np.testing.assert_allclose(mine, theirs, atol=1e-4)
+
+
+def _minmax(cam: torch.Tensor) -> torch.Tensor:
+    shifted = cam - cam.amin(dim=(1, 2), keepdim=True)
+    return shifted / (1e-7 + shifted.amax(dim=(1, 2), keepdim=True))
+
+
+def test_batched_equals_one_at_a_time(resnet: nn.Module, batch: torch.Tensor) -> None:
+    together = explain(resnet, "layer4", batch)
+    for i in range(batch.shape[0]):
+        alone = explain(resnet, "layer4", batch[i : i + 1])
+        torch.testing.assert_close(alone.cam[0], together.cam[i], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(alone.logits[0], together.logits[i], atol=1e-5, rtol=1e-4)
+
+
+def test_logits_equal_plain_forward_and_target_is_prediction(resnet: nn.Module, batch: torch.Tensor) -> None:
+    with torch.no_grad():
+        plain = resnet(batch)
+    ours = explain(resnet, "layer4", batch)
+    torch.testing.assert_close(ours.logits, plain)
+    assert torch.equal(ours.target, plain.argmax(1))
+
+
+def test_explicit_target_explains_that_class(resnet: nn.Module, batch: torch.Tensor) -> None:
+    from captum.attr import LayerGradCam
+
+    target = torch.tensor([4, 3, 2, 1])
+    ours = explain(resnet, "layer4", batch, target=target)
+    theirs = LayerGradCam(resnet, resnet.layer4).attribute(batch, target=target, relu_attributions=True)
+    torch.testing.assert_close(ours.cam, theirs[:, 0], atol=1e-5, rtol=0)
+
+
+def test_flags_mode_and_hooks_restored_even_on_error(resnet: nn.Module) -> None:
+    model = resnet18(weights=None, num_classes=3)
+    model.train()
+    model.fc.weight.requires_grad_(False)
+    flags = [p.requires_grad for p in model.parameters()]
+    with pytest.raises(RuntimeError), hooked(model, "layer4"):
+        assert not model.training
+        assert not any(p.requires_grad for p in model.parameters())
+        raise RuntimeError("boom")
+    assert model.training
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert not model.layer4._forward_hooks
+
+
+def test_works_under_no_grad_and_with_inplace_relu_after_layer() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(4, 2))
+    with torch.no_grad():
+        out = explain(model, "0", torch.randn(2, 3, 8, 8))
+    assert out.cam.shape == (2, 8, 8)
+    assert (out.cam >= 0).all()
+
+
+def test_unknown_layer_and_non_spatial_layer_are_input_errors(resnet: nn.Module, batch: torch.Tensor) -> None:
+    with pytest.raises(CandidateError, match="no layer 'layer9'"):
+        explain(resnet, "layer9", batch)
+    with pytest.raises(CandidateError, match=r"\[B, C, H, W\]"):
+        explain(resnet, "fc", batch)
+
+
+def test_upsample_keeps_mass_nonnegative_and_is_identity_at_same_size() -> None:
+    cam = torch.rand(2, 4, 4)
+    assert upsample(cam, (4, 4)) is cam
+    big = upsample(cam, (16, 16))
+    assert big.shape == (2, 16, 16)
+    assert big.min() >= 0
+    # bilinear (align_corners=False) reproduces a constant map exactly
+    torch.testing.assert_close(upsample(torch.full((1, 4, 4), 0.3), (8, 8)), torch.full((1, 8, 8), 0.3))
