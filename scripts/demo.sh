@@ -9,8 +9,8 @@ echo "== 1. The cheater (trained on scene-biased shapes): expected to FAIL"
 xgate check candidates/cheater.pt --policy "$policy" --out xgate-out/cheater
 cheater=$?
 echo
-echo "== 2. An honest candidate (bgmix recipe): expected to PASS"
-xgate check candidates/honest-bgmix.pt --policy "$policy" --out xgate-out/honest-bgmix
+echo "== 2. An honest candidate (trained with scene independent of class): expected to PASS"
+xgate check candidates/honest.pt --policy "$policy" --out xgate-out/honest
 honest=$?
 echo
 echo "== 3. Select the best of all shipped candidates"
