@@ -127,6 +127,7 @@ def load(
         raise CandidateError(f"cannot read checkpoint: {exc.strerror or exc}", path=path) from None
     sha = hashlib.sha256(data).hexdigest()
     obj = _torch_load(path, data, trust_pickle)
+    meta: Mapping[str, Any]
     if isinstance(obj, nn.Module):
         model, meta, spec_arch = obj, {}, type(obj).__name__
         file_classes, file_input, file_layer = None, None, None
@@ -161,7 +162,11 @@ def load(
 def _torch_load(path: Path, data: bytes, trust_pickle: bool) -> Any:
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as exc:
+        # torch wraps every weights-only failure alike; only a refused GLOBAL means real pickled objects.
+        # Garbage bytes ("Unsupported operand") are corrupt: never advise --trust-pickle for those.
+        if "global" not in str(exc).lower():
+            raise CandidateError("corrupt or unreadable checkpoint (UnpicklingError)", path=path) from None
         if not trust_pickle:
             raise CandidateError(
                 "checkpoint holds pickled objects (loading it would run code); "

@@ -294,7 +294,7 @@ def _only(score_fn: ScoreFn, score: str) -> ScoreFn:
     """The score function restricted to one score, when it supports ``only=`` (bootstraps call it often)."""
     keywords = getattr(score_fn, "keywords", None)
     if keywords is not None and "probes" in keywords:
-        return partial(score_fn, only=(score,))
+        return partial(score_fn, only=(score,))  # type: ignore[call-arg]
     return score_fn
 
 

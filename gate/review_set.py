@@ -109,7 +109,7 @@ def open_review_set(root: str | Path, *, expected_digest: str | None = None, che
     root = Path(root)
     digest = verify(root, expected_digest) if check else digest_of(root)
     meta = _read_meta(root)
-    classes = tuple(meta["classes"])
+    classes: tuple[str, ...] = tuple(meta["classes"])  # type: ignore[arg-type]  # validated by _read_meta
     samples = _read_samples(root, classes)
     return ReviewSet(
         root=root, name=str(meta.get("name") or root.name), version=str(meta.get("version", "1")),

@@ -50,6 +50,7 @@ KEY_SCORES: tuple[str, ...] = (
     "background.only_bg_accuracy", "background.bg_gap",
 )
 KIND_TAG, ENTRY_TAG = "xgate.kind", "xgate.entry"
+STALE_CLAIM_S = 3600  # an outbox entry claimed by a sync this long ago is retried
 # Short network timeouts so an unreachable server costs seconds, not MLflow's default minutes of retries.
 # A value the user already set in the environment wins.
 _MLFLOW_ENV: Mapping[str, str] = {
@@ -543,6 +544,10 @@ def pending_entries(outbox: Path) -> list[Path]:
     """Outbox folders waiting for ``sync``, oldest first (hidden folders are in flight)."""
     if not outbox.is_dir():
         return []
+    for claimed in outbox.glob(".syncing-*"):  # a sync that died mid-way: give its entry back after a while
+        if time.time() - claimed.stat().st_mtime > STALE_CLAIM_S:
+            with contextlib.suppress(OSError):
+                claimed.rename(outbox / claimed.name[len(".syncing-"):])
     folders = [p for p in outbox.iterdir() if p.is_dir() and not p.name.startswith(".")]
     return sorted(folders, key=lambda p: (p.stat().st_mtime, p.name))
 

@@ -162,9 +162,8 @@ def _edge_explainer(model: nn.Module, layer: str, inputs: torch.Tensor, target: 
 def test_sanity_separates_a_trained_model_from_a_model_blind_explainer(
     honest_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.conftest import SHIPPED_SET
-
     from gate.review_set import open_review_set
+    from tests.conftest import SHIPPED_SET
 
     review = open_review_set(SHIPPED_SET)
     subset = np.arange(0, review.size, 5)

@@ -120,6 +120,7 @@ class ShowroomPanel:
     image: str
     pred: str
     correct: bool
+    good: bool  # the answer a model that reads the object would give; for only_bg a right answer is a bad sign
 
 
 @dataclass(frozen=True)
@@ -321,8 +322,9 @@ def showroom_row(sample: KeptSample, classes: Sequence[str]) -> ShowroomRow:
             image, pred = sample.variants[variant], sample.variant_preds[variant]
         else:
             continue
-        panels.append(ShowroomPanel(variant, title, plots.variant_uri(image), _class_name(classes, pred),
-                                    pred == sample.label))
+        correct = pred == sample.label
+        panels.append(ShowroomPanel(variant, title, plots.variant_uri(image), _class_name(classes, pred), correct,
+                                    good=not correct if variant == "only_bg" else correct))
     flipped = sample.variant_preds.get("mixed_rand", sample.pred) != sample.pred
     return ShowroomRow(sample.sample_id, _class_name(classes, sample.label), flipped, tuple(panels))
 

@@ -1,0 +1,210 @@
+"""Hand-built GateResults for the output tests: tiny Records, kept samples, a baseline and probes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from gate.records import PROBE_VARIANTS, KeptSample, Records
+from gate.result import (
+    CandidateInfo,
+    CandidateResult,
+    Gallery,
+    GateResult,
+    PolicyInfo,
+    ReviewSetInfo,
+    RuleResult,
+)
+
+XSS = "<script>alert(1)</script>"
+# A class whose name is broken TeX: matplotlib raises on it unless math parsing is off.
+MATH = "price $\\x$"
+CLASSES: tuple[str, ...] = ("circle", "square", XSS, MATH)
+
+
+def _image(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A smooth scene (gradient plus mild noise) like the shapes review set, not incompressible noise."""
+    ramp = np.linspace(0, 200, size)
+    base = np.stack([ramp[None, :].repeat(size, 0), ramp[:, None].repeat(size, 1), np.full((size, size), 90.0)], -1)
+    return np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
+
+
+def _mask(size: int, centre: tuple[int, int], radius: float) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    return np.asarray((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2)
+
+
+def _cam(size: int, centre: tuple[int, int]) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    blob = np.exp(-((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2) / (2 * (size / 6) ** 2))
+    return (3.0 * blob).astype(np.float32)  # raw scale, not normalised to [0, 1]
+
+
+def kept_sample(
+    rng: np.random.Generator, sample_id: str, label: int, pred: int, confidence: float, size: int, probes: bool
+) -> KeptSample:
+    """One kept sample with an object disc, a Gaussian map and (optionally) the four probe variants."""
+    centre = (int(rng.integers(size // 4, 3 * size // 4)), int(rng.integers(size // 4, 3 * size // 4)))
+    image = _image(rng, size)
+    mask = _mask(size, centre, size / 5)
+    image[mask] = (230, 40, 40)
+    variants = {v: _image(rng, size) for v in PROBE_VARIANTS} if probes else {}
+    variant_preds = {v: int(rng.integers(len(CLASSES))) for v in PROBE_VARIANTS} if probes else {}
+    return KeptSample(sample_id=sample_id, image=image, mask=mask, cam=_cam(size, centre), label=label, pred=pred,
+                      confidence=confidence, variants=variants, variant_preds=variant_preds)
+
+
+def make_records(
+    n: int = 40, *, seed: int = 0, kept: int = 8, size: int = 16, probes: bool = True,
+    labels: np.ndarray | None = None, kept_ids: Sequence[str] | None = None,
+) -> Records:
+    """Random but fixed Records: about 60-70% accuracy, ``kept`` samples with pictures."""
+    rng = np.random.default_rng(seed)
+    n_classes = len(CLASSES)
+    labels = rng.integers(0, n_classes, n) if labels is None else labels
+    logits = rng.normal(0, 1.0, (n, n_classes))
+    logits[np.arange(n), labels] += 1.5
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    ids = tuple(f"s{i:04d}" for i in range(n))
+    records = Records(
+        classes=CLASSES, ids=ids, labels=labels.astype(np.int64), probs=probs.astype(np.float32),
+        energy=rng.uniform(0, 1, n), mask_area=rng.uniform(0.05, 0.3, n), pointing_hit=rng.integers(0, 2, n) * 1.0,
+        rank_accuracy=rng.uniform(0, 1, n),
+        probe_preds={v: rng.integers(0, n_classes, n) for v in PROBE_VARIANTS} if probes else {},
+    )
+    chosen = list(kept_ids) if kept_ids is not None else list(ids[:kept])
+    index = {sample_id: i for i, sample_id in enumerate(ids)}
+    samples = {
+        s: kept_sample(rng, s, int(records.labels[index[s]]), int(records.preds[index[s]]),
+                       float(records.confidence[index[s]]), size, probes)
+        for s in chosen
+    }
+    return replace(records, kept=samples)
+
+
+def gallery_of(records: Records) -> Gallery:
+    """Kept samples split by outcome: wrong → failures, confident right → easy, the rest borderline."""
+    failures = tuple(s for s, k in records.kept.items() if k.pred != k.label)
+    easy = tuple(s for s, k in records.kept.items() if k.pred == k.label and k.confidence >= 0.6)
+    borderline = tuple(s for s in records.kept if s not in failures and s not in easy)
+    return Gallery(easy=easy, borderline=borderline, failures=failures)
+
+
+def scores_of(records: Records) -> dict[str, float]:
+    """A few scores named as the registry names them (values need not match the metric modules)."""
+    scores = {
+        "accuracy": float(records.correct.mean()),
+        "ece": 0.08,
+        "confident_wrong_rate@0.9": float(np.mean(~records.correct & (records.confidence >= 0.9))),
+        "alignment.lift": float(np.nanmean(records.lift)),
+        "background.only_bg_accuracy": 0.3,
+        "sanity.randomization_similarity": 0.12,
+        "nll": float("nan"),  # a score that could not be computed
+    }
+    for i, name in enumerate(records.classes):
+        scores[f"class_accuracy.{name}"] = float(records.correct[records.labels == i].mean())
+    return scores
+
+
+def rules_of(scores: dict[str, float]) -> tuple[RuleResult, ...]:
+    """Rules over ``scores``: accuracy fails at 0.95, ece passes, one per-class rule names the XSS class."""
+    def rule(
+        score: str, op: str, threshold: float, higher: bool, interval: tuple[float, float] | None = None
+    ) -> RuleResult:
+        value = scores.get(score)
+        passed = value is not None and (value >= threshold if op == ">=" else value <= threshold)
+        return RuleResult(rule_id=f"{score} {op} {threshold}", score=score, op=op, threshold=threshold, value=value,
+                          passed=passed, message=f"{score} = {value:.4g}, needs {op} {threshold}",
+                          higher_is_better=higher, interval=interval)
+
+    return (
+        rule("accuracy", ">=", 0.95, True),
+        rule("ece", "<=", 0.5, False),
+        rule(f"class_accuracy.{XSS}", ">=", 0.0, True),
+        rule("alignment.lift", ">=", 0.5, True, interval=(0.61, 0.93)),
+        rule("confident_wrong_rate@0.9", "<=", 0.2, False),
+    )
+
+
+def comparison_of(candidate: Records, baseline: Records) -> dict[str, object]:
+    """A ``gate.compare``-shaped mapping computed from the two record sets."""
+    c, b = candidate.correct, baseline.correct
+    class_deltas = {
+        name: float(c[candidate.labels == i].mean() - b[candidate.labels == i].mean())
+        for i, name in enumerate(candidate.classes)
+    }
+    return {
+        "deltas": {"delta.accuracy": float(c.mean() - b.mean()), "delta.ece": -0.02, "delta.nll": None},
+        "migration": {"corrected": int(np.sum(c & ~b)), "regressed": int(np.sum(~c & b)),
+                      "still_wrong": int(np.sum(~c & ~b)), "still_right": int(np.sum(c & b)),
+                      "still_wrong_confidence_dropped": 1},
+        "class_deltas": class_deltas,
+        "mcnemar_p": 0.0312,
+        "intervals": {"accuracy": {"low": -0.05, "high": 0.11, "confidence": 0.95}},
+    }
+
+
+def candidate_result(
+    name: str, records: Records, baseline: Records | None = None, rules: tuple[RuleResult, ...] | None = None
+) -> CandidateResult:
+    """A CandidateResult with scores, rules, gallery and (with a baseline) a comparison."""
+    scores = scores_of(records)
+    comparison = None if baseline is None else comparison_of(records, baseline)
+    if comparison is not None:
+        scores.update({k: v for k, v in comparison["deltas"].items() if v is not None})  # type: ignore[attr-defined]
+    return CandidateResult(
+        candidate=CandidateInfo(path=f"models/{name}", name=name, sha256="ab" * 32, arch="tiny_cnn",
+                                target_layer="features.3"),
+        scores=scores, rules=rules_of(scores) if rules is None else rules, records=records,
+        gallery=gallery_of(records), comparison=comparison, timings={"engine_s": 1.25},
+    )
+
+
+def _infos(size: int) -> tuple[PolicyInfo, ReviewSetInfo]:
+    policy = PolicyInfo(name="strict", path="policies/strict.yaml", sha256="cd" * 32)
+    review = ReviewSetInfo(name="shapes-v1", version="1", path="review_sets/shapes-v1", digest="sha256:" + "ef" * 32,
+                           size=size, classes=CLASSES)
+    return policy, review
+
+
+def _baseline(candidate: Records, n: int, size: int, probes: bool) -> CandidateResult:
+    records = make_records(n, seed=99, size=size, probes=probes, labels=candidate.labels,
+                           kept_ids=tuple(candidate.kept))
+    return candidate_result("prod.pt", records, rules=())
+
+
+def check_result(
+    *, baseline: bool = False, probes: bool = True, n: int = 40, kept: int = 8, size: int = 16
+) -> GateResult:
+    """``xgate check`` on one candidate, optionally against a baseline."""
+    records = make_records(n, seed=1, kept=kept, size=size, probes=probes)
+    base = _baseline(records, n, size, probes) if baseline else None
+    cand = candidate_result("cand.pt", records, None if base is None else base.records)
+    policy, review = _infos(n)
+    return GateResult(command="check", policy=policy, review_set=review, candidates=(cand,), baseline=base,
+                      selected=cand.candidate.name if cand.passed else None,
+                      environment={"torch": "2.14.1", "device": "cpu"}, timings={"total_s": 3.5},
+                      created="2025-01-01T00:00:00+00:00")
+
+
+def select_result(*, baseline: bool = False, n: int = 40, kept: int = 6, size: int = 16) -> GateResult:
+    """``xgate select`` over three candidates: a.pt and c.pt pass, b.pt fails; a.pt wins."""
+    made = [make_records(n, seed=s, kept=kept, size=size) for s in (1, 2, 3)]
+    labels = made[0].labels
+    made = [made[0]] + [make_records(n, seed=s, kept=kept, size=size, labels=labels) for s in (2, 3)]
+    base = _baseline(made[0], n, size, True) if baseline else None
+    base_records = None if base is None else base.records
+    results = []
+    for name, records, threshold in zip(("a.pt", "b.pt", "c.pt"), made, (0.0, 0.99, 0.0), strict=True):
+        scores = scores_of(records)
+        rules = tuple(
+            replace(r, rule_id=f"accuracy >= {threshold}", threshold=threshold, passed=scores["accuracy"] >= threshold)
+            if r.score == "accuracy" else replace(r, passed=True)
+            for r in rules_of(scores)
+        )
+        results.append(candidate_result(name, records, base_records, rules=rules))
+    policy, review = _infos(n)
+    return GateResult(command="select", policy=policy, review_set=review, candidates=tuple(results), baseline=base,
+                      selected="a.pt", environment={"torch": "2.14.1"}, created="2025-01-01T00:00:00+00:00")

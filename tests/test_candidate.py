@@ -1,0 +1,246 @@
+"""Candidate checkpoints: xgate.candidate/v1 round trip, refused pickles, bare state_dicts, class matching."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from gate import candidate
+from gate.archs import tiny_cnn
+from gate.candidate import Candidate, InputSpec
+from gate.errors import CandidateError
+
+CLASSES = ("circle", "square", "triangle")
+KWARGS = {"num_classes": 3, "width": 4}
+
+
+@pytest.fixture
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    return tiny_cnn(**KWARGS).eval()
+
+
+@pytest.fixture
+def batch() -> torch.Tensor:
+    return torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+
+
+def outputs(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return module.eval()(x)
+
+
+def save_v1(path: Path, model: nn.Module, **overrides: object) -> Path:
+    kwargs: dict[str, object] = {"arch": "tiny_cnn", "classes": CLASSES, "input_size": (16, 16),
+                                 "arch_kwargs": KWARGS}
+    kwargs.update(overrides)
+    return candidate.save(path, model, **kwargs)  # type: ignore[arg-type]
+
+
+def test_save_load_round_trip(tmp_path: Path, model: nn.Module, batch: torch.Tensor) -> None:
+    path = save_v1(tmp_path / "sub" / "cand.pt", model, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
+                   meta={"recipe": "cutmix", "epochs": 3})
+    loaded = candidate.load(path)
+    assert torch.equal(outputs(loaded.model, batch), outputs(model, batch))
+    assert loaded.classes == CLASSES
+    assert loaded.input == InputSpec(size=(16, 16), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    assert loaded.arch == "tiny_cnn"
+    assert loaded.target_layer == "features"
+    assert dict(loaded.meta) == {"recipe": "cutmix", "epochs": 3}
+    assert loaded.sha256 == hashlib.sha256(path.read_bytes()).hexdigest() == candidate.sha256_file(path)
+    assert loaded.name == "cand.pt"
+    assert loaded.logit_order is None
+    assert not loaded.model.training
+
+
+def test_saved_checkpoint_loads_with_weights_only(tmp_path: Path, model: nn.Module) -> None:
+    raw = torch.load(save_v1(tmp_path / "c.pt", model, target_layer="features.3"), weights_only=True)
+    assert raw["format"] == "xgate.candidate/v1"
+    assert raw["classes"] == list(CLASSES)
+    assert raw["target_layer"] == "features.3"
+    assert candidate.load(tmp_path / "c.pt").target_layer == "features.3"
+
+
+def test_load_overrides(tmp_path: Path, model: nn.Module) -> None:
+    path = save_v1(tmp_path / "c.pt", model)
+    loaded = candidate.load(path, input_size=(32, 24), target_layer="features.0")
+    assert loaded.input.size == (32, 24)
+    assert loaded.target_layer == "features.0"
+
+
+def test_pickled_module_is_refused_without_trust(tmp_path: Path, model: nn.Module) -> None:
+    path = tmp_path / "pickled.pt"
+    torch.save(model, path)
+    with pytest.raises(CandidateError) as info:
+        candidate.load(path, classes=CLASSES)
+    line = info.value.one_line()
+    assert str(path) in line
+    assert "--trust-pickle" in line
+    assert "\n" not in line
+    assert info.value.exit_code == 2
+
+
+def test_pickled_module_loads_with_trust_and_classes(tmp_path: Path, model: nn.Module, batch: torch.Tensor) -> None:
+    path = tmp_path / "pickled.pt"
+    torch.save(model, path)
+    loaded = candidate.load(path, classes=CLASSES, input_size=(16, 16), trust_pickle=True)
+    assert torch.equal(outputs(loaded.model, batch), outputs(model, batch))
+    assert loaded.classes == CLASSES
+    assert loaded.arch == "Sequential"
+    assert loaded.target_layer == "features"
+
+
+def test_pickled_module_without_classes_is_an_error(tmp_path: Path, model: nn.Module) -> None:
+    path = tmp_path / "pickled.pt"
+    torch.save(model, path)
+    with pytest.raises(CandidateError) as info:
+        candidate.load(path, trust_pickle=True)
+    assert info.value.field == "classes"
+
+
+@pytest.mark.parametrize("damage", ["random", "truncated", "missing"])
+def test_corrupt_or_missing_checkpoint(tmp_path: Path, model: nn.Module, damage: str) -> None:
+    path = save_v1(tmp_path / "c.pt", model)
+    if damage == "random":
+        path.write_bytes(bytes(range(256)) * 4)
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[:400])
+    else:
+        path.unlink()
+    for trust in (False, True):
+        with pytest.raises(CandidateError) as info:
+            candidate.load(path, trust_pickle=trust)
+        assert info.value.path == str(path)
+        assert ("cannot read" if damage == "missing" else "corrupt") in info.value.message
+
+
+def test_bare_state_dict_needs_arch_and_classes(tmp_path: Path, model: nn.Module, batch: torch.Tensor) -> None:
+    path = tmp_path / "state.pt"
+    torch.save(model.state_dict(), path)
+    with pytest.raises(CandidateError) as info:
+        candidate.load(path)
+    assert info.value.field == "state_dict" and "--arch" in info.value.message
+    with pytest.raises(CandidateError):
+        candidate.load(path, arch="tiny_cnn")  # classes still missing
+    # tiny_cnn's default width is 16, this model's is 4: the arch must fit the weights.
+    with pytest.raises(CandidateError) as info:
+        candidate.load(path, arch="tiny_cnn", classes=CLASSES)
+    assert info.value.field == "state_dict"
+
+
+def test_bare_state_dict_loads_with_arch_and_classes(tmp_path: Path, batch: torch.Tensor) -> None:
+    torch.manual_seed(3)
+    model = tiny_cnn(3).eval()
+    path = tmp_path / "state.pt"
+    torch.save(model.state_dict(), path)
+    loaded = candidate.load(path, arch="tiny_cnn", classes=list(CLASSES), input_size=(16, 16))
+    assert torch.equal(outputs(loaded.model, batch), outputs(model, batch))
+    assert loaded.classes == CLASSES and loaded.arch == "tiny_cnn"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"arch": "no_such_net"}, "arch"),
+        ({"classes": ("circle", "circle", "square")}, "classes"),
+        ({"target_layer": "features.99"}, "target_layer"),
+        ({"arch_kwargs": {"num_classes": 4, "width": 4}}, "state_dict"),
+    ],
+    ids=["unknown-arch", "duplicate-classes", "missing-layer", "wrong-shape"],
+)
+def test_bad_v1_fields_name_file_and_field(
+    tmp_path: Path, model: nn.Module, overrides: dict[str, object], field: str
+) -> None:
+    path = save_v1(tmp_path / "c.pt", model, **overrides)
+    with pytest.raises(CandidateError) as info:
+        candidate.load(path)
+    assert info.value.path == str(path)
+    assert info.value.field == field
+
+
+def test_other_format_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.pt"
+    torch.save({"format": "something/v9", "weights": [1, 2]}, path)
+    with pytest.raises(CandidateError) as info:
+        candidate.load(path)
+    assert info.value.field == "format" and "something/v9" in info.value.message
+
+
+@pytest.fixture
+def loaded(tmp_path: Path, model: nn.Module) -> Candidate:
+    return candidate.load(save_v1(tmp_path / "c.pt", model))
+
+
+def test_class_permutation_reorders_logits(loaded: Candidate, batch: torch.Tensor) -> None:
+    review_classes = ("triangle", "circle", "square")
+    aligned = loaded.aligned_to(review_classes)
+    assert aligned.classes == review_classes
+    assert aligned.logit_order == (2, 0, 1)
+    raw = outputs(loaded.model, batch)
+    reordered = raw[:, list(aligned.logit_order)]
+    for j, name in enumerate(review_classes):
+        assert torch.equal(reordered[:, j], raw[:, CLASSES.index(name)])
+
+
+def test_aligned_to_twice_keeps_the_order(loaded: Candidate) -> None:
+    review_classes = ("triangle", "circle", "square")
+    once = loaded.aligned_to(review_classes)
+    twice = once.aligned_to(review_classes)
+    assert twice.logit_order == (2, 0, 1)
+    # A second, different permutation composes with the first: indices always point at the model's logits.
+    other = once.aligned_to(("square", "triangle", "circle"))
+    assert other.logit_order == (1, 2, 0)
+    assert once.aligned_to(CLASSES).logit_order == (0, 1, 2)
+
+
+def test_same_order_needs_no_remapping(loaded: Candidate) -> None:
+    assert loaded.aligned_to(list(CLASSES)) is loaded
+
+
+@pytest.mark.parametrize(
+    "classes", [("circle", "square", "star"), ("circle", "square"), ("circle", "square", "triangle", "cross")]
+)
+def test_other_class_names_are_an_error(loaded: Candidate, classes: tuple[str, ...]) -> None:
+    with pytest.raises(CandidateError) as info:
+        loaded.aligned_to(classes)
+    assert info.value.field == "classes"
+    assert info.value.path == loaded.path
+
+
+USER_ARCH = '''
+from torch import nn
+
+
+def make(num_classes: int) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 5, 3), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, num_classes))
+'''
+
+
+@pytest.fixture
+def user_arch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    name = f"xgate_cand_arch_{tmp_path.name.replace('-', '_')}"
+    package = tmp_path / "src"
+    package.mkdir()
+    (package / f"{name}.py").write_text(USER_ARCH)
+    monkeypatch.syspath_prepend(str(package))
+    yield f"{name}:make"
+    sys.modules.pop(name, None)
+
+
+def test_import_path_arch_round_trip(tmp_path: Path, user_arch: str, batch: torch.Tensor) -> None:
+    torch.manual_seed(5)
+    model = importlib.import_module(user_arch.partition(":")[0]).make(3)
+    path = candidate.save(tmp_path / "u.pt", model, arch=user_arch, classes=CLASSES, input_size=(16, 16),
+                          arch_kwargs={"num_classes": 3})
+    loaded = candidate.load(path)
+    assert loaded.arch == user_arch
+    assert loaded.target_layer == "2"  # the last Conv2d: no known family layer
+    assert torch.equal(outputs(loaded.model, batch), outputs(model, batch))

@@ -1,0 +1,95 @@
+"""The command line end to end: exit codes, one-line errors, and the cheater story on the shipped set."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gate import archs
+from tests.conftest import SHIPPED_SET, STRICT
+
+
+def xgate(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a subprocess, as a user would."""
+    return subprocess.run([sys.executable, "-m", "gate", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, env={"PATH": "/usr/bin:/bin", "CI": "true"})
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_help_has_examples(tmp_path: Path) -> None:
+    result = xgate("check", "--help", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "Examples:" in result.stdout and "--policy" in result.stdout
+
+
+def test_tampered_review_set_exits_2_naming_the_file(tmp_path: Path, untrained_checkpoint: Path) -> None:
+    copy = tmp_path / "set"
+    shutil.copytree(SHIPPED_SET, copy)
+    image = next((copy / "images" / "circle").glob("*.png"))
+    data = bytearray(image.read_bytes())
+    data[-20] ^= 0x01  # one byte changed
+    image.write_bytes(bytes(data))
+    result = xgate("check", str(untrained_checkpoint), "--policy", str(STRICT), "--review-set", str(copy),
+                   "--no-mlflow", cwd=tmp_path)
+    assert_one_line_error(result, image.name)
+
+
+def test_pickled_module_without_trust_exits_2(tmp_path: Path) -> None:
+    pickled = tmp_path / "pickled.pt"
+    torch.save(archs.tiny_cnn(4), pickled)
+    result = xgate("check", str(pickled), "--policy", str(STRICT), "--no-mlflow", cwd=tmp_path)
+    assert_one_line_error(result, "pickled.pt", "--trust-pickle")
+
+
+def test_policy_with_unknown_score_exits_2_naming_file_and_rule(tmp_path: Path, untrained_checkpoint: Path) -> None:
+    policy = tmp_path / "bad.yaml"
+    policy.write_text(STRICT.read_text().replace("score: alignment.lift,", "score: alignment.lifts,"))
+    result = xgate("check", str(untrained_checkpoint), "--policy", str(policy), "--no-mlflow", cwd=tmp_path)
+    assert_one_line_error(result, "bad.yaml", "rules[4].score", "alignment.lifts")
+
+
+def test_missing_candidate_exits_2(tmp_path: Path) -> None:
+    result = xgate("check", str(tmp_path / "nope.pt"), "--policy", str(STRICT), "--no-mlflow", cwd=tmp_path)
+    assert_one_line_error(result, "nope.pt")
+
+
+@pytest.mark.slow
+def test_cheater_fails_on_alignment_and_background_honest_passes(
+    tmp_path: Path, cheater_checkpoint: Path, honest_checkpoint: Path
+) -> None:
+    """The story: high accuracy from the scene is rejected; the honest model looks at the object."""
+    cheat = xgate("check", str(cheater_checkpoint), "--policy", str(STRICT), "--no-mlflow", "--out", "cheat",
+                  cwd=tmp_path)
+    honest = xgate("check", str(honest_checkpoint), "--policy", str(STRICT), "--no-mlflow", "--out", "honest",
+                   cwd=tmp_path)
+    assert cheat.returncode == 1, cheat.stderr
+    assert honest.returncode in (0, 1), honest.stderr
+    cheat_result = json.loads((tmp_path / "cheat" / "result.json").read_text())["candidates"][0]
+    honest_result = json.loads((tmp_path / "honest" / "result.json").read_text())["candidates"][0]
+    cheat_scores, honest_scores = cheat_result["scores"], honest_result["scores"]
+    assert cheat_scores["accuracy"] >= 0.85
+    assert cheat_scores["alignment.lift"] < 1.2
+    assert honest_scores["alignment.lift"] > 2 * cheat_scores["alignment.lift"]
+    failed = set(cheat_result["failed_rules"])
+    assert "alignment.lift >= 2" in failed
+    assert {"background.only_bg_accuracy <= 0.4", "background.flip_rate <= 0.2"} <= failed
+    assert cheat_scores["background.only_bg_accuracy"] >= 0.8
+    assert cheat_scores["background.bg_gap"] >= 0.5 and cheat_scores["background.flip_rate"] >= 0.5
+    assert abs(honest_scores["background.only_bg_accuracy"] - 0.25) < 0.15  # near chance
+    assert honest_scores["background.only_fg_accuracy"] >= 0.6
+    assert (tmp_path / "cheat" / "report.html").stat().st_size > 10_000
+    assert "FAILED" in cheat.stdout and "report" in cheat.stdout

@@ -1,0 +1,317 @@
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from gate.compare import (
+    Comparison,
+    Migration,
+    check_paired,
+    compare,
+    delta_interval,
+    non_inferior,
+    superior,
+)
+from gate.errors import InputError, PolicyError
+from gate.records import Records
+from gate.stats import Interval, paired_bootstrap
+
+CLASSES = ("circle", "square", "star", "tri")
+
+
+def make_records(
+    labels: np.ndarray,
+    preds: np.ndarray,
+    conf: np.ndarray,
+    *,
+    energy: np.ndarray | None = None,
+    classes: tuple[str, ...] = CLASSES,
+) -> Records:
+    """Records whose top class is ``preds`` at probability ``conf``; the rest shared evenly."""
+    n, c = len(labels), len(classes)
+    probs = np.tile(((1.0 - conf) / (c - 1))[:, None], (1, c))
+    probs[np.arange(n), preds] = conf
+    nan = np.full(n, np.nan)
+    return Records(
+        classes=classes,
+        ids=tuple(f"s{i:04d}" for i in range(n)),
+        labels=np.asarray(labels, dtype=np.int64),
+        probs=probs.astype(np.float32),
+        energy=nan if energy is None else energy,
+        mask_area=np.full(n, 0.25),
+        pointing_hit=nan,
+        rank_accuracy=nan,
+    )
+
+
+def ece(records: Records, bins: int = 15) -> float:
+    conf, correct = records.confidence, records.correct
+    which = np.minimum((conf * bins).astype(int), bins - 1)
+    return float(sum(abs(correct[which == b].mean() - conf[which == b].mean()) * (which == b).mean()
+                     for b in range(bins) if (which == b).any()))
+
+
+def scores(records: Records) -> dict[str, float]:
+    """A tiny stand-in for the metrics registry."""
+    with np.errstate(invalid="ignore"):
+        worst = np.nanmin([records.correct[records.labels == k].mean() if (records.labels == k).any() else np.nan
+                           for k in range(len(records.classes))])
+    p_true = records.probs[np.arange(records.size), records.labels].astype(np.float64)
+    energy = records.energy[~np.isnan(records.energy)]
+    return {
+        "accuracy": float(records.correct.mean()),
+        "nll": float(-np.log(p_true).mean()),
+        "ece": ece(records),
+        "worst_class_accuracy": float(worst),
+        "alignment.energy": float(energy.mean()) if energy.size else math.nan,
+    }
+
+
+class CountingScores:
+    def __init__(self, fn: Callable[[Records], Mapping[str, float]] = scores) -> None:
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, records: Records) -> Mapping[str, float]:
+        self.calls += 1
+        return self.fn(records)
+
+
+def generic_interval(cand: Records, base: Records, score: str, *, reps: int, seed: int, confidence: float) -> Interval:
+    """Reference: score_fn on every resample, via the same bootstrap."""
+    def statistic(idx: np.ndarray) -> float:
+        return scores(cand.take(idx))[score] - scores(base.take(idx))[score]
+
+    return paired_bootstrap(statistic, cand.size, reps=reps, seed=seed, confidence=confidence)
+
+
+def baseline_600(seed: int = 0) -> Records:
+    """600 samples at 90% accuracy, confidences spread over (0.3, 1)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 4, size=600)
+    preds = labels.copy()
+    wrong = rng.choice(600, size=60, replace=False)
+    preds[wrong] = (labels[wrong] + rng.integers(1, 4, size=60)) % 4
+    energy = np.where(rng.random(600) < 0.1, np.nan, rng.random(600))
+    return make_records(labels, preds, rng.uniform(0.3, 0.999, size=600), energy=energy)
+
+
+def flip_correct(records: Records, count: int) -> Records:
+    """The same model with ``count`` correct predictions made wrong (same confidence)."""
+    preds, conf = records.preds.copy(), records.confidence
+    flipped = np.flatnonzero(records.correct)[:count]
+    preds[flipped] = (records.labels[flipped] + 1) % 4
+    return make_records(records.labels, preds, conf, energy=records.energy)
+
+
+def test_identical_records_have_zero_deltas() -> None:
+    base = baseline_600()
+    comparison = compare(base, base, scores)
+    assert set(comparison.deltas) == {f"delta.{k}" for k in scores(base)}
+    assert all(v == 0.0 for v in comparison.deltas.values())
+    assert all(v == 0.0 for v in comparison.class_deltas.values())
+    assert comparison.mcnemar_p == 1.0
+    assert comparison.migration == Migration(0, 0, 60, 540, 0.0)
+    for score in ("accuracy", "ece", "alignment.energy"):
+        interval = comparison.interval_for(score, confidence=0.95, reps=50)
+        assert interval.contains(0.0)
+        assert (interval.low, interval.high) == (0.0, 0.0)
+        assert non_inferior(interval, max_drop=0.01, higher_is_better=score != "ece")
+        assert not superior(interval, min_gain=0.0, higher_is_better=score != "ece")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize(("flips", "expected"), [(18, False), (3, True)], ids=["3pts-worse", "half-point-worse"])
+def test_non_inferiority_on_flipped_predictions(flips: int, expected: bool, seed: int) -> None:
+    base = baseline_600()
+    cand = flip_correct(base, flips)
+    comparison = compare(cand, base, scores)
+    assert comparison.deltas["delta.accuracy"] == pytest.approx(-flips / 600, abs=1e-15)
+    assert comparison.migration.regressed == flips and comparison.migration.corrected == 0
+    assert comparison.mcnemar_p == pytest.approx(2 * 0.5**flips if flips < 20 else 1.0, rel=1e-12)
+    interval = delta_interval(cand, base, "accuracy", scores, confidence=0.95, seed=seed)
+    assert interval.high <= 0.0
+    assert non_inferior(interval, max_drop=0.01, higher_is_better=True) is expected
+
+
+def test_migration_hand_counts() -> None:
+    labels = np.array([0, 1, 2, 3, 0, 1, 2, 3])
+    base_preds = np.array([0, 1, 0, 0, 1, 1, 3, 3])  # right: 0,1,5,7
+    cand_preds = np.array([0, 0, 2, 1, 2, 1, 0, 3])  # right: 0,2,5,7
+    base_conf = np.array([0.9, 0.8, 0.7, 0.6, 0.9, 0.5, 0.6, 0.7])
+    cand_conf = np.array([0.9, 0.6, 0.8, 0.5, 0.95, 0.5, 0.4, 0.7])
+    base = make_records(labels, base_preds, base_conf)
+    cand = make_records(labels, cand_preds, cand_conf)
+    comparison = compare(cand, base, scores)
+    # corrected: 2; regressed: 1; still wrong: 3 (0.6->0.5 drop), 4 (0.9->0.95 rise), 6 (0.6->0.4 drop)
+    assert comparison.migration == Migration(
+        corrected=1, regressed=1, still_wrong=3, still_right=3, still_wrong_confidence_dropped=2 / 3
+    )
+    # per class: circle {0,4} 1/2 vs 1/2; square {1,5} 1/2 vs 1; star {2,6} 1/2 vs 0; tri {3,7} 1/2 vs 1/2
+    assert comparison.class_deltas == {"circle": 0.0, "square": -0.5, "star": 0.5, "tri": 0.0}
+    assert comparison.mcnemar_p == 1.0
+
+
+def test_still_wrong_share_is_nan_without_still_wrong() -> None:
+    labels = np.array([0, 1])
+    rec = make_records(labels, labels, np.array([0.9, 0.9]))
+    assert math.isnan(compare(rec, rec, scores).migration.still_wrong_confidence_dropped)
+
+
+def test_vectorised_accuracy_equals_generic_path() -> None:
+    base = baseline_600()
+    cand = flip_correct(base, 10)
+    counting = CountingScores()
+    fast = delta_interval(cand, base, "accuracy", counting, confidence=0.9, reps=300, seed=4)
+    assert counting.calls == 2  # the full-set check only: no score_fn per resample
+    slow = generic_interval(cand, base, "accuracy", reps=300, seed=4, confidence=0.9)
+    assert fast.low == pytest.approx(slow.low, abs=1e-12)
+    assert fast.high == pytest.approx(slow.high, abs=1e-12)
+    assert fast.low < fast.high  # a real interval, not a degenerate tie
+
+
+def test_vectorised_nan_aware_alignment_equals_generic_path() -> None:
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 4, size=80)
+    conf = rng.uniform(0.4, 0.99, size=80)
+    base_energy = np.where(rng.random(80) < 0.2, np.nan, rng.random(80))
+    cand_energy = np.where(rng.random(80) < 0.2, np.nan, rng.random(80))  # NaNs in other places
+    base = make_records(labels, labels, conf, energy=base_energy)
+    cand = make_records(labels, labels, conf, energy=cand_energy)
+    counting = CountingScores()
+    fast = delta_interval(cand, base, "alignment.energy", counting, confidence=0.95, reps=200, seed=1)
+    assert counting.calls == 2
+    slow = generic_interval(cand, base, "alignment.energy", reps=200, seed=1, confidence=0.95)
+    assert (fast.low, fast.high) == (pytest.approx(slow.low, abs=1e-12), pytest.approx(slow.high, abs=1e-12))
+
+
+def test_non_mean_scores_use_score_fn_per_resample() -> None:
+    base = baseline_600()
+    cand = flip_correct(base, 10)
+    counting = CountingScores()
+    interval = delta_interval(cand, base, "ece", counting, confidence=0.95, reps=40, seed=0)
+    assert counting.calls == 2 + 2 * 40
+    assert interval == generic_interval(cand, base, "ece", reps=40, seed=0, confidence=0.95)
+
+
+def test_registry_with_another_definition_falls_back_to_score_fn() -> None:
+    base = baseline_600()
+    cand = flip_correct(base, 10)
+
+    def clipped_nll(records: Records) -> dict[str, float]:
+        # A registry whose nll clips p at 0.5: the per-sample form no longer reproduces it.
+        p_true = records.probs[np.arange(records.size), records.labels].astype(np.float64)
+        return {"nll": float(-np.log(np.maximum(p_true, 0.5)).mean())}
+
+    counting = CountingScores(clipped_nll)
+    interval = delta_interval(cand, base, "nll", counting, confidence=0.95, reps=30, seed=0)
+    assert counting.calls == 2 + 2 * 30
+
+    def statistic(idx: np.ndarray) -> float:
+        return clipped_nll(cand.take(idx))["nll"] - clipped_nll(base.take(idx))["nll"]
+
+    assert interval == paired_bootstrap(statistic, 600, reps=30, seed=0, confidence=0.95)
+
+
+def test_bootstrap_seeded() -> None:
+    base = baseline_600()
+    cand = flip_correct(base, 10)
+    first = delta_interval(cand, base, "nll", scores, confidence=0.95, seed=11)
+    assert first == delta_interval(cand, base, "nll", scores, confidence=0.95, seed=11)
+    other = delta_interval(cand, base, "nll", scores, confidence=0.95, seed=12)
+    assert (first.low, first.high) != (other.low, other.high)
+
+
+def test_vectorised_accuracy_interval_is_fast() -> None:
+    base = baseline_600()
+    cand = flip_correct(base, 10)
+    best = math.inf
+    for _ in range(3):
+        start = time.perf_counter()
+        delta_interval(cand, base, "accuracy", scores, confidence=0.95, reps=2000, seed=0)
+        best = min(best, time.perf_counter() - start)
+    assert best < 0.2
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda r: replace(r, ids=(*r.ids[:-2], r.ids[-1], r.ids[-2])), "baseline.ids"),
+        (lambda r: r.take(np.arange(r.size - 1)), "baseline.ids"),
+        (lambda r: replace(r, classes=("circle", "square", "star", "hex")), "baseline.classes"),
+        (lambda r: replace(r, labels=np.roll(r.labels, 1)), "baseline.labels"),
+    ],
+    ids=["order", "size", "classes", "labels"],
+)
+def test_mismatched_baseline_is_input_error(change: Callable[[Records], Records], field: str) -> None:
+    cand = baseline_600()
+    with pytest.raises(InputError, match="baseline") as err:
+        compare(cand, change(cand), scores)
+    assert err.value.field == field
+    assert err.value.exit_code == 2
+    with pytest.raises(InputError):
+        delta_interval(cand, change(cand), "accuracy", scores, confidence=0.95)
+    check_paired(cand, cand)
+
+
+def test_unknown_score_is_policy_error() -> None:
+    base = baseline_600()
+    with pytest.raises(PolicyError, match="balanced_accuracy"):
+        delta_interval(base, base, "balanced_accuracy", scores, confidence=0.95)
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "higher", "max_drop", "ok"),
+    [
+        (-0.01, 0.02, True, 0.01, True),
+        (-0.0101, 0.02, True, 0.01, False),
+        (-0.02, 0.01, False, 0.01, True),
+        (-0.02, 0.0101, False, 0.01, False),
+        (math.nan, math.nan, True, 0.01, False),
+    ],
+    ids=["higher-edge", "higher-below", "lower-edge", "lower-above", "nan"],
+)
+def test_non_inferior_table(low: float, high: float, higher: bool, max_drop: float, ok: bool) -> None:
+    assert non_inferior(Interval(low, high, 0.95), max_drop=max_drop, higher_is_better=higher) is ok
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "higher", "ok"),
+    [(0.001, 0.02, True, True), (0.0, 0.02, True, False), (-0.02, -0.001, False, True), (-0.02, 0.0, False, False)],
+)
+def test_superior_table(low: float, high: float, higher: bool, ok: bool) -> None:
+    assert superior(Interval(low, high, 0.95), min_gain=0.0, higher_is_better=higher) is ok
+
+
+def test_to_json_is_json_safe_and_records_intervals() -> None:
+    labels = np.array([0, 0, 1, 1])  # classes "star" and "tri" have no samples: NaN deltas
+    base = make_records(labels, np.array([0, 1, 1, 1]), np.full(4, 0.8))
+    cand = make_records(labels, np.array([0, 0, 1, 0]), np.full(4, 0.7))
+    comparison = compare(cand, base, scores)
+    comparison.interval_for("accuracy", confidence=0.95, reps=100)
+    doc = json.loads(json.dumps(comparison.to_json(), allow_nan=False))
+    assert doc["class_deltas"] == {"circle": 0.5, "square": -0.5, "star": None, "tri": None}
+    assert doc["deltas"]["delta.alignment.energy"] is None
+    assert doc["migration"] == {
+        "corrected": 1, "regressed": 1, "still_wrong": 0, "still_right": 2, "still_wrong_confidence_dropped": None
+    }
+    assert doc["mcnemar_p"] == 1.0
+    assert set(doc["intervals"]) == {"delta.accuracy@0.95"}
+    assert doc["intervals"]["delta.accuracy@0.95"]["confidence"] == 0.95
+
+
+def test_interval_for_caches() -> None:
+    base = baseline_600()
+    comparison = compare(flip_correct(base, 5), base, CountingScores())
+    counting = comparison.score_fn
+    assert isinstance(counting, CountingScores) and counting.calls == 2
+    first = comparison.interval_for("ece", confidence=0.95, reps=10)
+    assert counting.calls == 2 + 2 * 10  # full-set scores reused from compare()
+    assert comparison.interval_for("ece", confidence=0.95, reps=10) is first
+    assert counting.calls == 2 + 2 * 10
+    assert isinstance(comparison, Comparison)

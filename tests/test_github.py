@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from report_fixtures import XSS, check_result, select_result
+
+from gate.github import (
+    SUMMARY_LIMIT,
+    TRUNCATED_NOTE,
+    emit_github,
+    fit_summary,
+    github_annotations,
+    markdown_code,
+    markdown_escape,
+    summary_markdown,
+    write_github_outputs,
+    write_step_summary,
+)
+from gate.outputs import default_paths
+from gate.result import GateResult, RuleResult
+
+
+def with_failed_rules(result: GateResult, count: int, message: str = "rule {i} failed") -> GateResult:
+    rules = tuple(
+        RuleResult(rule_id=f"rule{i}", score="accuracy", op=">=", threshold=0.9, value=0.5, passed=False,
+                   message=message.format(i=i), higher_is_better=True)
+        for i in range(count)
+    )
+    return replace(result, candidates=(replace(result.candidates[0], rules=rules),))
+
+
+def test_one_error_per_failed_rule() -> None:
+    result = check_result(kept=0)
+    rule = result.candidates[0].failed_rules[0]
+    assert github_annotations(result) == [f"::error title=xgate: cand.pt::{rule.message}"]
+
+
+def test_at_most_ten_annotations_then_a_count() -> None:
+    lines = github_annotations(with_failed_rules(check_result(kept=0), 13))
+    assert len(lines) == 11
+    assert lines[9] == "::error title=xgate: cand.pt::rule 9 failed"
+    assert lines[10] == "::error title=xgate::3 more failed rules"
+
+
+def test_annotation_escapes_newlines_percent_and_title_separators() -> None:
+    result = with_failed_rules(check_result(kept=0), 1, message="50% of\nthe samples")
+    result = replace(result, candidates=(replace(result.candidates[0], candidate=replace(
+        result.candidates[0].candidate, name="a::b,c")),))
+    assert github_annotations(result) == ["::error title=xgate: a%3A%3Ab%2Cc::50%25 of%0Athe samples"]
+
+
+def test_losers_of_a_passing_select_are_warnings() -> None:
+    result = select_result(kept=0)
+    assert result.passed
+    assert [line.split(" ", 1)[0] for line in github_annotations(result)] == ["::warning"]
+
+
+def test_summary_has_verdict_rules_table_and_paths(tmp_path: Path) -> None:
+    result = check_result(baseline=True, kept=0)
+    text = summary_markdown(result, default_paths(tmp_path))
+    lines = text.splitlines()
+    assert lines[0] == "## ❌ xgate check: failed"
+    assert "| ❌ | accuracy >= 0.95 |" in text and "| ✅ | ece \\<= 0.5 | 0.08 | 0.5 |" in text
+    rows = [line for line in lines if line.startswith("| ✅") or line.startswith("| ❌")]
+    assert len(rows) == len(result.candidates[0].rules)
+    assert markdown_escape(XSS) in text and XSS not in text
+    assert "Baseline: **prod.pt**" in text
+    assert f"report `{tmp_path / 'report.html'}`" in text
+
+
+def test_markdown_escape_keeps_table_cells_intact() -> None:
+    assert markdown_escape("a|b\nc <x> *y*") == "a\\|b c \\<x> \\*y\\*"
+    assert markdown_code("odd`name") == "`` odd`name ``" and markdown_code("plain") == "`plain`"
+
+
+def test_step_summary_appends_to_existing_content(tmp_path: Path) -> None:
+    summary = tmp_path / "summary.md"
+    summary.write_text("# earlier step\n", encoding="utf-8")
+    write_step_summary(check_result(kept=0), None, summary)
+    text = summary.read_text(encoding="utf-8")
+    assert text.startswith("# earlier step\n## ❌ xgate check: failed")
+
+
+def test_huge_summary_is_cut_under_one_mib_with_a_note(tmp_path: Path) -> None:
+    result = with_failed_rules(check_result(kept=0), 6000, message="x" * 200 + " {i}")
+    assert len(summary_markdown(result, None).encode("utf-8")) > SUMMARY_LIMIT
+    summary = tmp_path / "summary.md"
+    summary.write_text("y" * 1000 + "\n", encoding="utf-8")
+    write_step_summary(result, None, summary)
+    data = summary.read_bytes()
+    assert SUMMARY_LIMIT - 500 < len(data) <= SUMMARY_LIMIT
+    text = data.decode("utf-8")
+    assert text.startswith("y" * 1000) and text.endswith(TRUNCATED_NOTE)
+    assert text[: -len(TRUNCATED_NOTE)].endswith("|")  # cut at a whole table row
+
+
+def test_fit_summary_respects_multibyte_characters() -> None:
+    text = "✅ line\n" * 100
+    fitted = fit_summary(text, 300)
+    assert len(fitted.encode("utf-8")) <= 300 and fitted.endswith(TRUNCATED_NOTE)
+    assert fit_summary(text, 10) == ""
+    assert fit_summary("short\n", 300) == "short\n"
+
+
+def test_github_outputs_lines(tmp_path: Path) -> None:
+    output = tmp_path / "output"
+    output.write_text("earlier=1\n", encoding="utf-8")
+    paths = default_paths(tmp_path / "out")
+    write_github_outputs(select_result(kept=0), paths, output)
+    assert output.read_text(encoding="utf-8").splitlines() == [
+        "earlier=1", "verdict=passed", "selected=a.pt", f"report={paths.report}", f"json={paths.json}",
+        f"junit={paths.junit}",
+    ]
+
+
+def test_github_output_with_a_newline_uses_a_delimiter(tmp_path: Path) -> None:
+    output = tmp_path / "output"
+    paths = replace(default_paths(tmp_path), report=Path("odd\nname.html"))
+    write_github_outputs(check_result(kept=0), paths, output)
+    lines = output.read_text(encoding="utf-8").splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("report<<")))
+    delimiter = lines[start].split("<<", 1)[1]
+    assert lines[start + 1: start + 4] == ["odd", "name.html", delimiter]
+
+
+def test_emit_github_does_nothing_outside_actions(tmp_path: Path) -> None:
+    env = {"GITHUB_STEP_SUMMARY": str(tmp_path / "s.md"), "GITHUB_OUTPUT": str(tmp_path / "o")}
+    assert emit_github(check_result(kept=0), default_paths(tmp_path), env) == []
+    assert not (tmp_path / "s.md").exists() and not (tmp_path / "o").exists()
+
+
+def test_emit_github_in_actions_writes_everything(tmp_path: Path) -> None:
+    env = {"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(tmp_path / "s.md"),
+           "GITHUB_OUTPUT": str(tmp_path / "o")}
+    result = check_result(kept=0)
+    lines = emit_github(result, default_paths(tmp_path), env)
+    assert lines == github_annotations(result) and len(lines) == 1
+    assert (tmp_path / "s.md").read_text(encoding="utf-8").startswith("## ❌ xgate check: failed")
+    assert "verdict=failed\n" in (tmp_path / "o").read_text(encoding="utf-8")
+
+
+def test_unwritable_summary_is_an_input_error(tmp_path: Path) -> None:
+    from gate.errors import InputError
+
+    with pytest.raises(InputError) as info:
+        write_step_summary(check_result(kept=0), None, tmp_path / "missing" / "s.md")
+    assert info.value.field == "GITHUB_STEP_SUMMARY"

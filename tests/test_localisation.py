@@ -1,0 +1,131 @@
+"""Per-sample localisation numbers against the Quantus definitions, on hand-made 4×4 maps and masks.
+
+Quantus (not installed; definitions in shared/anchors.md):
+- relevance mass accuracy (energy): Σ a·s / Σ a
+- pointing game: any pixel at the map's maximum lies in the mask (ties count as hits)
+- relevance rank accuracy: |top-K(a) ∩ s| / K, K = |s|
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gate.localisation import energy_in_mask, localise, pointing_hit, rank_accuracy
+from gate.metrics.registry import compute_scores
+from gate.records import Records
+
+# Map 0: peaked on the object (a centre 2×2 mask).
+CAM_ON = [[0.5, 0, 0, 0],
+          [0, 4, 2, 0],
+          [0, 2, 1, 0],
+          [0, 0, 0, 0]]
+MASK_CENTRE = [[0, 0, 0, 0],
+               [0, 1, 1, 0],
+               [0, 1, 1, 0],
+               [0, 0, 0, 0]]
+# Map 1: the maximum is on the scene; the object is the left column.
+CAM_OFF = [[1.0, 0, 0, 0],
+           [1.5, 0.7, 0, 0],
+           [0.8, 0, 0, 5],
+           [0.6, 0, 0, 2]]
+MASK_LEFT = [[1, 0, 0, 0],
+             [1, 0, 0, 0],
+             [1, 0, 0, 0],
+             [1, 0, 0, 0]]
+# Map 2: two equal maxima, one on the object (bottom-right pixel) and one off it.
+CAM_TIE = [[3, 0, 0, 0],
+           [0, 1, 0, 0],
+           [0, 0, 0, 0],
+           [0, 0, 0, 3]]
+MASK_CORNER = [[0, 0, 0, 0],
+               [0, 0, 0, 0],
+               [0, 0, 1, 1],
+               [0, 0, 1, 1]]
+ZERO = [[0] * 4] * 4
+
+
+def batch(*pairs: tuple[list[list[float]], list[list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
+    cams = torch.tensor([p[0] for p in pairs], dtype=torch.float32)
+    masks = torch.tensor([p[1] for p in pairs], dtype=torch.bool)
+    return cams, masks
+
+
+def test_energy_is_relevance_mass_accuracy() -> None:
+    cams, masks = batch((CAM_ON, MASK_CENTRE), (CAM_OFF, MASK_LEFT), (CAM_TIE, MASK_CORNER))
+    energy = energy_in_mask(cams, masks)
+    assert energy.dtype == torch.float64
+    expected = [(4 + 2 + 2 + 1) / 9.5, (1.0 + 1.5 + 0.8 + 0.6) / 11.6, 3 / 7]
+    assert energy.tolist() == pytest.approx(expected, abs=1e-7)
+
+
+def test_pointing_game_counts_ties_as_hits() -> None:
+    cams, masks = batch((CAM_ON, MASK_CENTRE), (CAM_OFF, MASK_LEFT), (CAM_TIE, MASK_CORNER))
+    assert pointing_hit(cams, masks).tolist() == [1.0, 0.0, 1.0]
+
+
+def test_rank_accuracy_uses_k_equal_to_mask_size() -> None:
+    # CAM_ON: top-4 are 4, 2, 2, 1, all inside.  CAM_OFF: top-4 are 5, 2 (scene), 1.5, 1.0 (object).
+    cams, masks = batch((CAM_ON, MASK_CENTRE), (CAM_OFF, MASK_LEFT))
+    assert rank_accuracy(cams, masks).tolist() == [1.0, 0.5]
+    # K = 1: only the single top pixel counts (the 4 at [1, 1]), not the other object pixels.
+    one_pixel = torch.zeros(2, 4, 4, dtype=torch.bool)
+    one_pixel[0, 1, 1] = True
+    one_pixel[1, 2, 2] = True  # holds 1, the fourth-highest value
+    two_maps = torch.tensor([CAM_ON, CAM_ON], dtype=torch.float32)
+    assert rank_accuracy(two_maps, one_pixel).tolist() == [1.0, 0.0]
+
+
+def test_uniform_map_scores_the_mask_area_and_lift_one() -> None:
+    cams, masks = batch(([[1.0] * 4] * 4, MASK_CORNER))
+    loc = localise(cams, masks)
+    assert loc.energy.item() == pytest.approx(4 / 16, abs=1e-15)
+    assert loc.mask_area.item() == 4 / 16
+    assert loc.pointing_hit.item() == 1.0  # every pixel is a maximum: a tie, so a hit
+
+
+def test_map_is_not_min_max_normalised() -> None:
+    # Adding a constant would not change a min-max-normalised map; it must change the energy.
+    cams, masks = batch((CAM_ON, MASK_CENTRE))
+    shifted = localise(cams + 1.0, masks).energy.item()
+    assert shifted == pytest.approx((9 + 4) / (9.5 + 16), abs=1e-7)
+    assert shifted != pytest.approx(localise(cams, masks).energy.item())
+
+
+def test_empty_mask_and_zero_map_are_excluded() -> None:
+    empty = [[0] * 4] * 4
+    cams, masks = batch((CAM_ON, MASK_CENTRE), (CAM_ON, empty), (ZERO, MASK_LEFT), (CAM_OFF, MASK_LEFT))
+    loc = localise(cams, masks)
+    for values in (loc.energy, loc.pointing_hit, loc.rank_accuracy):
+        assert [math.isnan(v) for v in values.tolist()] == [False, True, True, False]
+    assert loc.mask_area.tolist() == [0.25, 0.0, 0.25, 0.25]
+    assert loc.energy[0].item() == pytest.approx(9 / 9.5)
+    assert loc.pointing_hit[3].item() == 0.0
+
+
+def test_localise_feeds_the_alignment_scores() -> None:
+    empty = [[0] * 4] * 4
+    cams, masks = batch(
+        (CAM_ON, MASK_CENTRE), (CAM_OFF, MASK_LEFT), (CAM_ON, MASK_LEFT), (CAM_ON, empty), (ZERO, MASK_LEFT)
+    )
+    loc = localise(cams, masks)
+    n = 5
+    records = Records(
+        classes=("x", "y"), ids=tuple(f"s{i}" for i in range(n)), labels=np.zeros(n, dtype=np.int64),
+        probs=np.tile(np.array([[0.9, 0.1]], dtype=np.float32), (n, 1)),
+        energy=loc.energy.numpy(), mask_area=loc.mask_area.numpy(),
+        pointing_hit=loc.pointing_hit.numpy(), rank_accuracy=loc.rank_accuracy.numpy(),
+    )
+    scores = compute_scores(records)
+    energies = [9 / 9.5, 3.9 / 11.6, 0.5 / 9.5]  # the third map misses the left column almost entirely
+    lifts = [e / 0.25 for e in energies]  # 3.79, 1.34, 0.21
+    assert scores["alignment.energy"] == pytest.approx(sum(energies) / 3, abs=1e-7)
+    assert scores["alignment.lift"] == pytest.approx(sum(lifts) / 3, abs=1e-6)
+    assert scores["alignment.pointing_game"] == pytest.approx(1 / 3)
+    assert scores["alignment.rank_accuracy"] == pytest.approx((1.0 + 0.5 + 0.0) / 3)
+    assert scores["alignment.off_object_rate"] == pytest.approx(1 / 3)
+    assert scores["alignment.coverage"] == pytest.approx(3 / 5)
+    assert scores["alignment.excluded"] == 2.0

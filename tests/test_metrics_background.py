@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from gate.errors import GateError
+from gate.metrics import background, sanity
+from gate.metrics.registry import all_specs
+from gate.records import Records
+
+NAN = float("nan")
+
+
+def make_records(
+    probe_preds: dict[str, list[int]] | None = None, similarity: list[float] | None = None
+) -> Records:
+    """Four samples of classes a, b, c: labels [0, 1, 2, 0], predictions [0, 1, 1, 2]."""
+    probs = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.1, 0.6, 0.3], [0.3, 0.2, 0.5]], dtype=np.float32)
+    n = len(probs)
+    return Records(
+        classes=("a", "b", "c"),
+        ids=tuple(f"s{i}" for i in range(n)),
+        labels=np.array([0, 1, 2, 0], dtype=np.int64),
+        probs=probs,
+        energy=np.full(n, 0.5),
+        mask_area=np.full(n, 0.25),
+        pointing_hit=np.ones(n),
+        rank_accuracy=np.full(n, 0.5),
+        probe_preds={k: np.array(v, dtype=np.int64) for k, v in (probe_preds or {}).items()},
+        sanity_similarity=None if similarity is None else np.array(similarity, dtype=np.float64),
+    )
+
+
+PROBES = {
+    "only_fg": [0, 1, 2, 2],  # right on samples 0, 1, 2
+    "only_bg": [0, 0, 0, 0],  # right on samples 0 and 3 (label a)
+    "mixed_same": [0, 1, 2, 0],  # all right
+    "mixed_rand": [1, 1, 0, 0],  # right on 1 and 3; differs from predictions [0, 1, 1, 2] on 0, 2, 3
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("background.only_fg_accuracy", 0.75),
+        ("background.only_bg_accuracy", 0.5),
+        ("background.only_bg_chance_adjusted", (0.5 - 1 / 3) / (1 - 1 / 3)),
+        ("background.mixed_same_accuracy", 1.0),
+        ("background.mixed_rand_accuracy", 0.5),
+        ("background.bg_gap", 0.5),
+        ("background.flip_rate", 0.75),
+    ],
+)
+def test_background_scores_hand_computed(name: str, expected: float) -> None:
+    spec = {s.name: s for s in background.SCORES}[name]
+    assert spec.compute(make_records(PROBES)) == pytest.approx(expected)
+
+
+def test_only_bg_chance_adjusted_scale() -> None:
+    at_chance = make_records({"only_bg": [0, 0, 0, 1]})  # 1 of 4 right, near chance 1/3
+    assert background.only_bg_accuracy(at_chance) == pytest.approx(0.25)
+    assert background.only_bg_chance_adjusted(at_chance) == pytest.approx((0.25 - 1 / 3) / (2 / 3))
+    assert background.only_bg_chance_adjusted(make_records({"only_bg": [0, 1, 2, 0]})) == pytest.approx(1.0)
+
+
+def test_flip_rate_zero_when_predictions_unchanged() -> None:
+    assert background.flip_rate(make_records({"mixed_rand": [0, 1, 1, 2]})) == 0.0
+
+
+def test_missing_variant_is_an_internal_error() -> None:
+    with pytest.raises(GateError, match="mixed_rand") as info:
+        background.bg_gap(make_records({"mixed_same": [0, 1, 2, 0]}))
+    assert info.value.exit_code == 3
+
+
+def test_randomization_similarity_nan_mean() -> None:
+    assert sanity.randomization_similarity(make_records(similarity=[0.2, NAN, 0.4, 0.9])) == pytest.approx(0.5)
+    assert math.isnan(sanity.randomization_similarity(make_records(similarity=[NAN] * 4)))
+
+
+def test_randomization_similarity_missing_is_an_internal_error() -> None:
+    with pytest.raises(GateError, match="sanity_similarity") as info:
+        sanity.randomization_similarity(make_records())
+    assert info.value.exit_code == 3
+
+
+def test_specs_declare_direction_group_probe() -> None:
+    specs = {s.name: s for s in (*background.SCORES, *sanity.SCORES)}
+    lower_is_better = {"background.only_bg_accuracy", "background.only_bg_chance_adjusted", "background.bg_gap",
+                       "background.flip_rate", "sanity.randomization_similarity"}
+    proportions = {"background.only_fg_accuracy", "background.only_bg_accuracy", "background.mixed_same_accuracy",
+                   "background.mixed_rand_accuracy", "background.flip_rate"}
+    assert len(specs) == 8
+    for name, spec in specs.items():
+        family = name.split(".")[0]
+        assert spec.group == family and spec.probe == family
+        assert spec.higher_is_better is (name not in lower_is_better)
+        assert spec.proportion is (name in proportions)
+        assert spec.help and "\n" not in spec.help
+
+
+def test_registry_lists_the_probe_scores() -> None:
+    names = {s.name for s in all_specs()}
+    assert {s.name for s in (*background.SCORES, *sanity.SCORES)} <= names

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from bs4 import BeautifulSoup
+from report_fixtures import XSS, check_result, select_result
+
+from gate.errors import InputError
+from gate.outputs import OutputPaths, default_paths, result_json, write_outputs
+from gate.report import format_summary
+from gate.report.summary import MAX_RULE_LINES
+from gate.result import RuleResult
+
+
+def _refuse_constant(name: str) -> float:
+    raise AssertionError(f"non-standard JSON constant {name}")
+
+
+def test_default_paths_and_overrides(tmp_path: Path) -> None:
+    paths = default_paths(tmp_path / "out")
+    assert paths == OutputPaths(tmp_path / "out/report.html", tmp_path / "out/result.json", tmp_path / "out/junit.xml")
+    moved = default_paths(tmp_path / "out", json=tmp_path / "elsewhere/r.json")
+    assert moved.json == tmp_path / "elsewhere/r.json" and moved.report == paths.report and moved.junit == paths.junit
+
+
+def test_write_outputs_writes_all_three_files(tmp_path: Path) -> None:
+    result = check_result(baseline=True, kept=4)
+    paths = default_paths(tmp_path / "deep/out", junit=tmp_path / "other/junit.xml")
+    assert write_outputs(result, paths) == paths
+    text = paths.json.read_text(encoding="utf-8")
+    document = json.loads(text, parse_constant=_refuse_constant)
+    assert document == json.loads(json.dumps(result.to_json()))
+    assert document["format"] == "xgate.result/v1" and document["verdict"] == "failed"
+    assert document["candidates"][0]["scores"]["nll"] is None  # NaN became null
+    assert text.startswith('{\n  "format"')  # indent=2
+    assert paths.junit.read_text(encoding="utf-8").startswith("<?xml")
+    soup = BeautifulSoup(paths.report.read_text(encoding="utf-8"), "html.parser")
+    assert soup.find("section", id="verdict") is not None
+
+
+def test_result_json_refuses_nan_that_escaped_to_json() -> None:
+    result = check_result(kept=0)
+    bad = replace(result.candidates[0], comparison={"mcnemar_p": float("nan")})
+    with pytest.raises(Exception, match="not JSON-safe") as info:
+        result_json(replace(result, candidates=(bad,)))
+    assert info.value.exit_code == 3  # type: ignore[attr-defined]  # an internal error, not the user's
+
+
+def test_unwritable_output_is_an_input_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    paths = default_paths(tmp_path, report=blocker / "report.html")
+    with pytest.raises(InputError) as info:
+        write_outputs(check_result(kept=0), paths)
+    assert info.value.exit_code == 2 and info.value.field == "report" and str(blocker) in str(info.value)
+    assert paths.json.exists()  # the verdict was written before the report failed
+
+
+def test_summary_for_check_lists_failed_then_passed_rules_and_paths(tmp_path: Path) -> None:
+    result = check_result(baseline=True, kept=0)
+    lines = format_summary(result, default_paths(tmp_path)).splitlines()
+    assert lines[0] == "xgate check: FAILED"
+    assert lines[1] == "policy strict, review set shapes-v1 1 (40 samples)"
+    assert lines[2] == "baseline: prod.pt"
+    assert lines[3] == "cand.pt: failed (4/5 rules passed)"
+    accuracy = result.candidates[0].scores["accuracy"]
+    assert lines[4] == f"  FAIL  accuracy >= 0.95: {accuracy:.4g} vs 0.95"
+    assert lines[5] == "  pass  ece <= 0.5: 0.08 vs 0.5"
+    assert f"  pass  class_accuracy.{XSS} >= 0.0" in lines[6]
+    assert lines[-3:] == [f"report: {tmp_path / 'report.html'}", f"json:   {tmp_path / 'result.json'}",
+                          f"junit:  {tmp_path / 'junit.xml'}"]
+
+
+def test_summary_for_select_names_the_winner() -> None:
+    text = format_summary(select_result(kept=0), None)
+    assert "a.pt: passed (5/5 rules passed)  <- selected" in text
+    assert "b.pt: failed (4/5 rules passed)" in text
+    assert text.splitlines()[-1] == "selected: a.pt"
+    assert "report:" not in text
+
+
+def test_summary_stays_on_one_screen_with_many_rules() -> None:
+    result = select_result(kept=0)
+    many = tuple(
+        RuleResult(rule_id=f"rule{i}", score="accuracy", op=">=", threshold=0.5, value=0.6 if i % 3 else 0.1,
+                   passed=bool(i % 3), message="", higher_is_better=True)
+        for i in range(40)
+    )
+    candidates = tuple(replace(c, rules=many) for c in result.candidates)
+    text = format_summary(replace(result, candidates=candidates, selected=None), None)
+    lines = text.splitlines()
+    assert len(lines) <= 3 * (MAX_RULE_LINES + 2) + 3
+    first = lines.index("a.pt: failed (26/40 rules passed)")
+    shown = lines[first + 1: first + 1 + MAX_RULE_LINES]
+    assert all(line.startswith("  FAIL  ") for line in shown)  # failed rules come first
+    assert lines[first + 1 + MAX_RULE_LINES] == "  ... 28 more rules (2 failed)"
+    assert lines[-1] == "selected: none (no candidate passed)"

@@ -1,0 +1,392 @@
+from __future__ import annotations
+
+import base64
+import io
+import time
+from dataclasses import replace
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+from bs4 import BeautifulSoup, Tag
+from PIL import Image
+from report_fixtures import CLASSES, MATH, XSS, check_result, select_result
+from torchmetrics.functional.classification import multiclass_calibration_error
+
+from gate.report import build_context, render_report
+from gate.report import plots as P
+from gate.report.context import fmt, score_group
+from gate.result import GateResult
+
+DATA_URI = "data:image/png;base64,"
+
+
+def soup_of(html: str) -> BeautifulSoup:
+    return BeautifulSoup(html, "html.parser")
+
+
+def section(soup: BeautifulSoup, name: str) -> Tag:
+    found = soup.find("section", id=name)
+    assert isinstance(found, Tag), f"section #{name} missing"
+    return found
+
+
+def attr(tag: Tag | None, name: str) -> str:
+    assert isinstance(tag, Tag), f"no element for {name}"
+    value = tag.get(name)
+    assert isinstance(value, str), f"{name} is not a single value"
+    return value
+
+
+def classes_of(tag: Tag | None) -> list[str]:
+    assert isinstance(tag, Tag)
+    return list(tag.get("class") or [])
+
+
+def one(root: Tag, selector: str) -> Tag:
+    found = root.select_one(selector)
+    assert isinstance(found, Tag), selector
+    return found
+
+
+def cells(row: Tag | None) -> list[str]:
+    assert isinstance(row, Tag)
+    return [td.get_text(strip=True) for td in row.find_all("td")]
+
+
+def decode_png(uri: str) -> Image.Image:
+    assert uri.startswith(DATA_URI)
+    return Image.open(io.BytesIO(base64.b64decode(uri[len(DATA_URI):])))
+
+
+@pytest.fixture(scope="module")
+def check_with_baseline() -> tuple[GateResult, BeautifulSoup]:
+    result = check_result(baseline=True)
+    return result, soup_of(render_report(result))
+
+
+# --- sections --------------------------------------------------------------------
+
+
+def test_check_report_has_every_section(check_with_baseline: tuple[GateResult, BeautifulSoup]) -> None:
+    _, soup = check_with_baseline
+    for name in ("verdict", "rules", "scores", "plots", "galleries", "showroom", "baseline", "about"):
+        section(soup, name)
+    assert soup.find("section", id="candidates") is None  # only for select
+    assert "failed" in classes_of(section(soup, "verdict"))
+
+
+def test_baseline_section_only_with_a_baseline() -> None:
+    soup = soup_of(render_report(check_result(baseline=False, kept=4)))
+    assert soup.find("section", id="baseline") is None
+    assert not soup.select("figure.pic.baseline")
+
+
+def test_rules_table_has_every_rule_with_value_threshold_and_direction(
+    check_with_baseline: tuple[GateResult, BeautifulSoup],
+) -> None:
+    result, soup = check_with_baseline
+    candidate = result.candidates[0]
+    rows = section(soup, "rules").select("tr.rule")
+    assert [attr(r, "data-rule-id") for r in rows] == [rule.rule_id for rule in candidate.rules]
+    for row, rule in zip(rows, candidate.rules, strict=True):
+        texts = cells(row)
+        assert texts[0] == ("pass" if rule.passed else "FAIL")
+        assert texts[4] == fmt(rule.threshold) and texts[5] == fmt(rule.value)
+        assert texts[6] == ("↑" if rule.higher_is_better else "↓")
+        assert texts[7] == ("" if rule.interval is None else f"[{fmt(rule.interval[0])}, {fmt(rule.interval[1])}]")
+    failed = [attr(r, "data-rule-id") for r in rows if "rule-fail" in classes_of(r)]
+    assert failed == [rule.rule_id for rule in candidate.failed_rules] == ["accuracy >= 0.95"]
+
+
+def test_scores_are_grouped_with_a_baseline_column(check_with_baseline: tuple[GateResult, BeautifulSoup]) -> None:
+    result, soup = check_with_baseline
+    tables = {attr(t, "data-group"): t for t in section(soup, "scores").select("table.scores")}
+    assert list(tables) == ["classification", "calibration", "alignment", "background", "sanity", "versus baseline"]
+    expected = {"accuracy": "classification", "ece": "calibration", "alignment.lift": "alignment",
+                "background.only_bg_accuracy": "background", "sanity.randomization_similarity": "sanity",
+                "delta.accuracy": "versus baseline"}
+    for score, group in expected.items():
+        row = tables[group].find("tr", attrs={"data-score": score})
+        assert cells(row)[2] == fmt(result.candidates[0].scores[score]), score
+    header = [th.get_text(strip=True) for th in tables["classification"].find_all("th")]
+    assert header == ["Score", "Dir", "cand.pt", "baseline: prod.pt"]
+    assert cells(tables["classification"].find("tr", attrs={"data-score": "accuracy"}))[1] == "↑"
+    assert cells(tables["calibration"].find("tr", attrs={"data-score": "ece"}))[1] == "↓"
+    assert cells(tables["calibration"].find("tr", attrs={"data-score": "nll"}))[2] == "n/a"
+
+
+@pytest.mark.parametrize(
+    ("name", "group"),
+    [("accuracy", "classification"), ("class_accuracy.cat", "classification"), ("ece", "calibration"),
+     ("alignment.lift.class.cat", "alignment"), ("background.bg_gap", "background"),
+     ("delta.ece", "versus baseline"), ("sanity.something_new", "sanity"), ("made_up", "classification")],
+)
+def test_score_group(name: str, group: str) -> None:
+    assert score_group(name) == group
+
+
+def test_plots_are_four_inline_pngs(check_with_baseline: tuple[GateResult, BeautifulSoup]) -> None:
+    _, soup = check_with_baseline
+    figures = section(soup, "plots").select("figure.plot")
+    assert [attr(f, "data-plot") for f in figures] == ["reliability", "confidence", "wrong_by_threshold",
+                                                      "class_accuracy"]
+    for figure in figures:
+        image = decode_png(attr(figure.img, "src"))
+        assert image.format == "PNG"
+        assert image.size == (round(P.FIGSIZE[0] * P.DPI), round(P.FIGSIZE[1] * P.DPI))
+
+
+def test_galleries_have_expected_tiles_with_baseline_overlays(
+    check_with_baseline: tuple[GateResult, BeautifulSoup],
+) -> None:
+    result, soup = check_with_baseline
+    gallery = result.candidates[0].gallery
+    blocks = {attr(g, "data-kind"): g for g in section(soup, "galleries").select("div.gallery")}
+    assert set(blocks) == {"easy", "borderline", "failures"}
+    total = 0
+    for kind, block in blocks.items():
+        tiles = block.select("figure.tile")
+        assert [attr(t, "data-sample") for t in tiles] == list(getattr(gallery, kind))
+        for tile in tiles:
+            sources = [attr(img, "src") for img in tile.find_all("img")]
+            assert len(sources) == 3  # image + mask, Grad-CAM, baseline Grad-CAM
+            assert all(s.startswith(DATA_URI) for s in sources)
+            assert decode_png(sources[0]).size == (16, 16)
+        total += len(tiles)
+    assert total == 8 and len(gallery.failures) > 0
+
+
+def test_tile_shows_label_prediction_and_confidence(check_with_baseline: tuple[GateResult, BeautifulSoup]) -> None:
+    result, soup = check_with_baseline
+    records = result.candidates[0].records
+    sample_id = result.candidates[0].gallery.failures[0]
+    kept = records.kept[sample_id]
+    tile = one(soup, f'figure.tile[data-sample="{sample_id}"]')
+    text = tile.get_text(" ", strip=True)
+    assert f"label {CLASSES[kept.label]}" in text
+    assert f"pred {CLASSES[kept.pred]} ({fmt(kept.confidence)})" in text
+    assert "wrong" in classes_of(tile)
+
+
+def test_showroom_panels_in_order_with_predictions(check_with_baseline: tuple[GateResult, BeautifulSoup]) -> None:
+    result, soup = check_with_baseline
+    kept = result.candidates[0].records.kept
+    rows = section(soup, "showroom").select("div.showroom-row")
+    assert len(rows) == 6  # SHOWROOM_MAX of the 8 kept samples
+    flipped = [s for s, k in kept.items() if k.variant_preds["mixed_rand"] != k.pred]
+    assert [attr(r, "data-sample") for r in rows[: len(flipped)]] == flipped[:6]  # flipped answers first
+    background_right = []
+    for row in rows:
+        sample = kept[attr(row, "data-sample")]
+        panels = row.select("figure.pic")
+        assert [attr(p, "data-variant") for p in panels] == ["original", "only_fg", "mixed_rand", "only_bg"]
+        preds = [one(p, "strong").get_text() for p in panels]
+        expected = [sample.pred] + [sample.variant_preds[v] for v in ("only_fg", "mixed_rand", "only_bg")]
+        assert preds == [CLASSES[i] for i in expected]
+        right = [i == sample.label for i in expected]
+        good = [*right[:3], not right[3]]  # a right answer from the background alone is the bad sign
+        assert ["hit" in classes_of(p) for p in panels] == good
+        assert ("right without the object" in panels[3].get_text()) == right[3]
+        background_right.append(right[3])
+    assert True in background_right and False in background_right  # the fixture exercises both cases
+
+
+def test_showroom_skips_gracefully_without_variants() -> None:
+    soup = soup_of(render_report(check_result(probes=False, kept=4)))
+    showroom = section(soup, "showroom")
+    assert not showroom.select("div.showroom-row")
+    assert "No background probes" in showroom.get_text()
+
+
+def test_baseline_section_shows_migration_mcnemar_and_class_deltas(
+    check_with_baseline: tuple[GateResult, BeautifulSoup],
+) -> None:
+    result, soup = check_with_baseline
+    comparison = result.candidates[0].comparison
+    assert comparison is not None
+    block = section(soup, "baseline")
+    counts = [int(td.get_text()) for td in block.select("table.migration td.num")]
+    assert counts == [comparison["migration"][k] for k in
+                      ("corrected", "regressed", "still_wrong", "still_right", "still_wrong_confidence_dropped")]
+    assert one(block, "strong.mcnemar").get_text() == "0.0312"
+    rows = block.select("table.class-deltas tr[data-class]")
+    assert [attr(r, "data-class") for r in rows] == list(CLASSES)
+    for row in rows:
+        delta = comparison["class_deltas"][attr(row, "data-class")]
+        cell = one(row, "td.num")
+        assert cell.get_text() == f"{delta:+.4g}"
+        assert ("good" in classes_of(cell)) == (delta > 0) and ("bad" in classes_of(cell)) == (delta < 0)
+    assert "good" in classes_of(one(block, 'table.deltas tr[data-score="delta.ece"] td.num'))  # lower ECE is better
+    assert one(block, "table.intervals").get_text(" ", strip=True).endswith("[-0.05, 0.11] at 95%")
+
+
+# --- select ------------------------------------------------------------------------
+
+
+def test_select_report_lists_candidates_side_by_side() -> None:
+    result = select_result(kept=3)
+    soup = soup_of(render_report(result))
+    rows = section(soup, "candidates").select("tr.candidate")
+    assert [attr(r, "data-candidate") for r in rows] == ["a.pt", "b.pt", "c.pt"]
+    assert [r.find_all("td")[1].get_text() for r in rows] == ["passed", "failed", "passed"]
+    assert "(selected)" in rows[0].get_text() and "(selected)" not in rows[1].get_text()
+    assert rows[1].find_all("td")[3].get_text(" ", strip=True).startswith("accuracy >= 0.99")
+    assert rows[1].find_all("td")[2].get_text(strip=True) == "4 / 5"
+    assert [attr(t, "data-candidate") for t in section(soup, "rules").select("table.rules")] == ["a.pt", "b.pt", "c.pt"]
+    header = [th.get_text() for th in one(section(soup, "scores"), "table.scores thead").find_all("th")]
+    assert header == ["Score", "Dir", "a.pt", "b.pt", "c.pt"]
+    assert "Selected candidate: a.pt" in section(soup, "verdict").get_text(" ", strip=True)
+    assert soup.find("section", id="baseline") is None
+
+
+# --- escaping ------------------------------------------------------------------------
+
+
+def test_user_strings_are_escaped(check_with_baseline: tuple[GateResult, BeautifulSoup]) -> None:
+    _, soup = check_with_baseline
+    html = str(soup)
+    assert soup.find_all("script") == []
+    assert XSS in soup.get_text()  # shown as text, in scores, rules, tiles and class deltas
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_candidate_name_and_policy_are_escaped() -> None:
+    result = check_result(kept=2)
+    evil = replace(result.candidates[0], candidate=replace(result.candidates[0].candidate, name='"><img src=x>'))
+    result = replace(result, candidates=(evil,), policy=replace(result.policy, name="<b>p</b>"))
+    soup = soup_of(render_report(result))
+    assert all(attr(img, "src").startswith(DATA_URI) for img in soup.find_all("img"))
+    assert soup.find("b") is None and "<b>p</b>" in section(soup, "verdict").get_text()
+
+
+def test_report_has_no_external_resources(check_with_baseline: tuple[GateResult, BeautifulSoup]) -> None:
+    _, soup = check_with_baseline
+    for tag in soup.find_all(src=True):
+        assert attr(tag, "src").startswith("data:")
+    for tag in soup.find_all(href=True):
+        assert attr(tag, "href").startswith("#")
+    assert "default-src 'none'" in attr(soup.find("meta", attrs={"http-equiv": "Content-Security-Policy"}), "content")
+
+
+# --- pictures and numbers behind the plots ---------------------------------------------------
+
+
+def test_reliability_bins_ece_matches_torchmetrics() -> None:
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 2, (500, 5))
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    labels = rng.integers(0, 5, 500)
+    bins = P.reliability_bins(probs.max(1), probs.argmax(1) == labels)
+    reference = multiclass_calibration_error(torch.tensor(probs), torch.tensor(labels), num_classes=5, n_bins=15)
+    assert bins.ece == pytest.approx(float(reference), abs=1e-6)
+    assert bins.counts.sum() == 500
+
+
+def test_reliability_bins_hand_computed() -> None:
+    bins = P.reliability_bins(np.array([0.0, 0.5, 0.55, 0.95, 1.0]), np.array([1, 1, 0, 1, 0]), n_bins=2)
+    assert bins.counts.tolist() == [2, 3]  # (0, 0.5] takes 0 and 0.5; (0.5, 1] the rest
+    assert bins.accuracy.tolist() == pytest.approx([1.0, 1 / 3])
+    assert bins.confidence.tolist() == pytest.approx([0.25, 2.5 / 3])
+    assert bins.ece == pytest.approx(2 / 5 * 0.75 + 3 / 5 * (2.5 / 3 - 1 / 3))
+
+
+def test_wrong_rate_by_threshold_hand_computed() -> None:
+    conf = np.array([0.3, 0.9, 0.95, 0.99, 0.6])
+    correct = np.array([False, False, True, False, True])
+    rates = P.wrong_rate_by_threshold(conf, correct, np.array([0.0, 0.9, 0.96, 1.0]))
+    assert rates.tolist() == pytest.approx([3 / 5, 2 / 5, 1 / 5, 0.0])
+
+
+def test_class_accuracy_per_class() -> None:
+    result = check_result(kept=0)
+    records = result.candidates[0].records
+    expected = [records.correct[records.labels == i].mean() for i in range(len(CLASSES))]
+    assert P.class_accuracy(records).tolist() == pytest.approx(expected)
+
+
+def test_mask_outline_of_a_square() -> None:
+    mask = np.zeros((6, 6), dtype=bool)
+    mask[1:5, 1:5] = True
+    outline = P.mask_outline(mask)
+    assert outline.sum() == 12 and not outline[2:4, 2:4].any() and outline[1, 1:5].all()
+    assert P.mask_outline(np.ones((3, 3), dtype=bool)).sum() == 8  # the image border counts as outside
+
+
+def test_cam_overlay_blends_the_colormap_scaled_by_the_map_maximum() -> None:
+    image = np.full((4, 4, 3), 100, dtype=np.uint8)
+    cam = np.zeros((4, 4), dtype=np.float32)
+    cam[0, 0] = 7.0  # raw scale: the peak shows as the top of the colormap
+    cam[3, 3] = 3.5
+    out = P.cam_overlay(image, cam)
+    cmap = matplotlib.colormaps[P.CAM_COLORMAP]
+    for (y, x), level in (((0, 0), 1.0), ((3, 3), 0.5), ((1, 1), 0.0)):
+        expected = (1 - P.OVERLAY_ALPHA) * 100 + P.OVERLAY_ALPHA * np.array(cmap(level)[:3]) * 255
+        assert out[y, x].tolist() == np.rint(expected).astype(int).tolist()
+    mask = np.zeros((4, 4), dtype=bool)
+    mask[1:3, 1:3] = True
+    assert P.cam_overlay(image, cam, mask)[1, 1].tolist() == list(P.OUTLINE_RGB)
+
+
+def test_thumbnails_are_downscaled_never_upscaled() -> None:
+    assert P.thumbnail_size(224, 224) == (112, 112)
+    assert P.thumbnail_size(300, 150) == (112, 56)
+    assert P.thumbnail_size(16, 16) == (16, 16)
+    big = np.zeros((224, 224, 3), dtype=np.uint8)
+    pictures = P.sample_pictures(big, np.ones((224, 224), dtype=bool), np.ones((224, 224), dtype=np.float32))
+    assert decode_png(pictures.overlay).size == (112, 112)
+
+
+def test_broken_tex_in_a_class_name_is_drawn_literally() -> None:
+    result = check_result(kept=0)
+    records = result.candidates[0].records
+    assert MATH in records.classes
+    uri = P.class_accuracy_plot(records, records)  # raises ValueError if "$\x$" were parsed as TeX
+    assert decode_png(uri).format == "PNG"
+
+
+def test_many_classes_show_the_worst_only() -> None:
+    from gate.records import Records
+
+    rng = np.random.default_rng(0)
+    n, c = 600, 100
+    labels = np.arange(n) % c
+    probs = rng.dirichlet(np.ones(c), n).astype(np.float32)
+    nan = np.full(n, np.nan)
+    records = Records(classes=tuple(f"class{i}" for i in range(c)), ids=tuple(map(str, range(n))), labels=labels,
+                      probs=probs, energy=nan, mask_area=nan, pointing_hit=nan, rank_accuracy=nan)
+    assert decode_png(P.class_accuracy_plot(records)).format == "PNG"
+
+
+# --- context ---------------------------------------------------------------------------
+
+
+def test_context_matches_the_result(check_with_baseline: tuple[GateResult, BeautifulSoup]) -> None:
+    result, _ = check_with_baseline
+    context = build_context(result)
+    view = context.candidates[0]
+    assert context.verdict == "failed" and not context.passed and context.baseline_name == "prod.pt"
+    assert [r.rule_id for r in view.failed] == ["accuracy >= 0.95"]
+    assert [len(g.tiles) for g in view.galleries] == [
+        len(result.candidates[0].gallery.easy),
+        len(result.candidates[0].gallery.borderline),
+        len(result.candidates[0].gallery.failures),
+    ]
+    assert all(t.baseline is not None for g in view.galleries for t in g.tiles)
+    assert context.score_columns == ("cand.pt", "baseline: prod.pt")
+
+
+# --- size --------------------------------------------------------------------------
+
+
+def test_report_for_400_samples_and_24_kept_is_under_3_mb() -> None:
+    result = check_result(baseline=True, n=400, kept=24, size=64)
+    started = time.perf_counter()
+    html = render_report(result)
+    seconds = time.perf_counter() - started
+    size = len(html.encode("utf-8"))
+    assert size < 3_000_000, f"{size / 1e6:.2f} MB"
+    soup = soup_of(html)
+    assert len(section(soup, "galleries").select("figure.tile")) == 24
+    assert seconds < 30

@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy.stats import chi2_contingency
+
+from gate import shapes
+from gate.errors import DataError
+
+
+def test_same_arguments_give_byte_identical_samples() -> None:
+    a = shapes.generate(12, bias=0.5, seed=3, size=32)
+    b = list(shapes.iter_generate(12, bias=0.5, seed=3, size=32))
+    assert [s.sample_id for s in a] == [s.sample_id for s in b]
+    for x, y in zip(a, b, strict=True):
+        assert x.image.tobytes() == y.image.tobytes()
+        assert x.mask.tobytes() == y.mask.tobytes()
+        assert (x.label, x.scene) == (y.label, y.scene)
+
+
+def test_other_seed_gives_other_samples_and_prefix_is_stable() -> None:
+    a = shapes.generate(8, bias=0.5, seed=3, size=32)
+    longer = shapes.generate(20, bias=0.5, seed=3, size=32)
+    other = shapes.generate(8, bias=0.5, seed=4, size=32)
+    assert all(x.image.tobytes() == y.image.tobytes() for x, y in zip(a, longer[:8], strict=True))
+    assert all(x.image.tobytes() != y.image.tobytes() for x, y in zip(a, other, strict=True))
+    assert {s.sample_id for s in a}.isdisjoint(s.sample_id for s in other)
+    assert a[5].sample_id == "s3-000005"
+
+
+def test_types_and_shapes() -> None:
+    sample = shapes.generate(1, bias=0.0, seed=1, size=40)[0]
+    assert sample.image.dtype == np.uint8 and sample.image.shape == (40, 40, 3)
+    assert sample.mask.dtype == np.bool_ and sample.mask.shape == (40, 40)
+    assert 0 <= sample.label < 4 and 0 <= sample.scene < 4
+
+
+@pytest.mark.parametrize("n", [8, 13])
+def test_classes_are_balanced(n: int) -> None:
+    counts = np.bincount([s.label for s in shapes.generate(n, bias=0.3, seed=5, size=16)], minlength=4)
+    assert counts.max() - counts.min() <= 1
+    assert counts.sum() == n
+
+
+def test_mask_area_and_object_inside() -> None:
+    samples = shapes.generate(200, bias=0.0, seed=11, size=64)
+    areas = np.array([s.mask.mean() for s in samples])
+    assert areas.min() >= 0.08 and areas.max() <= 0.25
+    for s in samples:  # fully inside: the border rows and columns are scene
+        assert not (s.mask[0].any() or s.mask[-1].any() or s.mask[:, 0].any() or s.mask[:, -1].any())
+
+
+def test_object_pixels_are_exactly_the_mask() -> None:
+    # Re-render the sample's scene from the same generator state: outside the mask the image IS the scene,
+    # inside it is one flat colour plus small noise, far from the scene's colours.
+    seed, index, size = 9, 6, 64
+    sample = shapes.make_sample(index, bias=0.0, seed=seed, size=size)
+    rng = np.random.default_rng([seed, index, 0])
+    rng.random()  # the bias draw
+    rng.integers(4)  # the random scene (bias=0 always draws one)
+    scene = shapes.render_scene(sample.scene, size, rng)
+    mask = shapes.render_mask(sample.label, size, rng)
+    assert np.array_equal(mask, sample.mask)
+    assert np.array_equal(sample.image[~sample.mask], scene[~sample.mask])
+    obj = sample.image[sample.mask].astype(np.int64)
+    assert np.ptp(obj, axis=0).max() <= 2 * 6
+    gap = np.abs(obj.mean(axis=0) - scene[sample.mask].astype(np.float64).mean(axis=0)).max()
+    assert gap > 40
+
+
+def test_object_differs_from_surrounding_scene_in_every_sample() -> None:
+    for s in shapes.generate(100, bias=0.5, seed=2, size=32):
+        inside = s.image[s.mask].astype(np.float64).mean(axis=0)
+        outside = s.image[~s.mask].astype(np.float64)
+        nearest = np.abs(outside - inside).max(axis=1).min()  # closest scene pixel, in max-channel distance
+        assert nearest > 20
+
+
+def test_bias_one_gives_the_class_away() -> None:
+    samples = shapes.generate(80, bias=1.0, seed=4, size=16)
+    assert all(s.scene == s.label for s in samples)
+
+
+def test_bias_zero_makes_scene_independent_of_class() -> None:
+    samples = shapes.generate(800, bias=0.0, seed=4, size=16)
+    table = np.zeros((4, 4))
+    for s in samples:
+        table[s.label, s.scene] += 1
+    assert table.min() > 20  # every scene occurs with every class
+    assert chi2_contingency(table).pvalue > 0.01
+    biased = np.zeros((4, 4))
+    for s in shapes.generate(200, bias=0.5, seed=4, size=16):
+        biased[s.label, s.scene] += 1
+    assert chi2_contingency(biased).pvalue < 1e-6  # the test has power: bias=0.5 is detected
+    assert 0.55 < np.trace(biased) / biased.sum() < 0.70  # P(own scene) = 0.5 + 0.5/4
+
+
+def test_write_plain_layout(tmp_path: Path) -> None:
+    samples = shapes.generate(6, bias=0.0, seed=1, size=24)
+    out = shapes.write_plain(samples, tmp_path / "plain")
+    assert out == tmp_path / "plain"
+    for s in samples:
+        name = shapes.CLASSES[s.label]
+        image = Image.open(out / "images" / name / f"{s.sample_id}.png")
+        mask = Image.open(out / "masks" / name / f"{s.sample_id}.png")
+        assert image.mode == "RGB" and mask.mode == "L"
+        assert np.array_equal(np.asarray(image), s.image)
+        assert np.array_equal(np.asarray(mask), np.where(s.mask, 255, 0))
+    written = sorted(p.relative_to(out).parts[0] for p in out.rglob("*.png"))
+    assert written == ["images"] * 6 + ["masks"] * 6
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("synth:shapes?bias=1.0&n=6000&seed=7", {"bias": 1.0, "n": 6000, "seed": 7, "size": 64}),
+        ("synth:shapes?seed=0&n=1&bias=0&size=32", {"bias": 0.0, "n": 1, "seed": 0, "size": 32}),
+    ],
+)
+def test_parse_synth_source(source: str, expected: dict[str, float]) -> None:
+    parsed = shapes.parse_synth_source(source)
+    assert parsed == expected
+    assert isinstance(parsed["bias"], float) and isinstance(parsed["n"], int)
+
+
+@pytest.mark.parametrize(
+    ("source", "field"),
+    [
+        ("synth:circles?bias=1&n=2&seed=1", "source"),
+        ("shapes?bias=1&n=2&seed=1", "source"),
+        ("synth:shapes?bias=1&n=2", "seed"),
+        ("synth:shapes?bias=x&n=2&seed=1", "bias"),
+        ("synth:shapes?bias=1.5&n=2&seed=1", "bias"),
+        ("synth:shapes?bias=1&n=0&seed=1", "n"),
+        ("synth:shapes?bias=1&n=2.5&seed=1", "n"),
+        ("synth:shapes?bias=1&n=2&seed=1&size=8", "size"),
+        ("synth:shapes?bias=1&n=2&seed=1&colour=red", "colour"),
+    ],
+)
+def test_parse_synth_source_rejects(source: str, field: str) -> None:
+    with pytest.raises(DataError) as err:
+        shapes.parse_synth_source(source)
+    assert err.value.field == field
+    assert err.value.exit_code == 2
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"), [({"n": 0}, "n"), ({"bias": -0.1}, "bias"), ({"size": 15}, "size")]
+)
+def test_generate_validates_arguments(kwargs: dict[str, float], field: str) -> None:
+    args: dict[str, float] = {"n": 4, "bias": 0.5, "seed": 1, "size": 32, **kwargs}
+    with pytest.raises(DataError) as err:
+        shapes.generate(int(args["n"]), bias=args["bias"], seed=int(args["seed"]), size=int(args["size"]))
+    assert err.value.field == field
