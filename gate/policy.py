@@ -50,9 +50,9 @@ class ExplainSettings(_Strict):
 class BaselineTest(_Strict):
     """Candidate versus baseline: non-inferiority (max_drop) or superiority (min_gain)."""
 
-    max_drop: float | None = Field(default=None, ge=0)
-    min_gain: float | None = Field(default=None, ge=0)
-    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    max_drop: float | None = Field(default=None, ge=0, strict=True)
+    min_gain: float | None = Field(default=None, ge=0, strict=True)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1, strict=True)
 
     @model_validator(mode="after")
     def _one_kind(self) -> BaselineTest:
@@ -65,9 +65,10 @@ class Rule(_Strict):
     """One rule: a score and one of min, max or vs_baseline."""
 
     score: str
-    min: float | None = None
-    max: float | None = None
-    confidence: float | None = Field(default=None, gt=0.5, lt=1)
+    # strict: a YAML `true` or "0.9" is a wrong type (it would silently become 1.0 or 0.9); ints are fine.
+    min: float | None = Field(default=None, strict=True)
+    max: float | None = Field(default=None, strict=True)
+    confidence: float | None = Field(default=None, gt=0.5, lt=1, strict=True)
     vs_baseline: BaselineTest | None = None
 
     @field_validator("score")
