@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -106,7 +106,7 @@ def keep_samples(
     wanted = np.array(sorted(position[i] for i in sample_ids if i in position), dtype=np.int64)
     if not wanted.size:
         return {}
-    keep_all = EngineOptions(**{**vars(options), "gallery_size": len(wanted), "fixed_per_class": 0})
+    keep_all = replace(options, gallery_size=len(wanted), fixed_per_class=0)
     (model_run,) = run([candidate], review_set, keep_all, indices=wanted)
     return {k: v for k, v in model_run.records.kept.items() if k in set(sample_ids)}
 
@@ -194,7 +194,7 @@ class _ModelState:
         for name in ("energy", "mask_area", "pointing_hit", "rank_accuracy"):
             self._append(name, getattr(local, name).numpy())
         variants = self._variants(images, masks, partner_batches) if partner_batches else {}
-        variant_preds = {name: self._predict(x) for name, x in variants.items()}
+        variant_preds = {name: self._predict(x, batch, name) for name, x in variants.items()}
         for name, preds in variant_preds.items():
             self._append(f"probe.{name}", preds)
         if self.randomised is not None:
@@ -204,11 +204,12 @@ class _ModelState:
             torch.cuda.synchronize(self.device)
         self.seconds += time.perf_counter() - started
 
-    def _check_finite(self, logits: Tensor, batch: Batch) -> Tensor:
+    def _check_finite(self, logits: Tensor, batch: Batch, variant: str = "") -> Tensor:
         bad = ~torch.isfinite(logits).all(1)
         if bad.any():
-            first = self.review_set.samples[int(batch.indices[int(bad.nonzero()[0])])].sample_id
-            raise ModelOutputError(f"model output is NaN or infinite (first on sample {first!r})",
+            first = batch.sample_ids[int(bad.nonzero()[0])]
+            where = f" on the {variant} variant" if variant else ""
+            raise ModelOutputError(f"model output is NaN or infinite{where} (first on sample {first!r})",
                                    path=self.candidate.path, field="logits")
         return logits
 
@@ -221,17 +222,11 @@ class _ModelState:
         return {name: out[name] for name in PROBE_VARIANTS}
 
     @torch.no_grad()
-    def _predict(self, images: Tensor) -> np.ndarray:
-        logits = self._check_finite_plain(self.model(self.normalise(images)))
+    def _predict(self, images: Tensor, batch: Batch, variant: str) -> np.ndarray:
+        logits = self._check_finite(self.model(self.normalise(images)), batch, variant)
         if self.candidate.logit_order is not None:
             logits = logits[:, list(self.candidate.logit_order)]
         return logits.argmax(1).cpu().numpy().astype(np.int64)
-
-    def _check_finite_plain(self, logits: Tensor) -> Tensor:
-        if not torch.isfinite(logits).all():
-            raise ModelOutputError("model output is NaN or infinite on a probe variant",
-                                   path=self.candidate.path, field="logits")
-        return logits
 
     def _sanity(self, images: Tensor, cam: Tensor, target: Tensor) -> np.ndarray:
         # Compared at the target layer's own resolution: upsampling adds no information, only smooth

@@ -56,7 +56,7 @@ def run_gate(request: GateRequest, progress: engine.Progress | None = None) -> G
     policy = policy_io.load(request.policy)
     review_set = _open_review_set(policy, request)
     policy_io.check_classes(policy, review_set.classes)
-    options = replace(request.engine, probes=policy.probes, seed=request.engine.seed)
+    options = replace(request.engine, probes=policy.probes)
     candidates = [_load(path, request, policy, review_set) for path in request.candidates]
     baseline = _load(request.baseline, request, policy, review_set) if request.baseline else None
     if baseline is not None:

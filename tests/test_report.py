@@ -286,10 +286,12 @@ def test_reliability_bins_ece_matches_torchmetrics() -> None:
 
 def test_reliability_bins_hand_computed() -> None:
     bins = P.reliability_bins(np.array([0.0, 0.5, 0.55, 0.95, 1.0]), np.array([1, 1, 0, 1, 0]), n_bins=2)
-    assert bins.counts.tolist() == [2, 3]  # (0, 0.5] takes 0 and 0.5; (0.5, 1] the rest
-    assert bins.accuracy.tolist() == pytest.approx([1.0, 1 / 3])
-    assert bins.confidence.tolist() == pytest.approx([0.25, 2.5 / 3])
-    assert bins.ece == pytest.approx(2 / 5 * 0.75 + 3 / 5 * (2.5 / 3 - 1 / 3))
+    # Bins [lo, hi) as the ece score bins them: [0, 0.5) takes 0; [0.5, 1) the rest; 1.0 is drawn in the top bar.
+    assert bins.counts.tolist() == [1, 4]
+    assert bins.accuracy.tolist() == pytest.approx([1.0, 2 / 4])
+    assert bins.confidence.tolist() == pytest.approx([0.0, 3.0 / 4])
+    # The ECE keeps exactly-1.0 in a bin of its own (torchmetrics): 1/5·|1−0| + 3/5·|2/3−2/3| + 1/5·|0−1|.
+    assert bins.ece == pytest.approx(0.4)
 
 
 def test_wrong_rate_by_threshold_hand_computed() -> None:

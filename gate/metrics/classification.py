@@ -71,12 +71,17 @@ def bin_edges(n_bins: int = ECE_BINS) -> np.ndarray:
     return edges
 
 
+def calibration_bin_index(confidence: np.ndarray, n_bins: int = ECE_BINS) -> np.ndarray:
+    """Bin of each confidence, bins [lo, hi) on torchmetrics' edges; index ``n_bins`` holds exactly 1.0."""
+    # Compare in float32 against float32 edges, as torchmetrics does (it casts confidences to float32).
+    return np.searchsorted(bin_edges(n_bins), np.asarray(confidence).astype(np.float32), side="right") - 1
+
+
 def calibration_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = ECE_BINS) -> tuple[
     np.ndarray, np.ndarray, np.ndarray
 ]:
     """Per-bin (accuracy, mean confidence, share of samples) over equal-width bins on [0, 1]."""
-    # Compare in float32 against float32 edges, as torchmetrics does (it casts confidences to float32).
-    index = np.searchsorted(bin_edges(n_bins), confidence.astype(np.float32), side="right") - 1
+    index = calibration_bin_index(confidence, n_bins)
     count = np.bincount(index, minlength=n_bins + 1).astype(np.float64)
     conf_sum = np.bincount(index, weights=confidence, minlength=n_bins + 1)
     acc_sum = np.bincount(index, weights=correct.astype(np.float64), minlength=n_bins + 1)
@@ -86,10 +91,17 @@ def calibration_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 
     return acc, conf, count / max(count.sum(), 1.0)
 
 
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = ECE_BINS) -> float:
+    """Σ_m |B_m|/n · |acc(B_m) − conf(B_m)| over ``n_bins`` equal-width bins (NaN for no samples)."""
+    if not len(confidence):
+        return float("nan")
+    acc, conf, share = calibration_bins(np.asarray(confidence, dtype=np.float64), np.asarray(correct), n_bins)
+    return float((np.abs(acc - conf) * share).sum())
+
+
 def ece(records: Records) -> float:
     """Expected calibration error: Σ_m |B_m|/n · |acc(B_m) − conf(B_m)|, 15 bins, top label."""
-    acc, conf, share = calibration_bins(records.confidence, records.correct)
-    return float((np.abs(acc - conf) * share).sum())
+    return expected_calibration_error(records.confidence, records.correct)
 
 
 def mce(records: Records) -> float:

@@ -19,6 +19,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from PIL import Image
 
+from gate.metrics.classification import bin_edges, calibration_bin_index, expected_calibration_error
 from gate.records import Records
 
 # Thumbnails larger than this (pixels, longest side) are downscaled: 24 kept samples with
@@ -147,35 +148,26 @@ def variant_uri(image: np.ndarray) -> str:
 
 @dataclass(frozen=True)
 class ReliabilityBins:
-    """Equal-width top-label confidence bins: per-bin accuracy, mean confidence and count."""
+    """Bars of the reliability diagram: per-bin accuracy, mean confidence and count, and the score's ECE."""
 
     edges: np.ndarray  # [B + 1]
     accuracy: np.ndarray  # [B], NaN for empty bins
     confidence: np.ndarray  # [B], NaN for empty bins
     counts: np.ndarray  # [B]
-
-    @property
-    def ece(self) -> float:
-        """Expected calibration error from these bins (matches the ``ece`` score's definition)."""
-        total = int(self.counts.sum())
-        if total == 0:
-            return float("nan")
-        filled = self.counts > 0
-        gaps = np.abs(self.accuracy[filled] - self.confidence[filled])
-        return float(np.sum(self.counts[filled] / total * gaps))
+    ece: float  # the ``ece`` score itself, so the plot's title never disagrees with the scores table
 
 
 def reliability_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = RELIABILITY_BINS) -> ReliabilityBins:
-    """Bin samples by confidence into ``n_bins`` bins (lo, hi]; the first bin also takes 0."""
+    """Bin samples exactly as the ``ece`` score does; a confidence of exactly 1.0 is drawn in the top bar."""
     conf = np.asarray(confidence, dtype=np.float64)
     hits = np.asarray(correct, dtype=np.float64)
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    index = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
+    index = np.minimum(calibration_bin_index(conf, n_bins), n_bins - 1)
     counts = np.bincount(index, minlength=n_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         accuracy = np.bincount(index, weights=hits, minlength=n_bins) / counts
         mean_conf = np.bincount(index, weights=conf, minlength=n_bins) / counts
-    return ReliabilityBins(edges=edges, accuracy=accuracy, confidence=mean_conf, counts=counts)
+    return ReliabilityBins(edges=bin_edges(n_bins).astype(np.float64), accuracy=accuracy, confidence=mean_conf,
+                           counts=counts, ece=expected_calibration_error(conf, hits.astype(bool), n_bins))
 
 
 def wrong_rate_by_threshold(confidence: np.ndarray, correct: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
