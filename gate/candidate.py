@@ -47,11 +47,12 @@ class Candidate:
     target_layer: str
     meta: Mapping[str, Any] = field(default_factory=dict)
     logit_order: tuple[int, ...] | None = None
+    label: str | None = None  # display name when file names collide (see gate.run.distinct_names)
 
     @property
     def name(self) -> str:
-        """A short display name: the file name without its folder."""
-        return Path(self.path).name
+        """A short display name: the file name without its folder, unless ``label`` says otherwise."""
+        return self.label or Path(self.path).name
 
     def aligned_to(self, classes: Sequence[str]) -> Candidate:
         """Match classes by name; a permutation reorders the logits, other names are an error."""

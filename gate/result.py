@@ -105,6 +105,8 @@ class GateResult:
     candidates: tuple[CandidateResult, ...]
     baseline: CandidateResult | None = None
     selected: str | None = None  # name of the winning candidate (select) or the passing one (check)
+    rank_by: tuple[str, ...] = ("accuracy",)  # the policy's select.rank_by, ties then broken by name
+    ranking: tuple[str, ...] = ()  # candidate names, passing ones first, each group best first by rank_by
     environment: Mapping[str, str] = field(default_factory=dict)
     timings: Mapping[str, float] = field(default_factory=dict)
     created: str = ""
@@ -113,6 +115,13 @@ class GateResult:
     def passed(self) -> bool:
         """check: the candidate passed; select: at least one candidate passed."""
         return any(c.passed for c in self.candidates)
+
+    def ranked(self) -> tuple[CandidateResult, ...]:
+        """Candidates in ``ranking`` order (given order when there is no ranking)."""
+        by_name = {c.candidate.name: c for c in self.candidates}
+        if sorted(self.ranking) != sorted(by_name):
+            return self.candidates
+        return tuple(by_name[name] for name in self.ranking)
 
     @property
     def verdict(self) -> str:
@@ -126,6 +135,8 @@ class GateResult:
             "command": self.command,
             "verdict": self.verdict,
             "selected": self.selected,
+            "rank_by": list(self.rank_by),
+            "ranking": list(self.ranking),
             "created": self.created,
             "policy": vars(self.policy),
             "review_set": {**vars(self.review_set), "classes": list(self.review_set.classes)},

@@ -19,7 +19,7 @@ from gate import candidate as candidate_io
 from gate import engine
 from gate import policy as policy_io
 from gate.candidate import Candidate
-from gate.errors import CandidateError, PolicyError
+from gate.errors import CandidateError, PolicyError, UsageError
 from gate.metrics.registry import compute_scores
 from gate.records import Records
 from gate.result import CandidateInfo, CandidateResult, GateResult, PolicyInfo, ReviewSetInfo
@@ -57,7 +57,7 @@ def run_gate(request: GateRequest, progress: engine.Progress | None = None) -> G
     review_set = _open_review_set(policy, request)
     policy_io.check_classes(policy, review_set.classes)
     options = replace(request.engine, probes=policy.probes)
-    candidates = [_load(path, request, policy, review_set) for path in request.candidates]
+    candidates = distinct_names([_load(path, request, policy, review_set) for path in request.candidates])
     baseline = _load(request.baseline, request, policy, review_set) if request.baseline else None
     if baseline is not None:
         _check_baseline(baseline, candidates)
@@ -83,6 +83,8 @@ def run_gate(request: GateRequest, progress: engine.Progress | None = None) -> G
         candidates=results,
         baseline=baseline_result,
         selected=select_winner(results, policy.model.select.rank_by),
+        rank_by=tuple(policy.model.select.rank_by),
+        ranking=tuple(r.candidate.name for r in ranking(results, policy.model.select.rank_by)),
         environment=environment(options.device),
         timings={"load_s": loaded - started, "engine_s": ran - loaded, "total_s": time.perf_counter() - started},
         created=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -105,6 +107,23 @@ def _load(path: Path, request: GateRequest, policy: policy_io.Policy, review_set
     loaded = candidate_io.load(path, arch=request.load.arch, classes=request.load.classes,
                                target_layer=layer, trust_pickle=request.load.trust_pickle)
     return loaded.aligned_to(review_set.classes)
+
+
+def distinct_names(candidates: Sequence[Candidate]) -> list[Candidate]:
+    """Refuse a file given twice; where file names collide (``a/model.pt b/model.pt``), name by the path given.
+
+    Names key the ranking, the report and the MLflow runs, so two candidates must never share one.
+    """
+    seen: dict[Path, str] = {}
+    for cand in candidates:
+        key = Path(cand.path).resolve()
+        if key in seen:
+            raise UsageError(f"candidate given twice (also as {seen[key]})", path=cand.path)
+        seen[key] = cand.path
+    counts: dict[str, int] = {}
+    for cand in candidates:
+        counts[cand.name] = counts.get(cand.name, 0) + 1
+    return [replace(c, label=c.path) if counts[c.name] > 1 else c for c in candidates]
 
 
 def _check_baseline(baseline: Candidate, candidates: Sequence[Candidate]) -> None:

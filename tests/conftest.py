@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from gate import archs, candidate, shapes
@@ -42,6 +43,15 @@ def save_tiny(model: nn.Module, path: Path, size: int = 64) -> Path:
     """Write a tiny_cnn as an xgate.candidate/v1 checkpoint in the generator's class order."""
     return candidate.save(path, model, arch="tiny_cnn", arch_kwargs={"num_classes": 4, "width": 12},
                           classes=shapes.CLASSES, input_size=(size, size), mean=(0.5,) * 3, std=(0.25,) * 3)
+
+
+def pinned_policy(tmp_path: Path, review_set: ReviewSet, rules: list[dict[str, object]], name: str = "p") -> Path:
+    """A policy pinned to ``review_set`` with ``rules``, no probes, ranking by accuracy then ECE."""
+    doc = {"name": name, "review_set": {"path": str(review_set.root), "digest": review_set.digest},
+           "rules": rules, "select": {"rank_by": ["accuracy", "ece"]}}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
 
 
 @pytest.fixture(scope="session")

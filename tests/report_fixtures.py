@@ -207,4 +207,5 @@ def select_result(*, baseline: bool = False, n: int = 40, kept: int = 6, size: i
         results.append(candidate_result(name, records, base_records, rules=rules))
     policy, review = _infos(n)
     return GateResult(command="select", policy=policy, review_set=review, candidates=tuple(results), baseline=base,
-                      selected="a.pt", environment={"torch": "2.14.1"}, created="2025-01-01T00:00:00+00:00")
+                      selected="a.pt", rank_by=("accuracy",), ranking=("a.pt", "c.pt", "b.pt"),
+                      environment={"torch": "2.14.1"}, created="2025-01-01T00:00:00+00:00")

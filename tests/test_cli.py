@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from gate import archs
-from tests.conftest import SHIPPED_SET, STRICT
+from gate import archs, candidate
+from gate.review_set import ReviewSet
+from tests.conftest import SHIPPED_SET, STRICT, pinned_policy, save_tiny
 
 
 def xgate(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -93,3 +94,33 @@ def test_cheater_fails_on_alignment_and_background_honest_passes(
     assert honest_scores["background.only_fg_accuracy"] >= 0.6
     assert (tmp_path / "cheat" / "report.html").stat().st_size > 10_000
     assert "FAILED" in cheat.stdout and "report" in cheat.stdout
+
+
+def test_baseline_with_another_input_size_exits_2(tmp_path: Path, small_set: ReviewSet,
+                                                  untrained_checkpoint: Path) -> None:
+    torch.manual_seed(0)
+    prod = save_tiny(archs.tiny_cnn(4, width=12), tmp_path / "prod48.pt", size=48)
+    policy = pinned_policy(tmp_path, small_set, [{"score": "accuracy", "min": 0.0}])
+    result = xgate("check", str(untrained_checkpoint), "--policy", str(policy), "--baseline", str(prod),
+                   "--no-mlflow", cwd=tmp_path)
+    assert_one_line_error(result, "prod48.pt", "input.size", "[48, 48]")
+
+
+def test_baseline_with_other_classes_exits_2(tmp_path: Path, small_set: ReviewSet, untrained_checkpoint: Path) -> None:
+    torch.manual_seed(0)
+    prod = candidate.save(tmp_path / "prod.pt", archs.tiny_cnn(3, width=12), arch="tiny_cnn",
+                          arch_kwargs={"num_classes": 3, "width": 12}, classes=("circle", "square", "triangle"),
+                          input_size=(32, 32))
+    policy = pinned_policy(tmp_path, small_set, [{"score": "accuracy", "min": 0.0}])
+    result = xgate("check", str(untrained_checkpoint), "--policy", str(policy), "--baseline", str(prod),
+                   "--no-mlflow", cwd=tmp_path)
+    assert_one_line_error(result, "prod.pt", "classes", "missing ['cross']")
+
+
+def test_vs_baseline_rule_without_baseline_exits_2(tmp_path: Path, small_set: ReviewSet,
+                                                   untrained_checkpoint: Path) -> None:
+    policy = pinned_policy(tmp_path, small_set, [{"score": "accuracy", "vs_baseline": {"max_drop": 0.01}}],
+                           name="relative")
+    result = xgate("check", str(untrained_checkpoint), "--policy", str(policy), "--no-mlflow", cwd=tmp_path)
+    assert_one_line_error(result, "relative.yaml", "rules", "--baseline")
+    assert not (tmp_path / "xgate-out").exists()  # refused before any work or output

@@ -74,12 +74,26 @@ def test_summary_for_check_lists_failed_then_passed_rules_and_paths(tmp_path: Pa
                           f"junit:  {tmp_path / 'junit.xml'}"]
 
 
-def test_summary_for_select_names_the_winner() -> None:
-    text = format_summary(select_result(kept=0), None)
-    assert "a.pt: passed (5/5 rules passed)  <- selected" in text
-    assert "b.pt: failed (4/5 rules passed)" in text
-    assert text.splitlines()[-1] == "selected: a.pt"
-    assert "report:" not in text
+def test_summary_for_select_ranks_the_passing_and_explains_the_rejected() -> None:
+    result = select_result(kept=0)
+    a, b, c = result.candidates
+    lines = format_summary(result, None).splitlines()
+    assert lines[2:] == [
+        "passed, ranked by accuracy (ties: next score, then name):",
+        f"  1. a.pt  accuracy {a.scores['accuracy']:.4g}  <- selected",
+        f"  2. c.pt  accuracy {c.scores['accuracy']:.4g}",
+        "rejected:",
+        "  b.pt: failed 1 of 5 rules",
+        f"    FAIL  accuracy >= 0.99: {b.scores['accuracy']:.4g} vs 0.99",
+        "selected: a.pt",
+    ]
+
+
+def test_summary_for_select_follows_the_ranking_not_the_argument_order() -> None:
+    result = select_result(kept=0)
+    text = format_summary(replace(result, ranking=("c.pt", "a.pt", "b.pt"), selected="c.pt"), None)
+    assert text.index("1. c.pt") < text.index("2. a.pt")
+    assert "1. c.pt" in text.splitlines()[3] and text.splitlines()[3].endswith("<- selected")
 
 
 def test_summary_stays_on_one_screen_with_many_rules() -> None:
@@ -90,11 +104,25 @@ def test_summary_stays_on_one_screen_with_many_rules() -> None:
         for i in range(40)
     )
     candidates = tuple(replace(c, rules=many) for c in result.candidates)
-    text = format_summary(replace(result, candidates=candidates, selected=None), None)
-    lines = text.splitlines()
-    assert len(lines) <= 3 * (MAX_RULE_LINES + 2) + 3
-    first = lines.index("a.pt: failed (26/40 rules passed)")
+    lines = format_summary(replace(result, candidates=candidates, selected=None), None).splitlines()
+    assert len(lines) == 2 + 1 + 3 * (1 + MAX_RULE_LINES + 1) + 1
+    first = lines.index("  a.pt: failed 14 of 40 rules")
     shown = lines[first + 1: first + 1 + MAX_RULE_LINES]
-    assert all(line.startswith("  FAIL  ") for line in shown)  # failed rules come first
-    assert lines[first + 1 + MAX_RULE_LINES] == "  ... 28 more rules (2 failed)"
+    assert all(line.startswith("    FAIL  rule") for line in shown)  # only failed rules are listed
+    assert lines[first + 1 + MAX_RULE_LINES] == "    ... 2 more failed rules"
     assert lines[-1] == "selected: none (no candidate passed)"
+
+
+def test_check_summary_keeps_passing_rules_and_caps_lines() -> None:
+    result = check_result(kept=0)
+    many = tuple(
+        RuleResult(rule_id=f"rule{i}", score="accuracy", op=">=", threshold=0.5, value=0.6 if i % 3 else 0.1,
+                   passed=bool(i % 3), message="", higher_is_better=True)
+        for i in range(40)
+    )
+    text = format_summary(replace(result, candidates=(replace(result.candidates[0], rules=many),)), None)
+    lines = text.splitlines()
+    first = lines.index("cand.pt: failed (26/40 rules passed)")
+    shown = lines[first + 1: first + 1 + MAX_RULE_LINES]
+    assert sum(line.startswith("  FAIL  ") for line in shown) == MAX_RULE_LINES  # failed rules come first
+    assert lines[first + 1 + MAX_RULE_LINES] == "  ... 28 more rules (2 failed)"

@@ -34,6 +34,31 @@ def _candidate_lines(candidate: CandidateResult, selected: str | None) -> list[s
     return lines
 
 
+def _select_lines(result: GateResult) -> list[str]:
+    # One line per passing candidate (rank and the scores it was ranked by), then each rejected one with the
+    # rules it failed: a select over many candidates still fits on one screen and says why each lost.
+    ranked = result.ranked()
+    passing = [c for c in ranked if c.passed]
+    rejected = [c for c in ranked if not c.passed]
+    lines: list[str] = []
+    if passing:
+        lines.append(f"passed, ranked by {', '.join(result.rank_by)} (ties: next score, then name):")
+        for place, candidate in enumerate(passing, start=1):
+            name = candidate.candidate.name
+            shown = "  ".join(f"{score} {fmt(candidate.scores.get(score))}" for score in result.rank_by)
+            marker = "  <- selected" if result.selected == name else ""
+            lines.append(f"  {place}. {name}  {shown}{marker}")
+    if rejected:
+        lines.append("rejected:")
+        for candidate in rejected:
+            failed = candidate.failed_rules
+            lines.append(f"  {candidate.candidate.name}: failed {len(failed)} of {len(candidate.rules)} rules")
+            lines.extend("  " + _rule_line(rule) for rule in failed[:MAX_RULE_LINES])
+            if len(failed) > MAX_RULE_LINES:
+                lines.append(f"    ... {len(failed) - MAX_RULE_LINES} more failed rules")
+    return lines
+
+
 def format_summary(result: GateResult, paths: OutputPaths | None) -> str:
     """The plain-text summary for the console: verdict, rules per candidate, winner, where the report is."""
     review = result.review_set
@@ -43,10 +68,12 @@ def format_summary(result: GateResult, paths: OutputPaths | None) -> str:
     ]
     if result.baseline is not None:
         lines.append(f"baseline: {result.baseline.candidate.name}")
-    for candidate in result.candidates:
-        lines.extend(_candidate_lines(candidate, result.selected))
     if result.command == "select":
+        lines.extend(_select_lines(result))
         lines.append(f"selected: {result.selected}" if result.selected else "selected: none (no candidate passed)")
+    else:
+        for candidate in result.candidates:
+            lines.extend(_candidate_lines(candidate, result.selected))
     if paths is not None:
         lines.extend([f"report: {paths.report}", f"json:   {paths.json}", f"junit:  {paths.junit}"])
     return "\n".join(lines)
