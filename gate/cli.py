@@ -11,6 +11,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -213,10 +214,26 @@ def train(recipe: str, data: str, arch: str, epochs: int, seed: int, batch_size:
 
     config = TrainConfig(recipe=recipe, data=data, arch=arch, epochs=epochs, seed=seed, batch_size=batch_size,
                          lr=lr, output=output)
-    result = run_training(config, progress=None if _quiet() else lambda line: click.echo(line, err=True))
+    quiet = _quiet()
+    result = run_training(config, progress=None if quiet else _train_line,
+                          batch_progress=None if quiet else partial(_train_bar, epochs))
     last = result.history[-1]
     click.echo(f"wrote {result.path}: train accuracy {last.train_accuracy:.3f}, "
                f"validation accuracy {last.val_accuracy:.3f} after {last.epoch} epochs")
+
+
+def _train_line(line: str) -> None:
+    # Epoch lines replace the batch bar on the same terminal line.
+    sys.stderr.write("\r\033[K")
+    click.echo(line, err=True)
+
+
+def _train_bar(epochs: int, epoch: int, done: int, total: int, loss: float, accuracy: float) -> None:
+    width = 24
+    filled = int(width * done / max(total, 1))
+    sys.stderr.write(f"\r\033[Kepoch {epoch}/{epochs} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}  "
+                     f"loss {loss:.4f}  acc {accuracy:.3f}")
+    sys.stderr.flush()
 
 
 @cli.group("review-set")

@@ -25,6 +25,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -98,8 +99,17 @@ class TrainData:
     digest: str  # "sha256:...": the review set's digest, else sha256 over the arrays
 
 
-def train(config: TrainConfig, progress: Callable[[str], None] | None = None) -> TrainResult:
-    """Train ``config.arch`` with ``config.recipe`` on ``config.data``; save it when ``config.output`` is set."""
+BatchProgress = Callable[[int, int, int, float, float], None]
+"""``(epoch, batches done, batches in the epoch, running loss, running train accuracy)``."""
+
+
+def train(
+    config: TrainConfig, progress: Callable[[str], None] | None = None, batch_progress: BatchProgress | None = None
+) -> TrainResult:
+    """Train ``config.arch`` with ``config.recipe`` on ``config.data``; save it when ``config.output`` is set.
+
+    ``progress`` gets a line per stage and epoch; ``batch_progress`` is called after every batch.
+    """
     say = progress or (lambda line: None)
     _validate_config(config)
     data = load_data(config.data, config.image_size, need_masks=config.recipe == "bgmix")
@@ -118,7 +128,8 @@ def train(config: TrainConfig, progress: Callable[[str], None] | None = None) ->
         lr = lr_at(epoch, config.epochs, config.lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss, train_acc = _train_epoch(model, optimizer, data, train_idx, config, rng)
+        tick = partial(batch_progress, epoch + 1) if batch_progress is not None else None
+        loss, train_acc = _train_epoch(model, optimizer, data, train_idx, config, rng, tick)
         val_acc = evaluate(model, data.images[val_idx], data.labels[val_idx])
         history.append(EpochLog(epoch=epoch + 1, loss=loss, train_accuracy=train_acc, val_accuracy=val_acc))
         say(f"epoch {epoch + 1}/{config.epochs}  lr {lr:g}  loss {loss:.4f}  train_acc {train_acc:.3f}  "
@@ -290,6 +301,7 @@ def _train_epoch(
     train_idx: np.ndarray,
     config: TrainConfig,
     rng: np.random.Generator,
+    tick: Callable[[int, int, float, float], None] | None = None,
 ) -> tuple[float, float]:
     model.train()
     order = rng.permutation(train_idx)
@@ -298,8 +310,8 @@ def _train_epoch(
     images = torch.from_numpy(data.images)
     masks = torch.from_numpy(data.masks) if data.masks is not None else None
     labels = torch.from_numpy(data.labels)
-    total_loss, correct = 0.0, 0
-    for batch in batches:
+    total_loss, correct, seen = 0.0, 0, 0
+    for done, batch in enumerate(batches, start=1):
         index = torch.from_numpy(batch)
         x = _to_float(images[index])
         if config.recipe == "bgmix" and masks is not None:
@@ -313,6 +325,9 @@ def _train_epoch(
         optimizer.step()
         total_loss += float(loss.detach()) * len(batch)
         correct += int((logits.detach().argmax(dim=1) == y).sum())
+        seen += len(batch)
+        if tick is not None:
+            tick(done, len(batches), total_loss / seen, correct / seen)
     return total_loss / len(order), correct / len(order)
 
 

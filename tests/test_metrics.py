@@ -86,6 +86,8 @@ HAND_EXPECTED = {
     # Every sample sits in its own bin, so ECE is the mean |correct − conf| and MCE the largest.
     "ece": (0.30 + 0.38 + 0.92 + 0.995 + 0.50) / 5,
     "mce": 0.995,
+    # Only bins whose confidence exceeds their accuracy count: the two wrong ones, weighted by confidence.
+    "overconfidence_error": (0.92 * 0.92 + 0.995 * 0.995) / 5,
     "confident_wrong_rate@0.9": 2 / 5,  # s2 and s3, over ALL samples (not over the wrong ones)
     "confident_wrong_rate@0.99": 1 / 5,  # s3
     "mean_confidence_wrong": (0.92 + 0.995) / 2,
@@ -172,6 +174,22 @@ def test_confidence_of_one_gets_its_own_bin() -> None:
     # 1.0 (wrong) and 0.94 (right) would share the top bin [14/15, 1] under a closed last edge: gap 0.03.
     records = make_records([[1.0, 0.0], [0.94, 0.06]], [1, 0], classes=("x", "y"))
     assert classification.ece(records) == pytest.approx(0.5 * 1.0 + 0.5 * 0.06, abs=1e-6)
+
+
+def test_overconfidence_error_ignores_underconfidence() -> None:
+    # Right at 0.6 and 0.62 (bin [0.6, 0.667): acc 1, conf 0.61): under-confident, ECE counts it, OE does not.
+    under = make_records([[0.6, 0.4], [0.62, 0.38]], [0, 0], classes=("x", "y"))
+    assert classification.ece(under) == pytest.approx(0.39, abs=1e-6)
+    assert classification.overconfidence_error(under) == 0.0
+    # Half right at 0.95/0.96: acc 0.5, conf 0.955; OE = 0.955 · 0.455.
+    over = make_records([[0.95, 0.05], [0.96, 0.04]], [0, 1], classes=("x", "y"))
+    assert classification.overconfidence_error(over) == pytest.approx(0.955 * 0.455, abs=1e-6)
+
+
+def test_confident_wrong_threshold_is_compared_in_float32() -> None:
+    # Probabilities are float32: float32(0.9) is 0.899999976, below the float64 0.9, and would not count.
+    records = make_records([[0.9, 0.1], [0.1, 0.9]], [1, 0], classes=("x", "y"))
+    assert classification.confident_wrong_rate(0.9)(records) == 1.0
 
 
 def test_selective_accuracy_keeps_at_least_one_sample() -> None:

@@ -260,3 +260,14 @@ def test_bad_inputs_raise_data_error(
 def test_unknown_arch_is_a_candidate_error(tmp_path: Path) -> None:
     with pytest.raises(CandidateError, match="unknown arch"):
         train(tiny_config(tmp_path, "baseline", arch="no_such_net"))
+
+
+def test_batch_progress_reports_running_loss_and_accuracy(tmp_path: Path) -> None:
+    ticks: list[tuple[int, int, int, float, float]] = []
+    result = train(tiny_config(tmp_path, "baseline", epochs=2, output=None),
+                   batch_progress=lambda *tick: ticks.append(tick))
+    # 56 training samples in batches of about 16: 4 batches per epoch, each reported once.
+    assert [(t[0], t[1], t[2]) for t in ticks] == [(e, b, 4) for e in (1, 2) for b in (1, 2, 3, 4)]
+    for epoch, log in zip((1, 2), result.history, strict=True):
+        last = [t for t in ticks if t[0] == epoch][-1]
+        assert last[3] == pytest.approx(log.loss) and last[4] == pytest.approx(log.train_accuracy)

@@ -104,6 +104,19 @@ def ece(records: Records) -> float:
     return expected_calibration_error(records.confidence, records.correct)
 
 
+def overconfidence_error(records: Records) -> float:
+    """Σ_m |B_m|/n · conf(B_m) · max(conf(B_m) − acc(B_m), 0): ECE's overconfident part, weighted by confidence.
+
+    After Thulasidasan et al. 2019 ("On Mixup Training"): label smoothing and mixing
+    make a model under-confident on easy data, which ECE counts like over-confidence;
+    OE counts only the bins where the model claims more than it delivers.
+    """
+    if not records.size:
+        return float("nan")
+    acc, conf, share = calibration_bins(records.confidence.astype(np.float64), records.correct)
+    return float((share * conf * np.maximum(conf - acc, 0.0)).sum())
+
+
 def mce(records: Records) -> float:
     """Maximum calibration error: the largest |acc − conf| over non-empty bins."""
     acc, conf, share = calibration_bins(records.confidence, records.correct)
@@ -115,7 +128,8 @@ def confident_wrong_rate(threshold: float):  # type: ignore[no-untyped-def]
     """Share of ALL samples that are wrong with confidence ≥ ``threshold``."""
 
     def rate(records: Records) -> float:
-        hits = (~records.correct) & (records.confidence >= threshold)
+        # In float32, as the confidences are: float32(0.9) is just below the float64 0.9 and would not count.
+        hits = (~records.correct) & (records.confidence >= np.float32(threshold))
         return float(hits.mean()) if records.size else float("nan")
 
     return rate
@@ -159,6 +173,8 @@ SCORES: tuple[ScoreSpec, ...] = (
     ScoreSpec("nll", False, "Mean negative log-likelihood of the true class.", "calibration", nll),
     ScoreSpec("brier", False, "Multi-class Brier score: mean Σ_k (p_k − y_k)².", "calibration", brier),
     ScoreSpec("ece", False, "Expected calibration error, 15 equal-width bins, top label.", "calibration", ece),
+    ScoreSpec("overconfidence_error", False, "ECE's over-confident part only, weighted by confidence "
+              "(Thulasidasan et al. 2019).", "calibration", overconfidence_error),
     ScoreSpec("mce", False, "Maximum calibration error over the 15 bins.", "calibration", mce),
     ScoreSpec("confident_wrong_rate@0.9", False, "Share of all samples wrong with confidence ≥ 0.9.",
               "calibration", confident_wrong_rate(0.9), proportion=True),
