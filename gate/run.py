@@ -36,6 +36,9 @@ class LoadOptions:
     trust_pickle: bool = False
 
 
+COMPARISON_CONFIDENCE = 0.95  # of the accuracy-difference interval every baseline comparison reports
+
+
 @dataclass(frozen=True)
 class GateRequest:
     """Everything one ``check`` or ``select`` call needs."""
@@ -145,7 +148,13 @@ def _judge(
     rules = policy_io.evaluate(policy, evidence)
     comparison = None
     if baseline is not None:
-        comparison = compare.compare(model_run.records, baseline, score_fn).to_json()
+        paired = compare.compare(model_run.records, baseline, score_fn)
+        # Always the accuracy difference's interval (the headline of a comparison), plus each vs_baseline rule's.
+        wanted = {("accuracy", COMPARISON_CONFIDENCE)} | {
+            (rule.score, rule.vs_baseline.confidence) for rule in policy.model.rules if rule.vs_baseline is not None}
+        for score, confidence in sorted(wanted):
+            paired.interval_for(score, confidence=confidence, seed=seed)
+        comparison = paired.to_json()
         scores = {**scores, **{k: v for k, v in comparison["deltas"].items() if v is not None}}
     return CandidateResult(candidate=info(cand), scores=scores, rules=rules, records=model_run.records,
                            gallery=model_run.gallery, comparison=comparison,

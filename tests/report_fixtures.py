@@ -142,7 +142,7 @@ def comparison_of(candidate: Records, baseline: Records) -> dict[str, object]:
                       "still_wrong_confidence_dropped": 1},
         "class_deltas": class_deltas,
         "mcnemar_p": 0.0312,
-        "intervals": {"accuracy": {"low": -0.05, "high": 0.11, "confidence": 0.95}},
+        "intervals": {"delta.accuracy@0.95": {"low": -0.05, "high": 0.11, "confidence": 0.95}},
     }
 
 

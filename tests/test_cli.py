@@ -60,7 +60,7 @@ def test_policy_with_unknown_score_exits_2_naming_file_and_rule(tmp_path: Path, 
     policy = tmp_path / "bad.yaml"
     policy.write_text(STRICT.read_text().replace("score: alignment.lift,", "score: alignment.lifts,"))
     result = xgate("check", str(untrained_checkpoint), "--policy", str(policy), "--no-mlflow", cwd=tmp_path)
-    assert_one_line_error(result, "bad.yaml", "rules[4].score", "alignment.lifts")
+    assert_one_line_error(result, "bad.yaml", "rules[5].score", "alignment.lifts")
 
 
 def test_missing_candidate_exits_2(tmp_path: Path) -> None:

@@ -126,3 +126,24 @@ def test_check_summary_keeps_passing_rules_and_caps_lines() -> None:
     shown = lines[first + 1: first + 1 + MAX_RULE_LINES]
     assert sum(line.startswith("  FAIL  ") for line in shown) == MAX_RULE_LINES  # failed rules come first
     assert lines[first + 1 + MAX_RULE_LINES] == "  ... 28 more rules (2 failed)"
+
+
+def test_check_summary_with_a_baseline_shows_the_paired_comparison() -> None:
+    result = check_result(baseline=True, kept=0)
+    (cand,) = result.candidates
+    assert cand.comparison is not None
+    moved = cand.comparison["migration"]
+    lines = format_summary(result, None).splitlines()
+    delta = cand.scores["delta.accuracy"]
+    assert lines[-2] == (f"  vs baseline prod.pt: accuracy {delta:+.4g} (95% bounds -0.05 .. +0.11), "
+                         "McNemar p 0.0312")
+    assert lines[-1] == (f"  samples: {moved['corrected']} corrected, {moved['regressed']} regressed, "
+                         f"{moved['still_wrong']} still wrong (confidence dropped on 100%)")
+
+
+def test_select_summary_with_a_baseline_shows_each_accuracy_delta() -> None:
+    result = select_result(baseline=True, kept=0)
+    a = result.candidates[0]
+    text = format_summary(result, None)
+    assert f"1. a.pt  accuracy {a.scores['accuracy']:.4g}  (vs baseline: accuracy {a.scores['delta.accuracy']:+.4g})" \
+        in text

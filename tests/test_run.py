@@ -135,3 +135,23 @@ def test_identical_baseline_gives_zero_deltas_and_passes_non_inferiority(
     assert cand.scores["delta.accuracy"] == 0.0
     assert all(rule.interval == (0.0, 0.0) for rule in cand.rules)
     assert result.baseline is not None and result.baseline.candidate.name == "prod.pt"
+
+
+def test_comparison_reports_the_accuracy_interval_the_rule_used(
+    tmp_path: Path, small_set: ReviewSet, untrained_checkpoint: Path
+) -> None:
+    trained = save_tiny(train_tiny(0.0, seed=2, n=400, epochs=3, size=32), tmp_path / "new.pt", size=32)
+    policy = pinned_policy(tmp_path, small_set, [{"score": "accuracy", "vs_baseline": {"max_drop": 0.0}},
+                                                {"score": "ece", "vs_baseline": {"max_drop": 0.05,
+                                                                                 "confidence": 0.9}}])
+    result = run_gate(request(policy, trained, baseline=untrained_checkpoint, command="check"))
+    (cand,) = result.candidates
+    assert cand.comparison is not None
+    intervals = cand.comparison["intervals"]
+    assert set(intervals) == {"delta.accuracy@0.95", "delta.ece@0.9"}
+    accuracy_rule, ece_rule = cand.rules
+    assert accuracy_rule.interval == (intervals["delta.accuracy@0.95"]["low"], intervals["delta.accuracy@0.95"]["high"])
+    assert ece_rule.interval == (intervals["delta.ece@0.9"]["low"], intervals["delta.ece@0.9"]["high"])
+    assert cand.scores["delta.accuracy"] == cand.scores["accuracy"] - 0.25 > 0  # untrained: one class of four
+    moved = cand.comparison["migration"]
+    assert moved["corrected"] - moved["regressed"] == round(cand.scores["delta.accuracy"] * small_set.size)

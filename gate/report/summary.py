@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gate.report.context import fmt
+from gate.report.context import fmt, fmt_signed
 from gate.result import CandidateResult, GateResult, RuleResult
 
 if TYPE_CHECKING:  # gate.outputs imports the report package; the summary only reads the three paths
@@ -34,6 +34,26 @@ def _candidate_lines(candidate: CandidateResult, selected: str | None) -> list[s
     return lines
 
 
+def _comparison_lines(candidate: CandidateResult, baseline: str) -> list[str]:
+    # The paired comparison in two lines: the accuracy difference with its interval, then where samples moved.
+    comparison = candidate.comparison
+    if not comparison:
+        return []
+    delta = comparison["deltas"].get("delta.accuracy")
+    head = f"  vs baseline {baseline}: accuracy {fmt_signed(delta)}"
+    interval = comparison["intervals"].get("delta.accuracy@0.95")
+    if interval:
+        head += f" (95% bounds {fmt_signed(interval['low'])} .. {fmt_signed(interval['high'])})"
+    head += f", McNemar p {fmt(comparison['mcnemar_p'])}"
+    moved = comparison["migration"]
+    tail = (f"  samples: {moved['corrected']} corrected, {moved['regressed']} regressed, "
+            f"{moved['still_wrong']} still wrong")
+    dropped = moved.get("still_wrong_confidence_dropped")
+    if moved["still_wrong"] and dropped is not None:
+        tail += f" (confidence dropped on {dropped:.0%})"
+    return [head, tail]
+
+
 def _select_lines(result: GateResult) -> list[str]:
     # One line per passing candidate (rank and the scores it was ranked by), then each rejected one with the
     # rules it failed: a select over many candidates still fits on one screen and says why each lost.
@@ -46,6 +66,8 @@ def _select_lines(result: GateResult) -> list[str]:
         for place, candidate in enumerate(passing, start=1):
             name = candidate.candidate.name
             shown = "  ".join(f"{score} {fmt(candidate.scores.get(score))}" for score in result.rank_by)
+            if candidate.comparison:
+                shown += f"  (vs baseline: accuracy {fmt_signed(candidate.scores.get('delta.accuracy'))})"
             marker = "  <- selected" if result.selected == name else ""
             lines.append(f"  {place}. {name}  {shown}{marker}")
     if rejected:
@@ -74,6 +96,8 @@ def format_summary(result: GateResult, paths: OutputPaths | None) -> str:
     else:
         for candidate in result.candidates:
             lines.extend(_candidate_lines(candidate, result.selected))
+            if result.baseline is not None:
+                lines.extend(_comparison_lines(candidate, result.baseline.candidate.name))
     if paths is not None:
         lines.extend([f"report: {paths.report}", f"json:   {paths.json}", f"junit:  {paths.junit}"])
     return "\n".join(lines)
