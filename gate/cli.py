@@ -22,7 +22,7 @@ from gate.errors import GateError
 CHECK_EXAMPLES = """
 \b
 Examples:
-  xgate check candidates/honest.pt --policy policies/strict.yaml
+  xgate check candidates/bgmix.pt --policy policies/strict.yaml
   xgate check cand.pt --policy strict.yaml --baseline prod.pt --out gate-out/
   xgate check cand.pt --policy strict.yaml --no-mlflow --device cpu
 """
@@ -99,7 +99,7 @@ def cli() -> None:
 
     \b
     Quick start:
-      xgate check candidates/honest.pt --policy policies/strict.yaml
+      xgate check candidates/bgmix.pt --policy policies/strict.yaml
       xgate review-set verify review_sets/shapes-v1
     """
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import torch
 
 from gate import archs, candidate
 from gate.review_set import ReviewSet
-from tests.conftest import SHIPPED_SET, STRICT, pinned_policy, save_tiny
+from tests.conftest import REPO, SHIPPED_SET, STRICT, pinned_policy, save_tiny
 
 
 def xgate(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -124,3 +125,52 @@ def test_vs_baseline_rule_without_baseline_exits_2(tmp_path: Path, small_set: Re
     result = xgate("check", str(untrained_checkpoint), "--policy", str(policy), "--no-mlflow", cwd=tmp_path)
     assert_one_line_error(result, "relative.yaml", "rules", "--baseline")
     assert not (tmp_path / "xgate-out").exists()  # refused before any work or output
+
+
+SHIPPED = REPO / "candidates"
+HONEST = ("baseline.pt", "cutmix.pt", "bgmix.pt")
+SHORTCUT = ("cheater.pt", "baseline-biased.pt", "cutmix-biased.pt")
+
+
+@pytest.mark.slow
+def test_select_on_the_shipped_candidates_tells_the_story(tmp_path: Path) -> None:
+    """README's table: cheaters fail on the explanation checks, honest candidates pass, CutMix is less
+    confidently wrong than the baseline on the same data, and select picks an honest one, saying why."""
+    names = sorted(p.name for p in SHIPPED.glob("*.pt"))
+    assert names == sorted(HONEST + SHORTCUT)
+    result = xgate("select", *(str(SHIPPED / n) for n in names), "--policy", str(STRICT), "--no-mlflow",
+                   "--out", "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    document = json.loads((tmp_path / "out" / "result.json").read_text())
+    by_name = {c["candidate"]["name"]: c for c in document["candidates"]}
+    scores = {name: c["scores"] for name, c in by_name.items()}
+    for name in HONEST:
+        assert by_name[name]["verdict"] == "passed", (name, by_name[name]["failed_rules"])
+    for name in SHORTCUT:
+        assert by_name[name]["verdict"] == "failed"
+        assert {"alignment.lift >= 2", "background.only_bg_accuracy <= 0.4",
+                "background.flip_rate <= 0.2"} <= set(by_name[name]["failed_rules"])
+    assert scores["cheater.pt"]["accuracy"] >= 0.9  # accurate, and still rejected
+    assert scores["cutmix-biased.pt"]["confident_wrong_rate@0.9"] < scores["baseline-biased.pt"][
+        "confident_wrong_rate@0.9"]
+    assert document["selected"] in HONEST
+    assert set(document["ranking"][:3]) == set(HONEST)  # passing candidates rank first
+    assert set(document["ranking"][3:]) == set(SHORTCUT)
+    rejected = result.stdout[result.stdout.index("rejected:"):]
+    for name in SHORTCUT:
+        assert f"  {name}: failed" in rejected
+    assert "FAIL  alignment.lift >= 2" in rejected
+    assert result.stdout.splitlines()[-4] == f"selected: {document['selected']}"
+
+
+def test_shipped_candidates_record_the_command_that_made_them() -> None:
+    script = (REPO / "scripts" / "train_candidates.sh").read_text()
+    sources = dict(re.findall(r"^(\w+)='(synth:[^']+)'", script, flags=re.MULTILINE))
+    for path in sorted(SHIPPED.glob("*.pt")):
+        meta = candidate.load(path).meta
+        (line,) = [line for line in script.splitlines() if f'"$out/{path.name}"' in line]
+        assert f"--recipe {meta['recipe']} " in line and f"--epochs {meta['epochs']} " in line, path.name
+        variable = re.search(r'--data "\$(\w+)"', line)
+        assert variable is not None and sources[variable.group(1)] == meta["data"], path.name
+        assert meta["seed"] == 1
+        assert path.stat().st_size < 5_000_000  # "a few MB"

@@ -225,18 +225,18 @@ def test_baseline_section_shows_migration_mcnemar_and_class_deltas(
 # --- select ------------------------------------------------------------------------
 
 
-def test_select_report_lists_candidates_side_by_side() -> None:
-    result = select_result(kept=3)
+def test_select_report_lists_candidates_side_by_side_in_rank_order() -> None:
+    result = select_result(kept=3)  # ranking a.pt, c.pt (passed), then b.pt (failed)
     soup = soup_of(render_report(result))
     rows = section(soup, "candidates").select("tr.candidate")
-    assert [attr(r, "data-candidate") for r in rows] == ["a.pt", "b.pt", "c.pt"]
-    assert [r.find_all("td")[1].get_text() for r in rows] == ["passed", "failed", "passed"]
-    assert "(selected)" in rows[0].get_text() and "(selected)" not in rows[1].get_text()
-    assert rows[1].find_all("td")[3].get_text(" ", strip=True).startswith("accuracy >= 0.99")
-    assert rows[1].find_all("td")[2].get_text(strip=True) == "4 / 5"
-    assert [attr(t, "data-candidate") for t in section(soup, "rules").select("table.rules")] == ["a.pt", "b.pt", "c.pt"]
+    assert [attr(r, "data-candidate") for r in rows] == ["a.pt", "c.pt", "b.pt"]
+    assert [r.find_all("td")[1].get_text() for r in rows] == ["passed", "passed", "failed"]
+    assert "(selected)" in rows[0].get_text() and "(selected)" not in rows[2].get_text()
+    assert rows[2].find_all("td")[3].get_text(" ", strip=True).startswith("accuracy >= 0.99")
+    assert rows[2].find_all("td")[2].get_text(strip=True) == "4 / 5"
+    assert [attr(t, "data-candidate") for t in section(soup, "rules").select("table.rules")] == ["a.pt", "c.pt", "b.pt"]
     header = [th.get_text() for th in one(section(soup, "scores"), "table.scores thead").find_all("th")]
-    assert header == ["Score", "Dir", "a.pt", "b.pt", "c.pt"]
+    assert header == ["Score", "Dir", "a.pt", "c.pt", "b.pt"]
     assert "Selected candidate: a.pt" in section(soup, "verdict").get_text(" ", strip=True)
     assert soup.find("section", id="baseline") is None
 

@@ -383,16 +383,17 @@ def _title(result: GateResult) -> str:
 
 
 def build_context(result: GateResult) -> ReportContext:
-    """The report's context for a gate result (renders the plots and pictures)."""
-    columns = [c.candidate.name for c in result.candidates]
-    scores = [c.scores for c in result.candidates]
+    """The report's context for a gate result (renders the plots and pictures); candidates in rank order."""
+    ranked = result.ranked()
+    columns = [c.candidate.name for c in ranked]
+    scores = [c.scores for c in ranked]
     if result.baseline is not None:
         columns.append(f"baseline: {result.baseline.candidate.name}")
         scores.append(result.baseline.scores)
     return ReportContext(
         title=_title(result), command=result.command, verdict=result.verdict, passed=result.passed,
         selected=result.selected, created=result.created, policy=result.policy, review_set=result.review_set,
-        candidates=tuple(candidate_view(c, result.baseline, result.selected) for c in result.candidates),
+        candidates=tuple(candidate_view(c, result.baseline, result.selected) for c in ranked),
         baseline_name=None if result.baseline is None else result.baseline.candidate.name,
         score_columns=tuple(columns), score_groups=score_groups(scores),
         environment=tuple((str(k), str(v)) for k, v in result.environment.items()),
