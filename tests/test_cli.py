@@ -174,3 +174,28 @@ def test_shipped_candidates_record_the_command_that_made_them() -> None:
         assert variable is not None and sources[variable.group(1)] == meta["data"], path.name
         assert meta["seed"] == 1
         assert path.stat().st_size < 5_000_000  # "a few MB"
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--recipe", "mixup", "--data", "synth:shapes?bias=0&n=64&seed=1"], ["recipe", "mixup"]),
+        (["--recipe", "baseline", "--data", "synth:shapes?bias=0&n=64&seed=1", "--arch", "nonet"], ["nonet"]),
+        (["--recipe", "bgmix", "--data", "plain"], ["plain", "bgmix needs masks"]),
+        (["--recipe", "baseline", "--data", "one"], ["one", "single class"]),
+        (["--recipe", "baseline", "--data", "empty"], ["empty", "no images found"]),
+    ],
+    ids=["unknown-recipe", "unknown-arch", "bgmix-without-masks", "single-class", "empty-folder"],
+)
+def test_train_bad_input_exits_2_with_one_line(tmp_path: Path, args: list[str], needles: list[str]) -> None:
+    from PIL import Image
+
+    image = Image.new("RGB", (16, 16), (200, 30, 30))
+    for folder, classes in (("plain", ("a", "b")), ("one", ("a",))):
+        for name in classes:
+            (tmp_path / folder / name).mkdir(parents=True)
+            image.save(tmp_path / folder / name / "0.png")
+    (tmp_path / "empty" / "a").mkdir(parents=True)
+    result = xgate("train", *args, "--epochs", "1", "-o", "out.pt", cwd=tmp_path)
+    assert_one_line_error(result, *needles)
+    assert not (tmp_path / "out.pt").exists()
