@@ -60,6 +60,19 @@ def _status(line: str) -> None:
         click.echo(line, err=True)
 
 
+def _parse_size(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    parts = value.replace("x", ",").split(",")
+    try:
+        size = tuple(int(part) for part in parts)
+    except ValueError:
+        size = ()
+    if len(size) != 2 or min(size) < 1:
+        raise click.BadParameter(f"expected H,W with two positive integers, got {value!r}")
+    return (size[0], size[1])
+
+
 def gate_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options shared by ``check`` and ``select`` (design.md, 'How it is used')."""
     options = [
@@ -78,6 +91,8 @@ def gate_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--seed", default=0, show_default=True, type=int, help="Seed for pairings and bootstrap."),
         click.option("--arch", help="Architecture for a bare state_dict."),
         click.option("--classes", help="Comma-separated class names for a bare state_dict."),
+        click.option("--input-size", callback=_parse_size, metavar="H,W",
+                     help="Model input size, e.g. 224,224 (default: the checkpoint's, else the review set's)."),
         click.option("--target-layer", help="Layer to explain (default: checkpoint, family default, last Conv2d)."),
         click.option("--trust-pickle", is_flag=True, help="Allow a pickled nn.Module (runs code from the file)."),
         click.option("--no-mlflow", is_flag=True, help="Do not log to MLflow."),
@@ -133,7 +148,8 @@ def _gate(command: str, candidates: Sequence[Path], options: dict[str, Any]) -> 
         command=command, candidates=tuple(candidates), policy=options["policy"], baseline=baseline,
         review_set=options.get("review_set"), allow_unpinned=options["allow_unpinned"],
         engine=EngineOptions(device=options["device"], batch_size=options["batch_size"], seed=options["seed"]),
-        load=LoadOptions(arch=options.get("arch"), classes=classes, target_layer=options.get("target_layer"),
+        load=LoadOptions(arch=options.get("arch"), classes=classes, input_size=options.get("input_size"),
+                         target_layer=options.get("target_layer"),
                          trust_pickle=options["trust_pickle"]),
     )
     result = run_gate(request, progress=_progress("gating"))

@@ -32,6 +32,7 @@ class LoadOptions:
 
     arch: str | None = None
     classes: tuple[str, ...] | None = None
+    input_size: tuple[int, int] | None = None  # (H, W); default: the file's, else the review set's own size
     target_layer: str | None = None
     trust_pickle: bool = False
 
@@ -108,7 +109,8 @@ def _load(path: Path, request: GateRequest, policy: policy_io.Policy, review_set
     if layer is None and policy.model.explain.target_layer != "auto":
         layer = policy.model.explain.target_layer
     loaded = candidate_io.load(path, arch=request.load.arch, classes=request.load.classes,
-                               target_layer=layer, trust_pickle=request.load.trust_pickle)
+                               input_size=request.load.input_size, target_layer=layer,
+                               trust_pickle=request.load.trust_pickle)
     return loaded.aligned_to(review_set.classes)
 
 

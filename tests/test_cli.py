@@ -199,3 +199,10 @@ def test_train_bad_input_exits_2_with_one_line(tmp_path: Path, args: list[str], 
     result = xgate("train", *args, "--epochs", "1", "-o", "out.pt", cwd=tmp_path)
     assert_one_line_error(result, *needles)
     assert not (tmp_path / "out.pt").exists()
+
+
+@pytest.mark.parametrize("value", ["224", "0,10", "a,b", "1,2,3"])
+def test_bad_input_size_exits_2(tmp_path: Path, untrained_checkpoint: Path, value: str) -> None:
+    result = xgate("check", str(untrained_checkpoint), "--policy", str(STRICT), "--input-size", value,
+                   "--no-mlflow", cwd=tmp_path)
+    assert result.returncode == 2 and "--input-size" in result.stderr and "Traceback" not in result.stderr

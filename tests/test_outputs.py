@@ -96,13 +96,18 @@ def test_summary_for_select_follows_the_ranking_not_the_argument_order() -> None
     assert "1. c.pt" in text.splitlines()[3] and text.splitlines()[3].endswith("<- selected")
 
 
-def test_summary_stays_on_one_screen_with_many_rules() -> None:
-    result = select_result(kept=0)
-    many = tuple(
+def forty_rules() -> tuple[RuleResult, ...]:
+    """40 rules; every third one (14 in all) fails."""
+    return tuple(
         RuleResult(rule_id=f"rule{i}", score="accuracy", op=">=", threshold=0.5, value=0.6 if i % 3 else 0.1,
                    passed=bool(i % 3), message="", higher_is_better=True)
         for i in range(40)
     )
+
+
+def test_summary_stays_on_one_screen_with_many_rules() -> None:
+    result = select_result(kept=0)
+    many = forty_rules()
     candidates = tuple(replace(c, rules=many) for c in result.candidates)
     lines = format_summary(replace(result, candidates=candidates, selected=None), None).splitlines()
     assert len(lines) == 2 + 1 + 3 * (1 + MAX_RULE_LINES + 1) + 1
@@ -115,11 +120,7 @@ def test_summary_stays_on_one_screen_with_many_rules() -> None:
 
 def test_check_summary_keeps_passing_rules_and_caps_lines() -> None:
     result = check_result(kept=0)
-    many = tuple(
-        RuleResult(rule_id=f"rule{i}", score="accuracy", op=">=", threshold=0.5, value=0.6 if i % 3 else 0.1,
-                   passed=bool(i % 3), message="", higher_is_better=True)
-        for i in range(40)
-    )
+    many = forty_rules()
     text = format_summary(replace(result, candidates=(replace(result.candidates[0], rules=many),)), None)
     lines = text.splitlines()
     first = lines.index("cand.pt: failed (26/40 rules passed)")

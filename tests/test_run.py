@@ -155,3 +155,28 @@ def test_comparison_reports_the_accuracy_interval_the_rule_used(
     assert cand.scores["delta.accuracy"] == cand.scores["accuracy"] - 0.25 > 0  # untrained: one class of four
     moved = cand.comparison["migration"]
     assert moved["corrected"] - moved["regressed"] == round(cand.scores["delta.accuracy"] * small_set.size)
+
+
+def test_bare_state_dict_takes_arch_classes_and_input_size_from_the_options(
+    tmp_path: Path, small_set: ReviewSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gate import shapes
+    from gate.run import LoadOptions
+
+    bare = tmp_path / "bare.pt"
+    torch.save(archs.tiny_cnn(4).state_dict(), bare)
+    policy = pinned_policy(tmp_path, small_set, ANY_ACCURACY)
+    seen: list[tuple[int, int]] = []
+
+    class Stop(Exception):
+        pass
+
+    def capture(candidates: list[candidate.Candidate], *args: object, **kwargs: object) -> None:
+        seen.extend(c.input.size for c in candidates)
+        raise Stop
+
+    monkeypatch.setattr("gate.engine.run", capture)
+    load = LoadOptions(arch="tiny_cnn", classes=shapes.CLASSES, input_size=(24, 40))
+    with pytest.raises(Stop):
+        run_gate(GateRequest(command="check", candidates=(bare,), policy=policy, load=load))
+    assert seen == [(24, 40)]
