@@ -260,6 +260,18 @@ def test_vs_baseline_against_itself(tmp_path: Path) -> None:
     assert superior.op == "superior" and not superior.passed
 
 
+@pytest.mark.parametrize(("worse_by", "passed"), [(18, False), (3, True)], ids=["3-points", "half-a-point"])
+def test_max_drop_rule_on_600_samples(tmp_path: Path, worse_by: int, passed: bool) -> None:
+    # The baseline is right on the first 540 of 600; the candidate loses the last `worse_by` of those.
+    baseline, cand = records(540, 600), records(540 - worse_by, 600)
+    loaded = load_rules(tmp_path, [{"score": "accuracy", "vs_baseline": {"max_drop": 0.01, "confidence": 0.95}}])
+    (result,) = evaluate(loaded, evidence(cand, baseline=baseline))
+    assert result.value == pytest.approx(-worse_by / 600)
+    assert result.interval is not None and result.interval[1] <= 0.0
+    assert result.passed is passed
+    assert (result.interval[0] >= -0.01) is passed
+
+
 @pytest.mark.parametrize(
     ("candidates", "rank_by", "order"),
     [
