@@ -86,7 +86,7 @@ def run(
     order = np.arange(review_set.size) if indices is None else np.asarray(indices, dtype=np.int64)
     labels = review_set.labels()
     partners = probe_ops.pair_partners(labels, seed=options.seed) if "background" in options.probes else {}
-    fixed = _fixed_ids(review_set, options.fixed_per_class)
+    fixed = fixed_ids(review_set, options.fixed_per_class)
     states = [_ModelState(c, review_set, options, device, partners, fixed) for c in candidates]
     for start in range(0, len(order), options.batch_size):
         batch = _decode(review_set, order[start : start + options.batch_size])
@@ -111,7 +111,50 @@ def keep_samples(
     return {k: v for k, v in model_run.records.kept.items() if k in set(sample_ids)}
 
 
-def _fixed_ids(review_set: ReviewSet, per_class: int) -> frozenset[str]:
+def gallery_keys(probs: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-sample ranking keys of each gallery kind (higher is shown first; NaN = not of that kind).
+
+    easy: confidence of a right answer; failures: confidence of a wrong one; borderline: minus the margin
+    between the top two probabilities. ``probs`` are the float32 probabilities the records keep.
+    """
+    probs = np.asarray(probs, dtype=np.float32)
+    top2 = -np.sort(-probs, axis=1)[:, :2]
+    conf = top2[:, 0].astype(np.float64)
+    margin = (top2[:, 0] - top2[:, -1]).astype(np.float64)
+    correct = probs.argmax(axis=1) == labels
+    return {"easy": np.where(correct, conf, np.nan), "borderline": -margin,
+            "failures": np.where(correct, np.nan, conf)}
+
+
+def select_gallery(records: Records, size: int) -> Gallery:
+    """The ``size`` highest-keyed samples of each kind, ties to the earlier sample (rows in review-set order)."""
+    keys = gallery_keys(records.probs, records.labels)
+
+    def top(kind: str) -> tuple[str, ...]:
+        key = keys[kind]
+        rows = np.flatnonzero(~np.isnan(key))
+        best = rows[np.lexsort((rows, -key[rows]))][:size]
+        return tuple(records.ids[int(i)] for i in best)
+
+    return Gallery(easy=top("easy"), borderline=top("borderline"), failures=top("failures"))
+
+
+def merge_runs(parts: Sequence[ModelRun], review_set: ReviewSet, options: EngineOptions) -> ModelRun:
+    """One model's runs over consecutive shards of the review set, joined as if run in one process."""
+    records = Records.concat([part.records for part in parts])
+    fixed = fixed_ids(review_set, options.fixed_per_class)
+    return _finish_gallery(records, options.gallery_size, fixed, max(part.seconds for part in parts))
+
+
+def _finish_gallery(records: Records, size: int, fixed: frozenset[str], seconds: float) -> ModelRun:
+    gallery = select_gallery(records, size)
+    shown = set(gallery.easy) | set(gallery.borderline) | set(gallery.failures) | fixed
+    kept = {k: v for k, v in records.kept.items() if k in shown}
+    return ModelRun(records=replace(records, kept=kept), gallery=gallery, seconds=seconds)
+
+
+def fixed_ids(review_set: ReviewSet, per_class: int) -> frozenset[str]:
+    """The first ``per_class`` samples of each class: always kept, so reports of versions line up."""
     counts: dict[int, int] = {}
     ids = []
     for sample in review_set.samples:
@@ -187,10 +230,10 @@ class _ModelState:
         logits = self._check_finite(explained.logits, batch)
         if self.candidate.logit_order is not None:
             logits = logits[:, list(self.candidate.logit_order)]
-        probs = torch.softmax(logits.double(), dim=1)
+        probs = torch.softmax(logits.double(), dim=1).float().cpu().numpy()
         cam = upsample(explained.cam, self.size)
         local = localise(cam, masks)
-        self._append("probs", probs.float().cpu().numpy())
+        self._append("probs", probs)
         for name in ("energy", "mask_area", "pointing_hit", "rank_accuracy"):
             self._append(name, getattr(local, name).numpy())
         variants = self._variants(images, masks, partner_batches) if partner_batches else {}
@@ -255,12 +298,12 @@ class _ModelState:
             sanity_similarity=column.get("sanity"),
             kept=self.gallery.kept,
         )
-        return ModelRun(records=records, gallery=self.gallery.result(), seconds=self.seconds)
+        return _finish_gallery(records, self.options.gallery_size, self.gallery.fixed, self.seconds)
 
 
 @dataclass(order=True)
 class _Entry:
-    key: float
+    key: tuple[float, int]  # (gallery key, -position)
     sample_id: str = field(compare=False)
 
 
@@ -274,39 +317,33 @@ class _GallerySelector:
         self.kept: dict[str, KeptSample] = {}
 
     def offer(
-        self, batch: Batch, probs: Tensor, cam: Tensor, images: Tensor, masks: Tensor,
+        self, batch: Batch, probs: np.ndarray, cam: Tensor, images: Tensor, masks: Tensor,
         variants: dict[str, Tensor], variant_preds: dict[str, np.ndarray],
     ) -> None:
-        top2 = probs.topk(min(2, probs.shape[1]), dim=1)
-        conf = top2.values[:, 0].cpu().numpy()
-        margin = (top2.values[:, 0] - top2.values[:, -1]).cpu().numpy()
-        preds = top2.indices[:, 0].cpu().numpy()
+        keys = gallery_keys(probs, batch.labels)
+        preds = probs.argmax(axis=1)
+        conf = probs.max(axis=1)
         for row in range(len(batch.indices)):
             sample_id = batch.sample_ids[row]
-            keys = self._keys(row, conf, margin, preds, batch)
+            position = int(batch.indices[row])
             wanted = sample_id in self.fixed
             for kind, key in keys.items():
-                wanted |= self._push(kind, key, sample_id)
+                if not np.isnan(key[row]):
+                    wanted |= self._push(kind, float(key[row]), position, sample_id)
             if wanted:
                 self.kept[sample_id] = self._kept_sample(row, sample_id, batch, cam, images, masks, preds, conf,
                                                          variants, variant_preds)
         self._prune()
 
-    def _keys(self, row: int, conf: np.ndarray, margin: np.ndarray, preds: np.ndarray, batch: Batch) -> dict[
-        str, float
-    ]:
-        correct = bool(preds[row] == batch.labels[row])
-        keys = {"borderline": -float(margin[row])}
-        keys["easy" if correct else "failures"] = float(conf[row])
-        return keys
-
-    def _push(self, kind: str, key: float, sample_id: str) -> bool:
+    def _push(self, kind: str, key: float, position: int, sample_id: str) -> bool:
+        # Heap root = the worst kept entry: the lowest key, and among equal keys the latest sample. With
+        # this total order the streamed choice equals select_gallery's, whatever the batches or shards.
         heap = self.heaps[kind]
-        entry = _Entry(key, sample_id)
+        entry = _Entry((key, -position), sample_id)
         if len(heap) < self.size:
             heapq.heappush(heap, entry)
             return True
-        if heap and key > heap[0].key:
+        if heap and entry.key > heap[0].key:
             heapq.heapreplace(heap, entry)
             return True
         return False
@@ -331,12 +368,6 @@ class _GallerySelector:
             variants={name: _to_uint8(x[row]) for name, x in variants.items()},
             variant_preds={name: int(p[row]) for name, p in variant_preds.items()},
         )
-
-    def result(self) -> Gallery:
-        def ordered(kind: str) -> tuple[str, ...]:
-            return tuple(e.sample_id for e in sorted(self.heaps[kind], reverse=True))
-
-        return Gallery(easy=ordered("easy"), borderline=ordered("borderline"), failures=ordered("failures"))
 
 
 def _to_uint8(image: Tensor) -> np.ndarray:

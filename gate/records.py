@@ -6,7 +6,7 @@ set of kept samples (images and maps) for the report's galleries.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -72,6 +72,32 @@ class Records:
         """Energy over mask area per sample (1.0 = no better than a uniform map)."""
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(self.mask_area > 0, self.energy / self.mask_area, np.nan)
+
+    @staticmethod
+    def concat(parts: Sequence[Records]) -> Records:
+        """Rows of ``parts`` one after another (e.g. shards of one review set); kept samples are merged."""
+        first = parts[0]
+
+        def join(column: str) -> np.ndarray:
+            return np.concatenate([getattr(part, column) for part in parts])
+
+        sanity = None
+        if first.sanity_similarity is not None:
+            sanity = np.concatenate([part.sanity_similarity for part in parts if part.sanity_similarity is not None])
+        return replace(
+            first,
+            ids=tuple(i for part in parts for i in part.ids),
+            labels=join("labels"),
+            probs=join("probs"),
+            energy=join("energy"),
+            mask_area=join("mask_area"),
+            pointing_hit=join("pointing_hit"),
+            rank_accuracy=join("rank_accuracy"),
+            probe_preds={k: np.concatenate([part.probe_preds[k] for part in parts]) for k in first.probe_preds},
+            pairings={k: np.concatenate([part.pairings[k] for part in parts]) for k in first.pairings},
+            sanity_similarity=sanity,
+            kept={k: v for part in parts for k, v in part.kept.items()},
+        )
 
     def take(self, index: np.ndarray) -> Records:
         """The rows at ``index`` (e.g. a bootstrap resample); kept samples are dropped."""

@@ -176,3 +176,58 @@ def test_sanity_separates_a_trained_model_from_a_model_blind_explainer(
     blind_score = compute_scores(blind.records, {"sanity"})["sanity.randomization_similarity"]
     assert real_score < 0.5  # the trained model's maps change when its top is randomised
     assert blind_score > 0.99  # edges do not depend on the model: the strict policy (max 0.5) fails it
+
+
+def _trained_32(tmp_path: Path) -> candidate_io.Candidate:
+    from tests.conftest import save_tiny, train_tiny
+
+    return candidate_io.load(save_tiny(train_tiny(0.9, seed=4, n=300, epochs=2, size=32), tmp_path / "t.pt", size=32))
+
+
+def test_shards_merged_equal_one_run(tmp_path: Path, small_set: ReviewSet) -> None:
+    """What torchrun does: each rank runs a block of rows; the joined runs equal a single-process run."""
+    cand = _trained_32(tmp_path)
+    options = engine.EngineOptions(batch_size=8, probes=frozenset({"background", "sanity"}), seed=5, gallery_size=3)
+    (whole,) = engine.run([cand], small_set, options)
+    blocks = np.array_split(np.arange(small_set.size), 3)
+    parts = [engine.run([cand], small_set, options, indices=block)[0] for block in blocks]
+    merged = engine.merge_runs(parts, small_set, options)
+    a, b = whole.records, merged.records
+    assert a.ids == b.ids
+    for column in ("labels", "probs", "energy", "mask_area", "pointing_hit", "rank_accuracy", "sanity_similarity"):
+        np.testing.assert_array_equal(getattr(a, column), getattr(b, column), err_msg=column)
+    for variant in PROBE_VARIANTS:
+        np.testing.assert_array_equal(a.probe_preds[variant], b.probe_preds[variant])
+    assert set(a.pairings) == set(b.pairings) == {"mixed_same", "mixed_rand"}
+    for variant in a.pairings:
+        np.testing.assert_array_equal(a.pairings[variant], b.pairings[variant])
+    assert compute_scores(a, frozenset({"background", "sanity"})) == compute_scores(b, frozenset({"background",
+                                                                                                  "sanity"}))
+    assert merged.gallery == whole.gallery
+    assert set(b.kept) == set(a.kept)
+    np.testing.assert_array_equal(b.kept[whole.gallery.borderline[0]].cam, a.kept[whole.gallery.borderline[0]].cam)
+
+
+def test_gallery_ties_go_to_the_earlier_sample_whatever_the_batch_size(small_set: ReviewSet,
+                                                                        untrained_checkpoint: Path) -> None:
+    # An untrained model gives near-identical outputs: many equal keys. The choice must not depend on batching.
+    cand = candidate_io.load(untrained_checkpoint)
+    galleries = {engine.run([cand], small_set, engine.EngineOptions(batch_size=size, gallery_size=4))[0].gallery
+                 for size in (1, 5, 48)}
+    assert len(galleries) == 1
+    (gallery,) = galleries
+    assert gallery == engine.select_gallery(engine.run([cand], small_set, engine.EngineOptions())[0].records, 4)
+
+
+def test_select_gallery_hand_case() -> None:
+    from gate.records import Records
+
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.9, 0.1], [0.2, 0.8], [0.3, 0.7]], dtype=np.float32)
+    labels = np.array([0, 0, 0, 0, 1])
+    nan = np.full(5, np.nan)
+    records = Records(classes=("x", "y"), ids=("a", "b", "c", "d", "e"), labels=labels, probs=probs, energy=nan,
+                      mask_area=nan, pointing_hit=nan, rank_accuracy=nan)
+    gallery = engine.select_gallery(records, 2)
+    assert gallery.easy == ("a", "c")  # 0.9 ties: the earlier first; b (0.6) and e (0.7) lose
+    assert gallery.failures == ("d",)  # the only wrong answer
+    assert gallery.borderline == ("b", "e")  # margins 0.2 and 0.4 (smallest first)
