@@ -136,10 +136,10 @@ def select(candidates: tuple[Path, ...], **options: Any) -> None:
 
 
 def _gate(command: str, candidates: Sequence[Path], options: dict[str, Any]) -> NoReturn:
-    from gate import outputs
+    from gate import distributed, outputs
     from gate.engine import EngineOptions
     from gate.report import format_summary
-    from gate.run import GateRequest, LoadOptions, run_gate
+    from gate.run import GateRequest, LoadOptions, run_gate, run_gate_sharded
 
     tracking = _tracking_config(options)
     baseline = _baseline_path(options.get("baseline"), tracking)
@@ -152,7 +152,14 @@ def _gate(command: str, candidates: Sequence[Path], options: dict[str, Any]) -> 
                          target_layer=options.get("target_layer"),
                          trust_pickle=options["trust_pickle"]),
     )
-    result = run_gate(request, progress=_progress("gating"))
+    shard = distributed.start(options["device"])
+    if shard is None:
+        result = run_gate(request, progress=_progress("gating"))
+    else:
+        sharded = run_gate_sharded(request, shard, progress=_progress("gating") if shard.is_main else None)
+        if sharded is None:
+            sys.exit(0)  # not rank 0: the exit code is rank 0's, agreed in main()
+        result = sharded
     paths = outputs.write_outputs(result, outputs.default_paths(
         options["out_dir"], report=options.get("report"), json=options.get("json_path"), junit=options.get("junit")))
     click.echo(format_summary(result, paths))
@@ -343,24 +350,35 @@ def sync(tracking_uri: str | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    """Entry point: run the CLI and turn errors into one line and an exit code."""
+    """Entry point: run the CLI and turn errors into one line and an exit code (under torchrun: rank 0's)."""
+    code = _run(argv)
+    if os.environ.get("WORLD_SIZE", "1") != "1":
+        from gate.distributed import agree_exit_code
+
+        code = agree_exit_code(code)
+    sys.exit(code)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="xgate", standalone_mode=False)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except GateError as exc:
         click.echo(f"xgate: error: {exc.one_line()}", err=True)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except click.exceptions.Abort:
         click.echo("xgate: aborted", err=True)
-        sys.exit(130)
+        return 130
     except click.ClickException as exc:
         exc.show()
-        sys.exit(2 if exc.exit_code == 2 else exc.exit_code)
+        return exc.exit_code
     except KeyboardInterrupt:
-        sys.exit(130)
+        return 130
     except Exception as exc:  # an internal error: one line unless debugging
         if os.environ.get("XGATE_DEBUG"):
             traceback.print_exc()
         click.echo(f"xgate: internal error: {type(exc).__name__}: {exc} (set XGATE_DEBUG=1 for a traceback)",
                    err=True)
-        sys.exit(3)
-    sys.exit(0)
+        return 3
+    return 0

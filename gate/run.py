@@ -16,9 +16,10 @@ from functools import partial
 from pathlib import Path
 
 from gate import candidate as candidate_io
-from gate import engine
+from gate import distributed, engine
 from gate import policy as policy_io
 from gate.candidate import Candidate
+from gate.distributed import Shard
 from gate.errors import CandidateError, PolicyError, UsageError
 from gate.metrics.registry import compute_scores
 from gate.records import Records
@@ -54,43 +55,93 @@ class GateRequest:
     load: LoadOptions = field(default_factory=LoadOptions)
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """Everything loaded and checked before the engine runs."""
+
+    request: GateRequest
+    policy: policy_io.Policy
+    review_set: ReviewSet
+    options: engine.EngineOptions
+    candidates: tuple[Candidate, ...]
+    baseline: Candidate | None
+    started: float
+    loaded: float
+
+    @property
+    def models(self) -> list[Candidate]:
+        """What the engine runs: the candidates, then the baseline."""
+        return [*self.candidates, *([self.baseline] if self.baseline else [])]
+
+
 def run_gate(request: GateRequest, progress: engine.Progress | None = None) -> GateResult:
     """Load, run, score and decide; raise a GateError (with its exit code) on bad input."""
+    prepared = _prepare(request, request.engine.device)
+    runs = engine.run(prepared.models, prepared.review_set, prepared.options, progress)
+    return _decide(prepared, runs)
+
+
+def run_gate_sharded(
+    request: GateRequest, shard: Shard, progress: engine.Progress | None = None
+) -> GateResult | None:
+    """Under torchrun: every rank runs its block of the review set; rank 0 joins the runs and decides.
+
+    Returns the result on rank 0 and None on the other ranks. Bad input fails the same way on every rank,
+    before any rank waits on another.
+    """
+    prepared = _prepare(request, distributed.device_for(shard, request.engine.device))
+    block = shard.indices(prepared.review_set.size)
+    mine = engine.run(prepared.models, prepared.review_set, prepared.options, progress, indices=block)
+    gathered = distributed.gather(shard, mine)
+    if gathered is None:
+        return None
+    runs = [engine.merge_runs(parts, prepared.review_set, prepared.options)
+            for parts in distributed.transpose(gathered)]
+    return _decide(prepared, runs)
+
+
+def _prepare(request: GateRequest, device: str) -> _Prepared:
     started = time.perf_counter()
     policy = policy_io.load(request.policy)
     review_set = _open_review_set(policy, request)
     policy_io.check_classes(policy, review_set.classes)
-    options = replace(request.engine, probes=policy.probes)
+    options = replace(request.engine, probes=policy.probes, device=device)
     candidates = distinct_names([_load(path, request, policy, review_set) for path in request.candidates])
     baseline = _load(request.baseline, request, policy, review_set) if request.baseline else None
     if baseline is not None:
         _check_baseline(baseline, candidates)
     if policy.needs_baseline and baseline is None:
         raise PolicyError("the policy has vs_baseline rules; give --baseline", path=policy.path, field="rules")
-    loaded = time.perf_counter()
-    runs = engine.run([*candidates, *([baseline] if baseline else [])], review_set, options, progress)
+    return _Prepared(request=request, policy=policy, review_set=review_set, options=options,
+                     candidates=tuple(candidates), baseline=baseline, started=started, loaded=time.perf_counter())
+
+
+def _decide(prepared: _Prepared, runs: Sequence[engine.ModelRun]) -> GateResult:
     ran = time.perf_counter()
+    policy, review_set, options, baseline = prepared.policy, prepared.review_set, prepared.options, prepared.baseline
     score_fn = partial(compute_scores, probes=policy.probes)
     baseline_run = runs[-1] if baseline is not None else None
     results = tuple(
         _judge(c, r, policy, score_fn, baseline_run.records if baseline_run else None, options.seed)
-        for c, r in zip(candidates, runs[: len(candidates)], strict=True)
+        for c, r in zip(prepared.candidates, runs[: len(prepared.candidates)], strict=True)
     )
     baseline_result = None
     if baseline is not None and baseline_run is not None:
         baseline_result = _baseline_result(baseline, baseline_run, results, review_set, policy, score_fn, options)
+    rank_by = policy.model.select.rank_by
     return GateResult(
-        command=request.command,
+        command=prepared.request.command,
         policy=PolicyInfo(name=policy.name, path=str(policy.path), sha256=policy.sha256),
         review_set=ReviewSetInfo(name=review_set.name, version=review_set.version, path=str(review_set.root),
                                  digest=review_set.digest, size=review_set.size, classes=review_set.classes),
         candidates=results,
         baseline=baseline_result,
-        selected=select_winner(results, policy.model.select.rank_by),
-        rank_by=tuple(policy.model.select.rank_by),
-        ranking=tuple(r.candidate.name for r in ranking(results, policy.model.select.rank_by)),
+        selected=select_winner(results, rank_by),
+        rank_by=tuple(rank_by),
+        ranking=tuple(r.candidate.name for r in ranking(results, rank_by)),
         environment=environment(options.device),
-        timings={"load_s": loaded - started, "engine_s": ran - loaded, "total_s": time.perf_counter() - started},
+        timings={"load_s": prepared.loaded - prepared.started, "engine_s": ran - prepared.loaded,
+                 "total_s": time.perf_counter() - prepared.started},
         created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
 

@@ -45,10 +45,11 @@ def save_tiny(model: nn.Module, path: Path, size: int = 64) -> Path:
                           classes=shapes.CLASSES, input_size=(size, size), mean=(0.5,) * 3, std=(0.25,) * 3)
 
 
-def pinned_policy(tmp_path: Path, review_set: ReviewSet, rules: list[dict[str, object]], name: str = "p") -> Path:
-    """A policy pinned to ``review_set`` with ``rules``, no probes, ranking by accuracy then ECE."""
+def pinned_policy(tmp_path: Path, review_set: ReviewSet, rules: list[dict[str, object]], name: str = "p",
+                  probes: tuple[str, ...] = ()) -> Path:
+    """A policy pinned to ``review_set`` with ``rules`` and ``probes``, ranking by accuracy then ECE."""
     doc = {"name": name, "review_set": {"path": str(review_set.root), "digest": review_set.digest},
-           "rules": rules, "select": {"rank_by": ["accuracy", "ece"]}}
+           "probes": list(probes), "rules": rules, "select": {"rank_by": ["accuracy", "ece"]}}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path

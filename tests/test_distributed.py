@@ -1,0 +1,56 @@
+"""torchrun: the review set sharded over ranks gives the single-process result; every rank agrees on the exit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gate.distributed import Shard, transpose
+from gate.review_set import ReviewSet
+from tests.conftest import pinned_policy, save_tiny, train_tiny
+
+
+@pytest.mark.parametrize(("size", "world"), [(10, 3), (48, 2), (2, 4), (0, 2)])
+def test_shards_are_consecutive_blocks_covering_every_row_once(size: int, world: int) -> None:
+    blocks = [Shard(rank=r, world_size=world).indices(size) for r in range(world)]
+    np.testing.assert_array_equal(np.concatenate(blocks), np.arange(size))
+    lengths = [len(b) for b in blocks]
+    assert max(lengths) - min(lengths) <= 1
+
+
+def test_only_rank_0_is_main_and_transpose() -> None:
+    assert Shard(0, 2).is_main and not Shard(1, 2).is_main
+    assert transpose([["a0", "b0"], ["a1", "b1"]]) == [["a0", "a1"], ["b0", "b1"]]
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={"PATH": "/usr/bin:/bin", "CI": "true", "OMP_NUM_THREADS": "1"})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("floor", [0.0, 1.01], ids=["passes", "fails"])
+def test_torchrun_two_ranks_give_the_single_process_result(tmp_path: Path, small_set: ReviewSet, floor: float) -> None:
+    model = save_tiny(train_tiny(0.9, seed=4, n=300, epochs=2, size=32), tmp_path / "cand.pt", size=32)
+    policy = pinned_policy(tmp_path, small_set, [{"score": "accuracy", "min": floor}],
+                           probes=("background", "sanity"))
+    common = ["check", str(model), "--policy", str(policy), "--no-mlflow", "--batch-size", "8"]
+    single = _run(["-m", "gate", *common, "--out", "one"], tmp_path)
+    sharded = _run(["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "gate", *common,
+                    "--out", "two"], tmp_path)
+    assert single.returncode == (0 if floor == 0.0 else 1), single.stderr
+    assert (sharded.returncode == 0) == (single.returncode == 0), sharded.stderr
+    one = json.loads((tmp_path / "one" / "result.json").read_text())["candidates"][0]
+    two = json.loads((tmp_path / "two" / "result.json").read_text())["candidates"][0]
+    assert one["verdict"] == two["verdict"]
+    assert set(one["scores"]) == set(two["scores"])
+    for name, value in one["scores"].items():
+        assert two["scores"][name] == pytest.approx(value, abs=1e-6, nan_ok=True), name
+    assert one["gallery"] == two["gallery"]
+    # One summary: only rank 0 speaks.
+    assert sharded.stdout.count("xgate check:") == 1
