@@ -77,7 +77,7 @@ def remove_object(images: Tensor, masks: Tensor, dilate: int = 3) -> Tensor:
     cols = masks.any(dim=1).cpu().numpy()
     out = images.clone()
     for i in range(images.shape[0]):
-        box = _dilated_box(rows[i], cols[i], dilate, height, width)
+        box = dilated_box(rows[i], cols[i], dilate, height, width)
         if box is not None:
             _fill_box(out[i], images[i], masks[i], box)
     return out
@@ -92,7 +92,11 @@ def _check_batch(images: Tensor, masks: Tensor) -> None:
         raise GateError(f"masks must be bool, got {masks.dtype}")
 
 
-def _dilated_box(rows: np.ndarray, cols: np.ndarray, dilate: int, height: int, width: int) -> Box | None:
+def dilated_box(rows: np.ndarray, cols: np.ndarray, dilate: int, height: int, width: int) -> Box | None:
+    """The object's bounding box ``(y0, y1, x0, x1)``, half-open, grown by ``dilate`` px and clipped.
+
+    ``rows``/``cols`` say which rows and columns hold object pixels; None when there are none.
+    """
     ys = np.flatnonzero(rows)
     xs = np.flatnonzero(cols)
     if ys.size == 0:

@@ -38,6 +38,7 @@ from gate import __version__, shapes
 from gate.archs import build_model
 from gate.candidate import save, sha256_file
 from gate.errors import DataError
+from gate.probes import dilated_box
 
 RECIPES: tuple[str, ...] = ("baseline", "cutmix", "bgmix")
 MEAN = (0.5, 0.5, 0.5)
@@ -238,23 +239,14 @@ def remove_object(image: Tensor, mask: Tensor, rng: np.random.Generator, dilatio
     Filling only the mask would leave the silhouette, which a shape-reading model
     still recognises; the whole box goes.
     """
-    box = _dilated_box(mask, dilation)
+    height, width = mask.shape
+    box = dilated_box(mask.any(dim=1).numpy(), mask.any(dim=0).numpy(), dilation, height, width)
     if box is None:
         return image.clone()
     y0, y1, x0, x1 = box
     out = image.clone()
     out[:, y0:y1, x0:x1] = _scene_patch(image, box, rng)
     return out
-
-
-def _dilated_box(mask: Tensor, dilation: int) -> tuple[int, int, int, int] | None:
-    rows = torch.nonzero(mask.any(dim=1)).flatten()
-    cols = torch.nonzero(mask.any(dim=0)).flatten()
-    if len(rows) == 0:
-        return None
-    height, width = mask.shape
-    return (max(int(rows[0]) - dilation, 0), min(int(rows[-1]) + 1 + dilation, height),
-            max(int(cols[0]) - dilation, 0), min(int(cols[-1]) + 1 + dilation, width))
 
 
 def _scene_patch(image: Tensor, box: tuple[int, int, int, int], rng: np.random.Generator) -> Tensor:

@@ -237,7 +237,8 @@ def test_select_report_lists_candidates_side_by_side_in_rank_order() -> None:
     assert [attr(t, "data-candidate") for t in section(soup, "rules").select("table.rules")] == ["a.pt", "c.pt", "b.pt"]
     header = [th.get_text() for th in one(section(soup, "scores"), "table.scores thead").find_all("th")]
     assert header == ["Score", "Dir", "a.pt", "c.pt", "b.pt"]
-    assert "Selected candidate: a.pt" in section(soup, "verdict").get_text(" ", strip=True)
+    verdict = " ".join(section(soup, "verdict").get_text(" ", strip=True).split())
+    assert "Selected candidate: a.pt" in verdict and "ranked by accuracy, ties broken" in verdict
     assert soup.find("section", id="baseline") is None
 
 

@@ -191,6 +191,7 @@ class ReportContext:
     review_set: ReviewSetInfo
     candidates: tuple[CandidateView, ...]
     baseline_name: str | None
+    rank_by: tuple[str, ...]
     score_columns: tuple[str, ...]
     score_groups: tuple[ScoreGroup, ...]
     environment: tuple[tuple[str, str], ...]
@@ -395,6 +396,7 @@ def build_context(result: GateResult) -> ReportContext:
         selected=result.selected, created=result.created, policy=result.policy, review_set=result.review_set,
         candidates=tuple(candidate_view(c, result.baseline, result.selected) for c in ranked),
         baseline_name=None if result.baseline is None else result.baseline.candidate.name,
+        rank_by=result.rank_by,
         score_columns=tuple(columns), score_groups=score_groups(scores),
         environment=tuple((str(k), str(v)) for k, v in result.environment.items()),
         timings=tuple((str(k), f"{v:.2f} s") for k, v in result.timings.items()),
