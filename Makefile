@@ -37,6 +37,7 @@ candidates: $(STAMP)
 
 benchmarks: $(STAMP)
 	$(PY) benchmarks/bench_gradcam.py
+	$(PY) benchmarks/bench_engine.py
 
 clean:
 	rm -rf xgate-out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,131 @@
+"""Gate cost: the engine with and without probes vs a plain forward pass, `select` vs separate checks, memory.
+
+Run by hand (`make benchmarks`); write the printed tables into benchmarks/RESULTS.md with the machine and
+date. A generated review set (64×64 shapes) and randomly initialised tiny_cnn models: the cost does not
+depend on what the weights learned. Ratios are measured in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from gate import archs, engine, shapes
+from gate.candidate import Candidate, InputSpec
+from gate.review_set import ReviewSet, build, open_review_set
+
+
+def make_set(root: Path, size: int) -> ReviewSet:
+    """A pinned shapes review set of ``size`` samples (training seed, not the shipped one)."""
+    plain = shapes.write_plain(shapes.iter_generate(size, bias=0.9, seed=77), root / "plain")
+    return build(plain, root / "set", name=f"bench-{size}")
+
+
+def make_candidate(seed: int) -> Candidate:
+    """A randomly initialised tiny_cnn as the engine sees it."""
+    torch.manual_seed(seed)
+    model = archs.tiny_cnn(len(shapes.CLASSES)).eval()
+    return Candidate(path=f"bench{seed}.pt", sha256="0" * 64, arch="tiny_cnn", model=model, classes=shapes.CLASSES,
+                     input=InputSpec(size=(64, 64), mean=(0.5,) * 3, std=(0.25,) * 3), target_layer="features")
+
+
+def median_time(repeats: int, call: Callable[[], object]) -> float:
+    """Median wall time of ``repeats`` calls after one warm-up."""
+    call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def plain_forward(review_set: ReviewSet, cand: Candidate, batch_size: int) -> None:
+    """Decode every batch and run one no-grad forward: the floor any gate pays."""
+    mean = torch.tensor(cand.input.mean)[None, :, None, None]
+    std = torch.tensor(cand.input.std)[None, :, None, None]
+    with torch.no_grad():
+        for start in range(0, review_set.size, batch_size):
+            rows = range(start, min(start + batch_size, review_set.size))
+            images = [torch.from_numpy(review_set.load_image(i).copy()).permute(2, 0, 1) for i in rows]
+            x = torch.stack(images).float() / 255
+            cand.model((x - mean) / std)
+
+
+def speed(size: int, batch_size: int, repeats: int) -> None:
+    """Engine cost per probe setting, and select over 3 candidates vs 3 separate runs."""
+    with tempfile.TemporaryDirectory() as tmp:
+        review_set = make_set(Path(tmp), size)
+        cand = make_candidate(0)
+        base = median_time(repeats, lambda: plain_forward(review_set, cand, batch_size))
+        print(f"\n{size} samples, batch {batch_size}, median of {repeats}")
+        print("| run | seconds | × plain forward |\n|---|---|---|")
+        print(f"| decode + plain forward | {base:.3f} | 1.00 |")
+        settings = {"engine, no probes (logits + Grad-CAM + localisation)": frozenset(),
+                    "engine + background (4 variants)": frozenset({"background"}),
+                    "engine + background + sanity": frozenset({"background", "sanity"})}
+        for label, probes in settings.items():
+            options = engine.EngineOptions(device="cpu", batch_size=batch_size, probes=probes)
+            seconds = median_time(repeats, lambda o=options: engine.run([cand], review_set, o))
+            print(f"| {label} | {seconds:.3f} | {seconds / base:.2f} |")
+        three = [make_candidate(s) for s in (0, 1, 2)]
+        options = engine.EngineOptions(device="cpu", batch_size=batch_size, probes=frozenset({"background", "sanity"}))
+        together = median_time(repeats, lambda: engine.run(three, review_set, options))
+        apart = median_time(repeats, lambda: [engine.run([c], review_set, options) for c in three])
+        print(f"| select: 3 candidates, one decode | {together:.3f} | {together / base:.2f} |")
+        print(f"| 3 separate runs | {apart:.3f} | {apart / base:.2f} |")
+
+
+def memory_child(root: str) -> None:
+    """In a fresh process: peak RSS after running the engine with both probes on the set at ``root``."""
+    review_set = open_review_set(Path(root))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    options = engine.EngineOptions(device="cpu", batch_size=32, probes=frozenset({"background", "sanity"}))
+    engine.run([make_candidate(0)], review_set, options)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"before_mib": before / 1024, "after_mib": after / 1024}))
+
+
+def memory(sizes: list[int]) -> None:
+    """Peak RSS of one engine run per review-set size, each in its own process."""
+    print("\n| review set | peak RSS before run (MiB) | peak RSS after run (MiB) | growth (MiB) |\n|---|---|---|---|")
+    for size in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            review_set = make_set(Path(tmp), size)
+            done = subprocess.run([sys.executable, __file__, "--memory-child", str(review_set.root)],
+                                  capture_output=True, text=True, check=True)
+            got = json.loads(done.stdout.strip().splitlines()[-1])
+            growth = got["after_mib"] - got["before_mib"]
+            print(f"| {size} samples | {got['before_mib']:.0f} | {got['after_mib']:.0f} | {growth:.0f} |")
+
+
+def main() -> None:
+    """Print the speed and memory tables."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", type=int, default=600)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--memory-sizes", default="600,2400")
+    parser.add_argument("--memory-child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child)
+        return
+    torch.set_num_threads(torch.get_num_threads())
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
+    speed(args.size, args.batch_size, args.repeats)
+    memory([int(s) for s in args.memory_sizes.split(",")])
+
+
+if __name__ == "__main__":
+    main()
