@@ -172,7 +172,7 @@ def _gate(command: str, candidates: Sequence[Path], options: dict[str, Any]) -> 
 def _tracking_config(options: dict[str, Any]) -> Any:
     if options["no_mlflow"]:
         return None
-    from gate.tracking import TrackingConfig
+    from gate.tracking_plan import TrackingConfig
 
     return TrackingConfig(uri=options.get("tracking_uri"), experiment=options.get("experiment"),
                           register=options.get("register"), alias=options["alias"],
@@ -183,7 +183,8 @@ def _baseline_path(baseline: str | None, tracking: Any) -> Path | None:
     if not baseline:
         return None
     if baseline.startswith("models:/"):
-        from gate.tracking import TrackingConfig, load_registered_baseline
+        from gate.tracking import load_registered_baseline
+        from gate.tracking_plan import TrackingConfig
 
         config = tracking if tracking is not None else TrackingConfig()
         return load_registered_baseline(baseline, config)
@@ -330,7 +331,8 @@ Examples:
 @click.option("--tracking-uri", help="MLflow tracking URI.")
 def history(experiment: str | None, limit: int, html_path: Path | None, tracking_uri: str | None) -> None:
     """List past gate runs from MLflow, newest first."""
-    from gate.tracking import TrackingConfig, history_table, write_history_html
+    from gate.tracking import history_table, write_history_html
+    from gate.tracking_plan import TrackingConfig
 
     config = TrackingConfig(uri=tracking_uri, require=True)
     click.echo(history_table(config, experiment=experiment, limit=limit))
@@ -342,8 +344,8 @@ def history(experiment: str | None, limit: int, html_path: Path | None, tracking
 @click.option("--tracking-uri", help="MLflow tracking URI.")
 def sync(tracking_uri: str | None) -> None:
     """Upload gate runs that were kept in the local outbox while MLflow was unreachable."""
-    from gate.tracking import TrackingConfig
     from gate.tracking import sync as sync_outbox
+    from gate.tracking_plan import TrackingConfig
 
     count = sync_outbox(TrackingConfig(uri=tracking_uri, require=True))
     click.echo(f"uploaded {count} run(s) from the outbox")

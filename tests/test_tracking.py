@@ -1,10 +1,8 @@
-"""MLflow tracking: plans, staged artifacts, the outbox, and real MLflow stores (SQLite and a server)."""
+"""MLflow tracking: delivery, outboxing and sync, history, and real MLflow stores (SQLite and a server)."""
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import os
 import signal
@@ -18,99 +16,24 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-import matplotlib
-import numpy as np
 import pytest
 from bs4 import BeautifulSoup
-from PIL import Image
+from tracking_fixtures import CLASSES, MODEL, candidate, gate_result, kept_sample, write_outputs
 
 from gate.errors import InputError, TrackingError
-from gate.records import KeptSample, Records
+from gate.outbox import map_png
 from gate.report.history import render_history
-from gate.result import CandidateInfo, CandidateResult, GateResult, PolicyInfo, ReviewSetInfo, RuleResult
+from gate.result import GateResult
 from gate.tracking import (
     HistoryRow,
-    TrackingConfig,
     format_history,
     history,
     load_registered_baseline,
     log_gate,
-    map_png,
-    metric_key,
-    metrics_of,
     mlflow_env,
-    pending_entries,
-    plan_entry,
-    read_manifest,
-    stage_entry,
     sync,
-    write_samples_csv,
 )
-
-CLASSES = ("circle", "square", "star", "triangle")
-MODEL = "shapes-classifier"
-
-
-# --- fixtures: tiny records and results built by hand ------------------------------------------
-
-
-def kept_sample(sample_id: str, label: int, pred: int, seed: int) -> KeptSample:
-    rng = np.random.default_rng(seed)
-    image = rng.integers(0, 256, size=(16, 16, 3), dtype=np.uint8)
-    mask = np.zeros((16, 16), dtype=bool)
-    mask[4:10, 5:12] = True
-    yy, xx = np.mgrid[0:16, 0:16]
-    cam = np.exp(-((yy - 7) ** 2 + (xx - 8) ** 2) / 8.0).astype(np.float32) * 3.0  # peak 3.0 at (7, 8)
-    return KeptSample(sample_id=sample_id, image=image, mask=mask, cam=cam, label=label, pred=pred, confidence=0.9)
-
-
-def make_records() -> Records:
-    # Samples 0-2 right, sample 3 ("s/3", a triangle) confidently called a circle.
-    probs = np.array([[0.90, 0.05, 0.03, 0.02], [0.10, 0.70, 0.10, 0.10],
-                      [0.20, 0.20, 0.40, 0.20], [0.995, 0.002, 0.002, 0.001]], dtype=np.float32)
-    return Records(
-        classes=CLASSES, ids=("s0", "s1", "s2", "s/3"), labels=np.array([0, 1, 2, 3], dtype=np.int64), probs=probs,
-        energy=np.array([0.5, 0.2, np.nan, 0.9]), mask_area=np.array([0.25, 0.2, 0.1, 0.3]),
-        pointing_hit=np.array([1.0, 0.0, np.nan, 1.0]), rank_accuracy=np.array([0.4, 0.1, np.nan, 0.8]),
-        probe_preds={"mixed_rand": np.array([0, 1, 0, 0], dtype=np.int64),
-                     "only_bg": np.array([3, 3, 3, 3], dtype=np.int64)},
-        kept={"s0": kept_sample("s0", 0, 0, seed=1), "s/3": kept_sample("s/3", 3, 0, seed=2)},
-    )
-
-
-def rule(rule_id: str, score: str, value: float, passed: bool) -> RuleResult:
-    return RuleResult(rule_id=rule_id, score=score, op=">=", threshold=0.9, value=value, passed=passed,
-                      message="", higher_is_better=True)
-
-
-def candidate(path: Path | str, passed: bool, sha256: str = "ab" * 32) -> CandidateResult:
-    rules = (rule("accuracy >= 0.9", "accuracy", 0.75, passed), rule("alignment.lift >= 2", "alignment.lift", 2.5,
-                                                                      True))
-    if not passed:
-        rules = (*rules, rule("ece <= 0.05", "ece", 0.2, False))
-    scores = {"accuracy": 0.75, "ece": 0.04 if passed else 0.2, "confident_wrong_rate@0.99": 0.25,
-              "alignment.lift": 2.5, "class_accuracy.star": 1.0, "nll": float("nan"), "aurc": float("inf")}
-    info = CandidateInfo(path=str(path), name=Path(path).name, sha256=sha256, arch="tiny_cnn", target_layer="features")
-    return CandidateResult(candidate=info, scores=scores, rules=rules, records=make_records())
-
-
-def gate_result(*cands: CandidateResult, command: str = "check", selected: str | None = None,
-                created: str = "2026-01-01T10:00:00+00:00") -> GateResult:
-    return GateResult(
-        command=command, policy=PolicyInfo(name="strict", path="policies/strict.yaml", sha256="cd" * 32),
-        review_set=ReviewSetInfo(name="shapes-v1", version="1", path="review_sets/shapes-v1",
-                                 digest="sha256:" + "ef" * 32, size=4, classes=CLASSES),
-        candidates=cands, selected=selected, environment={"git_commit": "1" * 40}, created=created,
-    )
-
-
-def write_outputs(result: GateResult, folder: Path) -> dict[str, Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {"report": folder / "my-report.html", "json": folder / "result.json", "junit": folder / "junit.xml"}
-    paths["report"].write_text("<html>report</html>", encoding="utf-8")
-    paths["json"].write_text(json.dumps(result.to_json()), encoding="utf-8")
-    paths["junit"].write_text("<testsuites/>", encoding="utf-8")
-    return paths
+from gate.tracking_plan import TrackingConfig
 
 
 def closed_port() -> int:
@@ -123,132 +46,12 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-# --- planning --------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("score", "key"), [
-    ("accuracy", "accuracy"),
-    ("confident_wrong_rate@0.99", "confident_wrong_rate_at_0.99"),
-    ("class_accuracy.pick-up truck", "class_accuracy.pick-up truck"),
-    ("class_accuracy.a/../b", "class_accuracy.a_.._b"),
-    ("class_accuracy.ç:$", "class_accuracy.ç__"),
-], ids=["plain", "at-sign", "space-dash", "path-escape", "odd-chars"])
-def test_metric_key_is_a_valid_mlflow_key(score: str, key: str) -> None:
-    from mlflow.utils.validation import _validate_metric_name
-
-    assert metric_key(score) == key
-    _validate_metric_name(metric_key(score))  # MLflow's own check raises on a bad key
-
-
-def test_metrics_skip_nan_inf_and_none() -> None:
-    assert metrics_of({"a": 0.5, "b": float("nan"), "c": float("inf"), "d": None, "e@0.9": 1}) == {
-        "a": 0.5, "e_at_0.9": 1.0}
-
-
-def test_plan_of_a_check_has_params_metrics_tags_and_registers_only_a_pass() -> None:
-    config = TrackingConfig(register=MODEL)
-    passed = plan_entry(gate_result(candidate("cands/v1.pt", True)), config, now_ms=1_800_000_000_000)
-    assert passed.experiment == "xgate/shapes-v1/strict"
-    assert passed.start_ms == 1_767_261_600_000  # 2026-01-01T10:00:00Z
-    assert passed.end_ms == 1_800_000_000_000
-    (run,) = passed.runs
-    assert run.parent is None and run.name == "v1.pt"
-    assert run.params["candidate"] == "cands/v1.pt"
-    assert run.params["candidate.sha256"] == "ab" * 32
-    assert run.params["arch"] == "tiny_cnn"
-    assert run.params["policy"] == "strict" and run.params["policy.sha256"] == "cd" * 32
-    assert run.params["review_set.digest"] == "sha256:" + "ef" * 32
-    assert run.metrics == {"accuracy": 0.75, "ece": 0.04, "confident_wrong_rate_at_0.99": 0.25,
-                           "alignment.lift": 2.5, "class_accuracy.star": 1.0}
-    assert run.tags["xgate.verdict"] == "passed" and run.tags["xgate.failed_rules"] == ""
-    assert run.tags["xgate.candidate"] == "v1.pt" and run.tags["xgate.review_set"] == "shapes-v1"
-    assert run.tags["xgate.policy"] == "strict" and run.tags["mlflow.source.git.commit"] == "1" * 40
-    assert run.aliases == ("champion",)
-
-    (failed,) = plan_entry(gate_result(candidate("cands/v2.pt", False)), config).runs
-    assert failed.tags["xgate.verdict"] == "failed"
-    assert failed.tags["xgate.failed_rules"] == "accuracy >= 0.9,ece <= 0.05"
-    assert failed.aliases == ()
-    (unregistered,) = plan_entry(gate_result(candidate("cands/v1.pt", True)), TrackingConfig()).runs
-    assert unregistered.aliases == ()
-
-
-def test_plan_of_a_select_nests_candidates_under_a_parent() -> None:
-    result = gate_result(candidate("a.pt", True), candidate("b.pt", False), candidate("c.pt", True),
-                         command="select", selected="c.pt")
-    config = TrackingConfig(experiment="team/gates", register=MODEL, challenger_alias="challenger")
-    plan = plan_entry(result, config)
-    assert plan.experiment == "team/gates"
-    assert [(r.key, r.name, r.parent) for r in plan.runs] == [
-        ("parent", "select (3 candidates)", None), ("c0", "a.pt", "parent"), ("c1", "b.pt", "parent"),
-        ("c2", "c.pt", "parent")]
-    parent = plan.runs[0]
-    assert parent.tags["xgate.kind"] == "select" and parent.tags["xgate.selected"] == "c.pt"
-    assert parent.tags["xgate.failed_candidates"] == "b.pt" and parent.metrics == {}
-    assert {r.name: r.aliases for r in plan.runs[1:]} == {"a.pt": ("challenger",), "b.pt": (), "c.pt": ("champion",)}
-    assert [r.tags["xgate.selected"] for r in plan.runs[1:]] == ["false", "false", "true"]
-
-
-# --- staging ---------------------------------------------------------------------------------------
-
-
-def test_samples_csv_rows(tmp_path: Path) -> None:
-    write_samples_csv(make_records(), tmp_path / "samples.csv")
-    with (tmp_path / "samples.csv").open(newline="") as handle:
-        rows = list(csv.reader(handle))
-    assert rows[0] == ["id", "label", "pred", "confidence", "correct", "energy", "lift", "pointing_hit",
-                       "probe.only_bg", "probe.mixed_rand"]
-    assert rows[1] == ["s0", "circle", "circle", "0.9", "1", "0.5", "2", "1", "triangle", "circle"]
-    assert rows[3] == ["s2", "star", "star", "0.4", "1", "", "", "", "triangle", "circle"]  # NaN -> empty
-    assert rows[4] == ["s/3", "triangle", "circle", "0.995", "0", "0.9", "3", "1", "triangle", "circle"]
-
-
-def test_map_png_is_image_outline_and_inferno_overlay() -> None:
-    sample = kept_sample("s0", 0, 0, seed=1)
-    picture = np.asarray(Image.open(io.BytesIO(map_png(sample))).convert("RGB"))
-    scale = 8  # 16-pixel images are upscaled to at least 128 pixels
-    assert picture.shape == (16 * scale, (16 + 2 + 16) * scale, 3)
-    small = picture[::scale, ::scale]
-    left, right = small[:, :16], small[:, 18:]
-    assert np.array_equal(left[0, 0], sample.image[0, 0])  # outside the mask: the image itself
-    assert tuple(left[4, 8]) == (0, 255, 255)  # top edge of the mask: cyan outline
-    peak = np.asarray(matplotlib.colormaps["inferno"](1.0)[:3]) * 255
-    expected = np.rint(0.45 * sample.image[7, 8] + 0.55 * peak)
-    assert np.abs(right[7, 8].astype(float) - expected).max() <= 1  # map maximum: the colormap's top colour
-
-
-def test_stage_writes_manifest_and_artifacts(tmp_path: Path) -> None:
-    ckpt = tmp_path / "v1.pt"
-    ckpt.write_bytes(b"weights")
-    result = gate_result(candidate(ckpt, True))
-    plan = plan_entry(result, TrackingConfig(register=MODEL))
-    root = tmp_path / "stage"
-    stage_entry(root, plan, result, write_outputs(result, tmp_path / "out"), {"v1.pt": ckpt})
-    files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
-    assert files == ["files/c0/checkpoint/v1.pt", "files/c0/junit.xml", "files/c0/maps/s0.png",
-                     "files/c0/maps/s_3.png", "files/c0/report.html", "files/c0/result.json",
-                     "files/c0/samples.csv", "manifest.json"]
-    assert read_manifest(root) == plan
-
-
-def test_stage_of_a_select_puts_outputs_on_the_parent(tmp_path: Path) -> None:
-    result = gate_result(candidate("a.pt", True), candidate("b.pt", False), command="select", selected="a.pt")
-    plan = plan_entry(result, TrackingConfig())
-    stage_entry(tmp_path / "stage", plan, result, write_outputs(result, tmp_path / "out"), {})
-    files = sorted(str(p.relative_to(tmp_path / "stage/files")) for p in tmp_path.glob("stage/files/**/*.*"))
-    assert files == ["c0/maps/s0.png", "c0/maps/s_3.png", "c0/samples.csv", "c1/maps/s0.png", "c1/maps/s_3.png",
-                     "c1/samples.csv", "parent/junit.xml", "parent/report.html", "parent/result.json"]
+# --- MLflow plumbing -----------------------------------------------------------------------------
 
 
 def test_importing_tracking_does_not_import_mlflow() -> None:
     code = "import sys, gate.tracking, gate.report.history; sys.exit('mlflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
-
-
-def test_manifest_of_another_format_is_an_input_error(tmp_path: Path) -> None:
-    (tmp_path / "manifest.json").write_text('{"format": "other"}')
-    with pytest.raises(InputError, match="manifest.json: unreadable outbox manifest"):
-        read_manifest(tmp_path)
 
 
 def test_mlflow_env_sets_short_timeouts_keeps_user_values_and_restores(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -288,15 +91,6 @@ def test_unreachable_server_outboxes_and_require_raises(tmp_path: Path, monkeypa
         sync(config)
     assert len([p for p in (tmp_path / "outbox").iterdir() if not p.name.startswith(".")]) == 2  # nothing lost
     assert not (tmp_path / "mlruns").exists()
-
-
-def test_entry_of_a_dead_sync_is_retried_after_an_hour(tmp_path: Path) -> None:
-    stale, fresh = tmp_path / ".syncing-aaa", tmp_path / ".syncing-bbb"
-    stale.mkdir()
-    fresh.mkdir()
-    os.utime(stale, (time.time() - 3700, time.time() - 3700))
-    assert pending_entries(tmp_path) == [tmp_path / "aaa"]
-    assert fresh.is_dir()
 
 
 def test_hanging_server_fails_within_the_timeout(tmp_path: Path) -> None:

@@ -1,0 +1,247 @@
+"""Tracking plans: what a gate call logs to MLflow, worked out without MLflow.
+
+A gate call becomes an ``EntryPlan``: one ``RunPlan`` per MLflow run with its params,
+metrics, tags and registry aliases. Planning is pure (no files written, no server
+asked); ``EntryPlan.to_json`` is the outbox manifest that ``gate.outbox`` stages.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import posixpath
+import re
+import subprocess
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gate.result import CandidateResult, GateResult
+
+OUTBOX_FORMAT = "xgate.outbox/v1"
+KIND_TAG, ENTRY_TAG = "xgate.kind", "xgate.entry"
+_BAD_KEY_CHARS = re.compile(r"[^\w.\- /]")  # MLflow's portable key alphabet (":" is refused on Windows)
+_BAD_FILE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+_PARAM_MAX, _TAG_MAX = 6000, 8000  # MLflow's value length limits
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Where and how a gate call is logged."""
+
+    uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory
+    experiment: str | None = None  # None: xgate/<review set>/<policy>
+    register: str | None = None  # registered model name: a passing candidate becomes a version
+    alias: str = "champion"
+    challenger_alias: str | None = None  # select only: given to a passing candidate that was not selected
+    require: bool = False  # raise TrackingError instead of warning when logging fails
+    outbox: Path = Path(".xgate/outbox")
+    timeout_s: int = 10  # per HTTP request, no retries
+
+    def resolved_uri(self) -> str:
+        """The tracking URI in effect; the default SQLite store is made absolute."""
+        if self.uri:
+            return self.uri
+        env = os.environ.get("MLFLOW_TRACKING_URI")
+        if env:
+            return env
+        return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One MLflow run to create: its artifacts are staged under ``files/<key>/``."""
+
+    key: str
+    name: str
+    parent: str | None  # key of the parent run (select) or None
+    params: Mapping[str, str]
+    metrics: Mapping[str, float]
+    tags: Mapping[str, str]
+    aliases: tuple[str, ...] = ()  # registry aliases for this run's checkpoint; () = not registered
+
+
+@dataclass(frozen=True)
+class EntryPlan:
+    """One gate call: the unit that is uploaded, outboxed and synced as a whole."""
+
+    entry_id: str
+    experiment: str
+    start_ms: int
+    end_ms: int
+    model_name: str | None
+    primary_alias: str
+    runs: tuple[RunPlan, ...]
+    error: str = ""  # why it was outboxed
+
+    def to_json(self) -> dict[str, Any]:
+        """The outbox manifest."""
+        return {
+            "format": OUTBOX_FORMAT, "entry_id": self.entry_id, "experiment": self.experiment,
+            "start_ms": self.start_ms, "end_ms": self.end_ms, "model_name": self.model_name,
+            "primary_alias": self.primary_alias, "error": self.error,
+            "runs": [
+                {"key": r.key, "name": r.name, "parent": r.parent, "params": dict(r.params),
+                 "metrics": dict(r.metrics), "tags": dict(r.tags), "aliases": list(r.aliases)}
+                for r in self.runs
+            ],
+        }
+
+    @staticmethod
+    def from_json(data: Mapping[str, Any]) -> EntryPlan:
+        """Read a manifest written by ``to_json``."""
+        runs = tuple(
+            RunPlan(key=r["key"], name=r["name"], parent=r["parent"], params=r["params"], metrics=r["metrics"],
+                    tags=r["tags"], aliases=tuple(r["aliases"]))
+            for r in data["runs"]
+        )
+        return EntryPlan(entry_id=data["entry_id"], experiment=data["experiment"], start_ms=int(data["start_ms"]),
+                         end_ms=int(data["end_ms"]), model_name=data["model_name"],
+                         primary_alias=data["primary_alias"], runs=runs, error=data.get("error", ""))
+
+
+# --- planning (pure) ------------------------------------------------------------
+
+
+def experiment_name(result: GateResult, config: TrackingConfig) -> str:
+    """``config.experiment`` or ``xgate/<review set>/<policy>``."""
+    return config.experiment or f"xgate/{result.review_set.name}/{result.policy.name}"
+
+
+def plan_entry(result: GateResult, config: TrackingConfig, *, now_ms: int | None = None) -> EntryPlan:
+    """Params, metrics, tags and registry aliases of every run of one gate call."""
+    end_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    common = _common_params(result)
+    commit = git_commit(result)
+    runs: list[RunPlan] = []
+    parent: str | None = None
+    if result.command == "select":
+        parent = "parent"
+        runs.append(RunPlan(key=parent, name=f"select ({len(result.candidates)} candidates)", parent=None,
+                            params=common, metrics={}, tags=_select_tags(result, commit)))
+    aliases = _aliases(result, config)
+    for index, cand in enumerate(result.candidates):
+        runs.append(RunPlan(
+            key=f"c{index}", name=cand.candidate.name, parent=parent,
+            params={**common, **_candidate_params(cand)}, metrics=metrics_of(cand.scores),
+            tags=_candidate_tags(result, cand, commit), aliases=aliases.get(cand.candidate.name, ()),
+        ))
+    return EntryPlan(entry_id=uuid.uuid4().hex, experiment=experiment_name(result, config),
+                     start_ms=_created_ms(result.created, end_ms), end_ms=end_ms, model_name=config.register,
+                     primary_alias=config.alias, runs=tuple(runs))
+
+
+def metric_key(score: str) -> str:
+    """An MLflow-safe key for a score name: ``confident_wrong_rate@0.99`` -> ``confident_wrong_rate_at_0.99``."""
+    key = _BAD_KEY_CHARS.sub("_", score.replace("@", "_at_"))
+    if posixpath.normpath(key) != key or key.startswith(("/", "..")) or key in ("", "."):
+        key = key.replace("/", "_") or "_"  # MLflow refuses keys that resolve to another path
+    return key[:250]
+
+
+def metrics_of(scores: Mapping[str, float | None]) -> dict[str, float]:
+    """Every finite score, under its MLflow key."""
+    return {metric_key(k): float(v) for k, v in scores.items() if v is not None and math.isfinite(v)}
+
+
+def safe_file_name(sample_id: str) -> str:
+    """A sample id as a file name: characters outside ``[A-Za-z0-9._-]`` become ``_``."""
+    name = _BAD_FILE_CHARS.sub("_", sample_id)
+    return name if name.strip(".") else f"_{name}"
+
+
+def git_commit(result: GateResult) -> str | None:
+    """The source commit: the result's environment, CI variables, or ``git rev-parse HEAD``."""
+    for key in ("git_commit", "git.commit"):
+        if result.environment.get(key):
+            return str(result.environment[key])
+    for var in ("GITHUB_SHA", "CI_COMMIT_SHA"):
+        if os.environ.get(var):
+            return os.environ[var]
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = done.stdout.strip()
+    return commit if done.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", commit) else None
+
+
+def _common_params(result: GateResult) -> dict[str, str]:
+    params = {
+        "command": result.command, "policy": result.policy.name, "policy.sha256": result.policy.sha256,
+        "review_set": result.review_set.name, "review_set.version": result.review_set.version,
+        "review_set.digest": result.review_set.digest, "review_set.size": str(result.review_set.size),
+    }
+    if result.baseline is not None:
+        params["baseline"] = result.baseline.candidate.path
+        params["baseline.sha256"] = result.baseline.candidate.sha256
+    return {k: v[:_PARAM_MAX] for k, v in params.items()}
+
+
+def _candidate_params(cand: CandidateResult) -> dict[str, str]:
+    info = cand.candidate
+    params = {"candidate": info.path, "candidate.sha256": info.sha256, "arch": info.arch,
+              "target_layer": info.target_layer}
+    return {k: v[:_PARAM_MAX] for k, v in params.items()}
+
+
+def _base_tags(result: GateResult, commit: str | None) -> dict[str, str]:
+    tags = {"xgate.policy": result.policy.name, "xgate.review_set": result.review_set.name,
+            "xgate.command": result.command}
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+def _select_tags(result: GateResult, commit: str | None) -> dict[str, str]:
+    failed = [c.candidate.name for c in result.candidates if not c.passed]
+    return {**_base_tags(result, commit), KIND_TAG: "select", "xgate.verdict": result.verdict,
+            "xgate.selected": result.selected or "", "xgate.failed_candidates": _clip(",".join(failed))}
+
+
+def _candidate_tags(result: GateResult, cand: CandidateResult, commit: str | None) -> dict[str, str]:
+    tags = {**_base_tags(result, commit), KIND_TAG: "candidate", "xgate.candidate": cand.candidate.name,
+            "xgate.verdict": "passed" if cand.passed else "failed",
+            "xgate.failed_rules": _clip(",".join(r.rule_id for r in cand.failed_rules))}
+    if result.command == "select":
+        tags["xgate.selected"] = "true" if cand.candidate.name == result.selected else "false"
+    return tags
+
+
+def _aliases(result: GateResult, config: TrackingConfig) -> dict[str, tuple[str, ...]]:
+    """Which candidates become model versions, and their aliases.
+
+    A failing candidate is never registered (the registry is what deployments read).
+    check: a passing candidate gets ``alias``. select: the selected candidate gets ``alias``;
+    with ``challenger_alias``, the first other passing candidate (command-line order) gets it.
+    """
+    if not config.register:
+        return {}
+    passing = [c.candidate.name for c in result.candidates if c.passed]
+    if result.command != "select":
+        return {name: (config.alias,) for name in passing}
+    out: dict[str, tuple[str, ...]] = {}
+    if result.selected in passing:
+        out[result.selected] = (config.alias,)
+    others = [name for name in passing if name != result.selected]
+    if config.challenger_alias and others:
+        out[others[0]] = (config.challenger_alias,)
+    return out
+
+
+def _created_ms(created: str, fallback: int) -> int:
+    try:
+        stamp = datetime.fromisoformat(created)
+    except ValueError:
+        return fallback
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)
+    return int(stamp.timestamp() * 1000)
+
+
+def _clip(text: str, limit: int = _TAG_MAX) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

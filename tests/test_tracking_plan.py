@@ -1,0 +1,73 @@
+"""Tracking plans: MLflow keys and metrics, and the runs (params, metrics, tags, aliases) of a gate call."""
+
+from __future__ import annotations
+
+import pytest
+from tracking_fixtures import MODEL, candidate, gate_result
+
+from gate.tracking_plan import TrackingConfig, metric_key, metrics_of, plan_entry
+
+# --- planning --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("score", "key"), [
+    ("accuracy", "accuracy"),
+    ("confident_wrong_rate@0.99", "confident_wrong_rate_at_0.99"),
+    ("class_accuracy.pick-up truck", "class_accuracy.pick-up truck"),
+    ("class_accuracy.a/../b", "class_accuracy.a_.._b"),
+    ("class_accuracy.ç:$", "class_accuracy.ç__"),
+], ids=["plain", "at-sign", "space-dash", "path-escape", "odd-chars"])
+def test_metric_key_is_a_valid_mlflow_key(score: str, key: str) -> None:
+    from mlflow.utils.validation import _validate_metric_name
+
+    assert metric_key(score) == key
+    _validate_metric_name(metric_key(score))  # MLflow's own check raises on a bad key
+
+
+def test_metrics_skip_nan_inf_and_none() -> None:
+    assert metrics_of({"a": 0.5, "b": float("nan"), "c": float("inf"), "d": None, "e@0.9": 1}) == {
+        "a": 0.5, "e_at_0.9": 1.0}
+
+
+def test_plan_of_a_check_has_params_metrics_tags_and_registers_only_a_pass() -> None:
+    config = TrackingConfig(register=MODEL)
+    passed = plan_entry(gate_result(candidate("cands/v1.pt", True)), config, now_ms=1_800_000_000_000)
+    assert passed.experiment == "xgate/shapes-v1/strict"
+    assert passed.start_ms == 1_767_261_600_000  # 2026-01-01T10:00:00Z
+    assert passed.end_ms == 1_800_000_000_000
+    (run,) = passed.runs
+    assert run.parent is None and run.name == "v1.pt"
+    assert run.params["candidate"] == "cands/v1.pt"
+    assert run.params["candidate.sha256"] == "ab" * 32
+    assert run.params["arch"] == "tiny_cnn"
+    assert run.params["policy"] == "strict" and run.params["policy.sha256"] == "cd" * 32
+    assert run.params["review_set.digest"] == "sha256:" + "ef" * 32
+    assert run.metrics == {"accuracy": 0.75, "ece": 0.04, "confident_wrong_rate_at_0.99": 0.25,
+                           "alignment.lift": 2.5, "class_accuracy.star": 1.0}
+    assert run.tags["xgate.verdict"] == "passed" and run.tags["xgate.failed_rules"] == ""
+    assert run.tags["xgate.candidate"] == "v1.pt" and run.tags["xgate.review_set"] == "shapes-v1"
+    assert run.tags["xgate.policy"] == "strict" and run.tags["mlflow.source.git.commit"] == "1" * 40
+    assert run.aliases == ("champion",)
+
+    (failed,) = plan_entry(gate_result(candidate("cands/v2.pt", False)), config).runs
+    assert failed.tags["xgate.verdict"] == "failed"
+    assert failed.tags["xgate.failed_rules"] == "accuracy >= 0.9,ece <= 0.05"
+    assert failed.aliases == ()
+    (unregistered,) = plan_entry(gate_result(candidate("cands/v1.pt", True)), TrackingConfig()).runs
+    assert unregistered.aliases == ()
+
+
+def test_plan_of_a_select_nests_candidates_under_a_parent() -> None:
+    result = gate_result(candidate("a.pt", True), candidate("b.pt", False), candidate("c.pt", True),
+                         command="select", selected="c.pt")
+    config = TrackingConfig(experiment="team/gates", register=MODEL, challenger_alias="challenger")
+    plan = plan_entry(result, config)
+    assert plan.experiment == "team/gates"
+    assert [(r.key, r.name, r.parent) for r in plan.runs] == [
+        ("parent", "select (3 candidates)", None), ("c0", "a.pt", "parent"), ("c1", "b.pt", "parent"),
+        ("c2", "c.pt", "parent")]
+    parent = plan.runs[0]
+    assert parent.tags["xgate.kind"] == "select" and parent.tags["xgate.selected"] == "c.pt"
+    assert parent.tags["xgate.failed_candidates"] == "b.pt" and parent.metrics == {}
+    assert {r.name: r.aliases for r in plan.runs[1:]} == {"a.pt": ("challenger",), "b.pt": (), "c.pt": ("champion",)}
+    assert [r.tags["xgate.selected"] for r in plan.runs[1:]] == ["false", "false", "true"]
