@@ -60,3 +60,10 @@ class TrackingError(GateError):
     """The tracking server failed and the user asked to require it. Exit code 2."""
 
     exit_code = 2
+
+
+def reason(exc: BaseException) -> str:
+    """``Type: first line`` of an exception, at most 300 characters."""
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(exc).__name__}: {first}"[:300] if first else type(exc).__name__

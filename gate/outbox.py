@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gate.errors import InputError
+from gate.errors import InputError, reason
 from gate.records import PROBE_VARIANTS, KeptSample, Records
 from gate.result import CandidateResult, GateResult
 from gate.tracking_plan import OUTBOX_FORMAT, EntryPlan, safe_file_name
@@ -180,10 +180,3 @@ def claim(folder: Path) -> Path | None:
     except OSError:
         return None
     return claimed
-
-
-def reason(exc: BaseException) -> str:
-    """``Type: first line`` of an exception, at most 300 characters."""
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
-    return f"{type(exc).__name__}: {first}"[:300] if first else type(exc).__name__

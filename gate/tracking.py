@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gate.errors import CandidateError, InputError, TrackingError
-from gate.outbox import claim, move_to_outbox, pending_entries, read_manifest, reason, stage_entry, write_manifest
+from gate.errors import CandidateError, InputError, TrackingError, reason
+from gate.outbox import claim, move_to_outbox, pending_entries, read_manifest, stage_entry, write_manifest
 from gate.result import GateResult
 from gate.tracking_plan import (
     ENTRY_TAG,
