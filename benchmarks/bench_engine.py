@@ -10,16 +10,15 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from bench_gradcam import best_of  # run as a script: benchmarks/ is on sys.path
 
 from gate import archs, engine, shapes
 from gate.candidate import Candidate, InputSpec
@@ -40,17 +39,6 @@ def make_candidate(seed: int) -> Candidate:
                      input=InputSpec(size=(64, 64), mean=(0.5,) * 3, std=(0.25,) * 3), target_layer="features")
 
 
-def median_time(repeats: int, call: Callable[[], object]) -> float:
-    """Median wall time of ``repeats`` calls after one warm-up."""
-    call()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def plain_forward(review_set: ReviewSet, cand: Candidate, batch_size: int) -> None:
     """Decode every batch and run one no-grad forward: the floor any gate pays."""
     mean = torch.tensor(cand.input.mean)[None, :, None, None]
@@ -68,7 +56,7 @@ def speed(size: int, batch_size: int, repeats: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         review_set = make_set(Path(tmp), size)
         cand = make_candidate(0)
-        base = median_time(repeats, lambda: plain_forward(review_set, cand, batch_size))
+        base = best_of(repeats, lambda: plain_forward(review_set, cand, batch_size))
         print(f"\n{size} samples, batch {batch_size}, median of {repeats}")
         print("| run | seconds | × plain forward |\n|---|---|---|")
         print(f"| decode + plain forward | {base:.3f} | 1.00 |")
@@ -77,12 +65,12 @@ def speed(size: int, batch_size: int, repeats: int) -> None:
                     "engine + background + sanity": frozenset({"background", "sanity"})}
         for label, probes in settings.items():
             options = engine.EngineOptions(device="cpu", batch_size=batch_size, probes=probes)
-            seconds = median_time(repeats, lambda o=options: engine.run([cand], review_set, o))
+            seconds = best_of(repeats, lambda o=options: engine.run([cand], review_set, o))
             print(f"| {label} | {seconds:.3f} | {seconds / base:.2f} |")
         three = [make_candidate(s) for s in (0, 1, 2)]
         options = engine.EngineOptions(device="cpu", batch_size=batch_size, probes=frozenset({"background", "sanity"}))
-        together = median_time(repeats, lambda: engine.run(three, review_set, options))
-        apart = median_time(repeats, lambda: [engine.run([c], review_set, options) for c in three])
+        together = best_of(repeats, lambda: engine.run(three, review_set, options))
+        apart = best_of(repeats, lambda: [engine.run([c], review_set, options) for c in three])
         print(f"| select: 3 candidates, one decode | {together:.3f} | {together / base:.2f} |")
         print(f"| 3 separate runs | {apart:.3f} | {apart / base:.2f} |")
 
