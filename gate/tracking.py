@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 DEFAULT_URI = "sqlite:///mlflow.db"
 # The scores `history` shows, in this order (those a run lacks are left out).
 KEY_SCORES: tuple[str, ...] = (
-    "accuracy", "ece", "confident_wrong_rate@0.99", "alignment.lift", "alignment.pointing_game",
+    "accuracy", "ece", "overconfidence_error", "confident_wrong_rate@0.99", "alignment.lift", "alignment.pointing_game",
     "background.only_bg_accuracy", "background.bg_gap",
 )
 # Short network timeouts so an unreachable server costs seconds, not MLflow's default minutes of retries.
