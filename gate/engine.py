@@ -283,6 +283,10 @@ class _ModelState:
 
     def finish(self, order: np.ndarray) -> ModelRun:
         column = {name: np.concatenate(parts) for name, parts in self.rows.items()}
+        if not self.rows:  # no rows at all (e.g. a torchrun rank beyond the review set's size)
+            empty = np.zeros(0)
+            column = {"probs": np.zeros((0, len(self.review_set.classes))), "energy": empty, "mask_area": empty,
+                      "pointing_hit": empty, "rank_accuracy": empty}
         samples = self.review_set.samples
         records = Records(
             classes=self.review_set.classes,

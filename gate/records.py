@@ -75,7 +75,11 @@ class Records:
 
     @staticmethod
     def concat(parts: Sequence[Records]) -> Records:
-        """Rows of ``parts`` one after another (e.g. shards of one review set); kept samples are merged."""
+        """Rows of ``parts`` one after another (e.g. shards of one review set); kept samples are merged.
+
+        Empty parts are left out (they carry no probe columns); at least one part must have rows.
+        """
+        parts = [part for part in parts if part.size] or list(parts[:1])
         first = parts[0]
 
         def join(column: str) -> np.ndarray:

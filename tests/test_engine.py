@@ -231,3 +231,18 @@ def test_select_gallery_hand_case() -> None:
     assert gallery.easy == ("a", "c")  # 0.9 ties: the earlier first; b (0.6) and e (0.7) lose
     assert gallery.failures == ("d",)  # the only wrong answer
     assert gallery.borderline == ("b", "e")  # margins 0.2 and 0.4 (smallest first)
+
+
+def test_more_shards_than_samples_still_merge(small_set: ReviewSet, untrained_checkpoint: Path) -> None:
+    # torchrun with more ranks than samples: the last ranks get empty blocks.
+    cand = candidate_io.load(untrained_checkpoint)
+    options = engine.EngineOptions(probes=frozenset({"background", "sanity"}), gallery_size=2)
+    (whole,) = engine.run([cand], small_set, options)
+    blocks = np.array_split(np.arange(small_set.size), small_set.size + 3)
+    parts = [engine.run([cand], small_set, options, indices=block)[0] for block in blocks]
+    assert [p.records.size for p in parts[-3:]] == [0, 0, 0]
+    assert parts[-1].records.probs.shape == (0, 4) and parts[-1].gallery == engine.select_gallery(parts[-1].records, 2)
+    merged = engine.merge_runs(parts, small_set, options)
+    assert merged.records.ids == whole.records.ids and merged.gallery == whole.gallery
+    np.testing.assert_allclose(merged.records.probs, whole.records.probs, atol=1e-6)
+    assert set(merged.records.probe_preds) == set(PROBE_VARIANTS)
