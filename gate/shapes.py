@@ -29,6 +29,10 @@ SCENES: tuple[str, ...] = ("stripes", "dots", "checker", "waves")
 # Seeds whose samples ship as review sets; training sources must never use them.
 REVIEW_SEED = 20260
 RESERVED_SEEDS: frozenset[int] = frozenset({REVIEW_SEED})
+# Digests of the review sets made from those seeds (review_sets/shapes-v1): `xgate train` refuses them too.
+RESERVED_DIGESTS: frozenset[str] = frozenset({
+    "sha256:0cbc2680a27c291cbd5d13ea17f40ebe8a1835aaa9d758a10ad4be1d9e8eb67c",
+})
 
 # Muted two-colour palettes, one per scene. Object colours are saturated and bright
 # (see _object_colour), so an object never blends into its scene.

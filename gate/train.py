@@ -457,6 +457,11 @@ def _load_folder(root: Path, image_size: int, need_masks: bool) -> TrainData:
 
 
 def _load_review_set(root: Path, image_size: int) -> TrainData:
+    sums = root / "SHA256SUMS"
+    digest = f"sha256:{sha256_file(sums)}" if sums.is_file() else None
+    if digest in shapes.RESERVED_DIGESTS:
+        raise DataError("this is the shipped review set; a candidate trained on it would be gated on its own "
+                        "training data", path=root)
     rows = _read_samples_csv(root)
     classes = _review_classes(root, rows)
     images, masks, labels = [], [], []
@@ -467,8 +472,6 @@ def _load_review_set(root: Path, image_size: int) -> TrainData:
         images.append(_read_image(root / row["image"], image_size))
         masks.append(_read_mask(root / row["mask"], image_size))
         labels.append(classes.index(row["label"]))
-    sums = root / "SHA256SUMS"
-    digest = f"sha256:{sha256_file(sums)}" if sums.is_file() else None
     return _finish(np.stack(images), np.stack(masks), np.asarray(labels, dtype=np.int64), classes, str(root), digest)
 
 

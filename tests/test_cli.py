@@ -184,8 +184,9 @@ def test_shipped_candidates_record_the_command_that_made_them() -> None:
         (["--recipe", "bgmix", "--data", "plain"], ["plain", "bgmix needs masks"]),
         (["--recipe", "baseline", "--data", "one"], ["one", "single class"]),
         (["--recipe", "baseline", "--data", "empty"], ["empty", "no images found"]),
+        (["--recipe", "baseline", "--data", str(SHIPPED_SET)], ["shapes-v1", "shipped review set"]),
     ],
-    ids=["unknown-recipe", "unknown-arch", "bgmix-without-masks", "single-class", "empty-folder"],
+    ids=["unknown-recipe", "unknown-arch", "bgmix-without-masks", "single-class", "empty-folder", "review-set"],
 )
 def test_train_bad_input_exits_2_with_one_line(tmp_path: Path, args: list[str], needles: list[str]) -> None:
     from PIL import Image

@@ -156,3 +156,10 @@ def test_generate_validates_arguments(kwargs: dict[str, float], field: str) -> N
     with pytest.raises(DataError) as err:
         shapes.generate(int(args["n"]), bias=args["bias"], seed=int(args["seed"]), size=int(args["size"]))
     assert err.value.field == field
+
+
+def test_reserved_digest_is_the_shipped_review_set() -> None:
+    from gate.review_set import digest_of
+    from tests.conftest import SHIPPED_SET
+
+    assert digest_of(SHIPPED_SET) in shapes.RESERVED_DIGESTS
