@@ -21,11 +21,17 @@ xgate check candidates/cutmix-biased.pt --baseline candidates/baseline-biased.pt
   --out xgate-out/cutmix-vs-baseline
 cutmix=$?
 echo
-echo "== 4. select the best of all shipped candidates: expected to pick an honest one"
+echo "== 4. cutmix.pt against baseline.pt (the model in production) with policies/release.yaml: strict plus"
+echo "      non-inferiority at 95% confidence: expected to PASS"
+xgate check candidates/cutmix.pt --baseline candidates/baseline.pt --policy policies/release.yaml \
+  --out xgate-out/release
+release=$?
+echo
+echo "== 5. select the best of all shipped candidates: expected to pick an honest one"
 xgate select candidates/*.pt --policy "$policy" --out xgate-out/select
 selected=$?
 echo
 echo "Demo exit codes: cheater=$cheater (want 1), bgmix=$bgmix (want 0), cutmix-biased=$cutmix (want 1)," \
-  "select=$selected (want 0)"
+  "release=$release (want 0), select=$selected (want 0)"
 echo "Reports: xgate-out/*/report.html   History: .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"
-[ "$cheater" = 1 ] && [ "$bgmix" = 0 ] && [ "$cutmix" = 1 ] && [ "$selected" = 0 ]
+[ "$cheater" = 1 ] && [ "$bgmix" = 0 ] && [ "$cutmix" = 1 ] && [ "$release" = 0 ] && [ "$selected" = 0 ]

