@@ -11,7 +11,7 @@ from report_fixtures import XSS, check_result, select_result
 from gate.errors import InputError
 from gate.outputs import OutputPaths, default_paths, result_json, write_outputs
 from gate.report import format_summary
-from gate.report.summary import MAX_RULE_LINES
+from gate.report.summary import MAX_FAILED_LINES, MAX_RULE_LINES
 from gate.result import RuleResult
 
 
@@ -110,11 +110,11 @@ def test_summary_stays_on_one_screen_with_many_rules() -> None:
     many = forty_rules()
     candidates = tuple(replace(c, rules=many) for c in result.candidates)
     lines = format_summary(replace(result, candidates=candidates, selected=None), None).splitlines()
-    assert len(lines) == 2 + 1 + 3 * (1 + MAX_RULE_LINES + 1) + 1
+    assert len(lines) == 2 + 1 + 3 * (1 + MAX_FAILED_LINES + 1) + 1
     first = lines.index("  a.pt: failed 14 of 40 rules")
-    shown = lines[first + 1: first + 1 + MAX_RULE_LINES]
+    shown = lines[first + 1: first + 1 + MAX_FAILED_LINES]
     assert all(line.startswith("    FAIL  rule") for line in shown)  # only failed rules are listed
-    assert lines[first + 1 + MAX_RULE_LINES] == "    ... 2 more failed rules"
+    assert lines[first + 1 + MAX_FAILED_LINES] == f"    ... {14 - MAX_FAILED_LINES} more failed rules"
     assert lines[-1] == "selected: none (no candidate passed)"
 
 
@@ -125,8 +125,8 @@ def test_check_summary_keeps_passing_rules_and_caps_lines() -> None:
     lines = text.splitlines()
     first = lines.index("cand.pt: failed (26/40 rules passed)")
     shown = lines[first + 1: first + 1 + MAX_RULE_LINES]
-    assert sum(line.startswith("  FAIL  ") for line in shown) == MAX_RULE_LINES  # failed rules come first
-    assert lines[first + 1 + MAX_RULE_LINES] == "  ... 28 more rules (2 failed)"
+    assert [line.startswith("  FAIL  ") for line in shown] == [True] * 14 + [False] * (MAX_RULE_LINES - 14)
+    assert lines[first + 1 + MAX_RULE_LINES] == f"  ... {40 - MAX_RULE_LINES} more rules (0 failed)"
 
 
 def test_check_summary_with_a_baseline_shows_the_paired_comparison() -> None:

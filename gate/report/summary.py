@@ -10,7 +10,8 @@ from gate.result import CandidateResult, GateResult, RuleResult
 if TYPE_CHECKING:  # gate.outputs imports the report package; the summary only reads the three paths
     from gate.outputs import OutputPaths
 
-MAX_RULE_LINES = 12  # per candidate, so a select run fits on one screen
+MAX_RULE_LINES = 20  # check: one candidate's rules, failed first
+MAX_FAILED_LINES = 12  # select: per rejected candidate, so six of them fit on one screen
 
 
 def _rule_line(rule: RuleResult) -> str:
@@ -75,9 +76,9 @@ def _select_lines(result: GateResult) -> list[str]:
         for candidate in rejected:
             failed = candidate.failed_rules
             lines.append(f"  {candidate.candidate.name}: failed {len(failed)} of {len(candidate.rules)} rules")
-            lines.extend("  " + _rule_line(rule) for rule in failed[:MAX_RULE_LINES])
-            if len(failed) > MAX_RULE_LINES:
-                lines.append(f"    ... {len(failed) - MAX_RULE_LINES} more failed rules")
+            lines.extend("  " + _rule_line(rule) for rule in failed[:MAX_FAILED_LINES])
+            if len(failed) > MAX_FAILED_LINES:
+                lines.append(f"    ... {len(failed) - MAX_FAILED_LINES} more failed rules")
     return lines
 
 
