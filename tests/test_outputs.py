@@ -148,3 +148,22 @@ def test_select_summary_with_a_baseline_shows_each_accuracy_delta() -> None:
     text = format_summary(result, None)
     assert f"1. a.pt  accuracy {a.scores['accuracy']:.4g}  (vs baseline: accuracy {a.scores['delta.accuracy']:+.4g})" \
         in text
+
+
+@pytest.mark.parametrize(
+    ("op", "higher", "interval", "line"),
+    [
+        ("non_inferior", True, (-0.004, 0.006), "delta +0.001, bound -0.004 vs -0.01"),  # low >= -max_drop
+        ("non_inferior", False, (-0.004, 0.006), "delta +0.001, bound +0.006 vs +0.01"),  # high <= +max_drop
+        ("superior", True, (-0.004, 0.006), "delta +0.001, bound -0.004 vs +0.01"),  # low >= +min_gain
+        ("superior", False, (-0.004, 0.006), "delta +0.001, bound +0.006 vs -0.01"),  # high <= -min_gain
+    ],
+)
+def test_vs_baseline_rule_line_shows_the_bound_and_the_signed_limit(
+    op: str, higher: bool, interval: tuple[float, float], line: str
+) -> None:
+    result = check_result(kept=0)
+    rule = RuleResult(rule_id="r", score="accuracy", op=op, threshold=0.01, value=0.001, passed=True, message="",
+                      higher_is_better=higher, interval=interval)
+    text = format_summary(replace(result, candidates=(replace(result.candidates[0], rules=(rule,)),)), None)
+    assert f"  pass  r: {line}" in text.splitlines()

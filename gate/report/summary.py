@@ -16,6 +16,14 @@ MAX_FAILED_LINES = 12  # select: per rejected candidate, so six of them fit on o
 
 def _rule_line(rule: RuleResult) -> str:
     mark = "pass" if rule.passed else "FAIL"
+    if rule.op in ("non_inferior", "superior") and rule.interval is not None:
+        # The rule tests a confidence bound of the difference against a signed limit; show both.
+        low, high = rule.interval
+        bound = low if rule.higher_is_better else high
+        allowed_below = (rule.op == "non_inferior") == rule.higher_is_better
+        limit = -rule.threshold if allowed_below else rule.threshold
+        return (f"  {mark}  {rule.rule_id}: delta {fmt_signed(rule.value)}, bound {fmt_signed(bound)} "
+                f"vs {fmt_signed(limit)}")
     return f"  {mark}  {rule.rule_id}: {fmt(rule.value)} vs {fmt(rule.threshold)}"
 
 
