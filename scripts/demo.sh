@@ -6,32 +6,33 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 policy=policies/strict.yaml
+out=${XGATE_DEMO_OUT:-xgate-out}  # tests point this (and MLFLOW_TRACKING_URI) at a temporary folder
 
 echo "== 1. cheater.pt (baseline recipe, scene = class in training): expected to FAIL on the explanation checks"
-xgate check candidates/cheater.pt --policy "$policy" --out xgate-out/cheater
+xgate check candidates/cheater.pt --policy "$policy" --out "$out"/cheater
 cheater=$?
 echo
 echo "== 2. bgmix.pt (same data, objects pasted onto other scenes): expected to PASS"
-xgate check candidates/bgmix.pt --policy "$policy" --out xgate-out/bgmix
+xgate check candidates/bgmix.pt --policy "$policy" --out "$out"/bgmix
 bgmix=$?
 echo
 echo "== 3. cutmix-biased.pt vs baseline-biased.pt (data as biased as the review set): fewer confident"
 echo "      mistakes, still a scene reader: expected to FAIL"
 xgate check candidates/cutmix-biased.pt --baseline candidates/baseline-biased.pt --policy "$policy" \
-  --out xgate-out/cutmix-vs-baseline
+  --out "$out"/cutmix-vs-baseline
 cutmix=$?
 echo
 echo "== 4. cutmix.pt against baseline.pt (the model in production) with policies/release.yaml: strict plus"
 echo "      non-inferiority at 95% confidence: expected to PASS"
 xgate check candidates/cutmix.pt --baseline candidates/baseline.pt --policy policies/release.yaml \
-  --out xgate-out/release
+  --out "$out"/release
 release=$?
 echo
 echo "== 5. select the best of all shipped candidates: expected to pick an honest one"
-xgate select candidates/*.pt --policy "$policy" --out xgate-out/select
+xgate select candidates/*.pt --policy "$policy" --out "$out"/select
 selected=$?
 echo
 echo "Demo exit codes: cheater=$cheater (want 1), bgmix=$bgmix (want 0), cutmix-biased=$cutmix (want 1)," \
   "release=$release (want 0), select=$selected (want 0)"
-echo "Reports: xgate-out/*/report.html   History: .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"
+echo "Reports: $out/*/report.html   History: .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 [ "$cheater" = 1 ] && [ "$bgmix" = 0 ] && [ "$cutmix" = 1 ] && [ "$release" = 0 ] && [ "$selected" = 0 ]

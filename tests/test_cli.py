@@ -207,3 +207,25 @@ def test_bad_input_size_exits_2(tmp_path: Path, untrained_checkpoint: Path, valu
     result = xgate("check", str(untrained_checkpoint), "--policy", str(STRICT), "--input-size", value,
                    "--no-mlflow", cwd=tmp_path)
     assert result.returncode == 2 and "--input-size" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_the_readme_demo_command_passes(tmp_path: Path) -> None:
+    """`make demo` runs scripts/demo.sh: every step's exit code as the README says, every gate in MLflow."""
+    import os
+
+    store = tmp_path / "mlflow.db"
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "CI": "true", "HOME": str(tmp_path),
+           "XGATE_DEMO_OUT": str(tmp_path / "out"), "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
+    if "TMPDIR" in os.environ:
+        env["TMPDIR"] = os.environ["TMPDIR"]
+    done = subprocess.run(["bash", str(REPO / "scripts" / "demo.sh")], env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert ("cheater=1 (want 1), bgmix=0 (want 0), cutmix-biased=1 (want 1), release=0 (want 0), "
+            "select=0 (want 0)") in done.stdout
+    for step in ("cheater", "bgmix", "cutmix-vs-baseline", "release", "select"):
+        assert (tmp_path / "out" / step / "report.html").is_file(), step
+    assert done.stdout.count("MLflow: logged") == 5
+    history = xgate("history", "--tracking-uri", f"sqlite:///{store}", cwd=tmp_path)
+    assert history.returncode == 0 and "cheater.pt" in history.stdout and "cutmix-biased.pt" in history.stdout
