@@ -2,7 +2,9 @@
 
 The one place that strings the stages together in the direction of the data:
 load → engine → scores → comparison → verdict. Outputs and tracking are the
-CLI's next calls, on the returned result.
+CLI's next calls, on the returned result. Under torchrun, ``run_gate_sharded``
+runs the engine on this rank's block and joins the blocks on rank 0 before the
+same scoring and verdict.
 """
 
 from __future__ import annotations
