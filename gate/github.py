@@ -97,8 +97,9 @@ def summary_markdown(result: GateResult, paths: OutputPaths | None) -> str:
         lines += ["", f"Baseline: **{markdown_escape(result.baseline.candidate.name)}**"]
     if result.command == "select":
         winner = markdown_escape(result.selected) if result.selected else "none (no candidate passed)"
-        lines += ["", f"Selected: **{winner}**"]
-    for candidate in result.candidates:
+        ranked_by = ", ".join(markdown_escape(score) for score in result.rank_by)
+        lines += ["", f"Selected: **{winner}** (passing candidates ranked by {ranked_by}; they come first below)"]
+    for candidate in result.ranked():
         lines += _candidate_markdown(candidate, result.selected)
     if paths is not None:
         lines += [

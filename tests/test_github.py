@@ -147,3 +147,10 @@ def test_unwritable_summary_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError) as info:
         write_step_summary(check_result(kept=0), None, tmp_path / "missing" / "s.md")
     assert info.value.field == "GITHUB_STEP_SUMMARY"
+
+
+def test_select_summary_lists_candidates_in_rank_order() -> None:
+    result = select_result(kept=0)  # ranking: a.pt, c.pt (passed), then b.pt (failed)
+    text = summary_markdown(result, None)
+    assert "Selected: **a.pt** (passing candidates ranked by accuracy; they come first below)" in text
+    assert text.index("a.pt") < text.index("c.pt") < text.index("b.pt")
