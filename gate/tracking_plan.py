@@ -209,6 +209,8 @@ def _candidate_tags(result: GateResult, cand: CandidateResult, commit: str | Non
             "xgate.failed_rules": _clip(",".join(r.rule_id for r in cand.failed_rules))}
     if result.command == "select":
         tags["xgate.selected"] = "true" if cand.candidate.name == result.selected else "false"
+        if cand.candidate.name in result.ranking:  # 1 = the winner; rejected candidates rank after passing ones
+            tags["xgate.rank"] = str(result.ranking.index(cand.candidate.name) + 1)
     return tags
 
 

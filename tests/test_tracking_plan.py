@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from tracking_fixtures import MODEL, candidate, gate_result
 
@@ -58,8 +60,8 @@ def test_plan_of_a_check_has_params_metrics_tags_and_registers_only_a_pass() -> 
 
 
 def test_plan_of_a_select_nests_candidates_under_a_parent() -> None:
-    result = gate_result(candidate("a.pt", True), candidate("b.pt", False), candidate("c.pt", True),
-                         command="select", selected="c.pt")
+    result = replace(gate_result(candidate("a.pt", True), candidate("b.pt", False), candidate("c.pt", True),
+                                 command="select", selected="c.pt"), ranking=("c.pt", "a.pt", "b.pt"))
     config = TrackingConfig(experiment="team/gates", register=MODEL, challenger_alias="challenger")
     plan = plan_entry(result, config)
     assert plan.experiment == "team/gates"
@@ -71,3 +73,4 @@ def test_plan_of_a_select_nests_candidates_under_a_parent() -> None:
     assert parent.tags["xgate.failed_candidates"] == "b.pt" and parent.metrics == {}
     assert {r.name: r.aliases for r in plan.runs[1:]} == {"a.pt": ("challenger",), "b.pt": (), "c.pt": ("champion",)}
     assert [r.tags["xgate.selected"] for r in plan.runs[1:]] == ["false", "false", "true"]
+    assert [r.tags["xgate.rank"] for r in plan.runs[1:]] == ["2", "3", "1"]
