@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from gate.errors import UsageError
+
 
 @dataclass(frozen=True)
 class Shard:
@@ -48,6 +50,8 @@ def start(device: str) -> Shard | None:
     import torch.distributed as dist
 
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but no CUDA device is available", field="--device")
     cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     if cuda:
         torch.cuda.set_device(local_rank)

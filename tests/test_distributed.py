@@ -54,3 +54,25 @@ def test_torchrun_two_ranks_give_the_single_process_result(tmp_path: Path, small
     assert one["gallery"] == two["gallery"]
     # One summary: only rank 0 speaks.
     assert sharded.stdout.count("xgate check:") == 1
+
+
+def test_cuda_asked_for_without_one_is_a_usage_error_before_joining(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from gate.distributed import start
+    from gate.errors import UsageError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UsageError) as info:
+        start("cuda")
+    assert info.value.exit_code == 2 and info.value.field == "--device"
+
+
+def test_outside_torchrun_there_is_no_shard(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gate.distributed import device_for, start
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert start("cuda") is None  # not joined; the engine reports a missing GPU itself
+    assert device_for(None, "auto") == "auto"
+    assert device_for(Shard(rank=1, world_size=2, local_rank=1), "cpu") == "cpu"
