@@ -23,15 +23,17 @@ CHECK_EXAMPLES = """
 \b
 Examples:
   xgate check candidates/bgmix.pt --policy policies/strict.yaml
-  xgate check cand.pt --policy strict.yaml --baseline prod.pt --out gate-out/
+  xgate check candidates/cutmix.pt --policy policies/release.yaml --baseline candidates/baseline.pt
+  xgate check cand.pt --policy strict.yaml --baseline models:/shapes@champion --out gate-out/
   xgate check cand.pt --policy strict.yaml --no-mlflow --device cpu
+  torchrun --standalone --nproc-per-node 4 -m gate check cand.pt --policy strict.yaml
 """
 
 SELECT_EXAMPLES = """
 \b
 Examples:
   xgate select candidates/*.pt --policy policies/strict.yaml
-  xgate select a.pt b.pt --policy strict.yaml --baseline models:/shapes@champion
+  xgate select a.pt b.pt --policy release.yaml --baseline models:/shapes@champion --register shapes
 """
 
 
