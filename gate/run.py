@@ -22,7 +22,7 @@ from gate import distributed, engine
 from gate import policy as policy_io
 from gate.candidate import Candidate
 from gate.distributed import Shard
-from gate.errors import CandidateError, PolicyError, UsageError
+from gate.errors import CandidateError, GateError, PolicyError, UsageError
 from gate.metrics.registry import compute_scores
 from gate.records import Records
 from gate.result import CandidateInfo, CandidateResult, GateResult, PolicyInfo, ReviewSetInfo
@@ -89,14 +89,24 @@ def run_gate_sharded(
     """Under torchrun: every rank runs its block of the review set; rank 0 joins the runs and decides.
 
     Returns the result on rank 0 and None on the other ranks. Bad input fails the same way on every rank,
-    before any rank waits on another.
+    before any rank waits on another. An error in one rank's block (e.g. NaN outputs on its samples) is sent
+    to rank 0 in place of its runs and raised there, so no rank waits for a block that will never come.
     """
     prepared = _prepare(request, distributed.device_for(shard, request.engine.device))
     block = shard.indices(prepared.review_set.size)
-    mine = engine.run(prepared.models, prepared.review_set, prepared.options, progress, indices=block)
+    try:
+        mine: list[engine.ModelRun] | GateError = engine.run(
+            prepared.models, prepared.review_set, prepared.options, progress, indices=block)
+    except GateError as exc:
+        mine = exc
+    except Exception as exc:  # any failure must still reach rank 0, as an internal error
+        mine = GateError(f"rank {shard.rank}: {type(exc).__name__}: {exc}")
     gathered = distributed.gather(shard, mine)
     if gathered is None:
         return None
+    failed = [part for part in gathered if isinstance(part, GateError)]
+    if failed:
+        raise failed[0]
     runs = [engine.merge_runs(parts, prepared.review_set, prepared.options)
             for parts in distributed.transpose(gathered)]
     return _decide(prepared, runs)

@@ -76,3 +76,54 @@ def test_outside_torchrun_there_is_no_shard(monkeypatch: pytest.MonkeyPatch) -> 
     assert start("cuda") is None  # not joined; the engine reports a missing GPU itself
     assert device_for(None, "auto") == "auto"
     assert device_for(Shard(rank=1, world_size=2, local_rank=1), "cpu") == "cpu"
+
+
+def _sharded(tmp_path: Path, small_set: ReviewSet, untrained_checkpoint: Path, monkeypatch: pytest.MonkeyPatch,
+             rank: int, other_rank_sends: object) -> tuple[object, list[object]]:
+    """run_gate_sharded on ``rank`` of 2, with the other rank's gathered payload faked."""
+    from gate import distributed
+    from gate.run import GateRequest, run_gate_sharded
+
+    sent: list[object] = []
+
+    def fake_gather(shard: Shard, value: object) -> list[object] | None:
+        sent.append(value)
+        return [value, other_rank_sends] if shard.is_main else None
+
+    monkeypatch.setattr(distributed, "gather", fake_gather)
+    policy = pinned_policy(tmp_path, small_set, [{"score": "accuracy", "min": 0.0}])
+    request = GateRequest(command="check", candidates=(untrained_checkpoint,), policy=policy)
+    return run_gate_sharded(request, Shard(rank=rank, world_size=2)), sent
+
+
+def test_an_error_in_another_ranks_block_is_raised_on_rank_0(tmp_path: Path, small_set: ReviewSet,
+                                                             untrained_checkpoint: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from gate.errors import ModelOutputError
+
+    nan = ModelOutputError("model output is NaN or infinite (first on sample 's1')", path="c.pt", field="logits")
+    with pytest.raises(ModelOutputError) as info:
+        _sharded(tmp_path, small_set, untrained_checkpoint, monkeypatch, 0, nan)
+    assert info.value.exit_code == 2 and info.value.one_line() == "c.pt: logits: model output is NaN or infinite " \
+        "(first on sample 's1')"
+
+
+def test_a_failing_rank_sends_its_error_instead_of_waiting(tmp_path: Path, small_set: ReviewSet,
+                                                           untrained_checkpoint: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import pickle
+
+    from gate import engine
+    from gate.errors import GateError
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(engine, "run", broken)
+    result, sent = _sharded(tmp_path, small_set, untrained_checkpoint, monkeypatch, 1, None)
+    assert result is None  # rank 1 returns; rank 0 raises the error it received, and everyone exits with its code
+    (error,) = sent
+    assert isinstance(error, GateError) and error.exit_code == 3
+    assert error.one_line() == "rank 1: RuntimeError: CUDA out of memory"
+    copied = pickle.loads(pickle.dumps(error))  # what gather_object does to it
+    assert copied.one_line() == error.one_line() and copied.exit_code == 3
