@@ -1,0 +1,48 @@
+"""result.json: every key a real gate writes is documented in docs/result.md."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+from gate.review_set import ReviewSet
+from gate.run import GateRequest, run_gate
+from tests.conftest import REPO, pinned_policy
+
+RESULT_MD = REPO / "docs" / "result.md"
+
+
+def documented() -> set[str]:
+    """Every `name` in backticks in docs/result.md (`a`, `b` lists count each)."""
+    return set(re.findall(r"`([\w.@<>-]+)`", RESULT_MD.read_text(encoding="utf-8")))
+
+
+def test_every_key_of_a_real_result_is_documented(tmp_path: Path, small_set: ReviewSet,
+                                                  untrained_checkpoint: Path) -> None:
+    prod = tmp_path / "prod.pt"
+    shutil.copy(untrained_checkpoint, prod)
+    policy = pinned_policy(tmp_path, small_set, [{"score": "accuracy", "vs_baseline": {"max_drop": 0.01}}])
+    result = run_gate(GateRequest(command="select", candidates=(untrained_checkpoint,), policy=policy,
+                                  baseline=prod))
+    doc = json.loads(json.dumps(result.to_json()))
+    cand = doc["candidates"][0]
+    comparison = cand["comparison"]
+    keys = {
+        "top level": set(doc),
+        "policy": set(doc["policy"]),
+        "review_set": set(doc["review_set"]),
+        "timings": set(doc["timings"]),
+        "environment": set(doc["environment"]),
+        "candidate entry": set(cand),
+        "candidate": set(cand["candidate"]),
+        "rule": set(cand["rules"][0]),
+        "gallery": set(cand["gallery"]),
+        "comparison": set(comparison),
+        "migration": set(comparison["migration"]),
+        "interval": set(next(iter(comparison["intervals"].values()))),
+    }
+    missing = {where: sorted(names - documented()) for where, names in keys.items() if names - documented()}
+    assert not missing, f"document these in docs/result.md: {missing}"
+    assert "delta.accuracy@0.95" in comparison["intervals"] and "delta.accuracy@0.95" in documented()
