@@ -129,6 +129,15 @@ def test_check_summary_keeps_passing_rules_and_caps_lines() -> None:
     assert lines[first + 1 + MAX_RULE_LINES] == f"  ... {40 - MAX_RULE_LINES} more rules (0 failed)"
 
 
+def test_a_passing_check_has_no_select_marker() -> None:
+    result = check_result(kept=0)
+    cand = result.candidates[0]
+    passing = replace(cand, rules=tuple(replace(r, passed=True) for r in cand.rules))
+    lines = format_summary(replace(result, candidates=(passing,), selected="cand.pt"), None).splitlines()
+    assert lines[2] == f"cand.pt: passed ({len(cand.rules)}/{len(cand.rules)} rules passed)"
+    assert not any("selected" in line for line in lines)
+
+
 def test_check_summary_with_a_baseline_shows_the_paired_comparison() -> None:
     result = check_result(baseline=True, kept=0)
     (cand,) = result.candidates

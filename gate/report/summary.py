@@ -27,13 +27,13 @@ def _rule_line(rule: RuleResult) -> str:
     return f"  {mark}  {rule.rule_id}: {fmt(rule.value)} vs {fmt(rule.threshold)}"
 
 
-def _candidate_lines(candidate: CandidateResult, selected: str | None) -> list[str]:
+def _candidate_lines(candidate: CandidateResult) -> list[str]:
+    # check: every rule of the one candidate, failed first.
     name = candidate.candidate.name
     rules = candidate.rules
     failed = candidate.failed_rules
-    marker = "  <- selected" if selected == name else ""
     verdict = "passed" if candidate.passed else "failed"
-    head = f"{name}: {verdict} ({len(rules) - len(failed)}/{len(rules)} rules passed){marker}"
+    head = f"{name}: {verdict} ({len(rules) - len(failed)}/{len(rules)} rules passed)"
     ordered = [*failed, *(r for r in rules if r.passed)]
     lines = [head, *(_rule_line(r) for r in ordered[:MAX_RULE_LINES])]
     if len(ordered) > MAX_RULE_LINES:
@@ -104,7 +104,7 @@ def format_summary(result: GateResult, paths: OutputPaths | None) -> str:
         lines.append(f"selected: {result.selected}" if result.selected else "selected: none (no candidate passed)")
     else:
         for candidate in result.candidates:
-            lines.extend(_candidate_lines(candidate, result.selected))
+            lines.extend(_candidate_lines(candidate))
             if result.baseline is not None:
                 lines.extend(_comparison_lines(candidate, result.baseline.candidate.name))
     if paths is not None:
