@@ -47,9 +47,7 @@ def _progress(label: str) -> Callable[[int, int], None] | None:
         return None
 
     def show(done: int, total: int) -> None:
-        width = 30
-        filled = int(width * done / max(total, 1))
-        sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        sys.stderr.write(f"\r{label} {_bar(done, total, 30)}")
         if done >= total:
             sys.stderr.write("\n")
         sys.stderr.flush()
@@ -57,9 +55,9 @@ def _progress(label: str) -> Callable[[int, int], None] | None:
     return show
 
 
-def _status(line: str) -> None:
-    if not _quiet():
-        click.echo(line, err=True)
+def _bar(done: int, total: int, width: int) -> str:
+    filled = int(width * done / max(total, 1))
+    return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
 
 
 def _parse_size(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
@@ -255,10 +253,7 @@ def _train_line(line: str) -> None:
 
 
 def _train_bar(epochs: int, epoch: int, done: int, total: int, loss: float, accuracy: float) -> None:
-    width = 24
-    filled = int(width * done / max(total, 1))
-    sys.stderr.write(f"\r\033[Kepoch {epoch}/{epochs} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}  "
-                     f"loss {loss:.4f}  acc {accuracy:.3f}")
+    sys.stderr.write(f"\r\033[Kepoch {epoch}/{epochs} {_bar(done, total, 24)}  loss {loss:.4f}  acc {accuracy:.3f}")
     sys.stderr.flush()
 
 
@@ -355,12 +350,10 @@ def sync(tracking_uri: str | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point: run the CLI and turn errors into one line and an exit code (under torchrun: rank 0's)."""
-    code = _run(argv)
-    if os.environ.get("WORLD_SIZE", "1") != "1":
-        from gate.distributed import agree_exit_code
+    from gate.distributed import agree_exit_code, launched_by_torchrun  # light: no torch or numpy at import
 
-        code = agree_exit_code(code)
-    sys.exit(code)
+    code = _run(argv)
+    sys.exit(agree_exit_code(code) if launched_by_torchrun() else code)
 
 
 def _run(argv: Sequence[str] | None) -> int:
@@ -374,8 +367,10 @@ def _run(argv: Sequence[str] | None) -> int:
     except click.exceptions.Abort:
         click.echo("xgate: aborted", err=True)
         return 130
-    except click.ClickException as exc:
-        exc.show()
+    except click.ClickException as exc:  # usage errors too: one line, naming the option, as for bad input
+        context = getattr(exc, "ctx", None)
+        hint = f" (see '{context.command_path} --help')" if context is not None else ""
+        click.echo(f"xgate: error: {exc.format_message()}{hint}", err=True)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

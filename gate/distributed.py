@@ -12,11 +12,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from gate.errors import UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class Shard:
 
     def indices(self, size: int) -> np.ndarray:
         """This rank's consecutive block of rows ``0..size-1`` (blocks differ in length by at most one)."""
+        import numpy as np  # here, not at import: the CLI imports this module on every call
+
         return np.array_split(np.arange(size, dtype=np.int64), self.world_size)[self.rank]
 
 

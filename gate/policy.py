@@ -12,9 +12,9 @@ import hashlib
 import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import yaml
@@ -24,6 +24,9 @@ from gate.errors import PolicyError, UsageError
 from gate.metrics.registry import CLASS_PLACEHOLDER, ScoreSpec, get_spec
 from gate.records import Records
 from gate.result import RuleResult
+
+if TYPE_CHECKING:
+    from gate.compare import Comparison
 
 PROBES = ("background", "sanity")
 ScoreFn = Callable[[Records], Mapping[str, float]]
@@ -215,6 +218,13 @@ class Evidence:
     baseline: Records | None = None
     seed: int = 0
 
+    @cached_property
+    def comparison(self) -> Comparison | None:
+        """The paired comparison with the baseline (None without one), built once for every rule and output."""
+        from gate import compare
+
+        return None if self.baseline is None else compare.compare(self.records, self.baseline, self.score_fn)
+
 
 def evaluate(policy: Policy, evidence: Evidence) -> tuple[RuleResult, ...]:
     """Evaluate every rule in policy order."""
@@ -249,12 +259,12 @@ def _evaluate_rule(rule: Rule, evidence: Evidence) -> RuleResult:
 def _baseline_rule(rule: Rule, test: BaselineTest, evidence: Evidence) -> RuleResult:
     from gate import compare
 
-    assert evidence.baseline is not None
+    comparison = evidence.comparison
+    assert comparison is not None
     spec = rule.spec
-    score_fn = _only(evidence.score_fn, rule.score)
-    interval = compare.delta_interval(evidence.records, evidence.baseline, rule.score, score_fn,
-                                      confidence=test.confidence, seed=evidence.seed)
-    delta = evidence.scores.get(rule.score, float("nan")) - score_fn(evidence.baseline)[rule.score]
+    # The comparison caches the interval, so the outputs show exactly the bounds this rule tested.
+    interval = comparison.interval_for(rule.score, confidence=test.confidence, seed=evidence.seed)
+    delta = comparison.deltas.get(f"delta.{rule.score}", float("nan"))
     span = (interval.low, interval.high)
     if test.max_drop is not None:
         op, threshold = "non_inferior", test.max_drop
@@ -281,7 +291,9 @@ def confidence_interval(score: str, spec: ScoreSpec, evidence: Evidence, confide
     if successes_n is not None:
         interval = stats.wilson_interval(successes_n[0], successes_n[1], confidence=confidence)
     else:
-        score_fn = _only(evidence.score_fn, score)
+        from gate.compare import only_score
+
+        score_fn = only_score(evidence.score_fn, score)
 
         def statistic(index: np.ndarray) -> float:
             return score_fn(evidence.records.take(index))[score]
@@ -289,14 +301,6 @@ def confidence_interval(score: str, spec: ScoreSpec, evidence: Evidence, confide
         interval = stats.paired_bootstrap(statistic, evidence.records.size, confidence=confidence,
                                           seed=evidence.seed)
     return interval.low, interval.high
-
-
-def _only(score_fn: ScoreFn, score: str) -> ScoreFn:
-    """The score function restricted to one score, when it supports ``only=`` (bootstraps call it often)."""
-    keywords = getattr(score_fn, "keywords", None)
-    if keywords is not None and "probes" in keywords:
-        return partial(score_fn, only=(score,))  # type: ignore[call-arg]
-    return score_fn
 
 
 def _proportion_counts(score: str, records: Records) -> tuple[int, int] | None:

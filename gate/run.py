@@ -205,21 +205,15 @@ def _judge(
     cand: Candidate, model_run: engine.ModelRun, policy: policy_io.Policy,
     score_fn: Callable[[Records], dict[str, float]], baseline: Records | None, seed: int,
 ) -> CandidateResult:
-    from gate import compare
-
     scores = score_fn(model_run.records)
     evidence = policy_io.Evidence(scores=scores, records=model_run.records, score_fn=score_fn,
                                   baseline=baseline, seed=seed)
     rules = policy_io.evaluate(policy, evidence)
     comparison = None
-    if baseline is not None:
-        paired = compare.compare(model_run.records, baseline, score_fn)
-        # Always the accuracy difference's interval (the headline of a comparison), plus each vs_baseline rule's.
-        wanted = {("accuracy", COMPARISON_CONFIDENCE)} | {
-            (rule.score, rule.vs_baseline.confidence) for rule in policy.model.rules if rule.vs_baseline is not None}
-        for score, confidence in sorted(wanted):
-            paired.interval_for(score, confidence=confidence, seed=seed)
-        comparison = paired.to_json()
+    if evidence.comparison is not None:
+        # The vs_baseline rules' intervals are already in it; the accuracy difference's is always reported.
+        evidence.comparison.interval_for("accuracy", confidence=COMPARISON_CONFIDENCE, seed=seed)
+        comparison = evidence.comparison.to_json()
         scores = {**scores, **{k: v for k, v in comparison["deltas"].items() if v is not None}}
     return CandidateResult(candidate=info(cand), scores=scores, rules=rules, records=model_run.records,
                            gallery=model_run.gallery, comparison=comparison,

@@ -206,7 +206,13 @@ def test_train_bad_input_exits_2_with_one_line(tmp_path: Path, args: list[str], 
 def test_bad_input_size_exits_2(tmp_path: Path, untrained_checkpoint: Path, value: str) -> None:
     result = xgate("check", str(untrained_checkpoint), "--policy", str(STRICT), "--input-size", value,
                    "--no-mlflow", cwd=tmp_path)
-    assert result.returncode == 2 and "--input-size" in result.stderr and "Traceback" not in result.stderr
+    assert_one_line_error(result, "Invalid value for '--input-size'", repr(value), "xgate check --help")
+
+
+def test_usage_errors_are_one_line_too(tmp_path: Path) -> None:
+    assert_one_line_error(xgate("check", "--policy", "p.yaml", cwd=tmp_path), "Missing argument 'CANDIDATE'")
+    assert_one_line_error(xgate("select", "a.pt", "--policy", "p.yaml", "--no-such-option", cwd=tmp_path),
+                          "--no-such-option", "xgate select --help")
 
 
 @pytest.mark.slow
