@@ -14,7 +14,7 @@ import re
 import subprocess
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -122,12 +122,12 @@ def plan_entry(result: GateResult, config: TrackingConfig, *, now_ms: int | None
     if result.command == "select":
         parent = "parent"
         runs.append(RunPlan(key=parent, name=f"select ({len(result.candidates)} candidates)", parent=None,
-                            params=common, metrics={}, tags=_select_tags(result, commit)))
+                            params=common, metrics=_select_metrics(result), tags=_select_tags(result, commit)))
     aliases = _aliases(result, config)
     for index, cand in enumerate(result.candidates):
         runs.append(RunPlan(
             key=f"c{index}", name=cand.candidate.name, parent=parent,
-            params={**common, **_candidate_params(cand)}, metrics=metrics_of(cand.scores),
+            params={**common, **_candidate_params(cand)}, metrics=candidate_metrics(cand),
             tags=_candidate_tags(result, cand, commit), aliases=aliases.get(cand.candidate.name, ()),
         ))
     return EntryPlan(entry_id=uuid.uuid4().hex, experiment=experiment_name(result, config),
@@ -146,6 +146,39 @@ def metric_key(score: str) -> str:
 def metrics_of(scores: Mapping[str, float | None]) -> dict[str, float]:
     """Every finite score, under its MLflow key."""
     return {metric_key(k): float(v) for k, v in scores.items() if v is not None and math.isfinite(v)}
+
+
+def candidate_metrics(cand: CandidateResult) -> dict[str, float]:
+    """Every finite score, plus what a runs table sorts and charts by.
+
+    ``passed`` (1/0) and the rule counts make the verdict numeric; each rule's interval bounds
+    (``bound.<score>.low/high``), the comparison's intervals (``delta.<score>_at_<conf>.low/high``)
+    and ``mcnemar_p`` are the numbers a non-inferiority decision rests on.
+    """
+    metrics = metrics_of(cand.scores)
+    metrics["passed"] = 1.0 if cand.passed else 0.0
+    metrics["rules.total"] = float(len(cand.rules))
+    metrics["rules.failed"] = float(len(cand.failed_rules))
+    for rule in cand.rules:
+        if rule.interval is not None and rule.op in (">=", "<="):
+            metrics.update(_bounds(f"bound.{rule.score}", rule.interval))
+    comparison = cand.comparison or {}
+    for key, interval in (comparison.get("intervals") or {}).items():
+        metrics.update(_bounds(key, (interval.get("low"), interval.get("high"))))
+    if comparison.get("mcnemar_p") is not None:
+        metrics["mcnemar_p"] = float(comparison["mcnemar_p"])
+    return metrics
+
+
+def _bounds(name: str, interval: Sequence[float | None]) -> dict[str, float]:
+    low, high = interval
+    return metrics_of({f"{name}.low": low, f"{name}.high": high})
+
+
+def _select_metrics(result: GateResult) -> dict[str, float]:
+    passing = sum(1 for c in result.candidates if c.passed)
+    return {"passed": 1.0 if result.passed else 0.0, "candidates.total": float(len(result.candidates)),
+            "candidates.passed": float(passing)}
 
 
 def safe_file_name(sample_id: str) -> str:
@@ -176,6 +209,7 @@ def _common_params(result: GateResult) -> dict[str, str]:
         "review_set": result.review_set.name, "review_set.version": result.review_set.version,
         "review_set.digest": result.review_set.digest, "review_set.size": str(result.review_set.size),
     }
+    params.update(_run_params(result))
     if result.baseline is not None:
         params["baseline"] = result.baseline.candidate.path
         params["baseline.sha256"] = result.baseline.candidate.sha256
@@ -187,6 +221,15 @@ def _candidate_params(cand: CandidateResult) -> dict[str, str]:
     params = {"candidate": info.path, "candidate.sha256": info.sha256, "arch": info.arch,
               "target_layer": info.target_layer}
     return {k: v[:_PARAM_MAX] for k, v in params.items()}
+
+
+# How the gate ran, from the result's environment: what a reader needs to reproduce a number.
+_RUN_PARAMS = ("device", "device_name", "batch_size", "seed", "torch", "torchvision", "xgate")
+
+
+def _run_params(result: GateResult) -> dict[str, str]:
+    env = result.environment
+    return {key: str(env[key])[:_PARAM_MAX] for key in _RUN_PARAMS if env.get(key) not in (None, "")}
 
 
 def _base_tags(result: GateResult, commit: str | None) -> dict[str, str]:
@@ -207,6 +250,9 @@ def _candidate_tags(result: GateResult, cand: CandidateResult, commit: str | Non
     tags = {**_base_tags(result, commit), KIND_TAG: "candidate", "xgate.candidate": cand.candidate.name,
             "xgate.verdict": "passed" if cand.passed else "failed",
             "xgate.failed_rules": _clip(",".join(r.rule_id for r in cand.failed_rules))}
+    # One tag per failed rule, so the runs table can filter on a single rule (tags."xgate.failed.2" ...).
+    for number, rule in enumerate(cand.failed_rules, start=1):
+        tags[f"xgate.failed.{number}"] = _clip(f"{rule.rule_id}: {rule.message}" if rule.message else rule.rule_id)
     if result.command == "select":
         tags["xgate.selected"] = "true" if cand.candidate.name == result.selected else "false"
         if cand.candidate.name in result.ranking:  # 1 = the winner; rejected candidates rank after passing ones

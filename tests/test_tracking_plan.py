@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from tracking_fixtures import MODEL, candidate, gate_result
+from tracking_fixtures import MODEL, candidate, gate_result, rule
 
 from gate.tracking_plan import TrackingConfig, metric_key, metrics_of, plan_entry
 
@@ -45,7 +45,8 @@ def test_plan_of_a_check_has_params_metrics_tags_and_registers_only_a_pass() -> 
     assert run.params["policy"] == "strict" and run.params["policy.sha256"] == "cd" * 32
     assert run.params["review_set.digest"] == "sha256:" + "ef" * 32
     assert run.metrics == {"accuracy": 0.75, "ece": 0.04, "confident_wrong_rate_at_0.99": 0.25,
-                           "alignment.lift": 2.5, "class_accuracy.star": 1.0}
+                           "alignment.lift": 2.5, "class_accuracy.star": 1.0,
+                           "passed": 1.0, "rules.total": 2.0, "rules.failed": 0.0}
     assert run.tags["xgate.verdict"] == "passed" and run.tags["xgate.failed_rules"] == ""
     assert run.tags["xgate.candidate"] == "v1.pt" and run.tags["xgate.review_set"] == "shapes-v1"
     assert run.tags["xgate.policy"] == "strict" and run.tags["mlflow.source.git.commit"] == "1" * 40
@@ -54,6 +55,9 @@ def test_plan_of_a_check_has_params_metrics_tags_and_registers_only_a_pass() -> 
     (failed,) = plan_entry(gate_result(candidate("cands/v2.pt", False)), config).runs
     assert failed.tags["xgate.verdict"] == "failed"
     assert failed.tags["xgate.failed_rules"] == "accuracy >= 0.9,ece <= 0.05"
+    assert failed.tags["xgate.failed.1"] == "accuracy >= 0.9" and failed.tags["xgate.failed.2"] == "ece <= 0.05"
+    assert "xgate.failed.3" not in failed.tags and not any(k.startswith("xgate.failed.") for k in run.tags)
+    assert (failed.metrics["passed"], failed.metrics["rules.total"], failed.metrics["rules.failed"]) == (0, 3, 2)
     assert failed.aliases == ()
     (unregistered,) = plan_entry(gate_result(candidate("cands/v1.pt", True)), TrackingConfig()).runs
     assert unregistered.aliases == ()
@@ -70,7 +74,28 @@ def test_plan_of_a_select_nests_candidates_under_a_parent() -> None:
         ("c2", "c.pt", "parent")]
     parent = plan.runs[0]
     assert parent.tags["xgate.kind"] == "select" and parent.tags["xgate.selected"] == "c.pt"
-    assert parent.tags["xgate.failed_candidates"] == "b.pt" and parent.metrics == {}
+    assert parent.tags["xgate.failed_candidates"] == "b.pt"
+    assert parent.metrics == {"passed": 1.0, "candidates.total": 3.0, "candidates.passed": 2.0}
     assert {r.name: r.aliases for r in plan.runs[1:]} == {"a.pt": ("challenger",), "b.pt": (), "c.pt": ("champion",)}
     assert [r.tags["xgate.selected"] for r in plan.runs[1:]] == ["false", "false", "true"]
     assert [r.tags["xgate.rank"] for r in plan.runs[1:]] == ["2", "3", "1"]
+
+
+def test_plan_logs_the_bounds_a_decision_rests_on_and_how_the_gate_ran() -> None:
+    bounded = replace(rule("accuracy >= 0.9", "accuracy", 0.93, True), interval=(0.91, 0.95))
+    vs_baseline = replace(rule("accuracy vs baseline", "accuracy", -0.004, True), op="non_inferior",
+                          interval=(-0.009, 0.001))
+    comparison = {"mcnemar_p": 0.0312, "intervals": {
+        "delta.accuracy@0.95": {"low": -0.009, "high": 0.001, "confidence": 0.95},
+        "delta.ece@0.9": {"low": None, "high": 0.02, "confidence": 0.9}}}
+    cand = replace(candidate("v1.pt", True), rules=(bounded, vs_baseline), comparison=comparison)
+    result = replace(gate_result(cand), environment={"git_commit": "1" * 40, "device": "cuda:0", "batch_size": "64",
+                                                     "seed": "7", "device_name": ""})
+    (run,) = plan_entry(result, TrackingConfig()).runs
+    assert run.metrics["bound.accuracy.low"] == 0.91 and run.metrics["bound.accuracy.high"] == 0.95
+    assert not any(k.startswith("bound.") and "vs" in k for k in run.metrics)  # vs_baseline bounds come below
+    assert run.metrics["delta.accuracy_at_0.95.low"] == -0.009 and run.metrics["delta.accuracy_at_0.95.high"] == 0.001
+    assert "delta.ece_at_0.9.low" not in run.metrics and run.metrics["delta.ece_at_0.9.high"] == 0.02
+    assert run.metrics["mcnemar_p"] == 0.0312
+    assert (run.params["device"], run.params["batch_size"], run.params["seed"]) == ("cuda:0", "64", "7")
+    assert "device_name" not in run.params  # empty values are not params
