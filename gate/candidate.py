@@ -19,6 +19,8 @@ from torch import nn
 
 from gate.archs import build_model, default_target_layer
 from gate.errors import CandidateError
+from gate.inputs.preprocess import INTERPOLATIONS, Geometry
+from gate.inputs import safetensors_io
 
 FORMAT = "xgate.candidate/v1"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -27,11 +29,32 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class InputSpec:
-    """How images are fed to the model: size (H, W) and per-channel mean/std on [0, 1] pixels."""
+    """How images are fed to the model (torchvision's ``ImageClassification`` eval transform).
+
+    With ``resize`` the shorter side goes to ``resize`` and a centre crop to ``size`` (H, W) follows;
+    without it the image is squashed to ``size``. ``interpolation`` is bilinear, bicubic or nearest
+    (antialiased as torchvision does); ``mean``/``std`` normalise [0, 1] pixels per channel.
+    """
 
     size: tuple[int, int]
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    resize: int | None = None
+    interpolation: str = "bilinear"
+
+    @property
+    def geometry(self) -> Geometry:
+        """Where the pixels go (what :mod:`gate.inputs.preprocess` needs), without the normalisation."""
+        return Geometry(size=self.size, resize=self.resize, interpolation=self.interpolation)
+
+    def to_json(self) -> dict[str, Any]:
+        """The checkpoint's ``input`` field (``resize`` only when set)."""
+        out: dict[str, Any] = {"size": list(self.size)}
+        if self.resize is not None:
+            out["resize"] = self.resize
+        out.update(interpolation=self.interpolation, mean=[float(m) for m in self.mean],
+                   std=[float(s) for s in self.std])
+        return out
 
 
 @dataclass(frozen=True)
@@ -127,7 +150,9 @@ def load(
     except OSError as exc:
         raise CandidateError(f"cannot read checkpoint: {exc.strerror or exc}", path=path) from None
     sha = hashlib.sha256(data).hexdigest()
-    obj = _torch_load(path, data, trust_pickle)
+    # safetensors (no pickle) is told apart by its first bytes; anything else is read as a torch file.
+    obj = safetensors_io.read_payload(path, data) if safetensors_io.is_safetensors(data) else _torch_load(
+        path, data, trust_pickle)
     meta: Mapping[str, Any]
     if isinstance(obj, nn.Module):
         model, meta, spec_arch = obj, {}, type(obj).__name__
