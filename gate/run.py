@@ -151,7 +151,7 @@ def _decide(prepared: _Prepared, runs: Sequence[engine.ModelRun]) -> GateResult:
         selected=select_winner(results, rank_by),
         rank_by=tuple(rank_by),
         ranking=tuple(r.candidate.name for r in ranking(results, rank_by)),
-        environment=environment(options.device),
+        environment={**environment(options.device), "batch_size": str(options.batch_size), "seed": str(options.seed)},
         timings={"load_s": prepared.loaded - prepared.started, "engine_s": ran - prepared.loaded,
                  "total_s": time.perf_counter() - prepared.started},
         created=datetime.now(UTC).isoformat(timespec="seconds"),
