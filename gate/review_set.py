@@ -13,13 +13,14 @@ import hashlib
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 import yaml
 from PIL import Image
 
 from gate.errors import ReviewSetError
+from gate.inputs import images
 
 FORMAT = "xgate.review_set/v1"
 SUMS = "SHA256SUMS"
@@ -32,9 +33,10 @@ class Sample:
 
     sample_id: str
     image: str
-    mask: str
+    mask: str  # "" = no mask: scored for metrics, left out of alignment and probes
     label: int
     slice: str = ""
+    void: str = ""  # "" = none; else a mask whose nonzero pixels are void (e.g. VOC 255), left out of alignment
 
 
 @dataclass(frozen=True)
@@ -54,15 +56,31 @@ class ReviewSet:
         """Number of samples."""
         return len(self.samples)
 
-    def load_image(self, index: int) -> np.ndarray:
-        """The RGB image of sample ``index`` as uint8 [H, W, 3]."""
-        sample = self.samples[index]
-        return _read_png(self.root / sample.image, "RGB", sample.sample_id)
+    @property
+    def has_mask(self) -> np.ndarray:
+        """bool [N]: which samples have an object mask (no file is decoded)."""
+        return np.array([bool(s.mask) for s in self.samples], dtype=bool)
 
-    def load_mask(self, index: int) -> np.ndarray:
-        """The object mask of sample ``index`` as bool [H, W] (nonzero = object)."""
-        sample = self.samples[index]
-        mask = _read_png(self.root / sample.mask, "L", sample.sample_id) > 0
+    def load_image(self, index: int) -> np.ndarray:
+        """The image of sample ``index`` as uint8 RGB [H, W, 3] (EXIF-oriented; see gate.inputs.images)."""
+        return images.read_rgb(self.root / self.samples[index].image)
+
+    def load_mask(self, index: int) -> np.ndarray | None:
+        """The object mask of sample ``index`` as bool [H, W] (nonzero = object); None when it has none."""
+        return self._load_aligned(index, self.samples[index].mask, "mask")
+
+    def load_void(self, index: int) -> np.ndarray | None:
+        """The void mask of sample ``index`` as bool [H, W] (True = void); None when it has none."""
+        return self._load_aligned(index, self.samples[index].void, "void")
+
+    def _load_aligned(self, index: int, rel: str, field: str) -> np.ndarray | None:
+        if not rel:
+            return None
+        mask = images.read_mask(self.root / rel, what=field)
+        size = images.display_size(self.root / self.samples[index].image)
+        if mask.shape != size:
+            raise ReviewSetError(f"{field} size {mask.shape[::-1]} differs from image size {size[::-1]} (w, h)",
+                                 path=self.root / rel, field=field)
         return mask
 
     def labels(self) -> np.ndarray:
@@ -95,6 +113,7 @@ def verify(root: str | Path, expected_digest: str | None = None) -> str:
         file = root / rel
         if not file.is_file():
             raise ReviewSetError(f"file listed in {SUMS} is missing", path=file)
+        _check_inside(root, rel, path=file, field=SUMS)
         if _sha256(file) != want:
             raise ReviewSetError(f"checksum mismatch (file changed since the set was pinned; {SUMS})", path=file)
     for file in sorted(root.rglob("*")):
@@ -108,9 +127,13 @@ def open_review_set(root: str | Path, *, expected_digest: str | None = None, che
     """Open a review set; with ``check`` every file is verified first (and the digest if given)."""
     root = Path(root)
     digest = verify(root, expected_digest) if check else digest_of(root)
+    listed = _read_sums(root)
+    for rel in ("review.yaml", "samples.csv"):
+        if rel not in listed:
+            raise ReviewSetError(f"{rel} is not listed in {SUMS}", path=root / SUMS, field=rel)
     meta = _read_meta(root)
     classes: tuple[str, ...] = tuple(meta["classes"])  # type: ignore[arg-type]  # validated by _read_meta
-    samples = _read_samples(root, classes)
+    samples = _read_samples(root, classes, listed)
     return ReviewSet(
         root=root, name=str(meta.get("name") or root.name), version=str(meta.get("version", "1")),
         description=str(meta.get("description", "")), classes=classes, samples=samples, digest=digest,
@@ -200,7 +223,7 @@ def _read_meta(root: Path) -> dict[str, object]:
     return meta
 
 
-def _read_samples(root: Path, classes: Sequence[str]) -> tuple[Sample, ...]:
+def _read_samples(root: Path, classes: Sequence[str], listed: dict[str, str]) -> tuple[Sample, ...]:
     path = root / "samples.csv"
     index = {name: i for i, name in enumerate(classes)}
     samples, seen = [], set()
@@ -208,6 +231,7 @@ def _read_samples(root: Path, classes: Sequence[str]) -> tuple[Sample, ...]:
         with open(path, newline="") as handle:
             for line, row in enumerate(csv.DictReader(handle), start=2):
                 sample = _sample_from_row(path, line, row, index)
+                _check_sample_files(root, f"{path}:{line}", sample, listed)
                 if sample.sample_id in seen:
                     raise ReviewSetError(f"duplicate id {sample.sample_id!r}", path=f"{path}:{line}", field="id")
                 seen.add(sample.sample_id)
@@ -221,30 +245,61 @@ def _read_samples(root: Path, classes: Sequence[str]) -> tuple[Sample, ...]:
 
 def _sample_from_row(path: Path, line: int, row: dict[str, str], index: dict[str, int]) -> Sample:
     where = f"{path}:{line}"
-    for column in ("id", "image", "mask", "label"):
+    if "mask" not in row:
+        raise ReviewSetError("missing column 'mask' (it may be empty for a sample without a mask)",
+                             path=where, field="mask")
+    for column in ("id", "image", "label"):
         if not row.get(column):
             raise ReviewSetError(f"missing value in column {column!r}", path=where, field=column)
     if row["label"] not in index:
         raise ReviewSetError(f"label {row['label']!r} is not a class of review.yaml", path=where, field="label")
-    return Sample(row["id"], row["image"], row["mask"], index[row["label"]], row.get("slice") or "")
+    return Sample(row["id"], row["image"], row["mask"] or "", index[row["label"]], row.get("slice") or "",
+                  row.get("void") or "")
+
+
+def _check_sample_files(root: Path, where: str, sample: Sample, listed: dict[str, str]) -> None:
+    # The pin covers everything read: a path that leaves the folder, or a file SHA256SUMS does not
+    # list (an ignored name such as Thumbs.db included), could change without changing the digest.
+    for field, rel in (("image", sample.image), ("mask", sample.mask), ("void", sample.void)):
+        if not rel:
+            continue
+        _check_relative(rel, path=where, field=field)
+        if rel not in listed:
+            raise ReviewSetError(f"{rel!r} is not listed in {SUMS}", path=where, field=field)
+        _check_inside(root, rel, path=where, field=field)
+
+
+def _check_relative(rel: str, *, path: str | Path, field: str) -> None:
+    """Refuse a path that is absolute, climbs out with '..', or is not in plain a/b/c form."""
+    posix = PurePosixPath(rel)
+    if "\\" in rel or posix.is_absolute() or PureWindowsPath(rel).drive:
+        raise ReviewSetError(f"path {rel!r} must be relative to the review set, with '/' separators",
+                             path=path, field=field)
+    if ".." in posix.parts:
+        raise ReviewSetError(f"path {rel!r} leaves the review set ('..')", path=path, field=field)
+    if posix.as_posix() != rel or "." in posix.parts:
+        raise ReviewSetError(f"path {rel!r} is not in plain form ({posix.as_posix()!r})", path=path, field=field)
+
+
+def _check_inside(root: Path, rel: str, *, path: str | Path, field: str) -> None:
+    """Refuse a file that resolves (through symlinks) outside the review set's folder."""
+    real_root = root.resolve()
+    target = (root / rel).resolve()
+    if not target.is_relative_to(real_root) or target == real_root:
+        raise ReviewSetError(f"{rel!r} resolves outside the review set (a symlink to {target})",
+                             path=path, field=field)
 
 
 def _read_sums(root: Path) -> dict[str, str]:
     listed = {}
     for number, line in enumerate((root / SUMS).read_text().splitlines(), start=1):
         digest, sep, rel = line.partition("  ")
-        if not sep or len(digest) != 64:
-            raise ReviewSetError("malformed line", path=f"{root / SUMS}:{number}")
+        where = f"{root / SUMS}:{number}"
+        if not sep or len(digest) != 64 or digest.strip("0123456789abcdef"):
+            raise ReviewSetError("malformed line (want '<64 hex digits>  <path>')", path=where)
+        _check_relative(rel, path=where, field="path")
         listed[rel] = digest
     return listed
-
-
-def _read_png(path: Path, mode: str, sample_id: str) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert(mode))
-    except OSError as exc:
-        raise ReviewSetError(f"unreadable image for sample {sample_id!r} ({exc})", path=path) from None
 
 
 def _sha256(path: Path) -> str:
