@@ -6,8 +6,10 @@ Checkpoints are read with ``torch.load(weights_only=True)``: a pickled
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import io
+import math
 import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -19,8 +21,8 @@ from torch import nn
 
 from gate.archs import build_model, default_target_layer
 from gate.errors import CandidateError
-from gate.inputs.preprocess import INTERPOLATIONS, Geometry
 from gate.inputs import safetensors_io
+from gate.inputs.preprocess import INTERPOLATIONS, Geometry
 
 FORMAT = "xgate.candidate/v1"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -59,7 +61,11 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class Candidate:
-    """A loaded model ready for the engine; ``logit_order`` maps review-set classes to logits."""
+    """A loaded model ready for the engine.
+
+    ``classes`` are the names the gate scores (the review set's, once aligned); ``outputs`` are the names of
+    the model's own outputs, in logit order; ``logit_order`` gives the logit of each of ``classes``.
+    """
 
     path: str
     sha256: str
@@ -71,27 +77,43 @@ class Candidate:
     meta: Mapping[str, Any] = field(default_factory=dict)
     logit_order: tuple[int, ...] | None = None
     label: str | None = None  # display name when file names collide (see gate.run.distinct_names)
+    model_classes: tuple[str, ...] = ()  # the model's output names once aligned (empty: same as ``classes``)
 
     @property
     def name(self) -> str:
         """A short display name: the file name without its folder, unless ``label`` says otherwise."""
         return self.label or Path(self.path).name
 
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The model's output names in logit order (the width its logits must have)."""
+        return self.model_classes or self.classes
+
     def aligned_to(self, classes: Sequence[str]) -> Candidate:
-        """Match classes by name; a permutation reorders the logits, other names are an error."""
+        """Match classes by name: the review set's classes must be among the model's (a permutation or subset).
+
+        The model keeps all its outputs: ``logit_order`` picks the review set's classes from them, and the
+        engine takes the prediction and the softmax over all of them.
+        """
         if tuple(classes) == self.classes:
-            return self  # already in this order (possibly through an earlier permutation)
-        if sorted(classes) != sorted(self.classes):
-            missing = sorted(set(classes) - set(self.classes))
-            extra = sorted(set(self.classes) - set(classes))
-            raise CandidateError(
-                f"classes do not match the review set's (missing {missing}, extra {extra})",
-                path=self.path, field="classes",
-            )
-        # Compose with an earlier permutation: logit_order indexes the model's own logits, not self.classes.
-        current = self.logit_order or tuple(range(len(self.classes)))
-        order = tuple(current[self.classes.index(name)] for name in classes)
-        return replace(self, classes=tuple(classes), logit_order=order)
+            return self  # already in this order (possibly through an earlier alignment)
+        outputs = self.outputs
+        missing = [name for name in classes if name not in outputs]
+        if missing:
+            raise CandidateError(missing_classes_message(missing, outputs), path=self.path, field="classes")
+        order = tuple(outputs.index(name) for name in classes)
+        return replace(self, classes=tuple(classes), model_classes=outputs, logit_order=order)
+
+
+def missing_classes_message(missing: Sequence[str], outputs: Sequence[str], shown: int = 5) -> str:
+    """One bounded line: how many review-set classes the model lacks, the first few, and close model names."""
+    parts = []
+    for name in missing[:shown]:
+        close = difflib.get_close_matches(name, outputs, n=2, cutoff=0.75)
+        parts.append(f"{name!r}" + (f" (close: {', '.join(map(repr, close))})" if close else ""))
+    more = f" and {len(missing) - shown} more" if len(missing) > shown else ""
+    return (f"{len(missing)} review-set class(es) not among the model's {len(outputs)} outputs: "
+            f"{', '.join(parts)}{more}")
 
 
 def sha256_file(path: str | Path) -> str:
@@ -115,15 +137,23 @@ def save(
     std: Sequence[float] = IMAGENET_STD,
     target_layer: str | None = None,
     meta: Mapping[str, Any] | None = None,
+    resize: int | None = None,
+    interpolation: str = "bilinear",
 ) -> Path:
-    """Write ``model`` as an ``xgate.candidate/v1`` checkpoint that loads with weights_only=True."""
+    """Write ``model`` as an ``xgate.candidate/v1`` checkpoint that loads with weights_only=True.
+
+    ``resize`` (shorter side, then a centre crop to ``input_size``) and ``interpolation`` describe the
+    model's own eval preprocessing; without ``resize`` images are squashed to ``input_size``.
+    """
+    spec = _checked_spec(path, {"size": list(input_size), "resize": resize, "interpolation": interpolation,
+                                "mean": list(mean), "std": list(std)})
     payload: dict[str, Any] = {
         "format": FORMAT,
         "arch": arch,
         "arch_kwargs": dict(arch_kwargs or {}),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "classes": list(classes),
-        "input": {"size": list(input_size), "mean": [float(m) for m in mean], "std": [float(s) for s in std]},
+        "input": spec.to_json(),
         "meta": dict(meta or {}),
     }
     if target_layer:
@@ -142,8 +172,16 @@ def load(
     input_size: tuple[int, int] | None = None,
     target_layer: str | None = None,
     trust_pickle: bool = False,
+    resize: int | None = None,
+    interpolation: str | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> Candidate:
-    """Load a candidate; the keyword arguments fill in (or override) what the file lacks."""
+    """Load a candidate; the keyword arguments fill in (or override) what the file lacks.
+
+    ``input_size``, ``resize``, ``interpolation``, ``mean`` and ``std`` override the file's ``input``
+    field (a bare state_dict has none: squash to the review set's size with ImageNet statistics).
+    """
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -163,7 +201,7 @@ def load(
         if not arch or not classes:
             raise CandidateError("a bare state_dict needs --arch and --classes", path=path, field="state_dict")
         model = build_model(arch, {"num_classes": len(classes)})
-        _load_state(path, model, obj)
+        _load_state(path, model, obj, hint=f" with {len(classes)} outputs, one per --classes name")
         spec_arch, file_classes, file_input, file_layer, meta = arch, None, None, None, {}
     else:
         fmt = obj.get("format") if isinstance(obj, Mapping) else type(obj).__name__
@@ -174,9 +212,8 @@ def load(
         raise CandidateError("checkpoint names no classes; give --classes", path=path, field="classes")
     if len(set(names)) != len(names):
         raise CandidateError(f"duplicate class names {list(names)}", path=path, field="classes")
-    spec = file_input or InputSpec(size=input_size or (0, 0))
-    if input_size:
-        spec = replace(spec, size=input_size)
+    spec = _overridden(path, file_input or InputSpec(size=(0, 0)), input_size=input_size, resize=resize,
+                       interpolation=interpolation, mean=mean, std=std)
     layer = target_layer or file_layer or default_target_layer(model)
     if layer not in dict(model.named_modules()):
         raise CandidateError(f"model has no layer {layer!r}", path=path, field="target_layer")
@@ -232,22 +269,69 @@ def _from_v1(
     return model, arch, tuple(classes), _input_spec(path, obj.get("input")), layer, meta
 
 
+INPUT_KEYS = frozenset({"size", "resize", "interpolation", "mean", "std"})
+
+
 def _input_spec(path: Path, raw: Any) -> InputSpec:
-    try:
-        size = tuple(int(v) for v in raw["size"])
-        mean = tuple(float(v) for v in raw.get("mean", IMAGENET_MEAN))
-        std = tuple(float(v) for v in raw.get("std", IMAGENET_STD))
-    except (TypeError, KeyError, ValueError):
-        raise CandidateError("'input' must have size [H, W], mean [3] and std [3]", path=path, field="input") from None
-    if len(size) != 2 or min(size) <= 0 or len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-        raise CandidateError(f"bad input spec size={size} mean={mean} std={std}", path=path, field="input")
-    return InputSpec(size=(size[0], size[1]), mean=(mean[0], mean[1], mean[2]), std=(std[0], std[1], std[2]))
+    if not isinstance(raw, Mapping):
+        raise CandidateError("'input' must be a mapping with size [H, W] (and resize, interpolation, mean, std)",
+                             path=path, field="input")
+    unknown = sorted(str(k) for k in raw if k not in INPUT_KEYS)
+    if unknown:
+        raise CandidateError(f"unknown key(s) {unknown} (known: {sorted(INPUT_KEYS)})", path=path, field="input")
+    return _checked_spec(path, raw)
 
 
-def _load_state(path: Path, model: nn.Module, state: Mapping[str, Any]) -> None:
+def _checked_spec(path: str | Path, raw: Mapping[str, Any]) -> InputSpec:
+    """An InputSpec from the ``input`` field's values, each checked (one line naming the bad field)."""
+    size = _numbers(path, "input.size", raw.get("size"), 2, int)
+    mean = _numbers(path, "input.mean", raw.get("mean", IMAGENET_MEAN), 3, float)
+    std = _numbers(path, "input.std", raw.get("std", IMAGENET_STD), 3, float)
+    if min(size) <= 0:
+        raise CandidateError(f"must be two positive integers [H, W], got {list(size)}", path=path, field="input.size")
+    if min(std) <= 0 or not all(math.isfinite(v) for v in (*mean, *std)):
+        raise CandidateError(f"mean must be finite and std positive, got mean {list(mean)} std {list(std)}",
+                             path=path, field="input.std")
+    resize = raw.get("resize")
+    if resize is not None and (isinstance(resize, bool) or not isinstance(resize, int) or resize <= 0):
+        raise CandidateError(f"must be a positive integer (the shorter side), got {resize!r}", path=path,
+                             field="input.resize")
+    interpolation = raw.get("interpolation", "bilinear")
+    if interpolation not in INTERPOLATIONS:
+        raise CandidateError(f"must be one of {sorted(INTERPOLATIONS)}, got {interpolation!r}", path=path,
+                             field="input.interpolation")
+    return InputSpec(size=(int(size[0]), int(size[1])), mean=(mean[0], mean[1], mean[2]),
+                     std=(std[0], std[1], std[2]), resize=resize, interpolation=str(interpolation))
+
+
+def _numbers(path: str | Path, name: str, raw: Any, count: int, kind: type) -> tuple[Any, ...]:
+    if (isinstance(raw, str | bytes) or not isinstance(raw, Sequence) or len(raw) != count
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in raw)
+            or (kind is int and not all(float(v).is_integer() for v in raw))):
+        raise CandidateError(f"must be a list of {count} {kind.__name__}s, got {raw!r}"[:200], path=path, field=name)
+    return tuple(kind(v) for v in raw)
+
+
+def _overridden(path: Path, spec: InputSpec, **overrides: Any) -> InputSpec:
+    """``spec`` with the options given on the command line in place of the file's values, checked again."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if not given:
+        return spec
+    raw = {**spec.to_json(), **{("size" if k == "input_size" else k): v for k, v in given.items()}}
+    if raw.get("resize") is not None and min(raw["size"]) <= 0:
+        raise CandidateError("--resize needs --input-size (the centre crop after the resize)", path=path,
+                             field="input.resize")
+    if min(raw["size"]) <= 0:
+        raw["size"] = [1, 1]  # unknown yet: the engine takes the review set's own size
+        return replace(_checked_spec(path, raw), size=(0, 0))
+    return _checked_spec(path, raw)
+
+
+def _load_state(path: Path, model: nn.Module, state: Mapping[str, Any], hint: str = "") -> None:
     try:
         model.load_state_dict(dict(state), strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         detail = first[1].strip() if len(first) > 1 else first[0]
-        raise CandidateError(f"state_dict does not fit the arch: {detail}", path=path, field="state_dict") from None
+        raise CandidateError(f"state_dict does not fit the arch{hint}: {detail}", path=path,
+                             field="state_dict") from None

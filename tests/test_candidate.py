@@ -205,13 +205,37 @@ def test_same_order_needs_no_remapping(loaded: Candidate) -> None:
 
 
 @pytest.mark.parametrize(
-    "classes", [("circle", "square", "star"), ("circle", "square"), ("circle", "square", "triangle", "cross")]
+    "classes", [("circle", "square", "star"), ("circle", "square", "triangle", "cross"), ("cirkle", "square")]
 )
 def test_other_class_names_are_an_error(loaded: Candidate, classes: tuple[str, ...]) -> None:
     with pytest.raises(CandidateError) as info:
         loaded.aligned_to(classes)
     assert info.value.field == "classes"
     assert info.value.path == loaded.path
+    assert "1 review-set class(es) not among the model's 3 outputs" in info.value.message
+
+
+def test_a_subset_of_the_model_classes_keeps_every_output(loaded: Candidate) -> None:
+    aligned = loaded.aligned_to(("square", "circle"))
+    assert aligned.classes == ("square", "circle")
+    assert aligned.logit_order == (1, 0)
+    assert aligned.outputs == CLASSES  # the model's full width stays known (argmax and softmax use it all)
+    again = aligned.aligned_to(("triangle",))
+    assert again.logit_order == (2,) and again.outputs == CLASSES
+
+
+def test_missing_class_message_is_bounded_with_close_matches(tmp_path: Path) -> None:
+    names = tuple(f"class_{i:04d}" for i in range(1000))
+    cand = Candidate(path="m.pt", sha256="", arch="x", model=nn.Identity(), classes=names,
+                     input=InputSpec(size=(8, 8)), target_layer="")
+    review = ("class_0001", "clas_0002", *(f"zebra{i}" for i in range(40)))
+    with pytest.raises(CandidateError) as info:
+        cand.aligned_to(review)
+    message = info.value.one_line()
+    assert message.startswith("m.pt: classes: 41 review-set class(es) not among the model's 1000 outputs: ")
+    assert "'clas_0002' (close: 'class_0002'" in message
+    assert "'zebra3'" in message and "'zebra4'" not in message and "and 36 more" in message
+    assert len(message) < 400
 
 
 USER_ARCH = '''

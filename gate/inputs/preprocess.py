@@ -1,0 +1,76 @@
+"""The model's own preprocessing: decoded uint8 images (and their masks) into the frame the model sees.
+
+Two geometries, both done by ``torchvision.transforms.v2.functional`` on the
+uint8 image so that the pixels equal a team's own torchvision evaluation:
+
+- with ``resize``: torchvision's ``ImageClassification`` eval transform, i.e.
+  ``Resize(resize)`` (shorter side, antialiased) then ``CenterCrop(size)``;
+- without it: a squash to ``size`` (``Resize((H, W))``), the gate's old default.
+
+Then ``ToDtype(float32, scale=True)`` gives [0, 1] pixels; mean/std
+normalisation is left to the caller (probes work on [0, 1] pixels). Masks go
+through the same geometry with nearest interpolation, so alignment and probes
+are computed in the frame the model saw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from torchvision import tv_tensors
+from torchvision.transforms.v2 import functional as TF
+from torchvision.transforms.v2.functional import InterpolationMode
+
+INTERPOLATIONS: dict[str, InterpolationMode] = {
+    "bilinear": InterpolationMode.BILINEAR,
+    "bicubic": InterpolationMode.BICUBIC,
+    "nearest": InterpolationMode.NEAREST,
+}
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where pixels go: output ``size`` (H, W), optional shorter-side ``resize`` and the interpolation."""
+
+    size: tuple[int, int]
+    resize: int | None = None
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {self.interpolation!r}")
+
+
+def image_to_frame(image: np.ndarray, geometry: Geometry) -> Tensor:
+    """A decoded uint8 [H, W, 3] image as float32 [3, h, w] in [0, 1] in the model's frame."""
+    pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)  # channels-last, like v2.ToImage
+    mode = INTERPOLATIONS[geometry.interpolation]
+    framed = _geometry(pixels, geometry, mode)
+    return TF.to_dtype(framed, torch.float32, scale=True)
+
+
+def mask_to_frame(mask: np.ndarray, geometry: Geometry) -> Tensor:
+    """A bool [H, W] mask through the image's geometry with nearest interpolation: bool [h, w]."""
+    pixels = tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(mask, dtype=np.uint8))[None])
+    framed = _geometry(pixels, geometry, InterpolationMode.NEAREST)
+    return framed.as_subclass(Tensor)[0] > 0
+
+
+def frame_batch(
+    images: list[np.ndarray], masks: list[np.ndarray | None], geometry: Geometry
+) -> tuple[Tensor, list[Tensor | None]]:
+    """A batch of decoded images (any sizes) as float32 [B, 3, h, w] and their masks (None stays None)."""
+    framed = torch.stack([image_to_frame(image, geometry) for image in images])
+    return framed, [None if mask is None else mask_to_frame(mask, geometry) for mask in masks]
+
+
+def _geometry(pixels: Tensor, geometry: Geometry, mode: InterpolationMode) -> Tensor:
+    height, width = geometry.size
+    if geometry.resize is None:
+        # Antialias as torchvision does by default (ignored for nearest).
+        return TF.resize(pixels, [height, width], interpolation=mode, antialias=True)
+    resized = TF.resize(pixels, [geometry.resize], interpolation=mode, antialias=True)
+    return TF.center_crop(resized, [height, width])
