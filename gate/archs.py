@@ -6,13 +6,14 @@ Built-ins exist so that tests and the demo can train real models in seconds on a
 
 from __future__ import annotations
 
-import importlib
+import math
 from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
 from gate.errors import CandidateError
+from gate.inputs.safe_import import import_factory
 
 
 def tiny_cnn(num_classes: int, width: int = 16) -> nn.Module:
@@ -55,6 +56,7 @@ DEFAULT_TARGET_LAYERS: tuple[str, ...] = ("layer4", "features", "features.denseb
 def build_model(arch: str, arch_kwargs: dict[str, Any] | None = None) -> nn.Module:
     """Instantiate ``arch``: a built-in, a torchvision model name, or ``package.module:factory``."""
     kwargs = dict(arch_kwargs or {})
+    check_plain_kwargs(kwargs)
     if arch in BUILTINS:
         return _call(BUILTINS[arch], arch, kwargs)
     if ":" in arch:
@@ -62,22 +64,44 @@ def build_model(arch: str, arch_kwargs: dict[str, Any] | None = None) -> nn.Modu
     import torchvision.models
 
     if arch in torchvision.models.list_models(module=torchvision.models):
-        kwargs.setdefault("weights", None)  # never download weights
+        for key in ("weights", "weights_backbone"):  # never download weights, whatever the file asks
+            if kwargs.get(key) is not None:
+                raise CandidateError(f"{key}={kwargs[key]!r} would download weights; xgate never does",
+                                     field=f"arch_kwargs.{key}")
+        kwargs.setdefault("weights", None)
         return _call(torchvision.models.get_model, arch, {"name": arch, **kwargs})
     raise CandidateError(f"unknown arch {arch!r} (a torchvision model name, one of {sorted(BUILTINS)}, "
                          "or package.module:factory)", field="arch")
 
 
 def _import_factory(arch: str) -> Callable[..., nn.Module]:
-    module_name, _, attr = arch.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-        factory = getattr(module, attr)
-    except (ImportError, AttributeError) as exc:
-        raise CandidateError(f"cannot import arch {arch!r}: {exc}", field="arch") from None
-    if not callable(factory):
-        raise CandidateError(f"arch {arch!r} is not callable", field="arch")
-    return factory  # type: ignore[no-any-return]
+    # The checkpoint names the path; gate.inputs.safe_import decides, before importing, whether it may run.
+    return import_factory(arch)
+
+
+_PLAIN = (str, int, float, bool, type(None))
+_MAX_KWARGS_DEPTH = 8
+
+
+def check_plain_kwargs(value: Any, where: str = "arch_kwargs", depth: int = 0) -> None:
+    """``arch_kwargs`` are plain JSON values (no tensors, no objects), finite numbers, bounded nesting."""
+    if depth > _MAX_KWARGS_DEPTH:
+        raise CandidateError(f"nested deeper than {_MAX_KWARGS_DEPTH} levels", field=where)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise CandidateError(f"{value} is not a finite number", field=where)
+    if isinstance(value, _PLAIN):
+        return
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            check_plain_kwargs(item, f"{where}[{index}]", depth + 1)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise CandidateError(f"key {key!r} is not a string", field=where)
+            check_plain_kwargs(item, f"{where}.{key}", depth + 1)
+        return
+    raise CandidateError(f"{type(value).__name__} is not a plain JSON value", field=where)
 
 
 def _call(factory: Callable[..., nn.Module], arch: str, kwargs: dict[str, Any]) -> nn.Module:
@@ -86,6 +110,9 @@ def _call(factory: Callable[..., nn.Module], arch: str, kwargs: dict[str, Any]) 
     except TypeError as exc:
         raise CandidateError(f"arch {arch!r} does not accept arch_kwargs {kwargs}: {exc}",
                              field="arch_kwargs") from None
+    except (Exception, SystemExit) as exc:  # the factory is the repository's code: its failure is bad input
+        raise CandidateError(f"arch {arch!r} failed to build the model ({type(exc).__name__}: {exc})"[:300],
+                             field="arch") from None
     if not isinstance(model, nn.Module):
         raise CandidateError(f"arch {arch!r} did not return a torch.nn.Module", field="arch")
     return model

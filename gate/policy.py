@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from gate.errors import PolicyError, UsageError
+from gate.inputs import safe_import, strict_yaml
 from gate.metrics.registry import CLASS_PLACEHOLDER, ScoreSpec, get_spec
 from gate.records import Records
 from gate.result import RuleResult
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from gate.compare import Comparison
 
 PROBES = ("background", "sanity")
+MAX_POLICY_BYTES = 256 * 1024  # a policy is a few kilobytes; a bigger file is a mistake or an attack
 ScoreFn = Callable[[Records], Mapping[str, float]]
 
 
@@ -53,8 +54,8 @@ class ExplainSettings(_Strict):
 class BaselineTest(_Strict):
     """Candidate versus baseline: non-inferiority (max_drop) or superiority (min_gain)."""
 
-    max_drop: float | None = Field(default=None, ge=0, strict=True)
-    min_gain: float | None = Field(default=None, ge=0, strict=True)
+    max_drop: float | None = Field(default=None, ge=0, strict=True, allow_inf_nan=False)
+    min_gain: float | None = Field(default=None, ge=0, strict=True, allow_inf_nan=False)
     confidence: float = Field(default=0.95, gt=0.5, lt=1, strict=True)
 
     @model_validator(mode="after")
@@ -81,6 +82,21 @@ class Rule(_Strict):
             raise ValueError(f"unknown score {name!r} (see docs/scores.md)")
         return name
 
+    @field_validator("min", "max")
+    @classmethod
+    def _in_range(cls, value: float | None, info: ValidationInfo) -> float | None:
+        # `accuracy min: -5` or `ece max: 7` would make the rule pass whatever the model does; NaN never compares.
+        if value is None:
+            return value
+        if not math.isfinite(value):
+            raise ValueError(f"{value} is not a finite number")
+        spec = get_spec(str(info.data.get("score", "")))
+        if spec is not None:
+            low, high = spec.range
+            if not low <= value <= high:
+                raise ValueError(f"{value:g} is outside the range of {info.data['score']} [{low:g}, {high:g}]")
+        return value
+
     @model_validator(mode="after")
     def _one_test(self) -> Rule:
         given = [k for k in ("min", "max", "vs_baseline") if getattr(self, k) is not None]
@@ -88,6 +104,12 @@ class Rule(_Strict):
             raise ValueError(f"give exactly one of min, max or vs_baseline (got {given or 'none'})")
         if self.confidence is not None and self.vs_baseline is not None:
             raise ValueError("put confidence inside vs_baseline")
+        if self.vs_baseline is not None:
+            low, high = self.spec.range
+            limit = self.vs_baseline.max_drop if self.vs_baseline.max_drop is not None else self.vs_baseline.min_gain
+            if limit is not None and limit > high - low:
+                raise ValueError(f"vs_baseline limit {limit:g} is wider than the range of {self.score} "
+                                 f"[{low:g}, {high:g}]")
         return self
 
     @property
@@ -117,6 +139,20 @@ class SelectSettings(_Strict):
         return names
 
 
+class CandidateSettings(_Strict):
+    """What candidates may use: module prefixes whose import-path archs may be imported (trusted side)."""
+
+    allow_modules: list[str] = Field(default_factory=list)
+
+    @field_validator("allow_modules")
+    @classmethod
+    def _module_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not safe_import.valid_prefix(name):
+                raise ValueError(f"{name!r} is not a dotted module name")
+        return names
+
+
 class PolicyModel(_Strict):
     """The policy file's schema."""
 
@@ -126,6 +162,7 @@ class PolicyModel(_Strict):
     probes: list[Literal["background", "sanity"]] = Field(default_factory=list)
     rules: list[Rule] = Field(min_length=1)
     select: SelectSettings = SelectSettings()
+    candidate: CandidateSettings = CandidateSettings()
     description: str = ""
 
     @model_validator(mode="after")
@@ -170,15 +207,15 @@ class Policy:
 def load(path: str | Path) -> Policy:
     """Read and validate a policy file; every problem is a PolicyError naming the file, rule and field."""
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise PolicyError("cannot read policy (not a regular file)", path=path)
     try:
-        raw_bytes = path.read_bytes()
-        raw = yaml.safe_load(raw_bytes)
-    except OSError as exc:
-        raise PolicyError(f"cannot read policy ({exc.strerror or exc})", path=path) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise PolicyError(f"not valid YAML{where}", path=path) from None
+        raw_bytes = strict_yaml.read_bounded(path, MAX_POLICY_BYTES, PolicyError)
+    except PolicyError as exc:
+        raise PolicyError(exc.message.replace("cannot read the file", "cannot read policy"), path=path,
+                          field=exc.field) from None
+    # Duplicate keys, aliases and deep nesting are refused: the last of two `min:` keys must not win silently.
+    raw = strict_yaml.parse(raw_bytes, path, PolicyError)
     if not isinstance(raw, dict):
         raise PolicyError("a policy must be a YAML mapping", path=path)
     try:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import re
 import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -20,11 +22,10 @@ import yaml
 from PIL import Image
 
 from gate.errors import ReviewSetError
-from gate.inputs import images
+from gate.inputs import images, importers, strict_yaml
 
 FORMAT = "xgate.review_set/v1"
 SUMS = "SHA256SUMS"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
 @dataclass(frozen=True)
@@ -141,32 +142,129 @@ def open_review_set(root: str | Path, *, expected_digest: str | None = None, che
 
 
 def build(
-    source: str | Path, out: str | Path, *, name: str | None = None, version: str = "1", description: str = ""
+    source: str | Path, out: str | Path, *, name: str | None = None, version: str = "1", description: str = "",
+    allow_missing_masks: bool = False, voc: bool = False,
 ) -> ReviewSet:
-    """Pin ``source/images/<class>/*.png`` + ``source/masks/<class>/*.png`` as a v1 review set in ``out``."""
-    source, out = Path(source), Path(out)
-    pairs = _plain_pairs(source)
-    classes = tuple(sorted({cls for cls, _, _ in pairs}))
-    if out.exists() and any(out.iterdir()):
+    """Pin ``source/images/<class>/*`` + ``source/masks/<class>/*`` as a v1 review set in ``out``.
+
+    ``voc``: the masks are Pascal-VOC palette PNGs (255 = void); ``allow_missing_masks``:
+    an image without a mask is pinned as a sample without one (see gate.inputs.importers).
+    """
+    found = importers.plain(source, allow_missing_masks=allow_missing_masks, voc=voc)
+    return build_from(found.entries, out, source=source, name=name, version=version, description=description)
+
+
+def build_from(
+    entries: Sequence[importers.Entry], out: str | Path, *, source: str | Path, name: str | None = None,
+    version: str = "1", description: str = "",
+) -> ReviewSet:
+    """Pin the samples of an importer in ``out``: images copied byte for byte (JPEG, PNG; other formats
+    re-encoded as PNG), masks written as 8-bit PNGs, then SHA256SUMS. ``out`` appears only when complete."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ReviewSetError("output folder exists and is not empty", path=out)
-    rows = []
-    for cls, image, mask in pairs:
-        sample_id = f"{cls}/{image.stem}"
-        _check_pair(image, mask)
-        rel_image, rel_mask = f"images/{cls}/{image.name}", f"masks/{cls}/{mask.name}"
-        for src, rel in ((image, rel_image), (mask, rel_mask)):
-            (out / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, out / rel)
-        rows.append((sample_id, rel_image, rel_mask, cls))
-    meta = {"format": FORMAT, "name": name or out.name, "version": str(version), "description": description,
-            "classes": list(classes)}
-    (out / "review.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
-    with open(out / "samples.csv", "w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["id", "image", "mask", "label"])
-        writer.writerows(rows)
-    write_sums(out)
+    classes = tuple(sorted({entry.label for entry in entries}))
+    if len(classes) < 2:
+        raise ReviewSetError(f"a review set needs at least two classes, found {list(classes)}", path=source,
+                             field="classes")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        rows = _pin_entries(entries, partial)
+        _write_manifest(partial, rows, {"format": FORMAT, "name": name or out.name, "version": str(version),
+                                        "description": description, "classes": list(classes)})
+        write_sums(partial)
+        if out.exists():
+            out.rmdir()
+        partial.rename(out)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     return open_review_set(out)
+
+
+def _pin_entries(entries: Sequence[importers.Entry], root: Path) -> list[dict[str, str]]:
+    rows: list[dict[str, str]] = []
+    ids: dict[str, str] = {}
+    used: set[str] = set()
+    for entry in entries:
+        if entry.sample_id in ids:
+            raise ReviewSetError(f"sample id {entry.sample_id!r} twice (also {ids[entry.sample_id]})",
+                                 path=entry.source or entry.image, field="id")
+        ids[entry.sample_id] = entry.source or str(entry.image)
+        row = _pin_entry(entry, root)
+        for rel in (row["image"], row["mask"], row["void"]):
+            if rel and rel in used:
+                raise ReviewSetError(f"two samples would both be written to {rel}", path=entry.image, field="image")
+            used.add(rel)
+        rows.append(row)
+    return rows
+
+
+def _pin_entry(entry: importers.Entry, root: Path) -> dict[str, str]:
+    folder = _folder_name(entry.label)
+    _check_relative(entry.name, path=entry.image, field="image")
+    stem = PurePosixPath(entry.name).with_suffix("").as_posix()
+    size = images.display_size(entry.image)
+    image_format, _ = images.format_and_mode(entry.image)
+    row = {"id": entry.sample_id, "image": f"images/{folder}/{entry.name}", "mask": "", "label": entry.label,
+           "void": ""}
+    if image_format in ("JPEG", "PNG"):
+        _copy(entry.image, root / row["image"])
+    else:  # the pinned set holds JPEG/PNG only, so any reader decodes it the same way
+        row["image"] = f"images/{folder}/{stem}.png"
+        _save(Image.fromarray(images.read_rgb(entry.image)), root / row["image"])
+    if entry.mask_file is not None:
+        row["mask"] = f"masks/{folder}/{stem}.png"
+        values = images.read_mask_values(entry.mask_file)
+        _check_size(values.shape, size, entry.mask_file, "mask")
+        if images.format_and_mode(entry.mask_file) == ("PNG", "L"):
+            _copy(entry.mask_file, root / row["mask"])
+        else:
+            _save_mask(values != 0, root / row["mask"])
+    elif entry.draw is not None:
+        drawn = entry.draw()
+        for field, mask, tree in (("mask", drawn.mask, "masks"), ("void", drawn.void, "void")):
+            if mask is not None:
+                _check_size(mask.shape, size, entry.source or entry.image, field)
+                row[field] = f"{tree}/{folder}/{stem}.png"
+                _save_mask(mask, root / row[field])
+    return row
+
+
+def _write_manifest(root: Path, rows: list[dict[str, str]], meta: dict[str, object]) -> None:
+    (root / "review.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    # The void column only when a sample has one, so sets without void pixels keep v1's four columns.
+    columns = ["id", "image", "mask", "label"] + (["void"] if any(row["void"] for row in rows) else [])
+    with open(root / "samples.csv", "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([row[c] for c in columns] for row in rows)
+
+
+def _folder_name(label: str) -> str:
+    # The label itself is kept in samples.csv; the folder only has to be a safe, portable name.
+    safe = re.sub(r"[^\w.\- ]", "_", label).strip()
+    return safe if safe and not safe.startswith(".") else "_" + safe
+
+
+def _check_size(shape: tuple[int, ...], size: tuple[int, int], path: str | Path, field: str) -> None:
+    if tuple(shape) != size:
+        raise ReviewSetError(f"{field} size {(shape[1], shape[0])} differs from image size {(size[1], size[0])} "
+                             "(width, height)", path=path, field=field)
+
+
+def _copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+
+
+def _save(image: Image.Image, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    image.save(target, format="PNG")
+
+
+def _save_mask(mask: np.ndarray, target: Path) -> None:
+    _save(Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), mode="L"), target)
 
 
 def write_sums(root: Path) -> str:
@@ -180,37 +278,10 @@ def write_sums(root: Path) -> str:
     return digest_of(root)
 
 
-def _plain_pairs(source: Path) -> list[tuple[str, Path, Path]]:
-    images_dir, masks_dir = source / "images", source / "masks"
-    if not images_dir.is_dir() or not masks_dir.is_dir():
-        raise ReviewSetError("expected images/<class>/*.png and masks/<class>/*.png", path=source)
-    pairs = []
-    for class_dir in sorted(p for p in images_dir.iterdir() if p.is_dir()):
-        for image in sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-            candidates = sorted((masks_dir / class_dir.name).glob(image.stem + ".*"))
-            if not candidates:
-                raise ReviewSetError("no mask for image", path=image, field="mask")
-            pairs.append((class_dir.name, image, candidates[0]))
-    if not pairs:
-        raise ReviewSetError("no images found under images/<class>/", path=source)
-    if len({cls for cls, _, _ in pairs}) < 2:
-        raise ReviewSetError("a review set needs at least two classes", path=source, field="classes")
-    return pairs
-
-
-def _check_pair(image: Path, mask: Path) -> None:
-    try:
-        with Image.open(image) as im, Image.open(mask) as mk:
-            if im.size != mk.size:
-                raise ReviewSetError(f"mask size {mk.size} differs from image size {im.size}", path=mask)
-    except OSError as exc:
-        raise ReviewSetError(f"unreadable image ({exc})", path=image) from None
-
-
 def _read_meta(root: Path) -> dict[str, object]:
     path = root / "review.yaml"
     try:
-        meta = yaml.safe_load(path.read_text())
+        meta = strict_yaml.load_path(path, ReviewSetError)  # duplicate keys, aliases, depth, size refused
     except (OSError, yaml.YAMLError) as exc:
         raise ReviewSetError(f"unreadable review.yaml ({type(exc).__name__})", path=path) from None
     if not isinstance(meta, dict):

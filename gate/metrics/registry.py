@@ -16,6 +16,22 @@ CLASS_PLACEHOLDER = "<class>"
 GROUPS: tuple[str, ...] = ("classification", "calibration", "alignment", "background", "sanity")
 
 
+_UNIT = (0.0, 1.0)
+_SIGNED_UNIT = (-1.0, 1.0)
+_NON_NEGATIVE = (0.0, math.inf)
+# Scores that are not plain shares of samples, by range; a proportion (ScoreSpec.proportion) is in [0, 1].
+SCORE_RANGES: dict[str, tuple[float, float]] = {
+    **dict.fromkeys(("balanced_accuracy", "worst_class_accuracy", "ece", "overconfidence_error", "mce",
+                     "mean_confidence_wrong", "aurc", "alignment.energy", "alignment.rank_accuracy",
+                     "alignment.energy.correct", "alignment.energy.wrong"), _UNIT),
+    **dict.fromkeys(("nll", "alignment.lift", "alignment.lift.correct", "alignment.lift.wrong",
+                     "alignment.lift.class.<class>", "alignment.excluded"), _NON_NEGATIVE),
+    "brier": (0.0, 2.0),  # multi-class: sum over classes of (p - y)^2 is at most 2
+    **dict.fromkeys(("background.bg_gap", "background.only_bg_chance_adjusted",
+                     "sanity.randomization_similarity"), _SIGNED_UNIT),
+}
+
+
 @dataclass(frozen=True)
 class ScoreSpec:
     """One score: its name, direction, one-line help, group and pure compute function."""
@@ -27,6 +43,11 @@ class ScoreSpec:
     compute: Callable[[Records], float | Mapping[str, float]]
     proportion: bool = False  # a share of samples: Wilson bounds apply
     probe: str | None = None  # "background" | "sanity": computed only when the policy enables it
+
+    @property
+    def range(self) -> tuple[float, float]:
+        """The values the score can take (a threshold outside it is a policy error): see SCORE_RANGES."""
+        return SCORE_RANGES.get(self.name, (0.0, 1.0) if self.proportion else (-math.inf, math.inf))
 
     @property
     def per_class(self) -> bool:
