@@ -85,10 +85,10 @@ def display_size(path: str | Path, *, max_pixels: int = MAX_PIXELS, what: str = 
     return (width, height) if orientation in _TRANSPOSING else (height, width)
 
 
-def image_format(path: str | Path) -> str:
-    """PIL's name for the file's format ("JPEG", "PNG", ...), read from the header."""
+def format_and_mode(path: str | Path) -> tuple[str, str]:
+    """PIL's name for the file's format ("JPEG", "PNG", ...) and its mode ("RGB", "L", ...), from the header."""
     with _open(path, None, "image") as image:
-        return str(image.format or "")
+        return str(image.format or ""), str(image.mode)
 
 
 def _open(path: str | Path, max_pixels: int | None, what: str) -> Image.Image:
