@@ -257,6 +257,123 @@ def _train_bar(epochs: int, epoch: int, done: int, total: int, loss: float, accu
     sys.stderr.flush()
 
 
+PACK_EXAMPLES = """
+\b
+Examples:
+  xgate pack resnet50-finetuned.pt --arch resnet50 --classes classes.txt --preset imagenet -o cand.pt
+  xgate pack weights.safetensors --arch efficientnet_b0 --classes classes.json --preset imagenet \\
+      --resize 232 --interpolation bicubic -o cand.safetensors
+  xgate pack state_dict.pth --arch tiny_cnn --arch-kwargs '{"width": 12}' --classes classes.txt \\
+      --size 64,64 --mean 0.5,0.5,0.5 --std 0.25,0.25,0.25 --meta recipe=cutmix --meta epochs=16 -o cand.pt
+"""
+
+INSPECT_EXAMPLES = """
+\b
+Examples:
+  xgate inspect candidates/bgmix.pt
+  xgate inspect cand.safetensors --json
+"""
+
+
+def _parse_pack_size(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    # One number means a square input (--size 224), as torchvision's CenterCrop(224).
+    if value is not None and value.strip().isdigit():
+        value = f"{value.strip()},{value.strip()}"
+    return _parse_size(ctx, param, value)
+
+
+def _parse_rgb(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, float, float] | None:
+    if value is None:
+        return None
+    try:
+        numbers = tuple(float(part) for part in value.split(","))
+    except ValueError:
+        numbers = ()
+    if len(numbers) != 3:
+        raise click.BadParameter(f"expected three comma-separated numbers (R,G,B), got {value!r}")
+    return (numbers[0], numbers[1], numbers[2])
+
+
+def _parse_meta(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, Any]:
+    import json
+
+    meta: dict[str, Any] = {}
+    for item in values:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}")
+        try:
+            meta[key.strip()] = json.loads(text)  # numbers and booleans stay numbers and booleans
+        except json.JSONDecodeError:
+            meta[key.strip()] = text
+    return meta
+
+
+def _parse_json_object(ctx: click.Context, param: click.Parameter, value: str | None) -> dict[str, Any]:
+    import json
+
+    if value is None:
+        return {}
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON ({exc})") from None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter("expected a JSON object, e.g. '{\"width\": 12}'")
+    return parsed
+
+
+@cli.command(epilog=PACK_EXAMPLES)
+@click.argument("weights", type=click.Path(path_type=Path))
+@click.option("--arch", required=True, help="torchvision model name, xgate built-in or package.module:factory.")
+@click.option("--classes", "classes_file", required=True, type=click.Path(path_type=Path),
+              help="Class names in output order: one per line, or a JSON list.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="Candidate to write (.safetensors: safetensors; otherwise a torch file).")
+@click.option("--preset", type=click.Choice(["imagenet"]),
+              help="imagenet: shorter side to 256, centre crop 224, bilinear, ImageNet mean/std.")
+@click.option("--size", callback=_parse_pack_size, metavar="H,W", help="Input size the model sees (the crop).")
+@click.option("--resize", type=click.IntRange(1), help="Shorter side before the centre crop (else: squash).")
+@click.option("--interpolation", type=click.Choice(["bilinear", "bicubic", "nearest"]))
+@click.option("--mean", callback=_parse_rgb, metavar="R,G,B", help="Per-channel mean on [0, 1] pixels.")
+@click.option("--std", callback=_parse_rgb, metavar="R,G,B", help="Per-channel std on [0, 1] pixels.")
+@click.option("--target-layer", help="Layer to explain (default: the family's, else the last Conv2d).")
+@click.option("--arch-kwargs", callback=_parse_json_object, metavar="JSON",
+              help="Extra arguments for the arch (num_classes is the number of class names).")
+@click.option("--meta", multiple=True, callback=_parse_meta, metavar="KEY=VALUE", help="Recorded in meta.")
+def pack(weights: Path, arch: str, classes_file: Path, output: Path, preset: str | None,
+         size: tuple[int, int] | None, resize: int | None, interpolation: str | None,
+         mean: tuple[float, float, float] | None, std: tuple[float, float, float] | None,
+         target_layer: str | None, arch_kwargs: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Turn WEIGHTS (a state_dict: .pt, .pth or .safetensors) into a candidate, checked by one forward."""
+    from gate.inputs.pack import PackRequest, Preprocessing, format_description
+    from gate.inputs.pack import describe as describe_candidate
+    from gate.inputs.pack import pack as pack_candidate
+
+    preprocessing = Preprocessing(preset=preset, size=size, resize=resize, interpolation=interpolation,
+                                  mean=mean, std=std)
+    result = pack_candidate(PackRequest(weights=weights, arch=arch, classes_file=classes_file, output=output,
+                                        preprocessing=preprocessing, arch_kwargs=arch_kwargs,
+                                        target_layer=target_layer, meta=meta))
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    click.echo(f"wrote {result.path}: loads and gives {len(result.candidate.classes)} outputs")
+    click.echo(format_description(describe_candidate(result.path)))
+
+
+@cli.command(epilog=INSPECT_EXAMPLES)
+@click.argument("candidate", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (every class name) instead of text.")
+def inspect(candidate: Path, as_json: bool) -> None:
+    """Print what the gate will use from CANDIDATE: format, arch, classes, input pipeline, target layer."""
+    import json
+
+    from gate.inputs.pack import describe, format_description
+
+    info = describe(candidate)
+    click.echo(json.dumps(info, indent=2) if as_json else format_description(info))
+
+
 @cli.group("review-set")
 def review_set() -> None:
     """Build, verify and synthesise pinned review sets."""

@@ -1,0 +1,325 @@
+"""Bring a model: turn a team's weights, class list and preprocessing into a candidate file, and describe one.
+
+``pack`` reads a state_dict (``.pt``/``.pth`` read with ``weights_only=True``, or
+``.safetensors``), builds the architecture with as many outputs as there are
+class names, writes an ``xgate.candidate/v1`` file (a torch file, or
+safetensors when the output ends in ``.safetensors``), loads it back the way the
+gate will and runs one forward on a dummy input: a state_dict that does not fit
+or an output width other than the number of classes is an input error, and no
+file is left behind. ``describe`` says what the gate will use from a candidate.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import pickle
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gate.archs import default_target_layer
+from gate.candidate import FORMAT, IMAGENET_MEAN, IMAGENET_STD, Candidate
+from gate.candidate import load as load_candidate
+from gate.errors import CandidateError, UsageError
+from gate.inputs import safetensors_io
+
+# torchvision's ImageClassification eval transform for its ImageNet weights (e.g. ResNet50_Weights.IMAGENET1K_V1).
+PRESETS: Mapping[str, Mapping[str, Any]] = {
+    "imagenet": {"size": (224, 224), "resize": 256, "interpolation": "bilinear",
+                 "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+}
+MAX_CLASSES_FILE_BYTES = 10_000_000
+STATE_KEYS = ("state_dict", "model", "model_state_dict", "net")  # where training scripts keep the weights
+DDP_PREFIX = "module."
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """The input pipeline as given on the command line; ``None`` fields fall back to the preset."""
+
+    preset: str | None = None
+    size: tuple[int, int] | None = None
+    resize: int | None = None
+    interpolation: str | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The checkpoint's ``input`` field; a usage error when neither ``size`` nor a preset is given."""
+        base: Mapping[str, Any] = {}
+        if self.preset is not None:
+            if self.preset not in PRESETS:
+                raise UsageError(f"unknown preset {self.preset!r} (known: {sorted(PRESETS)})", field="--preset")
+            base = PRESETS[self.preset]
+        size = self.size or base.get("size")
+        if size is None:
+            raise UsageError("give the model's input size (--size H,W) or --preset imagenet", field="--size")
+        out: dict[str, Any] = {"size": [int(size[0]), int(size[1])]}
+        resize = self.resize if self.resize is not None else base.get("resize")
+        if resize is not None:
+            out["resize"] = int(resize)
+        out["interpolation"] = self.interpolation or base.get("interpolation", "bilinear")
+        out["mean"] = [float(v) for v in (self.mean or base.get("mean", IMAGENET_MEAN))]
+        out["std"] = [float(v) for v in (self.std or base.get("std", IMAGENET_STD))]
+        return out
+
+
+@dataclass(frozen=True)
+class PackRequest:
+    """What ``xgate pack`` was given."""
+
+    weights: Path
+    arch: str
+    classes_file: Path
+    output: Path
+    preprocessing: Preprocessing = Preprocessing()
+    arch_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    target_layer: str | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PackResult:
+    """The written candidate, loaded back, and what was adjusted on the way."""
+
+    path: Path
+    candidate: Candidate
+    notes: tuple[str, ...]
+
+
+def pack(request: PackRequest) -> PackResult:
+    """Write a candidate file from weights + classes + preprocessing, then prove it loads and fits."""
+    classes = read_classes(request.classes_file)
+    state, notes = read_state_dict(request.weights)
+    kwargs = {"num_classes": len(classes), **dict(request.arch_kwargs)}
+    payload: dict[str, Any] = {
+        "format": FORMAT, "arch": request.arch, "arch_kwargs": kwargs, "state_dict": state,
+        "classes": list(classes), "input": request.preprocessing.to_json(), "meta": dict(request.meta),
+    }
+    if request.target_layer:
+        payload["target_layer"] = request.target_layer
+    out = request.output
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out.with_name(f".{out.name}.partial")
+    try:
+        _write(temporary, payload, safetensors=out.suffix == ".safetensors")
+        loaded = _checked(temporary, request, len(classes))
+        os.replace(temporary, out)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return PackResult(path=out, candidate=replace(loaded, path=str(out)), notes=notes)
+
+
+def read_classes(path: Path) -> tuple[str, ...]:
+    """Class names in output order: one per line, a JSON list, or a JSON object {"0": name, ...}."""
+    text = _read_text(path, "classes")
+    stripped = text.strip()
+    if stripped.startswith(("[", "{")):
+        names = _json_classes(path, stripped)
+    else:
+        names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise CandidateError("the class list is empty", path=path, field="classes")
+    duplicates = sorted(name for name, count in Counter(names).items() if count > 1)
+    if duplicates:
+        raise CandidateError(f"duplicate class names {duplicates[:5]} ({len(duplicates)} in all)", path=path,
+                             field="classes")
+    return tuple(names)
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        if path.stat().st_size > MAX_CLASSES_FILE_BYTES:
+            raise CandidateError(f"larger than {MAX_CLASSES_FILE_BYTES} bytes", path=path, field=what)
+        return path.read_text(encoding="utf-8-sig")  # tolerate a BOM from spreadsheet exports
+    except OSError as exc:
+        raise CandidateError(f"cannot read: {exc.strerror or exc}", path=path, field=what) from None
+    except UnicodeDecodeError:
+        raise CandidateError("not UTF-8 text", path=path, field=what) from None
+
+
+def _json_classes(path: Path, text: str) -> list[str]:
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise CandidateError(f"not valid JSON ({exc})", path=path, field="classes") from None
+    if isinstance(value, dict):  # {"0": "tench", "1": "goldfish"} (e.g. a Hugging Face id2label)
+        try:
+            order = sorted((int(key), name) for key, name in value.items())
+        except (TypeError, ValueError):
+            raise CandidateError("a JSON object must map output indices 0..N-1 to names", path=path,
+                                 field="classes") from None
+        if [index for index, _ in order] != list(range(len(order))):
+            raise CandidateError("a JSON object must map every output index 0..N-1 to a name", path=path,
+                                 field="classes")
+        value = [name for _, name in order]
+    if not isinstance(value, list) or not all(isinstance(name, str) and name.strip() for name in value):
+        raise CandidateError("a JSON class list must be a list of non-empty strings", path=path, field="classes")
+    return [name.strip() for name in value]
+
+
+def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], tuple[str, ...]]:
+    """Tensors by name from a weights file, never unpickling objects; notes say what was unwrapped."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CandidateError(f"cannot read weights: {exc.strerror or exc}", path=path, field="weights") from None
+    if safetensors_io.is_safetensors(data):
+        obj: Any = safetensors_io.read_payload(path, data)
+    else:
+        obj = _torch_weights(path, data)
+    notes: list[str] = []
+    if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
+        obj = obj.get("state_dict")
+        notes.append("weights taken from an xgate candidate's state_dict")
+    elif isinstance(obj, Mapping) and not _all_tensors(obj):
+        key = next((k for k in STATE_KEYS if isinstance(obj.get(k), Mapping) and _all_tensors(obj[k])), None)
+        if key is None:
+            raise CandidateError(f"not a state_dict (keys {sorted(map(str, obj))[:8]}; expected tensors by name, "
+                                 f"or one of {list(STATE_KEYS)} holding them)", path=path, field="weights")
+        obj = obj[key]
+        notes.append(f"weights taken from the file's {key!r} entry")
+    if not isinstance(obj, Mapping) or not obj or not _all_tensors(obj):
+        raise CandidateError("not a state_dict (expected a mapping of names to tensors)", path=path, field="weights")
+    state = {str(k): v for k, v in obj.items()}
+    if all(k.startswith(DDP_PREFIX) for k in state):
+        state = {k[len(DDP_PREFIX):]: v for k, v in state.items()}
+        notes.append(f"removed the {DDP_PREFIX!r} prefix (DataParallel/DDP)")
+    return state, tuple(notes)
+
+
+def _all_tensors(obj: Mapping[Any, Any]) -> bool:
+    return bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _torch_weights(path: Path, data: bytes) -> Any:
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "global" in str(exc).lower():
+            raise CandidateError("holds pickled objects (loading would run code); save model.state_dict() "
+                                 "instead of the model", path=path, field="weights") from None
+        raise CandidateError("corrupt or unreadable weights file", path=path, field="weights") from None
+    except Exception as exc:  # torch raises many types for corrupt files
+        raise CandidateError(f"corrupt or unreadable weights file ({type(exc).__name__})", path=path,
+                             field="weights") from None
+
+
+def _write(path: Path, payload: Mapping[str, Any], *, safetensors: bool) -> None:
+    if safetensors:
+        safetensors_io.save(path, payload)
+    else:
+        torch.save(dict(payload), path)
+
+
+def _checked(path: Path, request: PackRequest, n_classes: int) -> Candidate:
+    """Load the written file as the gate will and run one forward; the output must be [1, n_classes]."""
+    try:
+        loaded = load_candidate(path)
+    except CandidateError as exc:
+        # Name the user's file behind the field, never the temporary one.
+        source = {"state_dict": request.weights, "classes": request.classes_file}.get(exc.field or "")
+        hint = ""
+        if exc.field == "state_dict":
+            built = request.arch_kwargs.get("num_classes", n_classes)
+            hint = f" (the arch was built with num_classes={built}; {request.classes_file} names {n_classes})"
+        raise CandidateError(exc.message + hint, path=source, field=exc.field) from None
+    height, width = loaded.input.size
+    try:
+        with torch.no_grad():
+            output = loaded.model(torch.zeros(1, 3, height, width))
+    except Exception as exc:  # the user's architecture on the user's input size
+        raise CandidateError(f"a forward on a 1x3x{height}x{width} input failed ({type(exc).__name__}: {exc})"[:300],
+                             path=request.weights, field="input.size") from None
+    shape = tuple(output.shape) if isinstance(output, torch.Tensor) else None
+    if shape != (1, n_classes):
+        raise CandidateError(f"the model's output has shape {shape} but the class list names {n_classes} "
+                             "classes (one output per class expected)", path=request.classes_file, field="classes")
+    if not bool(torch.isfinite(output).all()):
+        raise CandidateError("the model gives non-finite outputs on a dummy input", path=request.weights,
+                             field="state_dict")
+    return loaded
+
+
+# --- describe ---------------------------------------------------------------------
+
+
+def describe(path: Path) -> dict[str, Any]:
+    """What the gate will use from the candidate at ``path``, as JSON-ready values."""
+    loaded = load_candidate(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CandidateError(f"cannot read checkpoint: {exc.strerror or exc}", path=path) from None
+    container = "safetensors" if safetensors_io.is_safetensors(data) else "torch, read with weights_only"
+    try:
+        default_layer: str | None = default_target_layer(loaded.model)
+    except CandidateError:
+        default_layer = None
+    spec = loaded.input
+    resize = getattr(spec, "resize", None)
+    interpolation = getattr(spec, "interpolation", "bilinear")
+    parameters = sum(p.numel() for p in loaded.model.parameters())
+    return {
+        "path": loaded.path, "sha256": loaded.sha256, "format": f"{FORMAT} ({container})", "arch": loaded.arch,
+        "num_classes": len(loaded.classes), "classes": list(loaded.classes),
+        "input": {"size": list(spec.size), "resize": resize, "interpolation": interpolation,
+                  "mean": list(spec.mean), "std": list(spec.std),
+                  "pipeline": pipeline_text(spec.size, resize, interpolation)},
+        "target_layer": loaded.target_layer,
+        "target_layer_source": "default for this model" if loaded.target_layer == default_layer else "checkpoint",
+        "parameters": parameters, "meta": _plain(loaded.meta),
+    }
+
+
+def pipeline_text(size: Sequence[int], resize: int | None, interpolation: str) -> str:
+    """The input pipeline in torchvision's words, e.g. ``Resize(256, bilinear) -> CenterCrop(224x224)``."""
+    height, width = size
+    if resize is None:
+        return f"Resize(({height}, {width}), {interpolation}, antialias) (squash, aspect ratio not kept)"
+    return f"Resize({resize}, {interpolation}, antialias) -> CenterCrop({height}x{width})"
+
+
+def _plain(value: Any) -> Any:
+    """Meta as JSON values (tensors or other objects become their repr)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, str | int | float | bool | type(None)):
+        return value
+    return repr(value)
+
+
+def format_description(info: Mapping[str, Any], max_classes: int = 10) -> str:
+    """``describe``'s values as lines for people: the first ``max_classes`` class names and a count."""
+    names = info["classes"]
+    shown = ", ".join(names[:max_classes]) + (f", ... ({len(names) - max_classes} more)"
+                                               if len(names) > max_classes else "")
+    spec = info["input"]
+    meta = json.dumps(info["meta"], sort_keys=True) if info["meta"] else "(none)"
+    lines = [
+        f"candidate:    {info['path']}",
+        f"format:       {info['format']}",
+        f"sha256:       {info['sha256']}",
+        f"arch:         {info['arch']} ({info['parameters']:,} parameters)",
+        f"classes:      {info['num_classes']}: {shown}",
+        f"input:        {spec['pipeline']}",
+        f"              then [0, 1] pixels, mean {_floats(spec['mean'])}, std {_floats(spec['std'])}",
+        f"target layer: {info['target_layer']} ({info['target_layer_source']})",
+        f"meta:         {meta}",
+    ]
+    return "\n".join(lines)
+
+
+def _floats(values: Sequence[float]) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
