@@ -49,10 +49,6 @@ def cifar_resnet18(num_classes: int) -> nn.Module:
 
 BUILTINS: dict[str, Callable[..., nn.Module]] = {"tiny_cnn": tiny_cnn, "cifar_resnet18": cifar_resnet18}
 
-# Known target layers by family, tried in order; the last Conv2d is the fallback.
-DEFAULT_TARGET_LAYERS: tuple[str, ...] = ("layer4", "features", "features.denseblock4", "trunk_output")
-
-
 def build_model(arch: str, arch_kwargs: dict[str, Any] | None = None) -> nn.Module:
     """Instantiate ``arch``: a built-in, a torchvision model name, or ``package.module:factory``."""
     kwargs = dict(arch_kwargs or {})
@@ -119,12 +115,7 @@ def _call(factory: Callable[..., nn.Module], arch: str, kwargs: dict[str, Any]) 
 
 
 def default_target_layer(model: nn.Module) -> str:
-    """The known layer for the family, else the name of the last ``Conv2d``."""
-    names = dict(model.named_modules())
-    for name in DEFAULT_TARGET_LAYERS:
-        if name in names:
-            return name
-    convs = [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
-    if not convs:
-        raise CandidateError("model has no Conv2d layer to explain; give target_layer", field="target_layer")
-    return convs[-1]
+    """The family's layer (gate.layers: torchvision families, ViT, Swin), else the last ``Conv2d``."""
+    from gate.layers import default_layer
+
+    return default_layer(model)

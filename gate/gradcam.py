@@ -3,7 +3,9 @@
 Parameters are frozen and a forward hook hands the rest of the network a
 detached copy of the target layer's output that requires grad, so autograd
 differentiates only the head above the target layer; the backbone runs like
-inference (about 1× a plain forward, against ~3× for a full backward).
+inference (about 1× a plain forward, against ~3× for a full backward). The same
+holds for transformers: the token activations are hooked alike and only laid on
+their grid after the gradient is taken.
 """
 
 from __future__ import annotations
@@ -17,41 +19,55 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gate.errors import CandidateError
+from gate.layers import SPATIAL, Layout, find_layer, layout_of
 
 
 @dataclass(frozen=True)
 class Explained:
-    """Logits [B, C] and ReLU'd Grad-CAM maps [B, h, w] at the target layer's resolution."""
+    """Logits [B, C] and ReLU'd Grad-CAM maps [B, h, w] on the target layer's grid."""
 
     logits: Tensor
     cam: Tensor
     target: Tensor  # class index each map explains, [B]
+    layout: Layout = Layout(SPATIAL)  # how the target layer's output held its grid
+
+
+@dataclass
+class Capture:
+    """What the hook saw: the activation leaf of the layer's last call, and how often it was called."""
+
+    activation: Tensor | None = None
+    calls: int = 0
 
 
 @contextmanager
-def hooked(model: nn.Module, layer_name: str) -> Iterator[dict[str, Tensor]]:
-    """Freeze parameters, eval mode, hook ``layer_name``; restore flags, mode and hooks on exit, even on error."""
-    layers = dict(model.named_modules())
-    if layer_name not in layers:
-        raise CandidateError(f"model has no layer {layer_name!r}", field="target_layer")
+def hooked(model: nn.Module, layer_name: str) -> Iterator[Capture]:
+    """Freeze parameters, eval mode, hook ``layer_name``; restore flags, mode and hooks on exit, even on error.
+
+    A module called more than once per forward (a shared ReLU) is explained at its LAST call, the one
+    nearest the head: each call's output is cut from the graph below, and the last one is kept.
+    """
+    layer = find_layer(model, layer_name)
     flags = [p.requires_grad for p in model.parameters()]
     was_training = model.training
-    store: dict[str, Tensor] = {}
+    capture = Capture()
 
-    def keep_activation(_module: nn.Module, _inputs: object, output: object) -> Tensor:
-        if not isinstance(output, Tensor) or output.dim() != 4:
-            raise CandidateError(f"target layer {layer_name!r} must output a [B, C, H, W] tensor",
-                                 field="target_layer")
+    def keep_activation(_module: nn.Module, _inputs: object, output: object) -> object:
+        if not isinstance(output, Tensor):
+            return output  # explain() refuses it with the layer named; listing-style tools may look at it
         leaf = output.detach().requires_grad_(True)
-        store["activation"] = leaf
-        return leaf.clone()  # later in-place ops (ReLU(inplace=True)) must not touch the leaf
+        capture.activation = leaf
+        capture.calls += 1
+        # A clone goes on, so later in-place ops (DenseNet's F.relu(inplace=True)) cannot touch the leaf;
+        # clone keeps the memory format (channels_last stays channels_last).
+        return leaf.clone()
 
-    handle = layers[layer_name].register_forward_hook(keep_activation)
+    handle = layer.register_forward_hook(keep_activation)
     try:
         for param in model.parameters():
             param.requires_grad_(False)
         model.eval()
-        yield store
+        yield capture
     finally:
         handle.remove()
         for param, flag in zip(model.parameters(), flags, strict=True):
@@ -60,17 +76,30 @@ def hooked(model: nn.Module, layer_name: str) -> Iterator[dict[str, Tensor]]:
 
 
 def explain(model: nn.Module, layer_name: str, inputs: Tensor, target: Tensor | None = None) -> Explained:
-    """One forward: logits and the Grad-CAM of ``target`` (default: the predicted class) per sample."""
-    with hooked(model, layer_name) as store, torch.enable_grad():
+    """One forward: logits and the Grad-CAM of ``target`` (default: the predicted class) per sample.
+
+    The layer's output may be spatial, ViT tokens or channels-last (gate.layers); the map is computed on
+    its grid, with class/register tokens dropped.
+    """
+    with hooked(model, layer_name) as capture, torch.enable_grad():
         logits = model(inputs)
-        activation = store["activation"]
+        output = capture.activation
+        if output is None:
+            layer = find_layer(model, layer_name)
+            raise CandidateError(f"target layer {layer_name!r} ({type(layer).__name__}) did not run or did not "
+                                 "output a tensor in the forward", field="target_layer")
+        layout = layout_of(model, layer_name, output, tuple(inputs.shape))
         chosen = logits.argmax(1) if target is None else target.to(logits.device)
         # Summing over the batch is exact in eval mode: no op mixes samples.
         objective = logits.gather(1, chosen[:, None]).sum()
-        (grads,) = torch.autograd.grad(objective, activation)
+        (grads,) = torch.autograd.grad(objective, output, allow_unused=True)
+    if grads is None:
+        raise CandidateError(f"target layer {layer_name!r} does not feed the logits", field="target_layer")
+    activation = layout.to_grid(output.detach())
+    grads = layout.to_grid(grads)
     weights = grads.mean(dim=(2, 3), keepdim=True)
-    cam = F.relu((weights * activation.detach()).sum(1))
-    return Explained(logits=logits.detach(), cam=cam, target=chosen)
+    cam = F.relu((weights * activation).sum(1))
+    return Explained(logits=logits.detach(), cam=cam, target=chosen, layout=layout)
 
 
 def upsample(cam: Tensor, size: tuple[int, int]) -> Tensor:
