@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from gate.errors import InputError
@@ -157,6 +157,10 @@ def _output_line(key: str, value: str) -> str:
     return f"{key}<<{delimiter}\n{value}\n{delimiter}\n"
 
 
+OUTPUT_KEYS = ("verdict", "selected", "report", "json", "junit")  # written after every gate (action.yml declares them)
+TRACKING_OUTPUT_KEYS = ("mlflow-run-id", "mlflow-run-ids", "mlflow-run-url")  # written when MLflow logged the gate
+
+
 def write_github_outputs(result: GateResult, paths: OutputPaths, output_path: Path) -> Path:
     """Append ``verdict``, ``selected``, ``report``, ``json`` and ``junit`` to ``output_path`` ($GITHUB_OUTPUT)."""
     values = {
@@ -182,3 +186,39 @@ def emit_github(result: GateResult, paths: OutputPaths, env: Mapping[str, str]) 
     if env.get("GITHUB_OUTPUT"):
         write_github_outputs(result, paths, Path(env["GITHUB_OUTPUT"]))
     return github_annotations(result)
+
+
+# --- MLflow runs ------------------------------------------------------------------------
+
+
+def mlflow_run_url(tracking_uri: str, run_id: str) -> str:
+    """The run's page in the MLflow UI of an http(s) tracking server; "" for a local store (no UI to link)."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return ""
+    return f"{tracking_uri.rstrip('/')}/#/runs/{run_id}"  # the UI's direct run route finds the experiment itself
+
+
+def write_tracking_outputs(run_ids: Sequence[str], tracking_uri: str, output_path: Path) -> Path:
+    """Append ``mlflow-run-id`` (the first run: select's parent), ``mlflow-run-ids`` and ``mlflow-run-url``."""
+    first = run_ids[0] if run_ids else ""
+    values = {
+        "mlflow-run-id": first,
+        "mlflow-run-ids": " ".join(run_ids),
+        "mlflow-run-url": mlflow_run_url(tracking_uri, first) if first else "",
+    }
+    _append(output_path, "".join(_output_line(k, v) for k, v in values.items()), "GITHUB_OUTPUT")
+    return output_path
+
+
+def emit_tracking(run_ids: Sequence[str], tracking_uri: str, env: Mapping[str, str]) -> None:
+    """In GitHub Actions: the MLflow run outputs, and a link to the run in the job summary when it has a UI."""
+    if env.get("GITHUB_ACTIONS") != "true":
+        return
+    if env.get("GITHUB_OUTPUT"):
+        write_tracking_outputs(run_ids, tracking_uri, Path(env["GITHUB_OUTPUT"]))
+    url = mlflow_run_url(tracking_uri, run_ids[0]) if run_ids else ""
+    if url and env.get("GITHUB_STEP_SUMMARY"):
+        summary = Path(env["GITHUB_STEP_SUMMARY"])
+        line = f"\nMLflow: [run {markdown_escape(run_ids[0])}]({url})\n"
+        if _size(summary) + len(line.encode("utf-8")) <= SUMMARY_LIMIT:
+            _append(summary, line, "GITHUB_STEP_SUMMARY")

@@ -10,13 +10,16 @@ from gate.github import (
     SUMMARY_LIMIT,
     TRUNCATED_NOTE,
     emit_github,
+    emit_tracking,
     fit_summary,
     github_annotations,
     markdown_code,
     markdown_escape,
+    mlflow_run_url,
     summary_markdown,
     write_github_outputs,
     write_step_summary,
+    write_tracking_outputs,
 )
 from gate.outputs import default_paths
 from gate.result import GateResult, RuleResult
@@ -154,3 +157,31 @@ def test_select_summary_lists_candidates_in_rank_order() -> None:
     text = summary_markdown(result, None)
     assert "Selected: **a.pt** (passing candidates ranked by accuracy; they come first below)" in text
     assert text.index("a.pt") < text.index("c.pt") < text.index("b.pt")
+
+
+def test_mlflow_run_url_only_for_a_server_with_a_ui() -> None:
+    assert mlflow_run_url("https://mlflow.example.com/", "abc123") == "https://mlflow.example.com/#/runs/abc123"
+    assert mlflow_run_url("http://10.0.0.5:5000", "r1") == "http://10.0.0.5:5000/#/runs/r1"
+    assert mlflow_run_url("sqlite:///mlflow.db", "r1") == ""
+    assert mlflow_run_url("databricks", "r1") == ""
+
+
+def test_tracking_outputs_name_the_first_run_and_all_runs(tmp_path: Path) -> None:
+    output = tmp_path / "output"
+    write_tracking_outputs(("p0", "c1", "c2"), "https://ml.example.com", output)
+    assert output.read_text(encoding="utf-8").splitlines() == [
+        "mlflow-run-id=p0", "mlflow-run-ids=p0 c1 c2", "mlflow-run-url=https://ml.example.com/#/runs/p0"]
+    write_tracking_outputs((), "https://ml.example.com", output)
+    assert output.read_text(encoding="utf-8").splitlines()[3:] == ["mlflow-run-id=", "mlflow-run-ids=",
+                                                                   "mlflow-run-url="]
+
+
+def test_emit_tracking_links_the_run_in_the_summary_only_in_actions(tmp_path: Path) -> None:
+    files = {"GITHUB_STEP_SUMMARY": str(tmp_path / "s.md"), "GITHUB_OUTPUT": str(tmp_path / "o")}
+    emit_tracking(("r1",), "https://ml.example.com", files)
+    assert not (tmp_path / "s.md").exists() and not (tmp_path / "o").exists()
+    emit_tracking(("r1",), "https://ml.example.com", {"GITHUB_ACTIONS": "true", **files})
+    assert (tmp_path / "s.md").read_text(encoding="utf-8") == "\nMLflow: [run r1](https://ml.example.com/#/runs/r1)\n"
+    assert "mlflow-run-id=r1\n" in (tmp_path / "o").read_text(encoding="utf-8")
+    emit_tracking(("r2",), "sqlite:///x.db", {"GITHUB_ACTIONS": "true", **files})
+    assert "r2" not in (tmp_path / "s.md").read_text(encoding="utf-8")  # no UI: no link
