@@ -210,6 +210,10 @@ def _track(result: Any, paths: Any, tracking: Any, candidates: Sequence[Path]) -
     if outcome.registered_version:
         click.echo(f"MLflow: registered {tracking.register} version {outcome.registered_version} "
                    f"as @{tracking.alias}")
+    if outcome.logged:
+        from gate.github import emit_tracking
+
+        emit_tracking(outcome.run_ids, tracking.resolved_uri(), os.environ)
 
 
 def _default_uri() -> str:
