@@ -1,30 +1,39 @@
 """The engine: candidates × review set → per-sample records.
 
 The review set is decoded once per batch and every model (candidates and the
-baseline) runs on the same batch: one forward gives logits and Grad-CAM; each
-enabled background variant adds exactly one more forward; the sanity probe adds
-one explained forward of a randomised copy. Only per-sample numbers are kept,
-plus a bounded set of samples (images and maps) for the report's galleries.
+baseline) runs on the same batch: each model brings the decoded uint8 images into
+its own frame (its resize, crop and interpolation; models that share them share
+the framed batch), then one forward gives logits and Grad-CAM; each enabled
+background variant adds exactly one more forward; the sanity probe adds one
+explained forward of a randomised copy. Only per-sample numbers are kept, plus a
+bounded set of samples (images and maps) for the report's galleries.
+
+The prediction is the argmax over ALL the model's outputs and probabilities come
+from its full softmax, also when the review set covers only some of its classes.
+Samples without a mask are scored for metrics; alignment and background probes
+use the masked ones. A model whose forward raises, returns anything but finite
+[B, outputs] logits is an input error naming the candidate file.
 """
 
 from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from gate import probes as probe_ops
 from gate.candidate import Candidate
-from gate.errors import ModelOutputError, UsageError
+from gate.errors import GateError, ModelOutputError, ReviewSetError, UsageError, reason
 from gate.gradcam import explain, upsample
+from gate.inputs.preprocess import Geometry, image_to_frame, mask_to_frame
 from gate.localisation import localise
-from gate.records import PROBE_VARIANTS, KeptSample, Records
+from gate.records import NO_VARIANT, OUTSIDE, PROBE_VARIANTS, KeptSample, Records
 from gate.result import Gallery
 from gate.review_set import ReviewSet
 
@@ -54,13 +63,29 @@ class ModelRun:
 
 @dataclass(frozen=True)
 class Batch:
-    """Decoded samples of one batch at native size: uint8 images and bool masks."""
+    """Decoded samples of one batch at native size: uint8 images, bool masks and void masks (None: none)."""
 
     indices: np.ndarray
     sample_ids: tuple[str, ...]
     labels: np.ndarray
     images: list[np.ndarray]
-    masks: list[np.ndarray]
+    masks: list[np.ndarray | None]
+    voids: list[np.ndarray | None] = field(default_factory=list)
+
+    @property
+    def has_mask(self) -> np.ndarray:
+        """bool [B]: which rows have an object mask."""
+        return np.array([m is not None for m in self.masks], dtype=bool)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A batch in one model's frame (on the device): [0, 1] pixels, masks, non-void pixels, mask presence."""
+
+    images: Tensor  # float32 [B, 3, H, W]
+    masks: Tensor  # bool [B, H, W], all False without a mask
+    void: Tensor  # bool [B, H, W], True = void
+    has_mask: Tensor  # bool [B]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -84,15 +109,16 @@ def run(
     """Run every candidate over the review set (or the rows ``indices``) in one pass of decoded batches."""
     device = resolve_device(options.device)
     order = np.arange(review_set.size) if indices is None else np.asarray(indices, dtype=np.int64)
-    labels = review_set.labels()
-    partners = probe_ops.pair_partners(labels, seed=options.seed) if "background" in options.probes else {}
+    partners = masked_partners(review_set, options.seed) if "background" in options.probes else {}
     fixed = fixed_ids(review_set, options.fixed_per_class)
-    states = [_ModelState(c, review_set, options, device, partners, fixed) for c in candidates]
+    native = _native_size(review_set) if any(min(c.input.size) <= 0 for c in candidates) else (0, 0)
+    states = [_ModelState(c, review_set, options, device, partners, fixed, native) for c in candidates]
     for start in range(0, len(order), options.batch_size):
         batch = _decode(review_set, order[start : start + options.batch_size])
         partner_batches = _decode_partners(review_set, batch, partners)
+        frames = _Frames(batch, partner_batches, device)  # shared by the models with the same geometry
         for state in states:
-            state.consume(batch, partner_batches)
+            state.consume(batch, frames)
         if progress is not None:
             progress(min(start + options.batch_size, len(order)), len(order))
     return [state.finish(order) for state in states]
@@ -111,24 +137,41 @@ def keep_samples(
     return {k: v for k, v in model_run.records.kept.items() if k in set(sample_ids)}
 
 
-def gallery_keys(probs: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+def masked_partners(review_set: ReviewSet, seed: int) -> dict[str, np.ndarray]:
+    """Seeded mixed-probe partners among the samples with a mask (-1 for a sample without one).
+
+    A partner lends its scene with its object removed, which needs its mask; with every sample masked this
+    equals ``probes.pair_partners`` over the whole set.
+    """
+    rows = np.flatnonzero(review_set.has_mask)
+    if not rows.size:
+        raise ReviewSetError("background probes need samples with masks; this review set has none",
+                             path=review_set.root, field="mask")
+    partners = probe_ops.pair_partners(review_set.labels()[rows], seed=seed)
+    out = {}
+    for variant, chosen in partners.items():
+        full = np.full(review_set.size, -1, dtype=np.int64)
+        full[rows] = rows[chosen]
+        out[variant] = full
+    return out
+
+
+def gallery_keys(top_prob: np.ndarray, second_prob: np.ndarray, correct: np.ndarray) -> dict[str, np.ndarray]:
     """Per-sample ranking keys of each gallery kind (higher is shown first; NaN = not of that kind).
 
     easy: confidence of a right answer; failures: confidence of a wrong one; borderline: minus the margin
-    between the top two probabilities. ``probs`` are the float32 probabilities the records keep.
+    between the top two probabilities (over all the model's outputs), float32 as the records keep them.
     """
-    probs = np.asarray(probs, dtype=np.float32)
-    top2 = -np.sort(-probs, axis=1)[:, :2]
-    conf = top2[:, 0].astype(np.float64)
-    margin = (top2[:, 0] - top2[:, -1]).astype(np.float64)
-    correct = probs.argmax(axis=1) == labels
+    top = np.asarray(top_prob, dtype=np.float32)
+    conf = top.astype(np.float64)
+    margin = (top - np.asarray(second_prob, dtype=np.float32)).astype(np.float64)
     return {"easy": np.where(correct, conf, np.nan), "borderline": -margin,
             "failures": np.where(correct, np.nan, conf)}
 
 
 def select_gallery(records: Records, size: int) -> Gallery:
     """The ``size`` highest-keyed samples of each kind, ties to the earlier sample (rows in review-set order)."""
-    keys = gallery_keys(records.probs, records.labels)
+    keys = gallery_keys(records.confidence.astype(np.float32), records.runner_up, records.correct)
 
     def top(kind: str) -> tuple[str, ...]:
         key = keys[kind]
@@ -164,34 +207,67 @@ def fixed_ids(review_set: ReviewSet, per_class: int) -> frozenset[str]:
     return frozenset(ids)
 
 
+def _native_size(review_set: ReviewSet) -> tuple[int, int]:
+    """The first image's size: the input size of a model that names none (a bare state_dict)."""
+    if not review_set.size:
+        return (0, 0)
+    height, width = review_set.load_image(0).shape[:2]
+    return (int(height), int(width))
+
+
 def _decode(review_set: ReviewSet, indices: np.ndarray) -> Batch:
-    images = [review_set.load_image(int(i)) for i in indices]
-    masks = [review_set.load_mask(int(i)) for i in indices]
-    for i, image, mask in zip(indices, images, masks, strict=True):
-        if image.shape[:2] != mask.shape:
-            raise ModelOutputError(f"mask size {mask.shape} differs from image size {image.shape[:2]}",
-                                   path=review_set.root / review_set.samples[int(i)].mask)
-    samples = [review_set.samples[int(i)] for i in indices]
-    return Batch(indices=indices, sample_ids=tuple(s.sample_id for s in samples),
-                 labels=np.array([s.label for s in samples], dtype=np.int64), images=images, masks=masks)
+    rows = [int(i) for i in indices]
+    samples = [review_set.samples[i] for i in rows]
+    return Batch(indices=np.asarray(indices, dtype=np.int64), sample_ids=tuple(s.sample_id for s in samples),
+                 labels=np.array([s.label for s in samples], dtype=np.int64),
+                 images=[review_set.load_image(i) for i in rows], masks=[review_set.load_mask(i) for i in rows],
+                 voids=[review_set.load_void(i) for i in rows])
 
 
 def _decode_partners(review_set: ReviewSet, batch: Batch, partners: dict[str, np.ndarray]) -> dict[str, Batch]:
-    return {variant: _decode(review_set, partners[variant][batch.indices]) for variant in partners}
+    """The partners of the batch's masked rows, in the order of those rows."""
+    rows = np.flatnonzero(batch.has_mask)
+    return {variant: _decode(review_set, partners[variant][batch.indices[rows]]) for variant in partners}
 
 
-def _to_tensors(batch: Batch, size: tuple[int, int], device: torch.device) -> tuple[Tensor, Tensor]:
-    """Images as float [B,3,H,W] in [0,1] (bilinear) and masks bool [B,H,W] (nearest) at ``size``."""
-    images, masks = [], []
-    for image, mask in zip(batch.images, batch.masks, strict=True):
-        x = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float().div_(255)
-        m = torch.from_numpy(np.array(mask))[None, None].float()
-        if tuple(x.shape[-2:]) != size:
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)
-            m = F.interpolate(m, size=size, mode="nearest")
-        images.append(x)
-        masks.append(m[:, 0] > 0.5)
-    return torch.cat(images).to(device), torch.cat(masks).to(device)
+def to_frame(batch: Batch, geometry: Geometry, device: torch.device) -> Frame:
+    """A decoded batch in a model's frame (gate.inputs.preprocess, on the CPU as a torchvision eval loop)."""
+    images = torch.stack([image_to_frame(image, geometry) for image in batch.images])
+    blank = torch.zeros(images.shape[-2:], dtype=torch.bool)
+
+    def framed(masks: Sequence[np.ndarray | None]) -> Tensor:
+        return torch.stack([blank if m is None else mask_to_frame(m, geometry) for m in masks])
+
+    voids = batch.voids or [None] * len(batch.images)
+    return Frame(images=images.to(device), masks=framed(batch.masks).to(device), void=framed(voids).to(device),
+                 has_mask=torch.from_numpy(batch.has_mask).to(device))
+
+
+class _Frames:
+    """One batch (and its probe partners) framed per geometry, on demand: models that share one share it."""
+
+    def __init__(self, batch: Batch, partners: dict[str, Batch], device: torch.device) -> None:
+        self.batch, self.partners, self.device = batch, partners, device
+        self.cache: dict[tuple[str, Geometry], Frame] = {}
+
+    def get(self, geometry: Geometry, partner: str = "") -> Frame:
+        key = (partner, geometry)
+        if key not in self.cache:
+            source = self.partners[partner] if partner else self.batch
+            self.cache[key] = to_frame(source, geometry, self.device)
+        return self.cache[key]
+
+
+@dataclass(frozen=True)
+class _Outputs:
+    """One batch's outputs over ALL the model's logits, reduced to what the records keep."""
+
+    probs: np.ndarray  # float32 [B, C]: the review set's classes of the full softmax
+    pred: np.ndarray  # int64 [B]: review-set index of the argmax over all outputs, OUTSIDE if none
+    pred_output: np.ndarray  # int64 [B]: the argmax as the model's output index
+    top_prob: np.ndarray  # float32 [B]
+    second_prob: np.ndarray  # float32 [B]
+    outside_sq: np.ndarray  # float64 [B]
 
 
 class _ModelState:
@@ -199,7 +275,7 @@ class _ModelState:
 
     def __init__(
         self, candidate: Candidate, review_set: ReviewSet, options: EngineOptions, device: torch.device,
-        partners: dict[str, np.ndarray], fixed: frozenset[str],
+        partners: dict[str, np.ndarray], fixed: frozenset[str], native: tuple[int, int],
     ) -> None:
         self.candidate = candidate.aligned_to(review_set.classes)
         self.review_set = review_set
@@ -211,71 +287,145 @@ class _ModelState:
             probe_ops.randomized_copy(self.model, self.candidate.target_layer, seed=options.seed).to(device)
             if "sanity" in options.probes else None
         )
-        native = review_set.load_image(0).shape[:2]
-        size = self.candidate.input.size
-        self.size: tuple[int, int] = (int(size[0]), int(size[1])) if min(size) > 0 else (native[0], native[1])
-        self.mean = torch.tensor(self.candidate.input.mean, device=device)[None, :, None, None]
-        self.std = torch.tensor(self.candidate.input.std, device=device)[None, :, None, None]
+        spec = self.candidate.input
+        self.size: tuple[int, int] = (int(spec.size[0]), int(spec.size[1])) if min(spec.size) > 0 else native
+        self.geometry = replace(spec, size=self.size).geometry
+        self.mean = torch.tensor(spec.mean, device=device)[None, :, None, None]
+        self.std = torch.tensor(spec.std, device=device)[None, :, None, None]
+        width = len(self.candidate.outputs)
+        order = self.candidate.logit_order or tuple(range(len(self.candidate.classes)))
+        self.order = torch.tensor(order, dtype=torch.long)
+        self.outside = torch.ones(width, dtype=torch.bool)
+        self.outside[self.order] = False
+        # Model output index -> review-set index (OUTSIDE for outputs the review set does not hold).
+        self.to_review = torch.full((width,), OUTSIDE, dtype=torch.long)
+        self.to_review[self.order] = torch.arange(len(order))
         self.rows: dict[str, list[np.ndarray]] = {}
-        self.gallery = _GallerySelector(options.gallery_size, fixed)
+        self.gallery = _GallerySelector(options.gallery_size, fixed, self.candidate.outputs)
         self.seconds = 0.0
 
     def normalise(self, images: Tensor) -> Tensor:
         return (images - self.mean) / self.std
 
-    def consume(self, batch: Batch, partner_batches: dict[str, Batch]) -> None:
+    def consume(self, batch: Batch, frames: _Frames) -> None:
         started = time.perf_counter()
-        images, masks = _to_tensors(batch, self.size, self.device)
-        explained = explain(self.model, self.candidate.target_layer, self.normalise(images))
-        logits = self._check_finite(explained.logits, batch)
-        if self.candidate.logit_order is not None:
-            logits = logits[:, list(self.candidate.logit_order)]
-        probs = torch.softmax(logits.double(), dim=1).float().cpu().numpy()
+        frame = frames.get(self.geometry)
+        with self._guarded(batch):
+            explained = explain(self.model, self.candidate.target_layer, self.normalise(frame.images))
+        outputs = self._outputs(self._check_finite(explained.logits, batch))
         cam = upsample(explained.cam, self.size)
-        local = localise(cam, masks)
-        self._append("probs", probs)
+        local = localise(cam, frame.masks, frame.void, frame.has_mask)
+        for name in ("probs", "pred", "top_prob", "second_prob", "outside_sq"):
+            self._append(name, getattr(outputs, name))
+        self._append("has_mask", batch.has_mask)
         for name in ("energy", "mask_area", "pointing_hit", "rank_accuracy"):
             self._append(name, getattr(local, name).numpy())
-        variants = self._variants(images, masks, partner_batches) if partner_batches else {}
+        variants = self._variants(frame, frames) if frames.partners and batch.has_mask.any() else {}
         variant_preds = {name: self._predict(x, batch, name) for name, x in variants.items()}
-        for name, preds in variant_preds.items():
-            self._append(f"probe.{name}", preds)
+        if self.partners:
+            for name in PROBE_VARIANTS:
+                self._append(f"probe.{name}", _scatter(variant_preds.get(name), batch.has_mask))
         if self.randomised is not None:
-            self._append("sanity", self._sanity(images, explained.cam, explained.target))
-        self.gallery.offer(batch, probs, cam, images, masks, variants, variant_preds)
+            self._append("sanity", self._sanity(frame.images, explained.cam, explained.target, batch))
+        self.gallery.offer(batch, outputs, cam, frame, variants, variant_preds)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.seconds += time.perf_counter() - started
 
-    def _check_finite(self, logits: Tensor, batch: Batch, variant: str = "") -> Tensor:
+    def _outputs(self, logits: Tensor) -> _Outputs:
+        full = torch.softmax(logits.double(), dim=1).cpu()
+        top2 = full.topk(min(2, full.shape[1]), dim=1)
+        pred_output = top2.indices[:, 0]
+        outside = full[:, self.outside]
+        return _Outputs(
+            probs=full[:, self.order].float().numpy(),
+            pred=self.to_review[pred_output].numpy().astype(np.int64),
+            pred_output=pred_output.numpy().astype(np.int64),
+            top_prob=top2.values[:, 0].float().numpy(),
+            second_prob=top2.values[:, -1].float().numpy(),
+            outside_sq=(outside * outside).sum(1).numpy(),
+        )
+
+    @contextmanager
+    def _guarded(self, batch: Batch, variant: str = "", model: nn.Module | None = None) -> Iterator[None]:
+        """Model faults as input errors naming the candidate: a forward that raises, or not [B, outputs] logits."""
+        net = self.model if model is None else model
+        where = f" on the {variant} variant" if variant else ""
+        state = {"inside": False}
+
+        def entered(_module: nn.Module, _inputs: object) -> None:
+            state["inside"] = True
+
+        def check(_module: nn.Module, _inputs: object, output: object) -> None:
+            state["inside"] = False
+            self._check_shape(output, len(batch.indices), where)
+
+        handles = [net.register_forward_pre_hook(entered), net.register_forward_hook(check)]
+        try:
+            yield
+        except GateError:
+            raise
+        except torch.cuda.OutOfMemoryError:
+            raise  # not the model's fault: a smaller --batch-size helps
+        except Exception as exc:
+            if not state["inside"]:
+                raise
+            raise ModelOutputError(f"model forward raised {reason(exc)}{where}", path=self.candidate.path,
+                                   field="forward") from None
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _check_shape(self, output: object, batch_size: int, where: str) -> None:
+        width = len(self.candidate.outputs)
+        expected = f"a [{batch_size}, {width}] tensor of logits (one per output name)"
+        if not isinstance(output, Tensor):
+            raise ModelOutputError(f"model returned a {type(output).__name__}{where}, expected {expected}",
+                                   path=self.candidate.path, field="logits")
+        if output.dim() != 2 or output.shape[0] != batch_size or not output.is_floating_point():
+            raise ModelOutputError(f"model returned a {output.dtype} tensor of shape {list(output.shape)}{where}, "
+                                   f"expected {expected}", path=self.candidate.path, field="logits")
+        if output.shape[1] != width:
+            more = " (a model with more outputs than class names is refused, never truncated)" \
+                if output.shape[1] > width else ""
+            raise ModelOutputError(f"model gives {output.shape[1]} outputs but {width} class names{more}",
+                                   path=self.candidate.path, field="classes")
+
+    def _check_finite(self, logits: Tensor, batch: Batch, variant: str = "", rows: np.ndarray | None = None) -> Tensor:
         bad = ~torch.isfinite(logits).all(1)
         if bad.any():
-            first = batch.sample_ids[int(bad.nonzero()[0])]
+            row = int(bad.nonzero()[0])
+            first = batch.sample_ids[int(rows[row]) if rows is not None else row]
             where = f" on the {variant} variant" if variant else ""
             raise ModelOutputError(f"model output is NaN or infinite{where} (first on sample {first!r})",
                                    path=self.candidate.path, field="logits")
         return logits
 
-    def _variants(self, images: Tensor, masks: Tensor, partner_batches: dict[str, Batch]) -> dict[str, Tensor]:
+    def _variants(self, frame: Frame, frames: _Frames) -> dict[str, Tensor]:
+        """Probe variants of the batch's masked rows (partners are framed like the batch)."""
+        rows = torch.nonzero(frame.has_mask).flatten()
+        images, masks = frame.images[rows], frame.masks[rows]
         out = {"only_fg": probe_ops.only_fg(images, masks), "only_bg": probe_ops.remove_object(images, masks)}
         for name in ("mixed_same", "mixed_rand"):
-            other_images, other_masks = _to_tensors(partner_batches[name], self.size, self.device)
-            scene = probe_ops.remove_object(other_images, other_masks)
+            other = frames.get(self.geometry, partner=name)
+            scene = probe_ops.remove_object(other.images, other.masks)
             out[name] = probe_ops.paste_object(images, masks, scene)
         return {name: out[name] for name in PROBE_VARIANTS}
 
     @torch.no_grad()
     def _predict(self, images: Tensor, batch: Batch, variant: str) -> np.ndarray:
-        logits = self._check_finite(self.model(self.normalise(images)), batch, variant)
-        if self.candidate.logit_order is not None:
-            logits = logits[:, list(self.candidate.logit_order)]
-        return logits.argmax(1).cpu().numpy().astype(np.int64)
+        rows = np.flatnonzero(batch.has_mask)
+        with self._guarded(replace(batch, indices=batch.indices[rows]), variant):
+            logits = self.model(self.normalise(images))
+        logits = self._check_finite(logits, batch, variant, rows)
+        return self.to_review[logits.argmax(1).cpu()].numpy().astype(np.int64)
 
-    def _sanity(self, images: Tensor, cam: Tensor, target: Tensor) -> np.ndarray:
+    def _sanity(self, images: Tensor, cam: Tensor, target: Tensor, batch: Batch) -> np.ndarray:
         # Compared at the target layer's own resolution: upsampling adds no information, only smooth
         # interpolated pixels that inflate rank correlation (and it costs as much as a forward at 224²).
         assert self.randomised is not None
-        randomised = explain(self.randomised, self.candidate.target_layer, self.normalise(images), target=target)
+        with self._guarded(batch, "randomised-copy", self.randomised):
+            randomised = explain(self.randomised, self.candidate.target_layer, self.normalise(images), target=target)
         return probe_ops.spearman_rows(cam, randomised.cam).double().cpu().numpy()
 
     def _append(self, name: str, values: np.ndarray) -> None:
@@ -286,7 +436,9 @@ class _ModelState:
         if not self.rows:  # no rows at all (e.g. a torchrun rank beyond the review set's size)
             empty = np.zeros(0)
             column = {"probs": np.zeros((0, len(self.review_set.classes))), "energy": empty, "mask_area": empty,
-                      "pointing_hit": empty, "rank_accuracy": empty}
+                      "pointing_hit": empty, "rank_accuracy": empty, "pred": np.zeros(0, dtype=np.int64),
+                      "top_prob": empty, "second_prob": empty, "outside_sq": empty,
+                      "has_mask": np.zeros(0, dtype=bool)}
         samples = self.review_set.samples
         records = Records(
             classes=self.review_set.classes,
@@ -301,8 +453,21 @@ class _ModelState:
             pairings={v: p[order] for v, p in self.partners.items()},
             sanity_similarity=column.get("sanity"),
             kept=self.gallery.kept,
+            pred=column["pred"].astype(np.int64),
+            top_prob=column["top_prob"].astype(np.float32),
+            second_prob=column["second_prob"].astype(np.float32),
+            outside_sq=column["outside_sq"].astype(np.float64),
+            has_mask=column["has_mask"].astype(bool),
         )
         return _finish_gallery(records, self.options.gallery_size, self.gallery.fixed, self.seconds)
+
+
+def _scatter(values: np.ndarray | None, has_mask: np.ndarray) -> np.ndarray:
+    """Per-row variant predictions: the masked rows' values, NO_VARIANT for rows without a mask."""
+    out = np.full(has_mask.shape, NO_VARIANT, dtype=np.int64)
+    if values is not None:
+        out[has_mask] = values
+    return out
 
 
 @dataclass(order=True)
@@ -314,19 +479,19 @@ class _Entry:
 class _GallerySelector:
     """Bounded streaming choice of gallery samples: easy, borderline and failures, plus fixed ids."""
 
-    def __init__(self, size: int, fixed: frozenset[str]) -> None:
+    def __init__(self, size: int, fixed: frozenset[str], output_names: Sequence[str] = ()) -> None:
         self.size = size
         self.fixed = fixed
+        self.output_names = tuple(output_names)
         self.heaps: dict[str, list[_Entry]] = {"easy": [], "borderline": [], "failures": []}
         self.kept: dict[str, KeptSample] = {}
 
     def offer(
-        self, batch: Batch, probs: np.ndarray, cam: Tensor, images: Tensor, masks: Tensor,
-        variants: dict[str, Tensor], variant_preds: dict[str, np.ndarray],
+        self, batch: Batch, outputs: _Outputs, cam: Tensor, frame: Frame, variants: dict[str, Tensor],
+        variant_preds: dict[str, np.ndarray],
     ) -> None:
-        keys = gallery_keys(probs, batch.labels)
-        preds = probs.argmax(axis=1)
-        conf = probs.max(axis=1)
+        keys = gallery_keys(outputs.top_prob, outputs.second_prob, outputs.pred == batch.labels)
+        masked_row = np.cumsum(batch.has_mask) - 1  # position among the masked rows (variants hold only those)
         for row in range(len(batch.indices)):
             sample_id = batch.sample_ids[row]
             position = int(batch.indices[row])
@@ -335,8 +500,9 @@ class _GallerySelector:
                 if not np.isnan(key[row]):
                     wanted |= self._push(kind, float(key[row]), position, sample_id)
             if wanted:
-                self.kept[sample_id] = self._kept_sample(row, sample_id, batch, cam, images, masks, preds, conf,
-                                                         variants, variant_preds)
+                sub = int(masked_row[row]) if batch.has_mask[row] else None
+                self.kept[sample_id] = self._kept_sample(row, sub, batch, outputs, cam, frame, variants,
+                                                         variant_preds)
         self._prune()
 
     def _push(self, kind: str, key: float, position: int, sample_id: str) -> bool:
@@ -358,19 +524,22 @@ class _GallerySelector:
             del self.kept[sample_id]
 
     def _kept_sample(
-        self, row: int, sample_id: str, batch: Batch, cam: Tensor, images: Tensor, masks: Tensor,
-        preds: np.ndarray, conf: np.ndarray, variants: dict[str, Tensor], variant_preds: dict[str, np.ndarray],
+        self, row: int, sub: int | None, batch: Batch, outputs: _Outputs, cam: Tensor, frame: Frame,
+        variants: dict[str, Tensor], variant_preds: dict[str, np.ndarray],
     ) -> KeptSample:
+        output = int(outputs.pred_output[row])
         return KeptSample(
-            sample_id=sample_id,
-            image=_to_uint8(images[row]),
-            mask=masks[row].cpu().numpy().astype(bool),
+            sample_id=batch.sample_ids[row],
+            image=_to_uint8(frame.images[row]),
+            mask=frame.masks[row].cpu().numpy().astype(bool),
             cam=cam[row].float().cpu().numpy(),
             label=int(batch.labels[row]),
-            pred=int(preds[row]),
-            confidence=float(conf[row]),
-            variants={name: _to_uint8(x[row]) for name, x in variants.items()},
-            variant_preds={name: int(p[row]) for name, p in variant_preds.items()},
+            pred=int(outputs.pred[row]),
+            confidence=float(outputs.top_prob[row]),
+            variants={} if sub is None else {name: _to_uint8(x[sub]) for name, x in variants.items()},
+            variant_preds={} if sub is None else {name: int(p[sub]) for name, p in variant_preds.items()},
+            pred_name=self.output_names[output] if output < len(self.output_names) else str(output),
+            has_mask=bool(batch.has_mask[row]),
         )
 
 

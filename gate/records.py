@@ -15,37 +15,57 @@ import numpy as np
 PROBE_VARIANTS: tuple[str, ...] = ("only_fg", "only_bg", "mixed_same", "mixed_rand")
 
 
+# Records.preds for a prediction the review set does not hold (an output of the model outside its classes).
+OUTSIDE = -1
+# Records.probe_preds for a sample without a mask: no variant is built for it.
+NO_VARIANT = -2
+
+
 @dataclass(frozen=True)
 class KeptSample:
-    """One sample kept for the report: pixels, mask, map and probe variants."""
+    """One sample kept for the report: pixels, mask, map and probe variants, in the frame the model saw."""
 
     sample_id: str
-    image: np.ndarray  # uint8 [H, W, 3], at the candidate's input size
-    mask: np.ndarray  # bool [H, W]
+    image: np.ndarray  # uint8 [H, W, 3], at the candidate's input size (after its resize and crop)
+    mask: np.ndarray  # bool [H, W] (all False when the sample has no mask)
     cam: np.ndarray  # float32 [H, W], ReLU'd Grad-CAM of the predicted class, not normalised
     label: int
-    pred: int
+    pred: int  # review-set class index, or OUTSIDE
     confidence: float
     variants: Mapping[str, np.ndarray] = field(default_factory=dict)  # variant -> uint8 [H, W, 3]
     variant_preds: Mapping[str, int] = field(default_factory=dict)
+    pred_name: str = ""  # the model's name for its prediction (also for an output outside the review set)
+    has_mask: bool = True
 
 
 @dataclass(frozen=True)
 class Records:
-    """Everything the engine measured on a review set for one model, in review-set order."""
+    """Everything the engine measured on a review set for one model, in review-set order.
+
+    A review set may cover a subset of the model's outputs: ``probs`` then holds the review set's columns of
+    the model's FULL softmax (rows sum to less than 1), and ``pred``/``top_prob``/``second_prob``/
+    ``outside_sq`` carry what the outputs outside the review set add (argmax, confidence, margin, Brier).
+    Those four are None when the records were built from ``probs`` alone (all outputs present): the
+    properties below then derive them from ``probs``. Read ``preds``/``confidence``, never ``probs.argmax()``.
+    """
 
     classes: tuple[str, ...]
     ids: tuple[str, ...]
     labels: np.ndarray  # int64 [N]
-    probs: np.ndarray  # float32 [N, C], softmax in review-set class order
-    energy: np.ndarray  # float64 [N]: Σ cam·mask / Σ cam; NaN where excluded
-    mask_area: np.ndarray  # float64 [N]: object pixels / all pixels
+    probs: np.ndarray  # float32 [N, C], full-softmax probabilities of the review set's classes, in its order
+    energy: np.ndarray  # float64 [N]: Σ cam·mask / Σ cam over non-void pixels; NaN where excluded
+    mask_area: np.ndarray  # float64 [N]: object pixels / non-void pixels; NaN without a mask
     pointing_hit: np.ndarray  # float64 [N]: 1.0 / 0.0; NaN where excluded
     rank_accuracy: np.ndarray  # float64 [N]: |top-K(cam) ∩ mask| / K, K = |mask|; NaN where excluded
-    probe_preds: Mapping[str, np.ndarray] = field(default_factory=dict)  # variant -> int64 [N]
-    pairings: Mapping[str, np.ndarray] = field(default_factory=dict)  # variant -> int64 [N] partner index
+    probe_preds: Mapping[str, np.ndarray] = field(default_factory=dict)  # variant -> int64 [N] (NO_VARIANT: none)
+    pairings: Mapping[str, np.ndarray] = field(default_factory=dict)  # variant -> int64 [N] partner index, -1 none
     sanity_similarity: np.ndarray | None = None  # float64 [N]: Spearman(map, randomised map)
     kept: Mapping[str, KeptSample] = field(default_factory=dict)
+    pred: np.ndarray | None = None  # int64 [N]: argmax over ALL outputs as a review-set index, OUTSIDE if none
+    top_prob: np.ndarray | None = None  # float32 [N]: max of the full softmax
+    second_prob: np.ndarray | None = None  # float32 [N]: second-highest of the full softmax
+    outside_sq: np.ndarray | None = None  # float64 [N]: Σ p_k² over outputs outside the review set (Brier)
+    has_mask: np.ndarray | None = None  # bool [N]: the sample has an object mask (None: all have)
 
     @property
     def size(self) -> int:
@@ -54,13 +74,36 @@ class Records:
 
     @property
     def preds(self) -> np.ndarray:
-        """Predicted class per sample."""
+        """Predicted class per sample: the argmax over all the model's outputs (OUTSIDE when not a review class)."""
+        if self.pred is not None:
+            return np.asarray(self.pred, dtype=np.int64)
         return np.asarray(self.probs.argmax(axis=1), dtype=np.int64)
 
     @property
     def confidence(self) -> np.ndarray:
-        """Top-label probability per sample."""
-        return np.asarray(self.probs.max(axis=1), dtype=np.float64)
+        """Top-label probability per sample (over all the model's outputs)."""
+        source = self.top_prob if self.top_prob is not None else self.probs.max(axis=1)
+        return np.asarray(source, dtype=np.float64)
+
+    @property
+    def runner_up(self) -> np.ndarray:
+        """Second-highest probability per sample (over all outputs), float32 as the records keep it."""
+        if self.second_prob is not None:
+            return np.asarray(self.second_prob, dtype=np.float32)
+        top2 = -np.sort(-np.asarray(self.probs, dtype=np.float32), axis=1)[:, :2]
+        return top2[:, -1]
+
+    @property
+    def squared_error(self) -> np.ndarray:
+        """Per-sample Brier term Σ_k (p_k − y_k)² over ALL the model's outputs."""
+        onehot = np.eye(len(self.classes))[self.labels]
+        inside = ((self.probs.astype(np.float64) - onehot) ** 2).sum(axis=1)
+        return inside if self.outside_sq is None else inside + self.outside_sq
+
+    @property
+    def masked(self) -> np.ndarray:
+        """bool [N]: which samples have an object mask (alignment and background probes use only these)."""
+        return np.ones(self.size, dtype=bool) if self.has_mask is None else np.asarray(self.has_mask, dtype=bool)
 
     @property
     def correct(self) -> np.ndarray:
@@ -81,42 +124,35 @@ class Records:
         """
         parts = [part for part in parts if part.size] or list(parts[:1])
         first = parts[0]
-
-        def join(column: str) -> np.ndarray:
-            return np.concatenate([getattr(part, column) for part in parts])
-
-        sanity = None
-        if first.sanity_similarity is not None:
-            sanity = np.concatenate([part.sanity_similarity for part in parts if part.sanity_similarity is not None])
+        columns: dict[str, np.ndarray | None] = {}
+        for column in ROW_COLUMNS:
+            values = [getattr(part, column) for part in parts]
+            columns[column] = None if any(v is None for v in values) else np.concatenate(values)
         return replace(
             first,
             ids=tuple(i for part in parts for i in part.ids),
-            labels=join("labels"),
-            probs=join("probs"),
-            energy=join("energy"),
-            mask_area=join("mask_area"),
-            pointing_hit=join("pointing_hit"),
-            rank_accuracy=join("rank_accuracy"),
+            **columns,  # type: ignore[arg-type]
             probe_preds={k: np.concatenate([part.probe_preds[k] for part in parts]) for k in first.probe_preds},
             pairings={k: np.concatenate([part.pairings[k] for part in parts]) for k in first.pairings},
-            sanity_similarity=sanity,
             kept={k: v for part in parts for k, v in part.kept.items()},
         )
 
     def take(self, index: np.ndarray) -> Records:
         """The rows at ``index`` (e.g. a bootstrap resample); kept samples are dropped."""
         idx = np.asarray(index, dtype=np.int64)
+        columns = {c: None if getattr(self, c) is None else getattr(self, c)[idx] for c in ROW_COLUMNS}
         return replace(
             self,
             ids=tuple(self.ids[i] for i in idx),
-            labels=self.labels[idx],
-            probs=self.probs[idx],
-            energy=self.energy[idx],
-            mask_area=self.mask_area[idx],
-            pointing_hit=self.pointing_hit[idx],
-            rank_accuracy=self.rank_accuracy[idx],
+            **columns,  # type: ignore[arg-type]
             probe_preds={k: v[idx] for k, v in self.probe_preds.items()},
             pairings={k: v[idx] for k, v in self.pairings.items()},
-            sanity_similarity=None if self.sanity_similarity is None else self.sanity_similarity[idx],
             kept={},
         )
+
+
+# Per-sample array columns of Records (one row per sample; None-able ones stay None unless all parts have them).
+ROW_COLUMNS: tuple[str, ...] = (
+    "labels", "probs", "energy", "mask_area", "pointing_hit", "rank_accuracy", "sanity_similarity",
+    "pred", "top_prob", "second_prob", "outside_sq", "has_mask",
+)

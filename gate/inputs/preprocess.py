@@ -59,14 +59,6 @@ def mask_to_frame(mask: np.ndarray, geometry: Geometry) -> Tensor:
     return framed.as_subclass(Tensor)[0] > 0
 
 
-def frame_batch(
-    images: list[np.ndarray], masks: list[np.ndarray | None], geometry: Geometry
-) -> tuple[Tensor, list[Tensor | None]]:
-    """A batch of decoded images (any sizes) as float32 [B, 3, h, w] and their masks (None stays None)."""
-    framed = torch.stack([image_to_frame(image, geometry) for image in images])
-    return framed, [None if mask is None else mask_to_frame(mask, geometry) for mask in masks]
-
-
 def _geometry(pixels: Tensor, geometry: Geometry, mode: InterpolationMode) -> Tensor:
     height, width = geometry.size
     if geometry.resize is None:

@@ -1,8 +1,9 @@
 """Background probe scores (after Xiao et al. 2020): does the model answer from the object or the scene?
 
 Pure functions of ``Records``: the engine stores the prediction of every probe
-variant (``only_fg``, ``only_bg``, ``mixed_same``, ``mixed_rand``) per sample;
-accuracies are always against the ORIGINAL label.
+variant (``only_fg``, ``only_bg``, ``mixed_same``, ``mixed_rand``) per sample
+with a mask (variants need the object's mask; samples without one are left out
+of every background score); accuracies are always against the ORIGINAL label.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from gate.records import Records
 
 
 def _variant(records: Records, variant: str) -> np.ndarray:
+    """Predictions on ``variant`` for the samples that have a mask (no variant is built for the others)."""
     preds = records.probe_preds.get(variant)
     if preds is None:
         # The engine runs every variant when the probe is enabled; a missing one is a bug, not bad input.
         raise GateError(f"records have no predictions for background variant {variant!r}")
-    return np.asarray(preds, dtype=np.int64)
+    return np.asarray(preds, dtype=np.int64)[records.masked]
 
 
 def _share(hits: np.ndarray) -> float:
@@ -27,8 +29,8 @@ def _share(hits: np.ndarray) -> float:
 
 
 def variant_accuracy(records: Records, variant: str) -> float:
-    """Share of samples whose prediction on ``variant`` is the original label."""
-    return _share(_variant(records, variant) == records.labels)
+    """Share of masked samples whose prediction on ``variant`` is the original label."""
+    return _share(_variant(records, variant) == records.labels[records.masked])
 
 
 def only_fg_accuracy(records: Records) -> float:
@@ -63,8 +65,8 @@ def bg_gap(records: Records) -> float:
 
 
 def flip_rate(records: Records) -> float:
-    """Share of samples whose prediction under Mixed-Rand differs from the original prediction."""
-    return _share(_variant(records, "mixed_rand") != records.preds)
+    """Share of masked samples whose prediction under Mixed-Rand differs from the original prediction."""
+    return _share(_variant(records, "mixed_rand") != records.preds[records.masked])
 
 
 SCORES: tuple[ScoreSpec, ...] = (

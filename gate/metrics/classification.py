@@ -1,6 +1,9 @@
 """Classification and calibration scores (definitions in shared/anchors.md).
 
-Pure functions of ``Records`` on NumPy arrays. ECE and MCE use 15 equal-width
+Pure functions of ``Records`` on NumPy arrays. Predictions, confidences and
+Brier cover all the model's outputs (``records.preds``/``confidence``/
+``squared_error``), also when the review set holds only some of its classes;
+per-class scores cover the review set's classes. ECE and MCE use 15 equal-width
 bins on top-label confidence with torchmetrics' bin edges (a confidence of
 exactly 1.0 gets a bin of its own), so the numbers match its CalibrationError.
 """
@@ -46,15 +49,14 @@ def worst_class_accuracy(records: Records) -> float:
 
 
 def nll(records: Records) -> float:
-    """Mean negative log-probability of the true class."""
+    """Mean negative log-probability of the true class (from the model's full softmax)."""
     p_true = records.probs[np.arange(records.size), records.labels].astype(np.float64)
     return float(-np.log(np.clip(p_true, EPS, 1.0)).mean())
 
 
 def brier(records: Records) -> float:
-    """Mean over samples of Σ_k (p_k − y_k)² (multi-class Brier score, range 0..2)."""
-    onehot = np.eye(len(records.classes))[records.labels]
-    return float(((records.probs.astype(np.float64) - onehot) ** 2).sum(axis=1).mean())
+    """Mean over samples of Σ_k (p_k − y_k)² over ALL the model's outputs (multi-class Brier score, 0..2)."""
+    return float(records.squared_error.mean())
 
 
 @cache
