@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet18
 
@@ -115,3 +116,91 @@ def test_upsample_keeps_mass_nonnegative_and_is_identity_at_same_size() -> None:
     assert big.min() >= 0
     # bilinear (align_corners=False) reproduces a constant map exactly
     torch.testing.assert_close(upsample(torch.full((1, 4, 4), 0.3), (8, 8)), torch.full((1, 8, 8), 0.3))
+
+
+class SharedActivation(nn.Module):
+    """One ReLU module called after each of two convs (as ResNet blocks reuse theirs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.conv1(x))
+        return self.fc(self.act(self.conv2(x)).mean((2, 3)))
+
+
+class SplitActivation(SharedActivation):
+    """The same network with a separate ReLU for the second call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.act2 = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.conv1(x))
+        return self.fc(self.act2(self.conv2(x)).mean((2, 3)))
+
+
+def test_module_called_twice_is_explained_at_its_last_call() -> None:
+    from captum.attr import LayerGradCam
+
+    torch.manual_seed(0)
+    shared = SharedActivation().eval()
+    split = SplitActivation().eval()
+    split.load_state_dict(shared.state_dict())
+    batch = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    ours = explain(shared, "act", batch)
+    with hooked(shared, "act") as capture:
+        shared(batch)
+    assert capture.calls == 2
+    last_call = explain(split, "act2", batch)
+    first_call = explain(split, "act", batch)
+    torch.testing.assert_close(ours.cam, last_call.cam, atol=0, rtol=0)
+    assert not torch.allclose(ours.cam, first_call.cam)
+    theirs = LayerGradCam(shared, shared.act).attribute(batch, target=ours.target, relu_attributions=True)
+    torch.testing.assert_close(ours.cam, theirs[:, 0], atol=1e-5, rtol=0)  # captum keeps the last call too
+
+
+def test_channels_last_memory_format_gives_the_same_maps(resnet: nn.Module, batch: torch.Tensor) -> None:
+    import copy
+
+    plain = explain(resnet, "layer4", batch)
+    model = copy.deepcopy(resnet).to(memory_format=torch.channels_last)
+    fast = explain(model, "layer4", batch.contiguous(memory_format=torch.channels_last))
+    assert fast.layout.kind == "spatial"
+    torch.testing.assert_close(fast.cam, plain.cam, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(fast.logits, plain.logits, atol=1e-5, rtol=1e-4)
+
+
+class InplaceAfter(nn.Module):
+    """DenseNet's ending: the target layer's output goes through F.relu(inplace=True)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6))
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.features(x), inplace=True)
+        return self.fc(out.mean((2, 3)))
+
+
+def test_inplace_op_after_the_layer_keeps_captum_equality() -> None:
+    from captum.attr import LayerGradCam
+
+    torch.manual_seed(0)
+    model = InplaceAfter().eval()
+    with torch.no_grad():  # shift BN so that many activations are negative: the in-place ReLU then matters
+        model.features[1].bias.fill_(-0.5)
+    batch = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(6))
+    ours = explain(model, "features", batch)
+    theirs = LayerGradCam(model, model.features).attribute(batch, target=ours.target, relu_attributions=True)
+    torch.testing.assert_close(ours.cam, theirs[:, 0], atol=1e-5, rtol=0)
+    # the leaf kept the negative (pre-ReLU) activations: the in-place ReLU ran on the clone
+    with hooked(model, "features") as capture:
+        model(batch)
+    assert capture.activation is not None and capture.activation.min() < 0
