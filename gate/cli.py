@@ -7,6 +7,7 @@ mlflow) happen inside commands so that ``xgate --help`` stays fast.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import traceback
@@ -73,6 +74,20 @@ def _parse_size(ctx: click.Context, param: click.Parameter, value: str | None) -
     return (size[0], size[1])
 
 
+def _parse_channels(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        numbers = tuple(float(part) for part in value.split(","))
+    except ValueError:
+        numbers = ()
+    positive = param.name != "std" or all(n > 0 for n in numbers)
+    if len(numbers) != 3 or not positive or not all(math.isfinite(n) for n in numbers):
+        kind = "positive numbers" if param.name == "std" else "numbers"
+        raise click.BadParameter(f"expected R,G,B with three finite {kind}, got {value!r}")
+    return numbers
+
+
 def gate_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options shared by ``check`` and ``select`` (design.md, 'How it is used')."""
     options = [
@@ -93,6 +108,16 @@ def gate_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--classes", help="Comma-separated class names for a bare state_dict."),
         click.option("--input-size", callback=_parse_size, metavar="H,W",
                      help="Model input size, e.g. 224,224 (default: the checkpoint's, else the review set's)."),
+        click.option("--resize", type=click.IntRange(1), metavar="N",
+                     help="Model preprocessing: shorter side to N, then a centre crop to --input-size "
+                          "(torchvision's eval transform; default: the checkpoint's, else squash to the size)."),
+        click.option("--interpolation", type=click.Choice(["bilinear", "bicubic", "nearest"]),
+                     help="Resize interpolation, antialiased as torchvision does (default: checkpoint's, "
+                          "else bilinear)."),
+        click.option("--mean", callback=_parse_channels, metavar="R,G,B",
+                     help="Per-channel mean of [0,1] pixels (default: checkpoint's, else ImageNet's)."),
+        click.option("--std", callback=_parse_channels, metavar="R,G,B",
+                     help="Per-channel std of [0,1] pixels (default: checkpoint's, else ImageNet's)."),
         click.option("--target-layer", help="Layer to explain (default: checkpoint, family default, last Conv2d)."),
         click.option("--trust-pickle", is_flag=True, help="Allow a pickled nn.Module (runs code from the file)."),
         click.option("--no-mlflow", is_flag=True, help="Do not log to MLflow."),
@@ -149,7 +174,8 @@ def _gate(command: str, candidates: Sequence[Path], options: dict[str, Any]) -> 
         review_set=options.get("review_set"), allow_unpinned=options["allow_unpinned"],
         engine=EngineOptions(device=options["device"], batch_size=options["batch_size"], seed=options["seed"]),
         load=LoadOptions(arch=options.get("arch"), classes=classes, input_size=options.get("input_size"),
-                         target_layer=options.get("target_layer"),
+                         target_layer=options.get("target_layer"), resize=options.get("resize"),
+                         interpolation=options.get("interpolation"), mean=options.get("mean"), std=options.get("std"),
                          trust_pickle=options["trust_pickle"]),
     )
     shard = distributed.start(options["device"])

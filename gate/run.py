@@ -38,6 +38,10 @@ class LoadOptions:
     input_size: tuple[int, int] | None = None  # (H, W); default: the file's, else the review set's own size
     target_layer: str | None = None
     trust_pickle: bool = False
+    resize: int | None = None  # shorter side before the centre crop to input_size (torchvision eval)
+    interpolation: str | None = None  # bilinear | bicubic | nearest
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
 
 
 COMPARISON_CONFIDENCE = 0.95  # of the accuracy-difference interval every baseline comparison reports
@@ -173,7 +177,9 @@ def _load(path: Path, request: GateRequest, policy: policy_io.Policy, review_set
         layer = policy.model.explain.target_layer
     loaded = candidate_io.load(path, arch=request.load.arch, classes=request.load.classes,
                                input_size=request.load.input_size, target_layer=layer,
-                               trust_pickle=request.load.trust_pickle)
+                               trust_pickle=request.load.trust_pickle, resize=request.load.resize,
+                               interpolation=request.load.interpolation, mean=request.load.mean,
+                               std=request.load.std)
     return loaded.aligned_to(review_set.classes)
 
 
