@@ -4,7 +4,7 @@
 # picks the best honest candidate and says why each other one lost. Every gate is logged to the local
 # MLflow store (sqlite:///mlflow.db). The candidates come from scripts/train_candidates.sh.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 policy=policies/strict.yaml
 out=${XGATE_DEMO_OUT:-xgate-out}  # tests point this (and MLFLOW_TRACKING_URI) at a temporary folder
 
