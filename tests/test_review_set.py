@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -188,3 +190,186 @@ def test_build_refuses_a_non_empty_output(tmp_path: Path, plain: Path) -> None:
     with pytest.raises(ReviewSetError, match="not empty"):
         review_set.build(plain, out)
     assert (out / "keep.txt").read_text() == "mine"
+
+
+# ----------------------------------------------------------------------------- the pin covers everything read
+
+
+def rewrite_first_row(pinned: ReviewSet, **changes: str) -> Path:
+    """Change columns of the first sample in samples.csv and re-pin, so only the path checks can fail."""
+    path = pinned.root / "samples.csv"
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    rows[0].update(changes)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    review_set.write_sums(pinned.root)
+    return path
+
+
+def outside_png(tmp_path: Path) -> Path:
+    path = tmp_path / "outside.png"
+    Image.fromarray(np.full((16, 16, 3), 7, dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.parametrize(("column", "value", "needle"), [
+    ("image", "{outside}", "must be relative"),
+    ("image", "../outside.png", "leaves the review set"),
+    ("mask", "masks/../../outside.png", "leaves the review set"),
+    ("image", "./{first}", "plain form"),
+    ("image", "images\\circle\\x.png", "'/' separators"),
+    ("void", "{outside}", "must be relative"),
+], ids=["absolute", "dotdot", "dotdot-inside", "dot", "backslash", "void-absolute"])
+def test_paths_that_leave_the_folder_are_refused(
+    tmp_path: Path, pinned: ReviewSet, column: str, value: str, needle: str
+) -> None:
+    outside = outside_png(tmp_path)
+    value = value.format(outside=outside, first=pinned.samples[0].image)
+    csv_path = rewrite_first_row(pinned, **{column: value})
+    with pytest.raises(ReviewSetError) as info:
+        review_set.open_review_set(pinned.root)
+    assert info.value.path == f"{csv_path}:2" and info.value.field == column
+    assert needle in info.value.message and info.value.exit_code == 2
+
+
+def test_a_symlink_out_of_the_folder_is_refused(tmp_path: Path, pinned: ReviewSet) -> None:
+    outside = outside_png(tmp_path)
+    image = first_image(pinned)
+    image.unlink()
+    image.symlink_to(outside)
+    review_set.write_sums(pinned.root)  # even re-pinned: the content could change outside the folder
+    with pytest.raises(ReviewSetError, match="resolves outside") as info:
+        review_set.verify(pinned.root)
+    assert info.value.path == str(image)
+    with pytest.raises(ReviewSetError, match="resolves outside"):
+        review_set.open_review_set(pinned.root, check=False)
+
+
+def test_a_symlink_inside_the_folder_is_fine(pinned: ReviewSet) -> None:
+    image, other = first_image(pinned), pinned.root / pinned.samples[1].image
+    image.unlink()
+    image.symlink_to(other)
+    review_set.write_sums(pinned.root)
+    opened = review_set.open_review_set(pinned.root)
+    assert np.array_equal(opened.load_image(0), opened.load_image(1))
+
+
+@pytest.mark.parametrize("name", ["Thumbs.db", ".DS_Store", "unlisted.png"])
+def test_a_file_read_must_be_listed_in_the_sums(pinned: ReviewSet, name: str) -> None:
+    hidden = pinned.root / "images" / "circle" / name
+    hidden.write_bytes(first_image(pinned).read_bytes())  # a real image under an ignored or unlisted name
+    csv_path = rewrite_first_row(pinned, image=f"images/circle/{name}")
+    if name == "unlisted.png":  # write_sums lists every file it sees; take it out again by hand
+        sums = pinned.root / "SHA256SUMS"
+        sums.write_text("".join(line for line in sums.read_text().splitlines(keepends=True)
+                                if not line.endswith(f"/{name}\n")))
+    with pytest.raises(ReviewSetError) as info:
+        # verify skips ignored names it finds (OS litter), so the listing check at open must catch them
+        review_set.open_review_set(pinned.root, check=name != "unlisted.png")
+    assert info.value.path == f"{csv_path}:2" and info.value.field == "image"
+    assert "not listed in SHA256SUMS" in info.value.message
+
+
+def test_sums_may_not_point_outside(pinned: ReviewSet) -> None:
+    sums = pinned.root / "SHA256SUMS"
+    sums.write_text(sums.read_text() + "0" * 64 + "  ../outside.png\n")
+    with pytest.raises(ReviewSetError, match="leaves the review set") as info:
+        review_set.verify(pinned.root)
+    assert info.value.path is not None and info.value.path.endswith(f"SHA256SUMS:{2 + 2 * N + 1}")
+
+
+def test_manifest_files_must_be_listed(pinned: ReviewSet) -> None:
+    sums = pinned.root / "SHA256SUMS"
+    sums.write_text("".join(line for line in sums.read_text().splitlines(keepends=True)
+                            if not line.endswith("  review.yaml\n")))
+    with pytest.raises(ReviewSetError) as info:
+        review_set.open_review_set(pinned.root, check=False)
+    assert info.value.field == "review.yaml"
+
+
+@pytest.mark.parametrize("mangle", [
+    lambda d: d[:-1],  # a prefix
+    lambda d: d[:20],
+    lambda d: d + "0",
+    lambda d: d.upper(),
+    lambda d: "sha256:",
+    lambda d: d[:-1] + ("0" if d[-1] != "0" else "1"),
+], ids=["prefix-63", "prefix-13", "longer", "upper", "empty", "last-digit"])
+def test_the_digest_is_compared_exactly(pinned: ReviewSet, mangle: Any) -> None:
+    wrong = mangle(pinned.digest)
+    assert wrong != pinned.digest
+    with pytest.raises(ReviewSetError) as info:
+        review_set.verify(pinned.root, wrong)
+    assert info.value.field == "digest"
+
+
+def test_escape_through_the_cli_exits_2_with_one_line(
+    tmp_path: Path, pinned: ReviewSet, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gate.cli import _run
+
+    rewrite_first_row(pinned, image="../outside.png")
+    assert _run(["review-set", "verify", str(pinned.root)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "samples.csv:2: image:" in err[0] and "leaves" in err[0]
+
+
+# ----------------------------------------------------------------------------- samples without masks, void
+
+
+def test_an_empty_mask_column_means_no_mask(pinned: ReviewSet) -> None:
+    rewrite_first_row(pinned, mask="")
+    opened = review_set.open_review_set(pinned.root)
+    assert opened.samples[0].mask == ""
+    assert opened.load_mask(0) is None and opened.load_void(0) is None
+    assert opened.has_mask.tolist() == [False] + [True] * (N - 1)
+    assert opened.load_mask(1) is not None
+
+
+def test_a_void_column_is_read(pinned: ReviewSet) -> None:
+    void_rel = "void/first.png"
+    (pinned.root / "void").mkdir()
+    void = np.zeros((16, 16), dtype=np.uint8)
+    void[0, :] = 255
+    Image.fromarray(void).save(pinned.root / void_rel)
+    rewrite_first_row(pinned, void=void_rel)
+    opened = review_set.open_review_set(pinned.root)
+    assert opened.samples[0].void == void_rel and opened.samples[1].void == ""
+    assert np.array_equal(opened.load_void(0), void > 0)
+    assert opened.load_void(1) is None
+
+
+def test_a_missing_mask_column_is_an_error(pinned: ReviewSet) -> None:
+    path = pinned.root / "samples.csv"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(",".join(f for i, f in enumerate(line.split(",")) if i != 2) for line in lines) + "\n")
+    review_set.write_sums(pinned.root)
+    with pytest.raises(ReviewSetError) as info:
+        review_set.open_review_set(pinned.root)
+    assert info.value.field == "mask"
+
+
+def test_a_mask_of_another_size_is_refused_at_read(pinned: ReviewSet) -> None:
+    mask = pinned.root / pinned.samples[0].mask
+    Image.new("L", (16, 12), 255).save(mask)
+    review_set.write_sums(pinned.root)
+    opened = review_set.open_review_set(pinned.root)
+    with pytest.raises(ReviewSetError) as info:
+        opened.load_mask(0)
+    assert info.value.path == str(mask) and info.value.field == "mask"
+    assert "(16, 12)" in info.value.message and "(16, 16)" in info.value.message
+
+
+def test_a_pixel_bomb_in_a_review_set_names_the_file(pinned: ReviewSet) -> None:
+    from tests.test_images import png_header_only
+
+    image = first_image(pinned)
+    png_header_only(image, 100_000, 100_000)
+    review_set.write_sums(pinned.root)
+    opened = review_set.open_review_set(pinned.root)
+    with pytest.raises(ReviewSetError) as info:
+        opened.load_image(0)
+    assert info.value.path == str(image) and info.value.exit_code == 2

@@ -36,7 +36,7 @@ _ORIENTATION_TAG = 0x0112
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 
-def read_rgb(path: str | Path, *, max_pixels: int = MAX_PIXELS, what: str = "image") -> np.ndarray:
+def read_rgb(path: str | Path, *, max_pixels: int | None = MAX_PIXELS, what: str = "image") -> np.ndarray:
     """The image at ``path`` as uint8 RGB [H, W, 3], EXIF-oriented and mode-converted (see module doc)."""
     with _open(path, max_pixels, what) as image:
         try:
@@ -45,7 +45,7 @@ def read_rgb(path: str | Path, *, max_pixels: int = MAX_PIXELS, what: str = "ima
             raise ReviewSetError(f"unreadable {what} ({_why(exc)})", path=path) from None
 
 
-def read_mask_values(path: str | Path, *, max_pixels: int = MAX_PIXELS, what: str = "mask") -> np.ndarray:
+def read_mask_values(path: str | Path, *, max_pixels: int | None = MAX_PIXELS, what: str = "mask") -> np.ndarray:
     """The raw values of a mask file as a 2-D integer array in display orientation.
 
     Single-band masks keep their values (a palette PNG gives its palette indices,
@@ -66,12 +66,12 @@ def read_mask_values(path: str | Path, *, max_pixels: int = MAX_PIXELS, what: st
     return values
 
 
-def read_mask(path: str | Path, *, max_pixels: int = MAX_PIXELS, what: str = "mask") -> np.ndarray:
+def read_mask(path: str | Path, *, max_pixels: int | None = MAX_PIXELS, what: str = "mask") -> np.ndarray:
     """A mask file as bool [H, W]: nonzero = True."""
     return read_mask_values(path, max_pixels=max_pixels, what=what) != 0
 
 
-def display_size(path: str | Path, *, max_pixels: int = MAX_PIXELS, what: str = "image") -> tuple[int, int]:
+def display_size(path: str | Path, *, max_pixels: int | None = MAX_PIXELS, what: str = "image") -> tuple[int, int]:
     """(height, width) of the image as displayed (EXIF orientation applied), from its header only.
 
     Checks the pixel limit too, so a build refuses a bomb without decoding it.
