@@ -241,6 +241,7 @@ ALIGN_EXPECTED = {
     "alignment.off_object_rate": 1 / 3,
     "alignment.coverage": 3 / 5,
     "alignment.excluded": 2.0,
+    "alignment.zero_maps": 1.0,  # sample 4: a mask (area 0.3) but no energy; sample 2 has an empty mask
     "alignment.lift.correct": (3.0 + 1.0) / 2,
     "alignment.lift.wrong": 0.8,
     "alignment.energy.correct": (0.6 + 0.5) / 2,

@@ -1,7 +1,8 @@
 """Alignment scores: does the Grad-CAM map of each decision land on the object?
 
 Means skip excluded samples (empty mask or all-zero map); ``alignment.coverage``
-says how many samples the means stand on, so a policy can require it.
+says how many samples the means stand on, so a policy can require it, and
+``alignment.zero_maps`` how many were left out because their map was zero.
 """
 
 from __future__ import annotations
@@ -55,6 +56,18 @@ def excluded(records: Records) -> float:
     return float(np.isnan(records.energy).sum())
 
 
+def zero_maps(records: Records) -> float:
+    """Number of samples with a non-empty mask whose map is all zero (NaN energy).
+
+    A dead head (torchvision zero-initialises ViT heads), saturated logits or a target layer the gradient
+    does not reach give zero maps; they are left out of the means like samples without a mask, and this
+    count says how many there were.
+    """
+    area = records.mask_area
+    masked = np.isfinite(area) & (np.nan_to_num(area, nan=0.0) > 0)
+    return float((masked & np.isnan(records.energy)).sum())
+
+
 def _subset_mean(per_sample: Callable[[Records], np.ndarray], want_correct: bool) -> Callable[[Records], float]:
     def value(records: Records) -> float:
         return _nanmean(per_sample(records)[records.correct == want_correct])
@@ -90,6 +103,8 @@ SCORES: tuple[ScoreSpec, ...] = (
               "alignment", coverage, proportion=True),
     ScoreSpec("alignment.excluded", False, "Number of samples left out of alignment (empty mask or zero map).",
               "alignment", excluded),
+    ScoreSpec("alignment.zero_maps", False, "Number of masked samples whose Grad-CAM map is all zero (dead head, "
+              "saturated logits, or a layer the gradient does not reach).", "alignment", zero_maps),
     ScoreSpec("alignment.lift.correct", True, "Mean lift over correct predictions.", "alignment",
               _subset_mean(_lift, True)),
     ScoreSpec("alignment.lift.wrong", True, "Mean lift over wrong predictions.", "alignment",
