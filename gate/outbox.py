@@ -13,6 +13,7 @@ import json
 import math
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -28,6 +29,7 @@ MANIFEST = "manifest.json"
 # Output files are logged under fixed names, whatever --report/--json/--junit called them,
 # so that runs compare artifact for artifact.
 OUTPUT_ARTIFACTS: Mapping[str, str] = {"report": "report.html", "json": "result.json", "junit": "junit.xml"}
+STAGED_PREFIX = ".staged-"  # an entry being uploaded by a running gate call
 STALE_CLAIM_S = 3600  # an outbox entry claimed by a sync this long ago is retried
 _MIN_MAP_SIDE = 128  # maps are upscaled (nearest) to at least this many pixels so they are legible in the UI
 
@@ -128,10 +130,13 @@ def pending_entries(outbox: Path) -> list[Path]:
     """Outbox folders waiting for ``sync``, oldest first (hidden folders are in flight)."""
     if not outbox.is_dir():
         return []
-    for claimed in outbox.glob(".syncing-*"):  # a sync that died mid-way: give its entry back after a while
-        if time.time() - claimed.stat().st_mtime > STALE_CLAIM_S:
-            with contextlib.suppress(OSError):
-                claimed.rename(outbox / claimed.name[len(".syncing-"):])
+    # A sync that died mid-way, or a gate killed mid-upload: give the entry back after a while.
+    for prefix in (".syncing-", STAGED_PREFIX):
+        for claimed in outbox.glob(f"{prefix}*"):
+            complete = prefix != STAGED_PREFIX or (claimed / MANIFEST).is_file()  # staging writes it last
+            if complete and time.time() - claimed.stat().st_mtime > STALE_CLAIM_S:
+                with contextlib.suppress(OSError):
+                    claimed.rename(outbox / claimed.name[len(prefix):])
     folders = [p for p in outbox.iterdir() if p.is_dir() and not p.name.startswith(".")]
     return sorted(folders, key=lambda p: (p.stat().st_mtime, p.name))
 
@@ -162,12 +167,39 @@ def _num(value: float) -> str:
 # --- the outbox ------------------------------------------------------------------------
 
 
+def staging_folder(outbox: Path, entry_id: str) -> Path:
+    """A fresh folder to stage an entry in: ``outbox/.staged-<id>`` (hidden from sync), else a temporary one.
+
+    Staging in the outbox itself means a record is on disk before the upload starts, and moving it into
+    the outbox after a failure is a rename. A gate killed mid-upload leaves the hidden folder, which
+    ``pending_entries`` hands to sync after STALE_CLAIM_S.
+    """
+    try:
+        outbox.mkdir(parents=True, exist_ok=True)
+        folder = outbox / f"{STAGED_PREFIX}{entry_id}"
+        folder.mkdir()
+        return folder
+    except OSError:  # a read-only working directory: stage in a temporary folder as before
+        return Path(tempfile.mkdtemp(prefix="xgate-tracking-"))
+
+
+def discard_staged(staging: Path, outbox: Path) -> None:
+    """Remove a staged folder once MLflow has the entry (and the outbox folders, when that leaves them empty)."""
+    shutil.rmtree(staging, ignore_errors=True)
+    for folder in (outbox, outbox.parent):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only succeeds when empty: never removes other entries
+
+
 def move_to_outbox(staging: Path, entry_id: str, outbox: Path) -> Path:
-    """Copy a staged folder to ``outbox/<entry id>`` (hidden until complete); returns its absolute path."""
+    """Move a staged folder to ``outbox/<entry id>`` (complete before it is visible); returns its absolute path."""
     outbox.mkdir(parents=True, exist_ok=True)
+    final = outbox / entry_id
+    if staging.parent.resolve() == outbox.resolve():
+        staging.rename(final)  # staged in the outbox: one atomic rename makes it visible to sync
+        return final.resolve()
     hidden = outbox / f".incoming-{entry_id}"  # invisible to sync until complete
     shutil.copytree(staging, hidden)
-    final = outbox / entry_id
     hidden.rename(final)
     return final.resolve()
 

@@ -93,6 +93,7 @@ class ReviewSetInfo:
     digest: str
     size: int
     classes: tuple[str, ...]
+    pinned: bool = True  # False: --allow-unpinned and the digest is not the one the policy pins
 
 
 @dataclass(frozen=True)

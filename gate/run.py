@@ -10,6 +10,7 @@ same scoring and verdict.
 from __future__ import annotations
 
 import platform
+import stat
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -23,6 +24,7 @@ from gate import policy as policy_io
 from gate.candidate import Candidate
 from gate.distributed import Shard
 from gate.errors import CandidateError, GateError, PolicyError, UsageError
+from gate.inputs import safe_import
 from gate.metrics.registry import compute_scores
 from gate.records import Records
 from gate.result import CandidateInfo, CandidateResult, GateResult, PolicyInfo, ReviewSetInfo
@@ -44,6 +46,7 @@ class LoadOptions:
     std: tuple[float, float, float] | None = None
 
 
+DEFAULT_MAX_CHECKPOINT_MB = 4096.0  # larger than any ViT-H checkpoint; --max-checkpoint-mb changes it
 COMPARISON_CONFIDENCE = 0.95  # of the accuracy-difference interval every baseline comparison reports
 
 
@@ -57,6 +60,8 @@ class GateRequest:
     baseline: Path | None = None
     review_set: Path | None = None
     allow_unpinned: bool = False
+    allow_arch_modules: tuple[str, ...] = ()  # module prefixes whose import-path archs may be imported
+    max_checkpoint_mb: float = DEFAULT_MAX_CHECKPOINT_MB
     engine: engine.EngineOptions = field(default_factory=engine.EngineOptions)
     load: LoadOptions = field(default_factory=LoadOptions)
 
@@ -122,8 +127,11 @@ def _prepare(request: GateRequest, device: str) -> _Prepared:
     review_set = _open_review_set(policy, request)
     policy_io.check_classes(policy, review_set.classes)
     options = replace(request.engine, probes=policy.probes, device=device)
-    candidates = distinct_names([_load(path, request, policy, review_set) for path in request.candidates])
-    baseline = _load(request.baseline, request, policy, review_set) if request.baseline else None
+    # A checkpoint names its arch; only the trusted side (CLI, policy) widens where import paths may come from.
+    allowed = (*request.allow_arch_modules, *policy.model.candidate.allow_modules)
+    with safe_import.allowing(allowed):
+        candidates = distinct_names([_load(path, request, policy, review_set) for path in request.candidates])
+        baseline = _load(request.baseline, request, policy, review_set) if request.baseline else None
     if baseline is not None:
         _check_baseline(baseline, candidates)
     if policy.needs_baseline and baseline is None:
@@ -149,7 +157,8 @@ def _decide(prepared: _Prepared, runs: Sequence[engine.ModelRun]) -> GateResult:
         command=prepared.request.command,
         policy=PolicyInfo(name=policy.name, path=str(policy.path), sha256=policy.sha256),
         review_set=ReviewSetInfo(name=review_set.name, version=review_set.version, path=str(review_set.root),
-                                 digest=review_set.digest, size=review_set.size, classes=review_set.classes),
+                                 digest=review_set.digest, size=review_set.size, classes=review_set.classes,
+                                 pinned=_is_pinned(review_set.digest, policy.model.review_set.digest)),
         candidates=results,
         baseline=baseline_result,
         selected=select_winner(results, rank_by),
@@ -171,7 +180,13 @@ def _open_review_set(policy: policy_io.Policy, request: GateRequest) -> ReviewSe
     return open_review_set(path, expected_digest=None if request.allow_unpinned else pinned)
 
 
+def _is_pinned(digest: str, pinned: str | None) -> bool:
+    """True when the review set read is the one the policy pins (with --allow-unpinned it may not be)."""
+    return pinned is not None and digest.removeprefix("sha256:") == pinned.removeprefix("sha256:")
+
+
 def _load(path: Path, request: GateRequest, policy: policy_io.Policy, review_set: ReviewSet) -> Candidate:
+    check_checkpoint_file(path, request.max_checkpoint_mb)
     layer = request.load.target_layer
     if layer is None and policy.model.explain.target_layer != "auto":
         layer = policy.model.explain.target_layer
@@ -181,6 +196,19 @@ def _load(path: Path, request: GateRequest, policy: policy_io.Policy, review_set
                                interpolation=request.load.interpolation, mean=request.load.mean,
                                std=request.load.std)
     return loaded.aligned_to(review_set.classes)
+
+
+def check_checkpoint_file(path: Path, max_mb: float) -> None:
+    """A regular file no larger than ``max_mb`` (checked before reading: /dev/zero or a FIFO would never end)."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise CandidateError(f"cannot read checkpoint: {exc.strerror or exc}", path=path) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise CandidateError("checkpoint is not a regular file", path=path)
+    if info.st_size > max_mb * 1024 * 1024:
+        raise CandidateError(f"checkpoint is {info.st_size / 2**20:.0f} MB, over the {max_mb:g} MB limit "
+                             "(--max-checkpoint-mb)", path=path, field="size")
 
 
 def distinct_names(candidates: Sequence[Candidate]) -> list[Candidate]:

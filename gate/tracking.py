@@ -24,7 +24,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gate.errors import CandidateError, InputError, TrackingError, reason
-from gate.outbox import claim, move_to_outbox, pending_entries, read_manifest, stage_entry, write_manifest
+from gate.outbox import (
+    claim,
+    discard_staged,
+    move_to_outbox,
+    pending_entries,
+    read_manifest,
+    stage_entry,
+    staging_folder,
+    write_manifest,
+)
 from gate.result import GateResult
 from gate.tracking_plan import (
     ENTRY_TAG,
@@ -95,15 +104,21 @@ def log_gate(
     Raises TrackingError only when ``config.require`` is set.
     """
     plan = plan_entry(result, config)
-    staging = Path(tempfile.mkdtemp(prefix="xgate-tracking-"))
+    # Staged inside the outbox (hidden) BEFORE any upload: an interrupt or a crash mid-upload keeps the record.
+    staging = staging_folder(config.outbox, plan.entry_id)
     try:
         try:
             stage_entry(staging, plan, result, outputs, candidate_files)
         except Exception as exc:  # a result we cannot stage must not cost the verdict
+            discard_staged(staging, config.outbox)
             return _failed(config, f"could not prepare the MLflow run ({reason(exc)})", None)
         return _deliver(staging, plan, config)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:  # Ctrl-C or SIGTERM during the upload: hand the staged record to the outbox
+        if staging.is_dir():
+            with contextlib.suppress(Exception):
+                write_manifest(staging, replace(plan, error="interrupted during the upload"))
+                move_to_outbox(staging, plan.entry_id, config.outbox)
+        raise
 
 
 def sync(config: TrackingConfig) -> int:
@@ -231,6 +246,7 @@ def _deliver(staging: Path, plan: EntryPlan, config: TrackingConfig) -> Tracking
         with mlflow_env(config.timeout_s):
             client = _client(uri)
             done = upload_entry(client, uri, plan, staging, created)
+        discard_staged(staging, config.outbox)
         return TrackingOutcome(logged=True, run_ids=done.run_ids, registered_version=done.version, outboxed=None,
                                warning="; ".join(done.notes) or None)
     except Exception as exc:  # server down, HTTP error, timeout, bad store: keep the result for `xgate sync`

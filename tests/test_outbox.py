@@ -85,3 +85,46 @@ def test_entry_of_a_dead_sync_is_retried_after_an_hour(tmp_path: Path) -> None:
     os.utime(stale, (time.time() - 3700, time.time() - 3700))
     assert pending_entries(tmp_path) == [tmp_path / "aaa"]
     assert fresh.is_dir()
+
+
+def test_a_gate_killed_mid_upload_is_given_to_sync_after_an_hour(tmp_path: Path) -> None:
+    staged, partial = tmp_path / ".staged-ccc", tmp_path / ".staged-ddd"
+    staged.mkdir()
+    (staged / "manifest.json").write_text("{}")
+    partial.mkdir()  # killed while staging: no manifest yet, nothing to upload
+    for folder in (staged, partial):
+        os.utime(folder, (time.time() - 3700, time.time() - 3700))
+    assert pending_entries(tmp_path) == [tmp_path / "ccc"]
+    assert partial.is_dir()
+
+
+def test_an_interrupt_during_the_upload_keeps_the_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gate import tracking
+
+    seen: list[list[str]] = []
+
+    def interrupted(client: object, uri: str, plan: object, root: Path, created: list[str]) -> None:
+        seen.append(sorted(p.name for p in (tmp_path / "outbox").iterdir()))  # staged before the upload
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tracking, "upload_entry", interrupted)
+    result = gate_result(candidate(tmp_path / "v1.pt", False))
+    config = TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", outbox=tmp_path / "outbox")
+    with pytest.raises(KeyboardInterrupt):
+        tracking.log_gate(result, write_outputs(result, tmp_path / "out"), config, {})
+    assert len(seen) == 1 and len(seen[0]) == 1 and seen[0][0].startswith(".staged-")
+    entries = pending_entries(tmp_path / "outbox")
+    assert len(entries) == 1 and not entries[0].name.startswith(".")
+    assert read_manifest(entries[0]).error == "interrupted during the upload"
+    assert (entries[0] / "files/c0/result.json").is_file()
+
+
+def test_a_delivered_entry_leaves_no_outbox_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gate import tracking
+
+    monkeypatch.setattr(tracking, "upload_entry", lambda *args: tracking.Uploaded(run_ids=("r1",), version=None))
+    result = gate_result(candidate(tmp_path / "v1.pt", False))
+    config = TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", outbox=tmp_path / ".xgate" / "outbox")
+    outcome = tracking.log_gate(result, write_outputs(result, tmp_path / "out"), config, {})
+    assert outcome.logged and outcome.run_ids == ("r1",)
+    assert not (tmp_path / ".xgate").exists()  # staged in the outbox, removed once MLflow had it

@@ -9,7 +9,7 @@ from bs4 import BeautifulSoup
 from report_fixtures import XSS, check_result, select_result
 
 from gate.errors import InputError
-from gate.outputs import OutputPaths, default_paths, result_json, write_outputs
+from gate.outputs import OutputPaths, check_paths, default_paths, result_json, write_outputs
 from gate.report import format_summary
 from gate.report.summary import MAX_FAILED_LINES, MAX_RULE_LINES
 from gate.result import RuleResult
@@ -56,7 +56,64 @@ def test_unwritable_output_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError) as info:
         write_outputs(check_result(kept=0), paths)
     assert info.value.exit_code == 2 and info.value.field == "report" and str(blocker) in str(info.value)
-    assert paths.json.exists()  # the verdict was written before the report failed
+    assert not paths.json.exists() and not paths.junit.exists()  # all or none: no verdict without its report
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporaries left behind
+
+
+def test_an_interrupt_while_renaming_leaves_no_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    paths = default_paths(tmp_path / "out")
+    real_replace = os.replace
+    calls: list[str] = []
+
+    def replace_then_interrupt(src: str, dst: str) -> None:
+        calls.append(Path(dst).name)
+        if len(calls) == 2:  # the report is in place, SIGINT arrives before junit.xml
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        write_outputs(check_result(kept=0), paths)
+    assert calls == ["report.html", "junit.xml"]  # result.json is renamed last
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []  # the report placed first was removed
+
+
+def test_files_are_replaced_whole_never_truncated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = default_paths(tmp_path)
+    write_outputs(check_result(kept=0), paths)
+    first = paths.json.read_bytes()
+    inode = paths.json.stat().st_ino
+    write_outputs(check_result(kept=0), paths)
+    assert paths.json.read_bytes() == first
+    assert paths.json.stat().st_ino != inode  # a new file renamed over the old one, not the old one rewritten
+
+
+@pytest.mark.parametrize("which", ["report", "json", "junit"])
+def test_check_paths_removes_earlier_outputs_and_refuses_folders(tmp_path: Path, which: str) -> None:
+    paths = default_paths(tmp_path / "out")
+    write_outputs(check_result(kept=0), paths)
+    check_paths(paths)
+    assert not any(p.exists() for p in (paths.report, paths.json, paths.junit))
+    (tmp_path / "out" / getattr(paths, which).name).mkdir()
+    with pytest.raises(InputError) as info:
+        check_paths(paths)
+    assert info.value.field == which and "folder" in info.value.message
+
+
+def test_check_paths_refuses_two_outputs_on_one_file(tmp_path: Path) -> None:
+    paths = default_paths(tmp_path, report=tmp_path / "x", json=tmp_path / "x")
+    with pytest.raises(InputError, match="same file"):
+        check_paths(paths)
+
+
+def test_check_paths_finds_an_unwritable_folder_first(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(InputError) as info:
+        check_paths(default_paths(tmp_path, junit=blocker / "sub" / "junit.xml"))
+    assert info.value.field == "junit" and info.value.exit_code == 2
 
 
 def test_summary_for_check_lists_failed_then_passed_rules_and_paths(tmp_path: Path) -> None:

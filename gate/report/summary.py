@@ -97,6 +97,8 @@ def format_summary(result: GateResult, paths: OutputPaths | None) -> str:
         f"xgate {result.command}: {result.verdict.upper()}",
         f"policy {result.policy.name}, review set {review.name} {review.version} ({review.size} samples)",
     ]
+    if not review.pinned:  # --allow-unpinned: say so where people read the verdict
+        lines[-1] += f", UNPINNED (digest {review.digest} is not the one the policy pins)"
     if result.baseline is not None:
         lines.append(f"baseline: {result.baseline.candidate.name}")
     if result.command == "select":
