@@ -427,6 +427,8 @@ Examples (formats: docs/importing.md):
 @click.option("--boxes", type=click.Path(path_type=Path), help="CSV image,label,x0,y0,x1,y1 (needs --images).")
 @click.option("--images", "images_dir", type=click.Path(path_type=Path), help="Folder the COCO/CSV paths are in.")
 @click.option("--voc", is_flag=True, help="SOURCE's masks are VOC palette PNGs (0 background, 255 void).")
+@click.option("--voc-classes", type=click.Path(path_type=Path),
+              help="Class names in palette order (implies --voc): the object is its class's index only.")
 @click.option("--allow-missing-masks", is_flag=True, help="Pin images without a mask file as mask-less samples.")
 @click.option("--multi-class", type=click.Choice(["skip", "split"]), default="skip", show_default=True,
               help="An image with objects of several classes: skip it, or one sample per class.")
@@ -434,8 +436,8 @@ Examples (formats: docs/importing.md):
               help="A COCO image without annotation: skip it, take its class from its folder, or refuse.")
 def review_set_build(
     source: Path | None, output: Path, name: str | None, set_version: str, description: str, coco: Path | None,
-    boxes: Path | None, images_dir: Path | None, voc: bool, allow_missing_masks: bool, multi_class: str,
-    unlabelled: str,
+    boxes: Path | None, images_dir: Path | None, voc: bool, voc_classes: Path | None, allow_missing_masks: bool,
+    multi_class: str, unlabelled: str,
 ) -> None:
     """Pin SOURCE/images/<class>/* + SOURCE/masks/<class>/* (or a COCO JSON, or a boxes CSV) as a review set."""
     from gate.inputs import importers
@@ -446,15 +448,16 @@ def review_set_build(
         raise click.UsageError("give one source: SOURCE (a folder), --coco FILE or --boxes FILE")
     if (coco or boxes) and images_dir is None:
         raise click.UsageError(f"{chosen[0]} needs --images DIR (the folder its image paths are relative to)")
-    if source is None and (voc or allow_missing_masks):
-        raise click.UsageError("--voc and --allow-missing-masks apply to a SOURCE folder")
+    if source is None and (voc or voc_classes or allow_missing_masks):
+        raise click.UsageError("--voc, --voc-classes and --allow-missing-masks apply to a SOURCE folder")
     if coco is not None and images_dir is not None:
         found = importers.coco(coco, images_dir, multi_class=multi_class, unlabelled=unlabelled)
     elif boxes is not None and images_dir is not None:
         found = importers.boxes(boxes, images_dir, multi_class=multi_class)
     else:
         assert source is not None  # one source was chosen above
-        found = importers.plain(source, allow_missing_masks=allow_missing_masks, voc=voc)
+        names = importers.read_class_list(voc_classes) if voc_classes else None
+        found = importers.plain(source, allow_missing_masks=allow_missing_masks, voc=voc, voc_classes=names)
     for note in found.notes:
         click.echo(f"note: {note}", err=True)
     built = build_from(found.entries, output, source=coco or boxes or source or output, name=name,

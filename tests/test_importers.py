@@ -378,3 +378,37 @@ def test_exif_rotated_photo_takes_masks_in_its_display_frame(tmp_path: Path) -> 
     pinned = review_set.build(source, tmp_path / "set")
     assert pinned.load_image(0).shape == (12, 8, 3)
     assert pinned.load_mask(0).shape == (12, 8)  # type: ignore[union-attr]
+
+
+VOC_CLASSES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+               "tvmonitor"]
+
+
+def test_voc_class_list_keeps_only_the_class_index(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "voc"
+    cat = np.zeros((12, 16), dtype=np.uint8)
+    cat[2:8, 3:9] = 8  # cat is index 8 in the VOC list
+    cat[1, 2:10] = 255
+    cat[10, 0:4] = 15  # a person: neither the cat nor background -> void
+    dog = np.zeros((10, 10), dtype=np.uint8)
+    dog[4:6, 4:6] = 12
+    for name, values in (("cat", cat), ("dog", dog)):
+        photo(source / "images" / name / "x.jpg", values.shape[1], values.shape[0], seed=len(name))
+        voc_mask(source / "masks" / name / "x.png", values)
+    class_list = tmp_path / "classes.txt"
+    class_list.write_text("\n".join(VOC_CLASSES) + "\n")
+    out = tmp_path / "set"
+    assert _run(["review-set", "build", str(source), "--voc-classes", str(class_list), "-o", str(out)]) == 0
+    pinned = review_set.open_review_set(out)
+    index = by_id(pinned)
+    assert np.array_equal(pinned.load_mask(index["cat/x"]), cat == 8)
+    assert np.array_equal(pinned.load_void(index["cat/x"]), (cat == 255) | (cat == 15))
+    assert np.array_equal(pinned.load_mask(index["dog/x"]), dog == 12)
+    assert pinned.load_void(index["dog/x"]) is None
+    class_list.write_text("aeroplane\nbicycle\ncat\n")  # no dog
+    capsys.readouterr()
+    assert _run(["review-set", "build", str(source), "--voc-classes", str(class_list), "-o", str(tmp_path / "b")]) == 2
+    assert "'dog' is not in the VOC class list" in capsys.readouterr().err

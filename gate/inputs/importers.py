@@ -7,8 +7,9 @@ masks) plus notes for the person (what was skipped and why). The writer,
 
 - ``plain``: ``images/<class>/<name>`` + ``masks/<class>/<stem>.*`` (nonzero =
   object); with ``voc``, the masks are Pascal-VOC palette PNGs (0 background,
-  255 void, any other index object); with ``allow_missing_masks``, an image
-  without a mask file is a sample without a mask.
+  255 void, any other index object, or with a class list only the class's own
+  index, other objects void); with ``allow_missing_masks``, an image without a
+  mask file is a sample without a mask.
 - ``coco``: a COCO JSON (polygons, RLE compressed or not, boxes), decoded by
   pycocotools. The class is the category of the image's objects, the mask the
   union of that category's instances.
@@ -26,7 +27,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -80,14 +81,22 @@ class ImportResult:
 # ----------------------------------------------------------------------------- plain and VOC
 
 
-def plain(source: str | Path, *, allow_missing_masks: bool = False, voc: bool = False) -> ImportResult:
-    """``source/images/<class>/*`` with masks in ``source/masks/<class>/<stem>.*``."""
+def plain(
+    source: str | Path, *, allow_missing_masks: bool = False, voc: bool = False,
+    voc_classes: Sequence[str] | None = None,
+) -> ImportResult:
+    """``source/images/<class>/*`` with masks in ``source/masks/<class>/<stem>.*``.
+
+    ``voc_classes`` (palette order, index 1 first) makes the object of an image in
+    ``<class>/`` that class's palette index only; other objects become void.
+    """
     source = Path(source)
     images_dir, masks_dir = source / "images", source / "masks"
     if not images_dir.is_dir() or (not masks_dir.is_dir() and not allow_missing_masks):
         raise ReviewSetError("expected images/<class>/<image> and masks/<class>/<mask>", path=source)
     entries, unmasked = [], 0
     for class_dir in sorted(p for p in images_dir.iterdir() if p.is_dir()):
+        index = _voc_index(class_dir, voc_classes)
         for image in _image_files(class_dir):
             mask = _mask_for(masks_dir / class_dir.name, image.stem)
             if mask is None and not allow_missing_masks:
@@ -96,8 +105,8 @@ def plain(source: str | Path, *, allow_missing_masks: bool = False, voc: bool = 
             unmasked += mask is None
             entry = Entry(sample_id=f"{class_dir.name}/{image.stem}", label=class_dir.name, image=image,
                           name=image.name, source=str(mask or image))
-            if mask is not None and voc:
-                entry = replace(entry, draw=_voc_reader(mask))
+            if mask is not None and (voc or index is not None):
+                entry = replace(entry, draw=_voc_reader(mask, index))
             elif mask is not None:
                 entry = replace(entry, mask_file=mask)
             entries.append(entry)
@@ -107,14 +116,46 @@ def plain(source: str | Path, *, allow_missing_masks: bool = False, voc: bool = 
     return ImportResult(tuple(entries), notes)
 
 
-def voc_masks(values: np.ndarray) -> Drawn:
-    """Pascal-VOC palette indices -> (object = nonzero and not 255, void = 255 or None when there is none)."""
-    void = values == VOID_INDEX
-    return Drawn(mask=(values != 0) & ~void, void=void if void.any() else None)
+def voc_masks(values: np.ndarray, index: int | None = None) -> Drawn:
+    """Pascal-VOC palette indices -> object and void masks (void None when no pixel is void).
+
+    Without ``index``: object = nonzero and not 255, void = 255. With the class's
+    ``index``: object = that index; void = 255 and every other object, which is
+    neither the labelled object nor background.
+    """
+    if index is None:
+        void = values == VOID_INDEX
+        mask = (values != 0) & ~void
+    else:
+        mask = values == index
+        void = (values != 0) & ~mask
+    return Drawn(mask=mask, void=void if void.any() else None)
 
 
-def _voc_reader(path: Path) -> Callable[[], Drawn]:
-    return lambda: voc_masks(images.read_mask_values(path))
+def read_class_list(path: str | Path) -> tuple[str, ...]:
+    """Class names in palette order, one per line (index 1 first; a first line 'background' is index 0)."""
+    try:
+        names = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReviewSetError(f"unreadable class list ({type(exc).__name__})", path=path) from None
+    if names and names[0].lower() in ("background", "__background__", "_background_"):
+        names = names[1:]
+    if not names or len(names) >= VOID_INDEX or len(set(names)) != len(names):
+        raise ReviewSetError("want 1 to 254 distinct class names, one per line", path=path)
+    return tuple(names)
+
+
+def _voc_index(class_dir: Path, voc_classes: Sequence[str] | None) -> int | None:
+    if voc_classes is None:
+        return None
+    if class_dir.name not in voc_classes:
+        raise ReviewSetError(f"class folder {class_dir.name!r} is not in the VOC class list", path=class_dir,
+                             field="class")
+    return list(voc_classes).index(class_dir.name) + 1
+
+
+def _voc_reader(path: Path, index: int | None) -> Callable[[], Drawn]:
+    return lambda: voc_masks(images.read_mask_values(path), index)
 
 
 def _image_files(folder: Path) -> list[Path]:
