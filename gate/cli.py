@@ -7,18 +7,21 @@ mlflow) happen inside commands so that ``xgate --help`` stays fast.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
-from gate.errors import GateError
+from gate.errors import GateError, InputError, Terminated
 
 CHECK_EXAMPLES = """
 \b
@@ -120,6 +123,11 @@ def gate_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Per-channel std of [0,1] pixels (default: checkpoint's, else ImageNet's)."),
         click.option("--target-layer", help="Layer to explain (default: checkpoint, family default, last Conv2d)."),
         click.option("--trust-pickle", is_flag=True, help="Allow a pickled nn.Module (runs code from the file)."),
+        click.option("--allow-arch-module", "allow_arch_module", multiple=True, metavar="PREFIX",
+                     help="Also allow import-path archs (pkg.mod:factory) from this module prefix (repeatable); "
+                          "default: only modules in the working tree."),
+        click.option("--max-checkpoint-mb", default=4096.0, show_default=True, type=click.FloatRange(0, min_open=True),
+                     help="Refuse checkpoint files larger than this."),
         click.option("--no-mlflow", is_flag=True, help="Do not log to MLflow."),
         click.option("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."),
         click.option("--experiment", help="MLflow experiment (default xgate/<review set>/<policy>)."),
@@ -167,11 +175,18 @@ def _gate(command: str, candidates: Sequence[Path], options: dict[str, Any]) -> 
     from gate.run import GateRequest, LoadOptions, run_gate, run_gate_sharded
 
     tracking = _tracking_config(options)
+    paths = outputs.default_paths(
+        options["out_dir"], report=options.get("report"), json=options.get("json_path"), junit=options.get("junit"))
+    if not distributed.launched_by_torchrun() or os.environ.get("RANK", "0") == "0":
+        # Before any work: an unwritable path fails now, and no earlier "passed" survives a failing run.
+        outputs.check_paths(paths)
     baseline = _baseline_path(options.get("baseline"), tracking)
     classes = tuple(c.strip() for c in options["classes"].split(",")) if options.get("classes") else None
     request = GateRequest(
         command=command, candidates=tuple(candidates), policy=options["policy"], baseline=baseline,
         review_set=options.get("review_set"), allow_unpinned=options["allow_unpinned"],
+        allow_arch_modules=tuple(options.get("allow_arch_module") or ()),
+        max_checkpoint_mb=options["max_checkpoint_mb"],
         engine=EngineOptions(device=options["device"], batch_size=options["batch_size"], seed=options["seed"]),
         load=LoadOptions(arch=options.get("arch"), classes=classes, input_size=options.get("input_size"),
                          target_layer=options.get("target_layer"), resize=options.get("resize"),
@@ -186,12 +201,18 @@ def _gate(command: str, candidates: Sequence[Path], options: dict[str, Any]) -> 
         if sharded is None:
             sys.exit(0)  # not rank 0: the exit code is rank 0's, agreed in main()
         result = sharded
-    paths = outputs.write_outputs(result, outputs.default_paths(
-        options["out_dir"], report=options.get("report"), json=options.get("json_path"), junit=options.get("junit")))
-    click.echo(format_summary(result, paths))
-    _github(result, paths)
+    try:
+        outputs.write_outputs(result, paths)
+        unwritten = None
+    except InputError as exc:  # the disk filled up since check_paths: still keep the record in MLflow/the outbox
+        unwritten = exc
+    click.echo(format_summary(result, None if unwritten else paths))
+    if unwritten is None:
+        _github(result, paths)
     if tracking is not None:
         _track(result, paths, tracking, candidates)
+    if unwritten is not None:
+        raise unwritten
     sys.exit(0 if result.passed else 1)
 
 
@@ -539,8 +560,41 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point: run the CLI and turn errors into one line and an exit code (under torchrun: rank 0's)."""
     from gate.distributed import agree_exit_code, launched_by_torchrun  # light: no torch or numpy at import
 
-    code = _run(argv)
+    with _sigterm_as_interrupt():
+        code = _run(argv)
     sys.exit(agree_exit_code(code) if launched_by_torchrun() else code)
+
+
+# Exit codes for a run stopped by a signal: the shell's 128 + signal number (SIGINT 2, SIGTERM 15).
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (CI cancelling a job, a runner shutting down) raises Terminated where the program is.
+
+    Terminated is a KeyboardInterrupt, so every cleanup that handles Ctrl-C (temporary outputs removed,
+    the outbox entry kept) runs for SIGTERM too.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted(exc: BaseException | None) -> int:
+    terminated = isinstance(exc, Terminated)
+    name = "SIGTERM" if terminated else "SIGINT"
+    click.echo(f"xgate: interrupted ({name}); no new result was written", err=True)
+    return EXIT_SIGTERM if terminated else EXIT_SIGINT
 
 
 def _run(argv: Sequence[str] | None) -> int:
@@ -551,16 +605,18 @@ def _run(argv: Sequence[str] | None) -> int:
     except GateError as exc:
         click.echo(f"xgate: error: {exc.one_line()}", err=True)
         return exc.exit_code
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:  # click turns Ctrl-C (and our SIGTERM) into Abort
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            return _interrupted(exc.__cause__)
         click.echo("xgate: aborted", err=True)
-        return 130
+        return EXIT_SIGINT
     except click.ClickException as exc:  # usage errors too: one line, naming the option, as for bad input
         context = getattr(exc, "ctx", None)
         hint = f" (see '{context.command_path} --help')" if context is not None else ""
         click.echo(f"xgate: error: {exc.format_message()}{hint}", err=True)
         return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc)
     except Exception as exc:  # an internal error: one line unless debugging
         if os.environ.get("XGATE_DEBUG"):
             traceback.print_exc()

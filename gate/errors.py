@@ -62,6 +62,10 @@ class TrackingError(GateError):
     exit_code = 2
 
 
+class Terminated(KeyboardInterrupt):  # noqa: N818  # named for the signal, like KeyboardInterrupt
+    """SIGTERM, raised where the program is so that cleanup runs exactly as for Ctrl-C (exit 143, not 130)."""
+
+
 def reason(exc: BaseException) -> str:
     """``Type: first line`` of an exception, at most 300 characters."""
     text = str(exc).strip().splitlines()
