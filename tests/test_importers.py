@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import shlex
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -412,3 +415,49 @@ def test_voc_class_list_keeps_only_the_class_index(
     capsys.readouterr()
     assert _run(["review-set", "build", str(source), "--voc-classes", str(class_list), "-o", str(tmp_path / "b")]) == 2
     assert "'dog' is not in the VOC class list" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- the documented commands
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "importing.md"
+
+
+def documented_commands() -> list[str]:
+    return re.findall(r"^\| [^|]+ \| `(xgate review-set build [^`]+)` \|$", DOCS.read_text(), flags=re.MULTILINE)
+
+
+def test_docs_list_one_command_per_source() -> None:
+    commands = documented_commands()
+    assert len(commands) == 6
+    for flag in ("--allow-missing-masks", "--voc ", "--voc-classes", "--coco", "--boxes"):
+        assert any(flag in c for c in commands), flag
+
+
+def test_every_documented_command_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    values = np.zeros((8, 10), dtype=np.uint8)
+    values[2:5, 3:7] = 8
+    rows, images = ["image,label,x0,y0,x1,y1"], []
+    for k, name in enumerate(("cat", "dog")):
+        for folder in ("photos", "voc"):
+            photo(tmp_path / folder / "images" / name / "a.jpg", 10, 8, seed=k)
+            voc_mask(tmp_path / folder / "masks" / name / "a.png", np.where(values > 0, 8 + 4 * k, 0))
+        rows.append(f"images/{name}/a.jpg,{name},3,2,7,5")
+        images.append({"id": k + 1, "file_name": f"images/{name}/a.jpg", "width": 10, "height": 8})
+    (tmp_path / "boxes.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "voc-classes.txt").write_text("\n".join(VOC_CLASSES) + "\n")
+    annotations = [{"id": k, "image_id": k, "category_id": k, "bbox": [3, 2, 4, 3]} for k in (1, 2)]
+    (tmp_path / "instances.json").write_text(json.dumps({
+        "images": images, "annotations": annotations,
+        "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]}))
+    box = np.zeros((8, 10), dtype=bool)
+    box[2:5, 3:7] = True
+    for command in documented_commands():
+        out = tmp_path / "review_sets" / "my-set"
+        shutil.rmtree(out, ignore_errors=True)
+        assert _run(shlex.split(command)[1:]) == 0, (command, capsys.readouterr().err)
+        pinned = review_set.open_review_set(out)
+        assert pinned.classes == ("cat", "dog") and pinned.size == 2, command
+        assert all(np.array_equal(pinned.load_mask(i), box) for i in range(2)), command
