@@ -112,10 +112,14 @@ def verify(root: str | Path, expected_digest: str | None = None) -> str:
     listed = _read_sums(root)
     for rel, want in listed.items():
         file = root / rel
-        if not file.is_file():
+        if not _is_file(file):
             raise ReviewSetError(f"file listed in {SUMS} is missing", path=file)
         _check_inside(root, rel, path=file, field=SUMS)
-        if _sha256(file) != want:
+        try:
+            actual = _sha256(file)
+        except OSError as exc:
+            raise ReviewSetError(f"unreadable ({type(exc).__name__})", path=file) from None
+        if actual != want:
             raise ReviewSetError(f"checksum mismatch (file changed since the set was pinned; {SUMS})", path=file)
     for file in sorted(root.rglob("*")):
         rel = file.relative_to(root).as_posix()
@@ -299,7 +303,7 @@ def _read_samples(root: Path, classes: Sequence[str], listed: dict[str, str]) ->
     index = {name: i for i, name in enumerate(classes)}
     samples, seen = [], set()
     try:
-        with open(path, newline="") as handle:
+        with open(path, newline="", encoding="utf-8") as handle:
             for line, row in enumerate(csv.DictReader(handle), start=2):
                 sample = _sample_from_row(path, line, row, index)
                 _check_sample_files(root, f"{path}:{line}", sample, listed)
@@ -309,6 +313,8 @@ def _read_samples(root: Path, classes: Sequence[str], listed: dict[str, str]) ->
                 samples.append(sample)
     except OSError:
         raise ReviewSetError("missing samples.csv", path=path) from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ReviewSetError(f"unreadable samples.csv ({type(exc).__name__}: {exc})"[:300], path=path) from None
     if not samples:
         raise ReviewSetError("no samples", path=path)
     return tuple(samples)
@@ -342,6 +348,8 @@ def _check_sample_files(root: Path, where: str, sample: Sample, listed: dict[str
 
 def _check_relative(rel: str, *, path: str | Path, field: str) -> None:
     """Refuse a path that is absolute, climbs out with '..', or is not in plain a/b/c form."""
+    if not rel or any(ord(c) < 32 for c in rel):
+        raise ReviewSetError(f"path {rel!r} is empty or has control characters", path=path, field=field)
     posix = PurePosixPath(rel)
     if "\\" in rel or posix.is_absolute() or PureWindowsPath(rel).drive:
         raise ReviewSetError(f"path {rel!r} must be relative to the review set, with '/' separators",
@@ -354,23 +362,38 @@ def _check_relative(rel: str, *, path: str | Path, field: str) -> None:
 
 def _check_inside(root: Path, rel: str, *, path: str | Path, field: str) -> None:
     """Refuse a file that resolves (through symlinks) outside the review set's folder."""
-    real_root = root.resolve()
-    target = (root / rel).resolve()
+    try:
+        real_root, target = root.resolve(), (root / rel).resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop, a name too long
+        raise ReviewSetError(f"{rel!r} cannot be resolved ({type(exc).__name__})", path=path, field=field) from None
     if not target.is_relative_to(real_root) or target == real_root:
         raise ReviewSetError(f"{rel!r} resolves outside the review set (a symlink to {target})",
                              path=path, field=field)
 
 
 def _read_sums(root: Path) -> dict[str, str]:
-    listed = {}
-    for number, line in enumerate((root / SUMS).read_text().splitlines(), start=1):
+    listed: dict[str, str] = {}
+    try:
+        text = (root / SUMS).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReviewSetError(f"unreadable {SUMS} ({type(exc).__name__})", path=root / SUMS) from None
+    for number, line in enumerate(text.removesuffix("\n").split("\n"), start=1):
         digest, sep, rel = line.partition("  ")
         where = f"{root / SUMS}:{number}"
         if not sep or len(digest) != 64 or digest.strip("0123456789abcdef"):
             raise ReviewSetError("malformed line (want '<64 hex digits>  <path>')", path=where)
         _check_relative(rel, path=where, field="path")
+        if rel in listed:
+            raise ReviewSetError(f"{rel!r} is listed twice", path=where, field="path")
         listed[rel] = digest
     return listed
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # e.g. a name too long for the file system: not a file of the set
+        return False
 
 
 def _sha256(path: Path) -> str:

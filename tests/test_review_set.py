@@ -373,3 +373,30 @@ def test_a_pixel_bomb_in_a_review_set_names_the_file(pinned: ReviewSet) -> None:
     with pytest.raises(ReviewSetError) as info:
         opened.load_image(0)
     assert info.value.path == str(image) and info.value.exit_code == 2
+
+
+@pytest.mark.parametrize(("target", "content", "needle"), [
+    ("samples.csv", b"id,image,mask,label\n\xff\xfe,images/x.png,,circle\n", "UnicodeDecodeError"),
+    ("samples.csv", b"id,image,mask,label\na,images/a\x00.png,,circle\n", "control characters"),
+    ("samples.csv", b'id,image,mask,label\n"a,images/a.png,,circle\n', "missing value"),
+], ids=["not-utf8", "nul", "open-quote"])
+def test_a_mangled_samples_csv_is_an_input_error(pinned: ReviewSet, target: str, content: bytes, needle: str) -> None:
+    (pinned.root / target).write_bytes(content)
+    review_set.write_sums(pinned.root)
+    with pytest.raises(ReviewSetError) as info:
+        review_set.open_review_set(pinned.root)
+    assert needle in info.value.message and info.value.exit_code == 2
+
+
+@pytest.mark.parametrize(("line", "needle"), [
+    ("0" * 64 + "  review.yaml", "listed twice"),
+    ("0" * 64 + "  " + "x" * 300 + "/y.png", "missing"),
+    ("0" * 64 + "  ", "empty"),
+    ("z" * 64 + "  review.yaml", "malformed"),
+], ids=["twice", "name-too-long", "empty-path", "not-hex"])
+def test_mangled_sums_lines(pinned: ReviewSet, line: str, needle: str) -> None:
+    sums = pinned.root / "SHA256SUMS"
+    sums.write_text(sums.read_text() + line + "\n")
+    with pytest.raises(ReviewSetError) as info:
+        review_set.verify(pinned.root)
+    assert needle in info.value.message and info.value.exit_code == 2
