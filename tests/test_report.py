@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 import io
 import time
+import warnings
 from dataclasses import replace
 
 import matplotlib
@@ -419,3 +420,127 @@ def test_report_for_400_samples_and_24_kept_is_under_3_mb() -> None:
     soup = soup_of(html)
     assert len(section(soup, "galleries").select("figure.tile")) == 24
     assert seconds < 30
+
+
+# --- many classes ------------------------------------------------------------------------
+
+
+def many_class_result(n_listed: int, n_present: int, per_class: int = 2, *, baseline: bool = False,
+                      kept: int = 24, seed: int = 0) -> GateResult:
+    """A check over a review set that lists ``n_listed`` classes with samples of only ``n_present``."""
+    from report_fixtures import candidate_result, make_records
+
+    from gate.records import Records
+
+    rng = np.random.default_rng(seed)
+    classes = tuple(f"class_{i:04d}" for i in range(n_listed))
+    labels = np.repeat(np.arange(n_present) * (n_listed // n_present), per_class)
+
+    def records_for(offset: float) -> Records:
+        base = make_records(len(labels), seed=seed, kept=kept, size=32, labels=labels % 4)  # pictures only
+        logits = rng.normal(0, 1, (len(labels), n_listed))
+        logits[np.arange(len(labels)), labels] += rng.uniform(-2, 4 + offset, len(labels))
+        probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        return replace(base, classes=classes, labels=labels.astype(np.int64), probs=probs.astype(np.float32))
+
+    cand_records = records_for(0.0)
+    base_records = records_for(1.0) if baseline else None
+    with warnings.catch_warnings():  # per-class scores of classes without samples are NaN, as the metrics give
+        warnings.simplefilter("ignore", RuntimeWarning)
+        cand = candidate_result("cand.pt", cand_records, base_records, rules=())
+    assert np.isnan(cand.scores[f"class_accuracy.{classes[-1]}"]) or n_present == n_listed
+    result = check_result(kept=0)
+    base = None if base_records is None else replace(cand, records=base_records, rules=(), comparison=None,
+                                                     candidate=replace(cand.candidate, name="prod.pt"))
+    return replace(result, candidates=(cand,), baseline=base,
+                   review_set=replace(result.review_set, classes=classes, size=len(labels)))
+
+
+def test_class_table_shows_the_worst_present_classes_only() -> None:
+    result = many_class_result(1000, 100, per_class=3)
+    records = result.candidates[0].records
+    soup = soup_of(render_report(result))
+    block = section(soup, "classes")
+    rows = block.select("table.classes tr[data-class]")
+    assert len(rows) == 20
+    counts = np.bincount(records.labels, minlength=1000)
+    hits = np.bincount(records.labels, weights=records.correct, minlength=1000)
+    present = np.flatnonzero(counts)
+    accuracy = {records.classes[i]: hits[i] / counts[i] for i in present}
+    shown = [attr(r, "data-class") for r in rows]
+    assert set(shown) <= set(accuracy)  # no class without samples
+    assert [accuracy[name] for name in shown] == sorted(accuracy[name] for name in shown)
+    assert max(accuracy[name] for name in shown) <= sorted(accuracy.values())[19]  # the 20 worst
+    for row in rows:
+        texts = cells(row)
+        assert texts[1] == "3" and texts[2] == fmt(accuracy[texts[0]])
+    note = block.get_text(" ", strip=True)
+    assert "the worst 20 of 100 classes with samples" in note and "900 listed classes have no sample" in note
+    assert "n/a" not in " ".join(cells(r)[2] for r in rows)
+    scores = section(soup, "scores")
+    assert not scores.select('tr[data-score^="class_accuracy."]')
+
+
+def test_class_lift_is_the_mean_over_scored_samples() -> None:
+    from gate.records import Records
+
+    nan = np.nan
+    records = Records(classes=("a", "b", "c"), ids=("0", "1", "2", "3"), labels=np.array([0, 0, 1, 1]),
+                      probs=np.full((4, 3), 1 / 3, dtype=np.float32), energy=np.array([0.5, 0.2, nan, 0.9]),
+                      mask_area=np.array([0.25, 0.1, 0.2, nan]), pointing_hit=np.zeros(4), rank_accuracy=np.zeros(4))
+    lift = P.class_lift(records)
+    assert lift[0] == pytest.approx((0.5 / 0.25 + 0.2 / 0.1) / 2)
+    assert np.isnan(lift[1]) and np.isnan(lift[2])  # no scored sample; no sample at all
+    assert P.class_counts(records).tolist() == [2, 2, 0]
+
+
+def test_class_plot_draws_present_classes_only() -> None:
+    from gate.records import Records
+
+    # 7 listed classes, 3 with samples: class 1 all wrong. The bars are the 3 present classes in set order.
+    labels = np.array([0, 0, 1, 1, 4])
+    probs = np.full((5, 7), 0.01, dtype=np.float32)
+    probs[[0, 1, 4], [0, 0, 4]] = 0.9
+    probs[[2, 3], [5, 5]] = 0.9
+    nan = np.full(5, np.nan)
+    records = Records(classes=tuple("abcdefg"), ids=tuple("01234"), labels=labels, probs=probs, energy=nan,
+                      mask_area=nan, pointing_hit=nan, rank_accuracy=nan)
+    order = P.worst_present(P.class_accuracy(records), P.class_counts(records), P.MAX_CLASS_BARS)
+    assert order.tolist() == [0, 1, 4]
+    assert P.worst_present(P.class_accuracy(records), P.class_counts(records), 2).tolist() == [1, 0]
+    assert decode_png(P.class_accuracy_plot(records)).format == "PNG"
+
+
+def test_class_deltas_are_bounded_to_the_worst_present() -> None:
+    from gate.report.context import comparison_view
+
+    deltas = {f"c{i}": (i - 50) / 100 for i in range(100)}
+    deltas.update({"absent": float("nan"), "absent2": None})  # type: ignore[dict-item]
+    view = comparison_view({"class_deltas": deltas, "migration": {}})
+    assert [d.name for d in view.class_deltas] == [f"c{i}" for i in range(20)]
+    assert view.class_deltas_total == 100
+    small = comparison_view({"class_deltas": {"b": 0.1, "a": -0.2, "gone": float("nan")}, "migration": {}})
+    assert [d.name for d in small.class_deltas] == ["b", "a"] and small.class_deltas_total == 2
+
+
+def test_a_prediction_outside_the_review_set_is_named() -> None:
+    result = check_result(kept=2)
+    cand = result.candidates[0]
+    sample_id = next(iter(cand.records.kept))
+    outside = replace(cand.records.kept[sample_id], pred=-1, pred_name="tench")
+    records = replace(cand.records, kept={**cand.records.kept, sample_id: outside})
+    gallery = replace(cand.gallery, failures=(sample_id,), easy=(), borderline=())
+    soup = soup_of(render_report(replace(result, candidates=(replace(cand, records=records, gallery=gallery),))))
+    tile = one(soup, f'figure.tile[data-sample="{sample_id}"]')
+    assert "pred tench (outside the review set)" in tile.get_text(" ", strip=True)
+
+
+def test_a_1000_class_report_stays_small() -> None:
+    result = many_class_result(1000, 1000, per_class=2, baseline=True)
+    html = render_report(result)
+    size = len(html.encode("utf-8"))
+    assert size < 1_500_000, f"{size / 1e6:.2f} MB"
+    soup = soup_of(html)
+    assert len(section(soup, "classes").select("tr[data-class]")) == 20
+    assert len(section(soup, "baseline").select("table.class-deltas tr[data-class]")) == 20
+    assert len(soup.find_all("tr")) < 200

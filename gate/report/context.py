@@ -11,8 +11,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from gate.metrics.registry import get_spec
-from gate.records import PROBE_VARIANTS, KeptSample
+from gate.records import PROBE_VARIANTS, KeptSample, Records
 from gate.report import plots
 from gate.result import CandidateResult, GateResult, PolicyInfo, ReviewSetInfo, RuleResult
 
@@ -31,6 +33,10 @@ SHOWROOM_PANELS: tuple[tuple[str, str], ...] = (
     ("only_bg", "Only the background"),
 )
 SHOWROOM_MAX = 6
+# Rows of the per-class table and of the per-class deltas: the worst classes present in the review set.
+# A 1000-class model stays readable and small; every per-class score is in result.json.
+PER_CLASS_MAX = 20
+OUTSIDE_NAME = "(outside the review set)"  # a prediction of a model output the review set does not hold
 MIGRATION_LABELS: tuple[tuple[str, str], ...] = (
     ("corrected", "corrected (baseline wrong, candidate right)"),
     ("regressed", "regressed (baseline right, candidate wrong)"),
@@ -74,6 +80,36 @@ class ScoreGroup:
 
     title: str
     rows: tuple[ScoreRow, ...]
+
+
+@dataclass(frozen=True)
+class ClassRow:
+    """One class of the review set across the report's columns: samples, accuracy and alignment lift."""
+
+    name: str
+    samples: int
+    accuracy: tuple[str, ...]
+    lift: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ClassTable:
+    """The worst present classes (at most ``PER_CLASS_MAX``), worst first, and how many there are."""
+
+    columns: tuple[str, ...]
+    rows: tuple[ClassRow, ...]
+    present: int  # classes with at least one sample
+    listed: int  # classes the review set lists
+
+    @property
+    def note(self) -> str:
+        """What the table leaves out, in words ("" when it shows every class)."""
+        parts = []
+        if len(self.rows) < self.present:
+            parts.append(f"the worst {len(self.rows)} of {self.present} classes with samples")
+        if self.present < self.listed:
+            parts.append(f"{self.listed - self.present} listed classes have no sample and are left out")
+        return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -150,6 +186,7 @@ class ComparisonView:
     class_deltas: tuple[DeltaRow, ...]
     deltas: tuple[DeltaRow, ...]
     intervals: tuple[tuple[str, str], ...]
+    class_deltas_total: int = 0  # classes with a delta; more than shown when the worst are picked
 
 
 @dataclass(frozen=True)
@@ -195,6 +232,7 @@ class ReportContext:
     score_groups: tuple[ScoreGroup, ...]
     environment: tuple[tuple[str, str], ...]
     timings: tuple[tuple[str, str], ...]
+    classes: ClassTable | None = None
 
     @property
     def has_showroom(self) -> bool:
@@ -262,13 +300,18 @@ def rule_row(rule: RuleResult) -> RuleRow:
 
 
 def score_groups(columns: Sequence[Mapping[str, float]]) -> tuple[ScoreGroup, ...]:
-    """Scores grouped for the table: one row per score name, one value per column ("" where absent)."""
+    """Scores grouped for the table: one row per score name, one value per column ("" where absent).
+
+    Per-class families (``class_accuracy.<class>``, ...) are left out: see ``class_table``.
+    """
     names: dict[str, None] = {}
     for scores in columns:
         names.update(dict.fromkeys(scores))
     by_group: dict[str, list[ScoreRow]] = {group: [] for group in SCORE_GROUPS}
     for name in names:
         spec = get_spec(name)
+        if spec is not None and spec.per_class:
+            continue  # one row per class would be 1000s of rows: the per-class table shows the worst
         arrow, _ = _direction(None if spec is None else spec.higher_is_better)
         values = tuple(fmt(scores[name]) if name in scores else "" for scores in columns)
         row = ScoreRow(name=name, help="" if spec is None else spec.help, arrow=arrow, values=values)
@@ -276,8 +319,11 @@ def score_groups(columns: Sequence[Mapping[str, float]]) -> tuple[ScoreGroup, ..
     return tuple(ScoreGroup(title, tuple(rows)) for title, rows in by_group.items() if rows)
 
 
-def _class_name(classes: Sequence[str], index: int) -> str:
-    return classes[index] if 0 <= index < len(classes) else str(index)
+def _class_name(classes: Sequence[str], index: int, model_name: str = "") -> str:
+    if 0 <= index < len(classes):
+        return classes[index]
+    # A model output outside the review set: the model's own name for it when the engine kept one.
+    return f"{model_name} {OUTSIDE_NAME}" if model_name else OUTSIDE_NAME
 
 
 def _baseline_tile(sample: KeptSample | None, classes: Sequence[str]) -> BaselineTile | None:
@@ -285,7 +331,7 @@ def _baseline_tile(sample: KeptSample | None, classes: Sequence[str]) -> Baselin
         return None
     pictures = plots.sample_pictures(sample.image, sample.mask, sample.cam)
     return BaselineTile(
-        pred=_class_name(classes, sample.pred), confidence=fmt(sample.confidence),
+        pred=_class_name(classes, sample.pred, sample.pred_name), confidence=fmt(sample.confidence),
         correct=sample.pred == sample.label, overlay=pictures.overlay,
     )
 
@@ -294,7 +340,8 @@ def tile(sample: KeptSample, classes: Sequence[str], baseline: KeptSample | None
     """One gallery tile; ``baseline`` is the baseline's kept sample with the same id, if any."""
     pictures = plots.sample_pictures(sample.image, sample.mask, sample.cam)
     return Tile(
-        sample_id=sample.sample_id, label=_class_name(classes, sample.label), pred=_class_name(classes, sample.pred),
+        sample_id=sample.sample_id, label=_class_name(classes, sample.label),
+        pred=_class_name(classes, sample.pred, sample.pred_name),
         confidence=fmt(sample.confidence), correct=sample.pred == sample.label, image=pictures.image,
         overlay=pictures.overlay, baseline=_baseline_tile(baseline, classes),
     )
@@ -364,13 +411,51 @@ def comparison_view(comparison: Mapping[str, Any]) -> ComparisonView:
     """The ``gate.compare`` JSON for one candidate, formatted."""
     migration = comparison.get("migration", {})
     deltas = comparison.get("deltas", {})
+    class_deltas = _present_deltas(comparison.get("class_deltas", {}))
     return ComparisonView(
         migration=migration_rows(migration),
         mcnemar_p=fmt(comparison.get("mcnemar_p")),
-        class_deltas=tuple(_delta_row(c, float(v), True) for c, v in comparison.get("class_deltas", {}).items()),
+        class_deltas=tuple(_delta_row(c, v, True) for c, v in _worst_deltas(class_deltas)),
         deltas=tuple(_delta_row(n, float(v), _higher_is_better(n)) for n, v in deltas.items() if v is not None),
         intervals=tuple((score, _interval_text(b)) for score, b in comparison.get("intervals", {}).items()),
+        class_deltas_total=len(class_deltas),
     )
+
+
+def _present_deltas(raw: Mapping[str, Any]) -> list[tuple[str, float]]:
+    """Per-class deltas that exist: a class without samples has none (null or NaN), so no row."""
+    return [(name, float(value)) for name, value in raw.items()
+            if isinstance(value, int | float) and math.isfinite(value)]
+
+
+def _worst_deltas(deltas: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """All deltas in review-set order when few; else the ``PER_CLASS_MAX`` largest drops, worst first."""
+    if len(deltas) <= PER_CLASS_MAX:
+        return deltas
+    return sorted(deltas, key=lambda item: item[1])[:PER_CLASS_MAX]  # sorted() is stable: ties keep set order
+
+
+def class_table(columns: Sequence[str], records: Sequence[Records], candidates: int) -> ClassTable:
+    """The worst present classes: lowest accuracy in any of the first ``candidates`` columns first.
+
+    Columns after the candidates (the baseline) are shown beside them but do not choose the rows.
+    """
+    first = records[0]
+    counts = plots.class_counts(first)
+    accuracy = [plots.class_accuracy(r) for r in records]
+    lift = [plots.class_lift(r) for r in records]
+    present = np.flatnonzero(counts > 0)
+    # Worst = lowest accuracy over the candidates, then lowest lift; ties keep the review set's order.
+    worst_accuracy = np.min(np.stack([a[present] for a in accuracy[:candidates]]), axis=0)
+    with np.errstate(all="ignore"):
+        worst_lift = np.nan_to_num(np.nanmin(np.stack([x[present] for x in lift[:candidates]]), axis=0), nan=np.inf)
+    chosen = present[np.lexsort((np.arange(len(present)), worst_lift, worst_accuracy))][:PER_CLASS_MAX]
+    rows = tuple(
+        ClassRow(name=first.classes[i], samples=int(counts[i]), accuracy=tuple(fmt(a[i]) for a in accuracy),
+                 lift=tuple(fmt(x[i]) for x in lift))
+        for i in chosen
+    )
+    return ClassTable(columns=tuple(columns), rows=rows, present=len(present), listed=len(first.classes))
 
 
 def candidate_view(result: CandidateResult, baseline: CandidateResult | None, selected: str | None) -> CandidateView:
@@ -397,9 +482,11 @@ def build_context(result: GateResult) -> ReportContext:
     ranked = result.ranked()
     columns = [c.candidate.name for c in ranked]
     scores = [c.scores for c in ranked]
+    records = [c.records for c in ranked]
     if result.baseline is not None:
         columns.append(f"baseline: {result.baseline.candidate.name}")
         scores.append(result.baseline.scores)
+        records.append(result.baseline.records)
     return ReportContext(
         title=_title(result), command=result.command, verdict=result.verdict, passed=result.passed,
         selected=result.selected, created=result.created, policy=result.policy, review_set=result.review_set,
@@ -409,4 +496,5 @@ def build_context(result: GateResult) -> ReportContext:
         score_columns=tuple(columns), score_groups=score_groups(scores),
         environment=tuple((str(k), str(v)) for k, v in result.environment.items()),
         timings=tuple((str(k), f"{v:.2f} s") for k, v in result.timings.items()),
+        classes=class_table(columns, records, len(ranked)) if ranked and records[0].size else None,
     )

@@ -29,7 +29,7 @@ CAM_COLORMAP = "inferno"  # perceptually uniform; readable in greyscale
 OUTLINE_RGB = (0, 255, 255)  # cyan stands out against both photos and inferno
 OVERLAY_ALPHA = 0.55
 RELIABILITY_BINS = 15  # the same bins as the ``ece`` score
-MAX_CLASS_BARS = 40  # beyond this the per-class plot shows the worst classes only
+MAX_CLASS_BARS = 20  # beyond this the per-class plot shows the worst present classes only
 FIGSIZE = (3.8, 2.8)
 DPI = 80
 GOOD, BAD, NEUTRAL = "#2e7d32", "#c62828", "#78909c"
@@ -179,13 +179,36 @@ def wrong_rate_by_threshold(confidence: np.ndarray, correct: np.ndarray, thresho
     return np.array([np.mean(wrong & (conf >= t)) for t in thresholds])
 
 
+def class_counts(records: Records) -> np.ndarray:
+    """Samples per class (review-set order); 0 for a class the review set lists but has no sample of."""
+    return np.bincount(records.labels, minlength=len(records.classes))
+
+
 def class_accuracy(records: Records) -> np.ndarray:
     """Accuracy per class (review-set order); NaN for a class with no samples."""
-    n_classes = len(records.classes)
-    counts = np.bincount(records.labels, minlength=n_classes)
-    hits = np.bincount(records.labels, weights=records.correct.astype(np.float64), minlength=n_classes)
+    hits = np.bincount(records.labels, weights=records.correct.astype(np.float64), minlength=len(records.classes))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.asarray(hits / counts, dtype=np.float64)
+        return np.asarray(hits / class_counts(records), dtype=np.float64)
+
+
+def class_lift(records: Records) -> np.ndarray:
+    """Mean lift per class over the samples scored for alignment; NaN where a class has none."""
+    lift = records.lift
+    scored = np.isfinite(lift)
+    n_classes = len(records.classes)
+    counts = np.bincount(records.labels[scored], minlength=n_classes)
+    sums = np.bincount(records.labels[scored], weights=lift[scored], minlength=n_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray(sums / counts, dtype=np.float64)
+
+
+def worst_present(accuracy: np.ndarray, counts: np.ndarray, limit: int) -> np.ndarray:
+    """Indices of the classes with samples: all in review-set order when at most ``limit``, else the
+    ``limit`` least accurate (ties in review-set order)."""
+    present = np.flatnonzero(np.asarray(counts) > 0)
+    if len(present) <= limit:
+        return present
+    return present[np.argsort(accuracy[present], kind="stable")][:limit]
 
 
 # --- plots ---------------------------------------------------------------------
@@ -258,9 +281,9 @@ def class_accuracy_plot(records: Records, baseline: Records | None = None) -> st
     """Accuracy per class; with a baseline, bars are coloured by the delta and the baseline is marked."""
     accuracy = class_accuracy(records)
     base = class_accuracy(baseline) if baseline is not None else None
-    order = np.arange(len(accuracy))
-    if len(order) > MAX_CLASS_BARS:
-        order = np.argsort(np.nan_to_num(accuracy, nan=-1.0), kind="stable")[:MAX_CLASS_BARS]
+    counts = class_counts(records)
+    present = int(np.count_nonzero(counts))
+    order = worst_present(accuracy, counts, MAX_CLASS_BARS)  # a class without samples has no bar
     names = [records.classes[i] for i in order]
     deltas = None if base is None else accuracy[order] - base[order]
     with _figure() as (figure, axes):
@@ -269,10 +292,10 @@ def class_accuracy_plot(records: Records, baseline: Records | None = None) -> st
         if base is not None:
             axes.scatter(positions, base[order], marker="_", s=120, color="#212121", label="baseline", zorder=3)
             axes.legend(loc="upper right", fontsize=7, ncols=1)  # sits in the headroom above 1.0
-        crowded = len(order) > 6 or max(len(n) for n in names) > 8
+        crowded = len(order) > 6 or max((len(n) for n in names), default=0) > 8
         axes.set_xticks(positions, names, rotation=60 if crowded else 0, ha="right" if crowded else "center")
         axes.set(ylim=(0, 1.3), yticks=np.linspace(0, 1, 6), ylabel="accuracy")
-        shown = "" if len(order) == len(accuracy) else f" (worst {len(order)} of {len(accuracy)})"
+        shown = "" if len(order) == present else f" (worst {len(order)} of {present})"
         axes.set_title("Accuracy per class" + shown + (" vs baseline" if base is not None else ""))
         return _figure_uri(figure)
 
