@@ -129,3 +129,20 @@ def test_localise_feeds_the_alignment_scores() -> None:
     assert scores["alignment.off_object_rate"] == pytest.approx(1 / 3)
     assert scores["alignment.coverage"] == pytest.approx(3 / 5)
     assert scores["alignment.excluded"] == 2.0
+
+
+def test_void_pixels_are_left_out_and_a_missing_mask_gives_nan() -> None:
+    # The map's maximum (5) lies on a void pixel; the object is the left column.
+    cam = torch.tensor([[[1.0, 0, 5], [2, 0, 0]]] * 2)
+    mask = torch.tensor([[[1, 0, 0], [1, 0, 0]]] * 2, dtype=torch.bool)
+    void = torch.tensor([[[0, 0, 1], [0, 0, 0]]] * 2, dtype=torch.bool)
+    plain = localise(cam[:1], mask[:1])
+    assert plain.energy.item() == pytest.approx(3 / 8) and plain.pointing_hit.item() == 0.0
+    assert plain.rank_accuracy.item() == pytest.approx(0.5) and plain.mask_area.item() == pytest.approx(2 / 6)
+    local = localise(cam, mask, void, has_mask=torch.tensor([True, False]))
+    # Over the 5 non-void pixels: mass 3, all on the object; area 2/5; peak 2 on the object; top-2 = {2, 1}.
+    assert local.energy[0].item() == pytest.approx(1.0)
+    assert local.mask_area[0].item() == pytest.approx(2 / 5)
+    assert local.pointing_hit[0].item() == 1.0 and local.rank_accuracy[0].item() == 1.0
+    for column in (local.energy, local.mask_area, local.pointing_hit, local.rank_accuracy):
+        assert math.isnan(column[1].item())  # no mask at all: left out, area included

@@ -320,3 +320,49 @@ def test_compute_scores_only_restricts_to_the_named_specs(hand: Records) -> None
 )
 def test_is_better_follows_the_direction(name: str, candidate: float, reference: float, better: bool) -> None:
     assert is_better(name, candidate, reference) is better
+
+
+# A model with outputs (a, b, other) gated on a review set of classes (a, b): the full softmax per sample
+#   s0: [0.6, 0.1, 0.3] label a -> pred a (right), conf 0.6
+#   s1: [0.2, 0.3, 0.5] label b -> pred other (WRONG: answering an absent class), conf 0.5
+#   s2: [0.1, 0.7, 0.2] label b -> pred b (right), conf 0.7
+@pytest.fixture
+def subset() -> Records:
+    full = np.array([[0.6, 0.1, 0.3], [0.2, 0.3, 0.5], [0.1, 0.7, 0.2]], dtype=np.float32)
+    nan = np.full(3, math.nan)
+    return Records(classes=("a", "b"), ids=("s0", "s1", "s2"), labels=np.array([0, 1, 1]), probs=full[:, :2],
+                   energy=nan, mask_area=nan, pointing_hit=nan, rank_accuracy=nan,
+                   pred=np.array([0, -1, 1]), top_prob=np.array([0.6, 0.5, 0.7], dtype=np.float32),
+                   second_prob=np.array([0.3, 0.3, 0.2], dtype=np.float32),
+                   outside_sq=np.array([0.09, 0.25, 0.04]))
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("accuracy", 2 / 3),  # probs.argmax() would call s1 right
+        ("class_accuracy.a", 1.0),
+        ("class_accuracy.b", 0.5),
+        # (0.16 + 0.01 + 0.09) + (0.04 + 0.49 + 0.25) + (0.01 + 0.09 + 0.04), over 3
+        ("brier", 1.18 / 3),
+        ("nll", -(math.log(0.6) + math.log(0.3) + math.log(0.7)) / 3),
+        ("ece", (0.4 + 0.5 + 0.3) / 3),  # three bins of one sample: |1 - .6|, |0 - .5|, |1 - .7|
+        ("mean_confidence_wrong", 0.5),
+        ("confident_wrong_rate@0.9", 0.0),
+    ],
+)
+def test_scores_over_all_outputs_when_the_review_set_covers_a_subset(subset: Records, name: str,
+                                                                      expected: float) -> None:
+    scores = compute_scores(subset)
+    assert scores[name] == pytest.approx(expected, abs=1e-6)
+    assert not any(key.startswith("class_accuracy.other") for key in scores)
+
+
+def test_subset_columns_survive_concat_and_take(subset: Records) -> None:
+    joined = Records.concat([subset.take(np.array([0])), subset.take(np.array([1, 2]))])
+    for column in ("pred", "top_prob", "second_prob", "outside_sq"):
+        np.testing.assert_array_equal(getattr(joined, column), getattr(subset, column), err_msg=column)
+    assert compute_scores(joined) == pytest.approx(compute_scores(subset), nan_ok=True)
+    resampled = subset.take(np.array([1, 1]))
+    assert resampled.preds.tolist() == [-1, -1] and resampled.confidence.tolist() == pytest.approx([0.5, 0.5])
+    assert compute_scores(resampled)["brier"] == pytest.approx(0.78)

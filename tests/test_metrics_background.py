@@ -87,12 +87,13 @@ def test_randomization_similarity_missing_is_an_internal_error() -> None:
 
 
 def test_specs_declare_direction_group_probe() -> None:
-    specs = {s.name: s for s in (*background.SCORES, *sanity.SCORES)}
+    # The sanity scores are declared (and tested) in gate/metrics/sanity.py's own tests.
+    specs = {s.name: s for s in background.SCORES}
     lower_is_better = {"background.only_bg_accuracy", "background.only_bg_chance_adjusted", "background.bg_gap",
-                       "background.flip_rate", "sanity.randomization_similarity"}
+                       "background.flip_rate"}
     proportions = {"background.only_fg_accuracy", "background.only_bg_accuracy", "background.mixed_same_accuracy",
                    "background.mixed_rand_accuracy", "background.flip_rate"}
-    assert len(specs) == 8
+    assert len(specs) == 7
     for name, spec in specs.items():
         family = name.split(".")[0]
         assert spec.group == family and spec.probe == family
@@ -104,3 +105,20 @@ def test_specs_declare_direction_group_probe() -> None:
 def test_registry_lists_the_probe_scores() -> None:
     names = {s.name for s in all_specs()}
     assert {s.name for s in (*background.SCORES, *sanity.SCORES)} <= names
+
+
+def test_background_scores_use_only_the_samples_with_a_mask() -> None:
+    # Sample 2 has no mask: no variant was built (NO_VARIANT). Masked rows 0, 1, 3: labels [0, 1, 0],
+    # predictions [0, 1, 2].
+    from gate.records import NO_VARIANT
+
+    probes = {name: list(values) for name, values in PROBES.items()}
+    for values in probes.values():
+        values[2] = NO_VARIANT
+    records = make_records(probes)
+    records = type(records)(**{**vars(records), "has_mask": np.array([True, True, False, True])})
+    assert background.only_fg_accuracy(records) == pytest.approx(2 / 3)  # [0, 1, 2] vs [0, 1, 0]
+    assert background.only_bg_accuracy(records) == pytest.approx(2 / 3)  # [0, 0, 0]
+    assert background.mixed_same_accuracy(records) == pytest.approx(1.0)
+    assert background.mixed_rand_accuracy(records) == pytest.approx(2 / 3)  # [1, 1, 0]
+    assert background.flip_rate(records) == pytest.approx(2 / 3)  # [1, 1, 0] vs [0, 1, 2]
