@@ -171,6 +171,9 @@ def set_key(section: str, index: int, key: str, value: Any) -> Any:
     (set_key("images", 0, "width", 41), "images[0].width", "41x30"),
     (set_key("annotations", 0, "category_id", 99), "annotations[0].category_id", "99"),
     (set_key("annotations", 0, "image_id", 99), "annotations[0].image_id", "99"),
+    (set_key("annotations", 0, "image_id", []), "annotations[0].image_id", "[]"),
+    (set_key("annotations", 3, "segmentation", {"size": [32, 32], "counts": [-1, 1025]}),
+     "annotations[3].segmentation.counts", ">= 0"),
     (set_key("annotations", 0, "segmentation", [[1, 2, 3]]), "annotations[0].segmentation[0]", "3 x,y"),
     (set_key("annotations", 2, "segmentation", {"size": [10, 10], "counts": "abc"}),
      "annotations[2].segmentation.size", "RLE size"),
@@ -178,7 +181,8 @@ def set_key(section: str, index: int, key: str, value: Any) -> Any:
      "annotations[3].segmentation.counts", "sum to 3"),
     (set_key("annotations", 4, "bbox", [1, 1, 0, 3]), "annotations[4].bbox", "bbox"),
     (lambda doc: doc.pop("categories"), "categories", "list"),
-], ids=["missing-image", "escape", "size", "category", "image-id", "short-polygon", "rle-size", "rle-sum",
+], ids=["missing-image", "escape", "size", "category", "image-id", "image-id-list", "negative-counts",
+        "short-polygon", "rle-size", "rle-sum",
         "empty-box", "no-categories"])
 def test_bad_coco_names_the_json_and_field(
     tmp_path: Path, export: tuple[Path, Path], change: Any, field: str, needle: str

@@ -230,9 +230,9 @@ def _coco_objects(
         if not isinstance(ann, dict):
             raise ReviewSetError("must be an object", path=json_path, field=where)
         image_id, category_id = ann.get("image_id"), ann.get("category_id")
-        if image_id not in images_by_id:
+        if not _is_int(image_id) or image_id not in images_by_id:
             raise ReviewSetError(f"image_id {image_id!r} is not in images", path=json_path, field=f"{where}.image_id")
-        if category_id not in categories:
+        if not _is_int(category_id) or category_id not in categories:
             raise ReviewSetError(f"category_id {category_id!r} is not in categories", path=json_path,
                                  field=f"{where}.category_id")
         _check_annotation(json_path, where, ann, images_by_id[image_id])
@@ -272,7 +272,7 @@ def _coco_categories(path: Path, data: dict[str, Any]) -> dict[int, str]:
     categories = {}
     for index, cat in enumerate(_list(path, data, "categories")):
         where = f"categories[{index}]"
-        if not isinstance(cat, dict) or not isinstance(cat.get("id"), int):
+        if not isinstance(cat, dict) or not _is_int(cat.get("id")):
             raise ReviewSetError("needs an integer id", path=path, field=f"{where}.id")
         name = cat.get("name")
         if not isinstance(name, str) or not name.strip():
@@ -286,10 +286,10 @@ def _coco_images(path: Path, data: dict[str, Any], images_dir: Path) -> dict[int
     names: set[str] = set()
     for index, item in enumerate(_list(path, data, "images")):
         where = f"images[{index}]"
-        if not isinstance(item, dict) or not isinstance(item.get("id"), int):
+        if not isinstance(item, dict) or not _is_int(item.get("id")):
             raise ReviewSetError("needs an integer id", path=path, field=f"{where}.id")
         for key in ("width", "height"):
-            if not isinstance(item.get(key), int) or item[key] < 1:
+            if not _is_int(item.get(key)) or item[key] < 1:
                 raise ReviewSetError("must be a positive integer", path=path, field=f"{where}.{key}")
         file_name = item.get("file_name")
         if not isinstance(file_name, str) or not file_name:
@@ -332,8 +332,8 @@ def _check_annotation(path: Path, where: str, ann: dict[str, Any], image: _CocoI
         if size != [image.height, image.width]:
             raise ReviewSetError(f"RLE size {size!r} differs from the image's [{image.height}, {image.width}]",
                                  path=path, field=f"{where}.segmentation.size")
-        if not (isinstance(counts, str) or (isinstance(counts, list) and all(isinstance(c, int) for c in counts))):
-            raise ReviewSetError("RLE counts must be a string or a list of integers", path=path,
+        if not (isinstance(counts, str) or (isinstance(counts, list) and all(_is_int(c) and c >= 0 for c in counts))):
+            raise ReviewSetError("RLE counts must be a string or a list of integers >= 0", path=path,
                                  field=f"{where}.segmentation.counts")
         if isinstance(counts, list) and sum(counts) != image.height * image.width:
             raise ReviewSetError(f"RLE counts sum to {sum(counts)}, not {image.height * image.width} pixels",
@@ -346,6 +346,10 @@ def _check_annotation(path: Path, where: str, ann: dict[str, Any], image: _CocoI
                                  field=f"{where}.bbox")
     else:
         raise ReviewSetError("must be polygons, an RLE object or empty", path=path, field=f"{where}.segmentation")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _finite(value: object) -> bool:
