@@ -245,6 +245,11 @@ def test_gate_step_writes_outputs_summary_and_annotations(tmp_path: Path, small_
     assert outputs["report"].endswith("gate-out/report.html") and (tmp_path / "gate-out" / "report.html").exists()
     assert outputs["junit"].endswith("gate-out/junit.xml") and (tmp_path / "gate-out" / "junit.xml").exists()
     assert "untrained.pt" in summary
+    # CI=true: progress as log lines (one batch of 16 is a third of the 48 samples)
+    progress = [line for line in done.stderr.splitlines() if line.startswith("xgate: gating ")]
+    assert [line.split(" (")[0] for line in progress] == ["xgate: gating 33%", "xgate: gating 66%",
+                                                          "xgate: gating 100%"]
+    assert progress[-1].endswith(" images/s, device cpu, candidates untrained.pt")
     annotations = [line for line in done.stdout.splitlines() if line.startswith("::error")]
     assert annotations == (["::error title=xgate: untrained.pt::accuracy = 0.25 fails >= 0.99"] if code else [])
     assert not (tmp_path / "mlflow.db").exists()  # no tracking URI given: no MLflow
