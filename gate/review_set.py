@@ -1,9 +1,13 @@
 """Review sets: the checksum-pinned ``xgate.review_set/v1`` folder, opened and verified.
 
-A review set is a folder with review.yaml, samples.csv, images/, masks/ and
-SHA256SUMS; its digest is the sha256 of SHA256SUMS. Every file is checked
-against SHA256SUMS before use, so a changed byte or an added file is an input
-error, never a silent pass.
+A review set is a folder with review.yaml, samples.csv (id,image,mask,label
+[,slice][,void]; an empty mask = a sample without one), images/, masks/ (void/
+when some pixels are void) and SHA256SUMS; its digest is the sha256 of
+SHA256SUMS. Every file is checked against SHA256SUMS before use, and every path
+samples.csv names must stay inside the folder and be listed there, so a changed
+byte, an added file or a file read from elsewhere is an input error, never a
+silent pass. Images are decoded by gate.inputs.images; sources people have
+(COCO, VOC, boxes) are read by gate.inputs.importers and written by build_from.
 """
 
 from __future__ import annotations
