@@ -64,6 +64,26 @@ def test_32_bit_integer_mode_is_read_as_16_bit_range(tmp_path: Path) -> None:
     assert np.array_equal(images.read_rgb(path), grey3([[0, 9], [255, 255]]))
 
 
+def png_bytes(width: int, height: int, depth: int, colour_type: int, rows: list[bytes]) -> bytes:
+    """A PNG file by hand (PIL cannot write 16-bit colour): signature, IHDR, one IDAT, IEND."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour_type, 0, 0, 0)
+    pixels = zlib.compress(b"".join(b"\0" + row for row in rows))  # filter type 0 on every row
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(("colour_type", "samples", "want"), [
+    (2, [65535, 32896, 0, 257 * 10, 257 * 20, 257 * 30], [[255, 128, 0], [10, 20, 30]]),  # RGB
+    (6, [65535, 0, 0, 65535, 0, 65535, 0, 0], [[255, 0, 0], [255, 255, 255]]),  # RGBA: opaque red, clear
+    (4, [257 * 10, 65535, 51400, 0], [[10, 10, 10], [255, 255, 255]]),  # grey + alpha
+], ids=["rgb", "rgba", "la"])
+def test_16_bit_colour_pngs(tmp_path: Path, colour_type: int, samples: list[int], want: list[list[int]]) -> None:
+    path = tmp_path / "deep.png"
+    path.write_bytes(png_bytes(2, 1, 16, colour_type, [struct.pack(f">{len(samples)}H", *samples)]))
+    assert np.array_equal(images.read_rgb(path), np.array([want], dtype=np.uint8))
+
+
 # ----------------------------------------------------------------------------- CMYK
 
 
