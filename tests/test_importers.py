@@ -465,3 +465,26 @@ def test_every_documented_command_runs(
         pinned = review_set.open_review_set(out)
         assert pinned.classes == ("cat", "dog") and pinned.size == 2, command
         assert all(np.array_equal(pinned.load_mask(i), box) for i in range(2)), command
+
+
+def test_jpeg_masks_and_bombs_are_refused_at_build(tmp_path: Path) -> None:
+    from tests.test_images import png_header_only
+
+    source = tmp_path / "src"
+    for name in ("cat", "dog"):
+        photo(source / "images" / name / "x.jpg", 8, 6, seed=1)
+        (source / "masks" / name).mkdir(parents=True)
+        Image.new("L", (8, 6), 255).save(source / "masks" / name / "x.png")
+    (source / "masks" / "dog" / "x.png").unlink()
+    Image.new("L", (8, 6), 255).save(source / "masks" / "dog" / "x.jpg")
+    with pytest.raises(ReviewSetError, match="lossless") as info:
+        review_set.build(source, tmp_path / "set")
+    assert info.value.path == str(source / "masks" / "dog" / "x.jpg")
+    (source / "masks" / "dog" / "x.jpg").unlink()
+    bomb = source / "images" / "dog" / "x.png"
+    (source / "images" / "dog" / "x.jpg").unlink()
+    png_header_only(bomb, 100_000, 100_000)
+    with pytest.raises(ReviewSetError) as info:
+        review_set.build(source, tmp_path / "set", allow_missing_masks=True)
+    assert info.value.path == str(bomb)
+    assert not (tmp_path / "set").exists()

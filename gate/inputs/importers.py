@@ -102,6 +102,10 @@ def plain(
             if mask is None and not allow_missing_masks:
                 raise ReviewSetError("no mask for image (--allow-missing-masks pins it without one)",
                                      path=image, field="mask")
+            if mask is not None and images.format_and_mode(mask)[0] == "JPEG":
+                # JPEG artefacts make background pixels near zero but not zero: object, by the nonzero rule.
+                raise ReviewSetError("a mask must be lossless (PNG); JPEG noise would turn background into object",
+                                     path=mask, field="mask")
             unmasked += mask is None
             entry = Entry(sample_id=f"{class_dir.name}/{image.stem}", label=class_dir.name, image=image,
                           name=image.name, source=str(mask or image))
