@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -130,3 +131,31 @@ def test_the_cpu_example_exits_as_the_workflow_expects(tmp_path: Path) -> None:
     done, outputs = _run_gate_step(advisory_inputs, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert outputs["verdict"] == "failed" and outputs["exit-code"] == "1"  # cheater.pt reads the scene
+
+
+@needs_actionlint
+def test_the_readme_workflows_pass_actionlint(tmp_path: Path) -> None:
+    blocks = re.findall(r"```yaml\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+    workflows = [b for b in blocks if b.startswith("name: ") and "\njobs:\n" in b]
+    assert len(workflows) == 2  # one for a GPU runner, one for a CPU runner
+    assert "[self-hosted, linux, x64, gpu]" in workflows[0] and "torch-build: cpu" in workflows[1]
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".github" / "workflows").mkdir(parents=True)
+    shutil.copy(REPO / ".github" / "actionlint.yaml", tmp_path / ".github" / "actionlint.yaml")
+    files = []
+    for index, text in enumerate(workflows):
+        path = tmp_path / ".github" / "workflows" / f"readme{index}.yml"
+        path.write_text(text)
+        files.append(str(path))
+    done = actionlint(tmp_path, *files)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_readme_points_only_inside_the_repository() -> None:
+    text = (REPO / "README.md").read_text()
+    assert "../" not in text
+    for target in re.findall(r"\]\(([^)#]+)\)", text):
+        if not target.startswith(("http://", "https://")):
+            assert (REPO / target).exists(), target
+    assert "docs/design.md" in text and (REPO / "docs" / "design.md").is_file()
+    assert "580.65.06" in text  # the driver the CUDA 13.0 torch build needs
