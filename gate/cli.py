@@ -637,6 +637,47 @@ def sync(tracking_uri: str | None) -> None:
     click.echo(f"uploaded {count} run(s) from the outbox")
 
 
+@cli.command("layers", epilog="""
+\b
+Examples:
+  xgate layers candidates/bgmix.pt
+  xgate layers vit.pt --maps-only
+  xgate layers weights.pt --arch resnet50 --classes cat,dog --input-size 224,224 --target-layer layer3
+""")
+@click.argument("candidate", type=click.Path(path_type=Path))
+@click.option("--arch", help="Architecture for a bare state_dict.")
+@click.option("--classes", help="Comma-separated class names for a bare state_dict.")
+@click.option("--input-size", callback=_parse_size, metavar="H,W",
+              help="Sample input size (default: the checkpoint's).")
+@click.option("--target-layer", help="Check that this layer exists and gives a map.")
+@click.option("--maps-only", is_flag=True, help="List only the layers that give a Grad-CAM map.")
+@click.option("--trust-pickle", is_flag=True, help="Allow a pickled nn.Module (runs code from the file).")
+@click.option("--allow-arch-module", "allow_arch_module", multiple=True, metavar="PREFIX",
+              help="Module prefix an import-path arch may come from (repeatable).")
+def layers_command(candidate: Path, arch: str | None, classes: str | None, input_size: tuple[int, int] | None,
+                   target_layer: str | None, maps_only: bool, trust_pickle: bool,
+                   allow_arch_module: tuple[str, ...]) -> None:
+    """List CANDIDATE's layers with their output shapes on a sample input, which give a map, and the default."""
+    from gate import layers
+    from gate.candidate import load
+    from gate.errors import UsageError
+    from gate.inputs import safe_import
+
+    names = tuple(c.strip() for c in classes.split(",")) if classes else None
+    with safe_import.allowing(allow_arch_module):
+        cand = load(candidate, arch=arch, classes=names, input_size=input_size, trust_pickle=trust_pickle)
+    size = cand.input.size
+    if min(size) <= 0:
+        raise UsageError("the checkpoint has no input size; give --input-size H,W", field="--input-size")
+    rows = layers.list_layers(cand.model, (int(size[0]), int(size[1])))
+    default = layers.default_layer(cand.model)
+    if target_layer is not None:
+        layers.check_layer(rows, target_layer)
+    click.echo(f"{candidate}: {cand.arch}, sample input [B, 3, {size[0]}, {size[1]}], default layer {default!r}")
+    for line in layers.listing_lines(rows, default, target_layer, maps_only):
+        click.echo(line)
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point: run the CLI and turn errors into one line and an exit code (under torchrun: rank 0's)."""
     from gate.distributed import agree_exit_code, launched_by_torchrun  # light: no torch or numpy at import

@@ -360,3 +360,24 @@ def check_layer(rows: list[LayerRow], name: str) -> LayerRow:
     if row is None:
         raise CandidateError(f"model has no layer {name!r} (or it does not run){hint}", field="target_layer")
     raise CandidateError(f"layer {name!r} gives no map ({row.note}){hint}", field="target_layer")
+
+
+def listing_lines(rows: list[LayerRow], default: str, chosen: str | None = None, maps_only: bool = False) -> list[str]:
+    """A plain-text table of ``rows`` (batch shown as B), marking the default and the chosen layer."""
+    shown = [row for row in rows if row.gives_map or not maps_only]
+    table = [("layer", "module", "output", "map")]
+    for row in shown:
+        shape = "[B, " + ", ".join(str(v) for v in row.shape[1:]) + "]" if row.shape else "(not a tensor)"
+        kind = _short(row.layout) if row.gives_map and row.layout is not None else f"- ({row.note})"
+        marks = [mark for mark, name in (("default", default), ("chosen", chosen)) if name == row.name]
+        calls = f" (called {row.calls}x: the last call)" if row.calls > 1 and row.gives_map else ""
+        table.append((row.name, row.module, shape, kind + calls + (f"  <- {', '.join(marks)}" if marks else "")))
+    widths = [max(len(cells[i]) for cells in table) for i in range(3)]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(cells[:3], widths, strict=True)) + "  " + cells[3]
+            for cells in table]
+
+
+def _short(layout: Layout) -> str:
+    if layout.kind == TOKENS:
+        return f"tokens ({layout.prefix}+{layout.grid[0]}x{layout.grid[1]})"
+    return layout.kind

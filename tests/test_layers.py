@@ -239,3 +239,40 @@ def test_listing_counts_calls_and_check_layer() -> None:
         layers.check_layer(rows, "layer44")
     with pytest.raises(CandidateError, match="'fc' gives no map"):
         layers.check_layer(rows, "fc")
+
+
+@pytest.fixture(scope="module")
+def resnet_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from gate import candidate
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("layers") / "r18.pt"
+    candidate.save(path, resnet18(weights=None, num_classes=3), arch="resnet18", arch_kwargs={"num_classes": 3},
+                   classes=["a", "b", "c"], input_size=(64, 64))
+    return str(path)
+
+
+def test_xgate_layers_lists_shapes_maps_and_the_default(resnet_checkpoint: str,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from gate.cli import _run
+
+    assert _run(["layers", resnet_checkpoint]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "default layer 'layer4'" in lines[0]
+    rows = {line.split()[0]: line.split(None, 1)[1] for line in lines[2:]}
+    assert rows["layer4"].split() == ["Sequential", "[B,", "512,", "2,", "2]", "spatial", "<-", "default"]
+    assert "no spatial or token grid" in rows["fc"] and rows["fc"].startswith("Linear")
+    assert _run(["layers", resnet_checkpoint, "--maps-only", "--target-layer", "layer3"]) == 0
+    out = capsys.readouterr().out
+    assert "fc " not in out and "<- chosen" in out.split("layer3 ")[1].splitlines()[0]
+
+
+@pytest.mark.parametrize(("layer", "words"), [("layer44", "close matches that give a map: layer4"),
+                                              ("fc", "'fc' gives no map")], ids=["missing", "no-map"])
+def test_xgate_layers_bad_target_layer_exits_2(resnet_checkpoint: str, layer: str, words: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from gate.cli import _run
+
+    assert _run(["layers", resnet_checkpoint, "--target-layer", layer]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and words in err and err.startswith("xgate: error: target_layer:")
