@@ -282,7 +282,8 @@ class _ModelState:
         self.options = options
         self.device = device
         self.partners = partners
-        self.model = self.candidate.model.to(device)
+        # Eval mode for every forward (explained or not): BatchNorm must not use batch statistics.
+        self.model = self.candidate.model.to(device).eval()
         self.randomised = (
             probe_ops.randomized_copy(self.model, self.candidate.target_layer, seed=options.seed).to(device)
             if "sanity" in options.probes else None

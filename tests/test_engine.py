@@ -246,3 +246,206 @@ def test_more_shards_than_samples_still_merge(small_set: ReviewSet, untrained_ch
     assert merged.records.ids == whole.records.ids and merged.gallery == whole.gallery
     np.testing.assert_allclose(merged.records.probs, whole.records.probs, atol=1e-6)
     assert set(merged.records.probe_preds) == set(PROBE_VARIANTS)
+
+
+OUTPUTS = ("x0", "circle", "x1", "cross", "square", "triangle")  # the shapes classes among six outputs
+
+
+def _six_output_candidate(small_set: ReviewSet) -> tuple[candidate_io.Candidate, np.ndarray]:
+    """A tiny_cnn with six outputs, two outside the review set, biased so that about half its answers are x0."""
+    from gate import archs
+
+    torch.manual_seed(11)
+    model = archs.tiny_cnn(len(OUTPUTS), width=12).eval()
+    images = torch.stack([torch.from_numpy(small_set.load_image(i)).permute(2, 0, 1) for i in range(small_set.size)])
+    x = (images.float() / 255 - 0.5) / 0.25
+    with torch.no_grad():
+        logits = model(x)
+        gaps = (logits[:, 1:].max(1).values - logits[:, 0]).sort().values
+        half = len(gaps) // 2  # halfway between two samples' gaps: no sample sits on a tie
+        model.fc.bias[0] += (gaps[half - 1] + gaps[half]) / 2  # type: ignore[index, union-attr]
+        full = torch.softmax(model(x).double(), 1).numpy()
+    spec = candidate_io.InputSpec(size=(32, 32), mean=(0.5,) * 3, std=(0.25,) * 3)
+    cand = candidate_io.Candidate(path="six.pt", sha256="", arch="tiny_cnn", model=model, classes=OUTPUTS,
+                                  input=spec, target_layer="features")
+    return cand, full
+
+
+def test_a_review_set_of_some_of_the_model_classes(small_set: ReviewSet) -> None:
+    from torchmetrics.classification import MulticlassCalibrationError
+
+    cand, full = _six_output_candidate(small_set)
+    (model_run,) = engine.run([cand], small_set, engine.EngineOptions(batch_size=16, gallery_size=4))
+    records = model_run.records
+    columns = [OUTPUTS.index(name) for name in small_set.classes]
+    np.testing.assert_allclose(records.probs, full[:, columns], atol=1e-6)
+    to_review = {c: i for i, c in enumerate(columns)}
+    expected_preds = np.array([to_review.get(int(k), -1) for k in full.argmax(1)])
+    np.testing.assert_array_equal(records.preds, expected_preds)
+    assert (expected_preds == -1).sum() >= 10 and (expected_preds >= 0).sum() >= 10
+    np.testing.assert_allclose(records.confidence, full.max(1), atol=1e-6)
+    labels = small_set.labels()
+    model_labels = np.array(columns)[labels]
+    scores = compute_scores(records)
+    assert scores["accuracy"] == pytest.approx(float((full.argmax(1) == model_labels).mean()))
+    onehot = np.eye(len(OUTPUTS))[model_labels]
+    assert scores["brier"] == pytest.approx(float(((full - onehot) ** 2).sum(1).mean()), abs=1e-6)
+    assert scores["nll"] == pytest.approx(float(-np.log(full[np.arange(len(labels)), model_labels]).mean()), abs=1e-6)
+    ece = MulticlassCalibrationError(num_classes=len(OUTPUTS), n_bins=15, norm="l1")
+    reference = float(ece(torch.from_numpy(full).float(), torch.from_numpy(model_labels)))
+    assert scores["ece"] == pytest.approx(reference, abs=1e-6)
+    assert {k.split(".", 1)[1] for k in scores if k.startswith("class_accuracy.")} == set(small_set.classes)
+    outside = [s for s in records.kept.values() if s.pred == -1]
+    assert outside and all(s.pred_name in ("x0", "x1") for s in outside)
+
+
+class Faulty(nn.Module):
+    """Wraps a 4-class model and breaks its output in one way."""
+
+    def __init__(self, inner: nn.Module, fault: str) -> None:
+        super().__init__()
+        self.inner = inner
+        self.fault = fault
+
+    def forward(self, x: torch.Tensor) -> Any:
+        out = self.inner(x)
+        faults = {
+            "narrow": lambda: out[:, :3],
+            "wide": lambda: torch.cat([out, out[:, :1]], 1),  # five outputs, four names
+            "flat": lambda: out[:, 0],
+            "tuple": lambda: (out, out),
+            "dict": lambda: {"logits": out},
+            "inf": lambda: out + torch.tensor([float("inf"), 0, 0, 0]),
+            "minus_inf": lambda: out - torch.tensor([float("inf"), 0, 0, 0]),
+            "integer": lambda: out.long(),
+            # Fine when explained (grad enabled), broken on the probe variants' plain forwards.
+            "nan_on_variants": lambda: out if torch.is_grad_enabled() else out * float("nan"),
+        }
+        if self.fault == "raises":
+            raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+        return faults[self.fault]()
+
+
+@pytest.mark.parametrize(
+    ("fault", "needle"),
+    [
+        ("raises", "model forward raised RuntimeError: mat1 and mat2"),
+        ("narrow", "3 outputs but 4 class names"),
+        ("wide", "5 outputs but 4 class names (a model with more outputs than class names is refused, never "
+                 "truncated)"),
+        ("flat", "shape [48]"),
+        ("tuple", "returned a tuple"),
+        ("dict", "returned a dict"),
+        ("inf", "NaN or infinite"),
+        ("minus_inf", "NaN or infinite"),
+        ("integer", "torch.int64 tensor"),
+        ("nan_on_variants", "NaN or infinite on the only_fg variant"),
+    ],
+)
+def test_model_faults_are_input_errors_naming_the_candidate(
+    small_set: ReviewSet, untrained_checkpoint: Path, fault: str, needle: str
+) -> None:
+    loaded = candidate_io.load(untrained_checkpoint)
+    cand = replace(loaded, model=Faulty(loaded.model, fault), target_layer="inner.features")
+    with pytest.raises(ModelOutputError) as info:
+        engine.run([cand], small_set, engine.EngineOptions(batch_size=48, probes=frozenset({"background"})))
+    assert info.value.exit_code == 2
+    line = info.value.one_line()
+    assert line.startswith(str(untrained_checkpoint)) and needle in line, line
+    assert "\n" not in line and len(line) < 300
+    assert not loaded.model._forward_hooks and not loaded.model._forward_pre_hooks  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def partly_masked(small_set: ReviewSet, tmp_path_factory: pytest.TempPathFactory) -> ReviewSet:
+    """small_set with the masks of every third sample removed and a void band on sample 1."""
+    import csv
+    import shutil
+
+    from PIL import Image
+
+    from gate.review_set import open_review_set, write_sums
+
+    root = tmp_path_factory.mktemp("partly") / "set"
+    shutil.copytree(small_set.root, root)
+    with open(root / "samples.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for i, row in enumerate(rows):
+        row["void"] = ""
+        if i % 3 == 0:
+            row["mask"] = ""
+    void = np.zeros((32, 32), dtype=np.uint8)
+    void[:, :8] = 255
+    Image.fromarray(void).save(root / "void1.png")
+    rows[1]["void"] = "void1.png"
+    with open(root / "samples.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["id", "image", "mask", "label", "void"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    write_sums(root)
+    return open_review_set(root)
+
+
+def test_samples_without_a_mask_count_for_metrics_only(partly_masked: ReviewSet, small_set: ReviewSet,
+                                                       untrained_checkpoint: Path) -> None:
+    from gate.records import NO_VARIANT
+
+    cand, net = _counting(untrained_checkpoint)
+    options = engine.EngineOptions(batch_size=48, probes=frozenset({"background"}), seed=2)
+    (model_run,) = engine.run([cand], partly_masked, options)
+    records = model_run.records
+    masked = partly_masked.has_mask
+    assert masked.sum() == 32 and records.masked.tolist() == masked.tolist()
+    # Every sample is scored; the mask-less ones have no alignment numbers, no variants and no partner.
+    (full_run,) = engine.run([candidate_io.load(untrained_checkpoint)], small_set, engine.EngineOptions())
+    np.testing.assert_allclose(records.probs, full_run.records.probs, atol=1e-6)
+    assert np.isnan(records.mask_area[~masked]).all() and np.isnan(records.energy[~masked]).all()
+    assert (records.mask_area[masked] > 0).all()
+    for variant in PROBE_VARIANTS:
+        assert (records.probe_preds[variant][~masked] == NO_VARIANT).all()
+        assert (records.probe_preds[variant][masked] >= -1).all()
+    for variant, partners in records.pairings.items():
+        assert (partners[~masked] == -1).all() and masked[partners[masked]].all(), variant
+    # One explained forward plus four variant forwards (of the 32 masked rows only).
+    assert net.calls == 1 + len(PROBE_VARIANTS)
+    # Background scores stand on the masked samples alone: the same as a run over just those rows.
+    (only_masked,) = engine.run([candidate_io.load(untrained_checkpoint)], partly_masked, options,
+                                indices=np.flatnonzero(masked))
+    scores = compute_scores(records, {"background"})
+    alone = compute_scores(only_masked.records, {"background"})
+    for name in ("only_fg_accuracy", "only_bg_accuracy", "mixed_same_accuracy", "mixed_rand_accuracy", "flip_rate"):
+        assert scores[f"background.{name}"] == alone[f"background.{name}"], name
+    assert scores["alignment.coverage"] == pytest.approx(float((~np.isnan(records.energy)).mean()))
+    assert scores["alignment.coverage"] <= 32 / 48
+
+
+def test_void_pixels_change_only_the_alignment_of_their_sample(partly_masked: ReviewSet, small_set: ReviewSet,
+                                                                untrained_checkpoint: Path) -> None:
+    cand = candidate_io.load(untrained_checkpoint)
+    (with_void,) = engine.run([cand], partly_masked, engine.EngineOptions(fixed_per_class=12))
+    (plain,) = engine.run([cand], small_set, engine.EngineOptions(fixed_per_class=12))
+    # Sample 1: the left 8 columns are void; its mask area is over the 32·24 other pixels.
+    mask = small_set.load_mask(1)
+    assert mask is not None
+    expected_area = (mask[:, 8:]).sum() / (32 * 24)
+    assert with_void.records.mask_area[1] == pytest.approx(expected_area)
+    cam = with_void.records.kept[small_set.samples[1].sample_id].cam
+    expected_energy = (cam[:, 8:] * mask[:, 8:]).sum() / cam[:, 8:].sum()
+    assert with_void.records.energy[1] == pytest.approx(expected_energy, rel=1e-5)
+    others = np.flatnonzero(partly_masked.has_mask)
+    others = others[others != 1]
+    np.testing.assert_allclose(with_void.records.energy[others], plain.records.energy[others], atol=1e-9)
+
+
+def test_a_model_handed_over_in_training_mode_is_run_in_eval_mode(small_set: ReviewSet,
+                                                                    untrained_checkpoint: Path) -> None:
+    # tiny_cnn has BatchNorm: in training mode its outputs would depend on the batch (and Grad-CAM's
+    # restore of the mode must not leave the probe forwards in training mode either).
+    options = engine.EngineOptions(batch_size=48, probes=frozenset({"background"}))
+    (reference,) = engine.run([candidate_io.load(untrained_checkpoint)], small_set, options)
+    training = candidate_io.load(untrained_checkpoint)
+    training.model.train()
+    (result,) = engine.run([training], small_set, options)
+    np.testing.assert_array_equal(result.records.probs, reference.records.probs)
+    for variant in PROBE_VARIANTS:
+        np.testing.assert_array_equal(result.records.probe_preds[variant], reference.records.probe_preds[variant])
