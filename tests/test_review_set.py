@@ -400,3 +400,21 @@ def test_mangled_sums_lines(pinned: ReviewSet, line: str, needle: str) -> None:
     with pytest.raises(ReviewSetError) as info:
         review_set.verify(pinned.root)
     assert needle in info.value.message and info.value.exit_code == 2
+
+
+def test_synth_and_build_through_the_cli(tmp_path: Path, plain: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gate.cli import _run
+
+    synth = tmp_path / "synth"
+    args = ["--bias", "0.5", "--n", "8", "--seed", "11", "--size", "16", "-o", str(synth)]
+    assert _run(["review-set", "synth", *args]) == 0
+    built = tmp_path / "built"
+    assert _run(["review-set", "build", str(plain), "-o", str(built), "--name", "tiny"]) == 0
+    out = capsys.readouterr().out
+    # the generator is deterministic: the same samples as the plain fixture, so the same images and masks
+    assert review_set.verify(synth) in out and review_set.verify(built) in out
+    assert "8 samples (8 with a mask), 4 classes" in out
+    listed = {line.split("  ")[1] for line in (built / "SHA256SUMS").read_text().splitlines()}
+    assert {line.split("  ")[1] for line in (synth / "SHA256SUMS").read_text().splitlines()} == listed
+    assert _run(["review-set", "build", str(plain), "-o", str(built)]) == 2  # not empty any more
+    assert "not empty" in capsys.readouterr().err
