@@ -5,6 +5,7 @@ import io
 import time
 import warnings
 from dataclasses import replace
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -544,3 +545,79 @@ def test_a_1000_class_report_stays_small() -> None:
     assert len(section(soup, "classes").select("tr[data-class]")) == 20
     assert len(section(soup, "baseline").select("table.class-deltas tr[data-class]")) == 20
     assert len(soup.find_all("tr")) < 200
+
+
+# --- many classes through a real gate ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def thirty_class_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A pinned review set of 30 classes (c0000, c0003, ...), 2 tiny 16x16 photos each, with disc masks."""
+    from gate.review_set import build
+
+    root = tmp_path_factory.mktemp("many")
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[:16, :16]
+    for k in range(30):
+        name = f"c{3 * k:04d}"
+        for j in range(2):
+            (root / "plain" / "images" / name).mkdir(parents=True, exist_ok=True)
+            (root / "plain" / "masks" / name).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(
+                root / "plain" / "images" / name / f"{j}.png")
+            disc = (yy - 8) ** 2 + (xx - 4 - 8 * j) ** 2 <= 12
+            Image.fromarray((disc * 255).astype(np.uint8)).save(root / "plain" / "masks" / name / f"{j}.png")
+    return build(root / "plain", root / "set").root
+
+
+def random_candidate(path: Path, n_classes: int, seed: int) -> Path:
+    from gate import candidate
+    from gate.archs import tiny_cnn
+
+    torch.manual_seed(seed)
+    model = tiny_cnn(num_classes=n_classes, width=4)
+    return candidate.save(path, model, arch="tiny_cnn", arch_kwargs={"num_classes": n_classes, "width": 4},
+                          classes=[f"c{i:04d}" for i in range(n_classes)], input_size=(16, 16))
+
+
+def gate_report(tmp_path: Path, review_set: Path, candidates: list[Path], command: str) -> tuple[GateResult, str]:
+    import yaml
+
+    from gate.engine import EngineOptions
+    from gate.review_set import open_review_set
+    from gate.run import GateRequest, run_gate
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump({
+        "name": "many", "review_set": {"path": str(review_set), "digest": open_review_set(review_set).digest},
+        "probes": ["background"], "rules": [{"score": "accuracy", "min": 0.0}]}))
+    result = run_gate(GateRequest(command=command, candidates=tuple(candidates), policy=policy,
+                                  engine=EngineOptions(device="cpu", batch_size=32)))
+    return result, render_report(result)
+
+
+def test_a_1000_class_model_gated_on_30_classes(tmp_path: Path, thirty_class_set: Path) -> None:
+    result, html = gate_report(tmp_path, thirty_class_set, [random_candidate(tmp_path / "big.pt", 1000, 0)], "check")
+    size = len(html.encode("utf-8"))
+    assert size < 1_500_000, f"{size / 1e6:.2f} MB"
+    soup = soup_of(html)
+    table = one(section(soup, "classes"), "table.classes")
+    assert attr(table, "data-present") == "30" and len(table.select("tr[data-class]")) == 20
+    names = [attr(r, "data-class") for r in table.select("tr[data-class]")]
+    assert set(names) <= set(result.review_set.classes)
+    assert "n/a" not in " ".join(cells(r)[2] for r in table.select("tr[data-class]"))
+    assert not section(soup, "scores").select('tr[data-score^="class_accuracy."]')
+    assert len(section(soup, "galleries").select("figure.tile")) <= 24
+    assert len(section(soup, "showroom").select("div.showroom-row")) <= 6
+
+
+def test_select_over_three_100_class_candidates_renders(tmp_path: Path, thirty_class_set: Path) -> None:
+    candidates = [random_candidate(tmp_path / f"{name}.pt", 100, seed) for seed, name in enumerate("abc")]
+    result, html = gate_report(tmp_path, thirty_class_set, candidates, "select")
+    soup = soup_of(html)
+    assert len(section(soup, "candidates").select("tr.candidate")) == 3
+    table = one(section(soup, "classes"), "table.classes")
+    header = [th.get_text(strip=True) for th in table.select("thead tr")[0].find_all("th")]
+    assert header == ["Class", "Samples", *[c.candidate.name for c in result.ranked()]]
+    assert len(table.select("tr[data-class]")) == 20
+    assert len(html.encode("utf-8")) < 2_000_000
