@@ -40,6 +40,7 @@ class CandidateInfo:
     arch: str
     target_layer: str
     meta: Mapping[str, Any] = field(default_factory=dict)
+    target_layout: str = ""  # "spatial", "tokens" or "channels_last" (gate.layers)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from gate.candidate import Candidate
 from gate.distributed import Shard
 from gate.errors import CandidateError, GateError, PolicyError, UsageError
 from gate.inputs import safe_import
+from gate.layers import expected_layout
 from gate.metrics.registry import compute_scores
 from gate.records import Records
 from gate.result import CandidateInfo, CandidateResult, GateResult, PolicyInfo, ReviewSetInfo
@@ -270,7 +271,8 @@ def _baseline_result(
 def info(cand: Candidate) -> CandidateInfo:
     """The identifying fields of a candidate."""
     return CandidateInfo(path=cand.path, name=cand.name, sha256=cand.sha256, arch=cand.arch,
-                         target_layer=cand.target_layer, meta=dict(cand.meta))
+                         target_layer=cand.target_layer, meta=dict(cand.meta),
+                         target_layout=expected_layout(cand.model, cand.target_layer))
 
 
 def select_winner(results: Sequence[CandidateResult], rank_by: Sequence[str]) -> str | None:

@@ -216,3 +216,31 @@ def test_untrained_vit_head_gives_zero_maps_that_are_counted(review_set: ReviewS
             model.heads.head.weight.copy_(head)
     assert alignment.zero_maps(run.records) == 4
     assert alignment.coverage(run.records) == 0.0
+
+
+def test_zero_maps_are_explained_in_the_report_and_the_layout_recorded(
+    tmp_path: Path, small_set: ReviewSet, untrained_checkpoint: Path,
+) -> None:
+    from bs4 import BeautifulSoup
+
+    from gate.report.html import render_report
+    from gate.run import GateRequest, run_gate
+    from tests.conftest import pinned_policy
+
+    payload = torch.load(untrained_checkpoint, weights_only=True)
+    payload["state_dict"]["fc.weight"].zero_()  # a dead head: no gradient reaches any layer
+    dead = tmp_path / "dead.pt"
+    torch.save(payload, dead)
+    policy = pinned_policy(tmp_path, small_set, [{"score": "accuracy", "min": 0.0}])
+    result = run_gate(GateRequest(command="check", candidates=(untrained_checkpoint, dead), policy=policy))
+    by_name = {c.candidate.name: c for c in result.candidates}
+    assert by_name["dead.pt"].scores["alignment.zero_maps"] == small_set.size
+    assert by_name["untrained.pt"].scores["alignment.zero_maps"] == 0
+    entry = result.to_json()["candidates"][0]["candidate"]
+    assert (entry["target_layer"], entry["target_layout"]) == ("features", "spatial")
+    soup = BeautifulSoup(render_report(result), "html.parser")
+    notes = soup.select("p.zero-maps")
+    assert [n["data-candidate"] for n in notes] == ["dead.pt"]
+    text = " ".join(notes[0].get_text().split())
+    assert f"Maps were zero for {small_set.size} samples with a mask" in text and "dead head" in text
+    assert "target layer features (spatial)" in " ".join(soup.select_one("#about").get_text().split())

@@ -206,6 +206,8 @@ class CandidateView:
     galleries: tuple[GalleryView, ...]
     showroom: tuple[ShowroomRow, ...]
     comparison: ComparisonView | None
+    target_layout: str = ""  # spatial, tokens or channels_last
+    zero_maps: int = 0  # masked samples whose map was all zero (alignment.zero_maps)
 
     @property
     def verdict(self) -> str:
@@ -469,7 +471,12 @@ def candidate_view(result: CandidateResult, baseline: CandidateResult | None, se
         plots=plots.candidate_plots(result.records, None if baseline is None else baseline.records),
         galleries=galleries(result, baseline), showroom=showroom(result),
         comparison=None if result.comparison is None else comparison_view(result.comparison),
+        target_layout=info.target_layout, zero_maps=_count(result.scores.get("alignment.zero_maps")),
     )
+
+
+def _count(value: float | None) -> int:
+    return int(value) if value is not None and math.isfinite(value) else 0
 
 
 def _title(result: GateResult) -> str:
