@@ -175,16 +175,23 @@ def build_from(
     if len(classes) < 2:
         raise ReviewSetError(f"a review set needs at least two classes, found {list(classes)}", path=source,
                              field="classes")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    meta: dict[str, object] = {"format": FORMAT, "name": name or out.name, "version": str(version),
+                               "description": description, "classes": list(classes)}
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    except OSError as exc:
+        raise ReviewSetError(f"cannot write here ({type(exc).__name__}: {exc.strerror})", path=out) from None
     try:
         rows = _pin_entries(entries, partial)
-        _write_manifest(partial, rows, {"format": FORMAT, "name": name or out.name, "version": str(version),
-                                        "description": description, "classes": list(classes)})
+        _write_manifest(partial, rows, meta)
         write_sums(partial)
         if out.exists():
             out.rmdir()
         partial.rename(out)
+    except OSError as exc:  # a source file that cannot be read, a full disk: name the file, no traceback
+        raise ReviewSetError(f"cannot build the review set ({type(exc).__name__}: {exc.strerror})",
+                             path=exc.filename or out) from None
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return open_review_set(out)

@@ -418,3 +418,11 @@ def test_synth_and_build_through_the_cli(tmp_path: Path, plain: Path, capsys: py
     assert {line.split("  ")[1] for line in (synth / "SHA256SUMS").read_text().splitlines()} == listed
     assert _run(["review-set", "build", str(plain), "-o", str(built)]) == 2  # not empty any more
     assert "not empty" in capsys.readouterr().err
+
+
+def test_an_output_that_cannot_be_written_is_an_input_error(tmp_path: Path, plain: Path) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a file, not a folder")
+    with pytest.raises(ReviewSetError, match="cannot write here") as info:
+        review_set.build(plain, blocker / "set")
+    assert info.value.path == str(blocker / "set") and info.value.exit_code == 2

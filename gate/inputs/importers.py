@@ -94,6 +94,17 @@ def plain(
     images_dir, masks_dir = source / "images", source / "masks"
     if not images_dir.is_dir() or (not masks_dir.is_dir() and not allow_missing_masks):
         raise ReviewSetError("expected images/<class>/<image> and masks/<class>/<mask>", path=source)
+    try:
+        return _plain(source, images_dir, masks_dir, allow_missing_masks, voc, voc_classes)
+    except OSError as exc:  # a folder that cannot be listed
+        raise ReviewSetError(f"cannot read ({type(exc).__name__}: {exc.strerror})", path=exc.filename or source) \
+            from None
+
+
+def _plain(
+    source: Path, images_dir: Path, masks_dir: Path, allow_missing_masks: bool, voc: bool,
+    voc_classes: Sequence[str] | None,
+) -> ImportResult:
     entries, unmasked = [], 0
     for class_dir in sorted(p for p in images_dir.iterdir() if p.is_dir()):
         index = _voc_index(class_dir, voc_classes)
