@@ -207,6 +207,11 @@ def load(
         fmt = obj.get("format") if isinstance(obj, Mapping) else type(obj).__name__
         raise CandidateError(f"not an {FORMAT} checkpoint (format {fmt!r})", path=path, field="format")
 
+    if classes and file_classes and len(classes) != len(file_classes):
+        # --classes must name every output; a review set naming only some of them needs no --classes at all.
+        raise CandidateError(f"--classes names {len(classes)} classes but the model has {len(file_classes)} "
+                             f"outputs (the checkpoint names them; a review set may use a subset without "
+                             f"--classes)", path=path, field="classes")
     names = tuple(classes or file_classes or ())
     if not names:
         raise CandidateError("checkpoint names no classes; give --classes", path=path, field="classes")

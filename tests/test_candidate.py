@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,9 @@ from gate import candidate
 from gate.archs import tiny_cnn
 from gate.candidate import Candidate, InputSpec
 from gate.errors import CandidateError
+from gate.inputs import safe_import
+from gate.review_set import ReviewSet
+from tests.conftest import pinned_policy
 
 CLASSES = ("circle", "square", "triangle")
 KWARGS = {"num_classes": 3, "width": 4}
@@ -264,7 +269,115 @@ def test_import_path_arch_round_trip(tmp_path: Path, user_arch: str, batch: torc
     model = importlib.import_module(user_arch.partition(":")[0]).make(3)
     path = candidate.save(tmp_path / "u.pt", model, arch=user_arch, classes=CLASSES, input_size=(16, 16),
                           arch_kwargs={"num_classes": 3})
-    loaded = candidate.load(path)
+    with safe_import.allowing([user_arch.partition(":")[0]]):  # trusted side: the user allows the module
+        loaded = candidate.load(path)
     assert loaded.arch == user_arch
     assert loaded.target_layer == "2"  # the last Conv2d: no known family layer
     assert torch.equal(outputs(loaded.model, batch), outputs(model, batch))
+
+
+def _xgate(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gate", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, env={"PATH": "/usr/bin:/bin", "CI": "true"})
+
+
+def _six_outputs(tmp_path: Path, names: tuple[str, ...]) -> Path:
+    torch.manual_seed(2)
+    return candidate.save(tmp_path / "six.pt", tiny_cnn(6, width=4), arch="tiny_cnn",
+                          arch_kwargs={"num_classes": 6, "width": 4}, classes=names, input_size=(32, 32))
+
+
+SHAPES = ("circle", "cross", "square", "triangle")
+
+
+@pytest.mark.parametrize(
+    ("case", "needles"),
+    [
+        ("classes_fewer_than_outputs", ("six.pt: classes: --classes names 4 classes but the model has 6 outputs",)),
+        ("bare_state_dict_wider", ("bare.pt: state_dict:", "with 4 outputs, one per --classes name",
+                                   "size mismatch for fc.weight")),
+        ("checkpoint_names_fewer", ("six.pt: classes: model gives 6 outputs but 5 class names",
+                                    "never truncated")),
+        ("not_a_subset", ("six.pt: classes: 1 review-set class(es) not among the model's 6 outputs: 'cross' "
+                          "(close: 'crosss')",)),
+    ],
+)
+def test_class_width_faults_exit_2_with_one_line(tmp_path: Path, small_set: ReviewSet, case: str,
+                                                 needles: tuple[str, ...]) -> None:
+    policy = pinned_policy(tmp_path, small_set, [{"score": "accuracy", "min": 0.0}])
+    args: list[str] = []
+    if case == "classes_fewer_than_outputs":
+        path = _six_outputs(tmp_path, ("a", *SHAPES, "b"))
+        args = ["--classes", ",".join(SHAPES)]
+    elif case == "bare_state_dict_wider":
+        path = tmp_path / "bare.pt"
+        torch.save(tiny_cnn(6).state_dict(), path)
+        args = ["--arch", "tiny_cnn", "--classes", ",".join(SHAPES)]
+    elif case == "checkpoint_names_fewer":
+        path = _six_outputs(tmp_path, ("a", *SHAPES))  # an inconsistent file: five names for six outputs
+    else:
+        path = _six_outputs(tmp_path, ("a", "circle", "crosss", "square", "triangle", "b"))
+    result = _xgate("check", str(path), "--policy", str(policy), "--no-mlflow", "--out", str(tmp_path / "o"),
+                    *args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_a_review_set_of_some_of_the_model_classes_is_gated(tmp_path: Path, small_set: ReviewSet) -> None:
+    policy = pinned_policy(tmp_path, small_set, [{"score": "accuracy", "min": 0.0}])
+    path = _six_outputs(tmp_path, ("a", *SHAPES, "b"))
+    result = _xgate("check", str(path), "--policy", str(policy), "--no-mlflow", "--out", str(tmp_path / "o"),
+                    cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    scores = json.loads((tmp_path / "o" / "result.json").read_text())["candidates"][0]["scores"]
+    assert {k for k in scores if k.startswith("class_accuracy.")} == {f"class_accuracy.{c}" for c in SHAPES}
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "needle"),
+    [
+        ({"size": [16, 16], "resize": 0}, "input.resize", "positive integer"),
+        ({"size": [16, 16], "resize": 18.5}, "input.resize", "positive integer"),
+        ({"size": [16, 16], "interpolation": "lanczos"}, "input.interpolation", "'bicubic', 'bilinear', 'nearest'"),
+        ({"size": [16], "mean": [0.5] * 3}, "input.size", "list of 2 ints"),
+        ({"size": [16, 16], "std": [0.2, 0.0, 0.2]}, "input.std", "std positive"),
+        ({"size": [16, 16], "mean": [0.5, float("nan"), 0.5]}, "input.std", "finite"),
+        ({"size": [16, 16], "crop": 14}, "input", "unknown key(s) ['crop']"),
+        ([16, 16], "input", "must be a mapping"),
+    ],
+)
+def test_bad_input_fields_are_refused_naming_the_field(tmp_path: Path, model: nn.Module, raw: object, field: str,
+                                                        needle: str) -> None:
+    path = save_v1(tmp_path / "c.pt", model)
+    payload = torch.load(path, weights_only=True)
+    payload["input"] = raw
+    torch.save(payload, path)
+    with pytest.raises(CandidateError) as info:
+        candidate.load(path)
+    assert info.value.field == field and needle in info.value.message, info.value.one_line()
+
+
+def test_input_round_trip_and_command_line_overrides(tmp_path: Path, model: nn.Module) -> None:
+    path = save_v1(tmp_path / "c.pt", model, input_size=(14, 12), resize=16, interpolation="bicubic")
+    payload = torch.load(path, weights_only=True)
+    assert payload["input"] == {"size": [14, 12], "resize": 16, "interpolation": "bicubic",
+                                "mean": list(candidate.IMAGENET_MEAN), "std": list(candidate.IMAGENET_STD)}
+    loaded = candidate.load(path)
+    assert loaded.input == InputSpec(size=(14, 12), resize=16, interpolation="bicubic")
+    overridden = candidate.load(path, resize=20, interpolation="nearest", mean=(0.1, 0.2, 0.3), std=(1, 1, 1))
+    assert overridden.input == InputSpec(size=(14, 12), resize=20, interpolation="nearest", mean=(0.1, 0.2, 0.3),
+                                         std=(1.0, 1.0, 1.0))
+    old_style = {k: v for k, v in payload["input"].items() if k in ("size", "mean", "std")}
+    torch.save({**payload, "input": old_style}, path)  # a checkpoint from before resize/interpolation
+    assert candidate.load(path).input == InputSpec(size=(14, 12))
+
+
+def test_resize_without_a_size_is_refused(tmp_path: Path) -> None:
+    bare = tmp_path / "bare.pt"
+    torch.save(tiny_cnn(len(CLASSES)).state_dict(), bare)
+    with pytest.raises(CandidateError) as info:
+        candidate.load(bare, arch="tiny_cnn", classes=CLASSES, resize=20)
+    assert info.value.field == "input.resize" and "--input-size" in info.value.message
