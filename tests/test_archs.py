@@ -12,6 +12,7 @@ from torch import nn
 
 from gate.archs import build_model, cifar_resnet18, default_target_layer, tiny_cnn
 from gate.errors import CandidateError
+from gate.inputs import safe_import
 
 FACTORY_MODULE = '''
 from torch import nn
@@ -38,7 +39,8 @@ def factory_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     name = f"xgate_user_arch_{tmp_path.name.replace('-', '_')}"
     (tmp_path / f"{name}.py").write_text(FACTORY_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
-    yield name
+    with safe_import.allowing(root=tmp_path):  # as if tmp_path were the working tree under test
+        yield name
     sys.modules.pop(name, None)
 
 
@@ -105,6 +107,24 @@ def test_default_target_layers(factory_module: str) -> None:
     assert default_target_layer(tiny_cnn(2, width=4)) == "features"
     # No known family: the last Conv2d, "2" in Sequential(conv, relu, conv, ...).
     assert default_target_layer(build_model(f"{factory_module}:convs")) == "2"
+
+
+@pytest.mark.parametrize(
+    ("arch", "kwargs", "layer"),
+    [
+        ("resnext50_32x4d", {}, "layer4"), ("wide_resnet50_2", {}, "layer4"), ("mobilenet_v2", {}, "features"),
+        ("squeezenet1_1", {}, "features"), ("shufflenet_v2_x0_5", {}, "conv5"), ("mnasnet0_5", {}, "layers"),
+        ("alexnet", {}, "features"), ("efficientnet_v2_s", {}, "features"),
+        ("googlenet", {"aux_logits": False, "init_weights": False}, "inception5b"),
+        ("vit_b_32", {"image_size": 64}, "encoder.layers.encoder_layer_11.ln_1"),
+        ("swin_v2_t", {}, "features"),
+    ],
+)
+def test_family_defaults_beyond_the_backbone_tests(arch: str, kwargs: dict[str, object], layer: str) -> None:
+    """The families tests/test_backbones.py does not gate: the default layer exists and is the family's."""
+    model = build_model(arch, {"num_classes": 2, **kwargs})
+    assert default_target_layer(model) == layer
+    assert layer in dict(model.named_modules())
 
 
 def test_default_target_layer_needs_a_conv() -> None:
