@@ -304,9 +304,13 @@ def _mean_terms(values: np.ndarray) -> Terms:
 
 
 def _nan_mean_terms(values: np.ndarray) -> Terms:
+    """Terms of a mean over finite values; a 2-D table (samples × copies) pools each sample's row."""
     values = np.asarray(values, dtype=np.float64)
     valid = ~np.isnan(values)
-    return np.where(valid, values, 0.0), valid.astype(np.float64)
+    num, weight = np.where(valid, values, 0.0), valid.astype(np.float64)
+    if values.ndim == 2:
+        return num.sum(axis=1), weight.sum(axis=1)
+    return num, weight
 
 
 def _classification_terms(records: Records, score: str) -> Terms | None:

@@ -5,7 +5,7 @@ baseline) runs on the same batch: each model brings the decoded uint8 images int
 its own frame (its resize, crop and interpolation; models that share them share
 the framed batch), then one forward gives logits and Grad-CAM; each enabled
 background variant adds exactly one more forward; the sanity probe adds one
-explained forward of a randomised copy. Only per-sample numbers are kept, plus a
+explained forward per randomised copy (``probes.SANITY_COPIES``). Only per-sample numbers are kept, plus a
 bounded set of samples (images and maps) for the report's galleries.
 
 The prediction is the argmax over ALL the model's outputs and probabilities come
@@ -285,7 +285,8 @@ class _ModelState:
         # Eval mode for every forward (explained or not): BatchNorm must not use batch statistics.
         self.model = self.candidate.model.to(device).eval()
         self.randomised = (
-            probe_ops.randomized_copy(self.model, self.candidate.target_layer, seed=options.seed).to(device)
+            probe_ops.randomised_copies(self.model, self.candidate.target_layer, self.candidate.outputs,
+                                        seed=options.seed)
             if "sanity" in options.probes else None
         )
         spec = self.candidate.input
@@ -424,10 +425,14 @@ class _ModelState:
     def _sanity(self, images: Tensor, cam: Tensor, target: Tensor, batch: Batch) -> np.ndarray:
         # Compared at the target layer's own resolution: upsampling adds no information, only smooth
         # interpolated pixels that inflate rank correlation (and it costs as much as a forward at 224²).
+        # One explained forward per randomised copy: [B, copies] similarities, same class as the model's map.
         assert self.randomised is not None
-        with self._guarded(batch, "randomised-copy", self.randomised):
-            randomised = explain(self.randomised, self.candidate.target_layer, self.normalise(images), target=target)
-        return probe_ops.spearman_rows(cam, randomised.cam).double().cpu().numpy()
+        inputs, columns = self.normalise(images), []
+        for copy in self.randomised:
+            with self._guarded(batch, "randomised-copy", copy.model), copy.drawn_for(target, batch.sample_ids):
+                randomised = explain(copy.model, self.candidate.target_layer, inputs, target=target)
+            columns.append(probe_ops.spearman_rows(cam, randomised.cam))
+        return torch.stack(columns, dim=1).double().cpu().numpy()
 
     def _append(self, name: str, values: np.ndarray) -> None:
         self.rows.setdefault(name, []).append(np.asarray(values))
@@ -467,7 +472,7 @@ def _scatter(values: np.ndarray | None, has_mask: np.ndarray) -> np.ndarray:
     """Per-row variant predictions: the masked rows' values, NO_VARIANT for rows without a mask."""
     out = np.full(has_mask.shape, NO_VARIANT, dtype=np.int64)
     if values is not None:
-        out[has_mask] = values
+        out[:len(values)] = values
     return out
 
 

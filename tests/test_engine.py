@@ -62,7 +62,8 @@ def test_forward_calls_per_batch(small_set: ReviewSet, untrained_checkpoint: Pat
     batches = -(-small_set.size // 16)
     assert net.calls == batches * per_batch
     if "sanity" in enabled:
-        assert len(copies) == 1 and copies[0].calls == batches  # one explained forward of the copy per batch
+        assert len(copies) == probes.SANITY_COPIES  # one explained forward per randomised copy per batch
+        assert all(copy.calls == batches for copy in copies)
         assert result.records.sanity_similarity is not None
     else:
         assert not copies

@@ -9,7 +9,17 @@ from torchvision.models import resnet18
 
 from gate.archs import tiny_cnn
 from gate.errors import GateError, ReviewSetError
-from gate.probes import mixed, only_fg, pair_partners, paste_object, randomized_copy, remove_object, spearman_rows
+from gate.probes import (
+    RandomisedCopy,
+    mixed,
+    only_fg,
+    pair_partners,
+    paste_object,
+    randomised_copies,
+    randomized_copy,
+    remove_object,
+    spearman_rows,
+)
 
 RED = torch.tensor([1.0, 0.0, 0.0])
 
@@ -308,6 +318,81 @@ def test_randomized_copy_resnet18_top_block_and_head() -> None:
 def test_randomized_copy_unknown_layer() -> None:
     with pytest.raises(GateError, match="nope"):
         randomized_copy(tiny_cnn(2, width=4), "nope")
+
+
+NAMES = ("circle", "square", "triangle", "star")
+
+
+def penultimate(model: nn.Module, x: Tensor) -> Tensor:
+    """What tiny_cnn's fc sees: pooled features [B, D]."""
+    with torch.no_grad():
+        return model.flatten(model.pool(model.features(x)))
+
+
+def test_randomised_copies_key_class_rows_by_name() -> None:
+    model = perturbed(tiny_cnn(4, width=8))
+    order = [3, 1, 0, 2]
+    permuted = perturbed(tiny_cnn(4, width=8))
+    permuted.load_state_dict({**model.state_dict(), "fc.weight": model.fc.weight[order].detach().clone(),
+                              "fc.bias": model.fc.bias[order].detach().clone()})
+    (a,), (b,) = (randomised_copies(m, "features", names, seed=7, copies=1)
+                  for m, names in ((model, NAMES), (permuted, tuple(NAMES[i] for i in order))))
+    assert torch.equal(a.model.fc.weight[order], b.model.fc.weight)
+    assert torch.equal(a.model.fc.bias[order], b.model.fc.bias)
+    assert torch.equal(a.model.features[12].weight, b.model.features[12].weight)  # top block: class-free
+    bound = 1 / np.sqrt(a.model.fc.in_features)
+    assert float(a.model.fc.weight.abs().max()) <= bound  # PyTorch's default U(±1/√fan_in)
+
+
+def test_randomised_copies_differ_from_each_other_and_from_the_model() -> None:
+    model = perturbed(tiny_cnn(4, width=8))
+    copies = randomised_copies(model, "features", NAMES, seed=0, copies=3)
+    weights = [c.model.features[12].weight for c in copies]
+    assert not torch.equal(weights[0], weights[1]) and not torch.equal(weights[1], weights[2])
+    assert not any(torch.equal(w, model.features[12].weight) for w in weights)
+    again = randomised_copies(model, "features", NAMES, seed=0, copies=3)
+    assert all(torch.equal(c.model.fc.weight, d.model.fc.weight) for c, d in zip(copies, again, strict=True))
+    with pytest.raises(GateError, match="at least one"):
+        randomised_copies(model, "features", NAMES, seed=0, copies=0)
+
+
+def test_sample_rows_replace_only_the_explained_logit_with_a_row_per_class_and_sample() -> None:
+    model = perturbed(tiny_cnn(4, width=8))
+    (copy,) = randomised_copies(model, "features", NAMES, seed=1, copies=1)
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    feats = penultimate(copy.model, x)
+    with torch.no_grad():
+        plain = copy.model(x)
+    target = torch.tensor([2, 0, 2])
+    with torch.no_grad(), copy.drawn_for(target, ["s0", "s1", "s2"]):
+        drawn = copy.model(x)
+    others = torch.ones_like(plain, dtype=torch.bool)
+    others[torch.arange(3), target] = False
+    assert torch.equal(drawn[others], plain[others])
+    assert not torch.allclose(drawn[torch.arange(3), target], plain[torch.arange(3), target])
+    # The explained logit is linear in the sample's own features: recover each row by least squares on
+    # scaled copies of the sample, check its bound, and that it is keyed by (class, sample id), not position.
+    rows = _recover_rows(copy, feats, target, ["s0", "s1", "s2"])
+    assert float(rows.abs().max()) <= 1 / np.sqrt(feats.shape[1]) + 1e-6
+    assert not torch.allclose(rows[0], rows[2], atol=1e-4)  # same class, other sample: another row
+    swapped = _recover_rows(copy, feats[[2, 1, 0]], target[[2, 1, 0]], ["s2", "s1", "s0"])
+    torch.testing.assert_close(swapped[[2, 1, 0]], rows, atol=1e-5, rtol=0)
+    with torch.no_grad():
+        assert torch.equal(copy.model(x), plain)  # nothing drawn outside the context
+
+
+def _recover_rows(copy: RandomisedCopy, feats: Tensor, target: Tensor, ids: list[str]) -> Tensor:
+    """Each sample's explained-class row, read back through the fc layer with unit-vector inputs."""
+    dim = feats.shape[1]
+    rows = []
+    for i in range(len(ids)):
+        probe = torch.eye(dim)
+        with torch.no_grad(), copy.drawn_for(target[i].repeat(dim), [ids[i]] * dim):
+            out = copy.model.fc(probe)
+        with torch.no_grad(), copy.drawn_for(target[i].repeat(1), [ids[i]]):
+            bias = copy.model.fc(torch.zeros(1, dim))[0, int(target[i])]
+        rows.append(out[:, int(target[i])] - bias)
+    return torch.stack(rows)
 
 
 # --- spearman_rows -----------------------------------------------------------------------------------------------
