@@ -161,6 +161,16 @@ def test_exif_orientation_is_applied(
     assert quadrant_colours(rgb) == [tuple(c) for c in expected]
 
 
+@pytest.mark.parametrize("compression", [None, "tiff_lzw"])
+def test_tiff_orientation_and_its_size_agree(tmp_path: Path, compression: str | None) -> None:
+    path = tmp_path / "photo.tif"
+    exif = Image.Exif()
+    exif[ORIENTATION] = 6
+    Image.new("RGB", (6, 4)).save(path, exif=exif, **({"compression": compression} if compression else {}))
+    assert images.read_rgb(path).shape == (6, 4, 3)  # shown a quarter turn: 4 wide, 6 high
+    assert images.display_size(path) == (6, 4)
+
+
 def test_masks_follow_their_own_orientation(tmp_path: Path) -> None:
     path = tmp_path / "mask.png"
     mask = np.zeros((2, 4), dtype=np.uint8)

@@ -77,8 +77,13 @@ def display_size(path: str | Path, *, max_pixels: int | None = MAX_PIXELS, what:
     Checks the pixel limit too, so a build refuses a bomb without decoding it.
     """
     with _open(path, max_pixels, what) as image:
-        width, height = image.size
         try:
+            if image.format not in ("JPEG", "PNG"):
+                # TIFF and others may apply their own orientation while decoding: ask the decoded image.
+                # A pinned set holds JPEG and PNG only, so this runs at build time.
+                width, height = _oriented(image).size
+                return height, width
+            width, height = image.size
             orientation = _orientation(image)
         except _DECODE_ERRORS as exc:
             raise ReviewSetError(f"unreadable {what} ({_why(exc)})", path=path) from None
@@ -95,6 +100,8 @@ def _open(path: str | Path, max_pixels: int | None, what: str) -> Image.Image:
     try:
         with warnings.catch_warnings():
             # PIL warns (and past twice its limit raises) on huge images; both are input errors here.
+            # Its other warnings (a corrupt EXIF block, an odd TIFF tag) are noise: what matters raises.
+            warnings.simplefilter("ignore")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(path)
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
@@ -117,7 +124,9 @@ def _orientation(image: Image.Image) -> int:
     # precedes the pixels (where writers put it). Other formats carry it in the header.
     if image.format == "PNG" and "exif" not in image.info:
         return 1
-    value = image.getexif().get(_ORIENTATION_TAG, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a malformed EXIF block is read as "no orientation", not an error
+        value = image.getexif().get(_ORIENTATION_TAG, 1)
     return int(value) if isinstance(value, int) else 1
 
 
