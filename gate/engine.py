@@ -472,7 +472,7 @@ def _scatter(values: np.ndarray | None, has_mask: np.ndarray) -> np.ndarray:
     """Per-row variant predictions: the masked rows' values, NO_VARIANT for rows without a mask."""
     out = np.full(has_mask.shape, NO_VARIANT, dtype=np.int64)
     if values is not None:
-        out[:len(values)] = values
+        out[has_mask] = values
     return out
 
 
