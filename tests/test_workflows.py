@@ -86,7 +86,9 @@ def test_example_gates_a_pull_request_on_a_gpu_runner_and_a_cpu_variant() -> Non
     assert "pull_request" in workflow("gate-example.yml")[True]  # type: ignore[operator]
     gpu, cpu = jobs("gate-example.yml")["gate-gpu"], jobs("gate-example.yml")["gate-cpu"]
     assert gpu["runs-on"] == ["self-hosted", "linux", "x64", "gpu"]
-    assert gpu["if"] == "vars.XGATE_GPU_RUNNER == 'true'"  # skipped, not queued forever, without such a runner
+    # skipped (not queued forever) without such a runner; a fork's code never runs on the self-hosted machine
+    assert str(gpu["if"]).startswith("vars.XGATE_GPU_RUNNER == 'true' && ")
+    assert "github.event.pull_request.head.repo.full_name == github.repository" in str(gpu["if"])
     check, select = (s["with"] for s in gate_steps(gpu))
     assert check["baseline"] == "models:/shapes-classifier@champion"  # type: ignore[index]
     assert select["command"] == "select" and select["candidate"] == "candidates/*.pt"  # type: ignore[index]
