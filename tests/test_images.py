@@ -171,6 +171,15 @@ def test_tiff_orientation_and_its_size_agree(tmp_path: Path, compression: str | 
     assert images.display_size(path) == (6, 4)
 
 
+def test_a_tiff_with_a_raw_exif_block_reports_the_size_it_decodes_to(tmp_path: Path) -> None:
+    path = tmp_path / "odd.tif"
+    # orientation 5 in a big-endian block with an "Exif" prefix (found by fuzzing): PIL reads no
+    # orientation from the header but turns the pixels while decoding; the size must follow the pixels.
+    block = b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x01\x01\x12\x00\x03\x00\x00\x00\x01\x00\x05\x00\x00"
+    Image.new("RGB", (6, 4), (1, 2, 3)).save(path, exif=block)
+    assert images.display_size(path) == images.read_rgb(path).shape[:2]
+
+
 def test_masks_follow_their_own_orientation(tmp_path: Path) -> None:
     path = tmp_path / "mask.png"
     mask = np.zeros((2, 4), dtype=np.uint8)
