@@ -180,6 +180,25 @@ def test_a_tiff_with_a_raw_exif_block_reports_the_size_it_decodes_to(tmp_path: P
     assert images.display_size(path) == images.read_rgb(path).shape[:2]
 
 
+@pytest.mark.parametrize("before_pixels", [True, False])
+def test_png_exif_chunk_read_only_before_the_pixels(tmp_path: Path, before_pixels: bool) -> None:
+    exif = Image.Exif()
+    exif[ORIENTATION] = 6
+    data = png_bytes(3, 2, 8, 0, [bytes([10, 20, 30]), bytes([40, 50, 60])])  # grey 3 wide, 2 high
+    iend = data.rindex(b"IEND") - 4
+    idat = data.index(b"IDAT") - 4
+    at = idat if before_pixels else iend
+    block = exif.tobytes()
+    chunk = struct.pack(">I", len(block)) + b"eXIf" + block + struct.pack(">I", zlib.crc32(b"eXIf" + block))
+    path = tmp_path / "exif.png"
+    path.write_bytes(data[:at] + chunk + data[at:])
+    want = np.array([[10, 20, 30], [40, 50, 60]], dtype=np.uint8)
+    if before_pixels:
+        want = np.rot90(want, k=-1)  # a quarter turn clockwise
+    assert images.display_size(path) == want.shape
+    assert np.array_equal(images.read_rgb(path)[:, :, 0], want)
+
+
 def test_masks_follow_their_own_orientation(tmp_path: Path) -> None:
     path = tmp_path / "mask.png"
     mask = np.zeros((2, 4), dtype=np.uint8)

@@ -131,10 +131,13 @@ def _orientation(image: Image.Image) -> int:
 
 
 def _oriented(image: Image.Image) -> Image.Image:
+    # The orientation is read before decoding, as display_size reads it, so both agree even for a
+    # PNG whose eXIf chunk comes after the pixels (then ignored, as browsers ignore it).
+    orientation = _orientation(image)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a malformed EXIF block is read as "no orientation", not an error
         image.load()
-        return ImageOps.exif_transpose(image) if _orientation(image) != 1 else image
+        return ImageOps.exif_transpose(image) if orientation != 1 else image
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:
