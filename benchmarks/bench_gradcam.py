@@ -1,5 +1,8 @@
 """Grad-CAM cost: ours (one forward, head-only autograd) vs a plain forward, captum and pytorch-grad-cam.
 
+Models: resnet18 and resnet50 (``layer4``) and vit_b_16 (tokens at the last block's ln_1; pytorch-grad-cam
+with its reshape_transform), random weights, each at its default target layer.
+
 Run by hand (`make benchmarks`); write the printed table into benchmarks/RESULTS.md with the machine and
 date. Ratios are measured in one run, so they hold across machines better than absolute times.
 """
@@ -13,8 +16,9 @@ import time
 from collections.abc import Callable
 
 import torch
-from torchvision.models import resnet18
 
+from gate import layers
+from gate.archs import build_model
 from gate.gradcam import explain
 
 
@@ -31,48 +35,76 @@ def best_of(repeats: int, call: Callable[[], object]) -> float:
     return statistics.median(times)
 
 
-def main() -> None:
-    """Time each method on one batch and print ratios to the plain forward."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
+def _reshape(model: torch.nn.Module, layout: layers.Layout) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """pytorch-grad-cam's reshape_transform for the layer's layout (None for [B, C, H, W])."""
+    if layout.kind == layers.SPATIAL:
+        return None
+    return layout.to_grid
 
+
+def time_model(arch: str, batch_size: int, size: int, repeats: int,
+               device: str) -> tuple[str, dict[str, float | None]]:
+    """The default target layer and seconds per method there (None: the method does not apply)."""
     from captum.attr import LayerGradCam
     from pytorch_grad_cam import GradCAM
 
     torch.manual_seed(0)
-    model = resnet18(weights=None, num_classes=1000).eval().to(args.device)
-    batch = torch.randn(args.batch, 3, args.size, args.size, device=args.device)
-    targets = model(batch).argmax(1)
+    kwargs: dict[str, object] = {"num_classes": 1000}
+    if arch.startswith("vit_"):
+        kwargs["image_size"] = size  # torchvision's ViT is built for one input size
+    model = build_model(arch, kwargs).eval().to(device)
+    layer_name = layers.default_layer(model)
+    layer = dict(model.named_modules())[layer_name]
+    batch = torch.randn(batch_size, 3, size, size, device=device)
+    with torch.no_grad():
+        targets = model(batch).argmax(1)
+    layout = explain(model, layer_name, batch[:1]).layout
 
     def plain() -> object:
         with torch.no_grad():
             return model(batch)
 
     def captum() -> object:
-        return LayerGradCam(model, model.layer4).attribute(batch, target=targets, relu_attributions=True)
+        return LayerGradCam(model, layer).attribute(batch, target=targets, relu_attributions=True)
 
     def grad_cam() -> object:
-        with GradCAM(model=model, target_layers=[model.layer4]) as cam:
+        with GradCAM(model=model, target_layers=[layer], reshape_transform=_reshape(model, layout)) as cam:
             return cam(input_tensor=batch, targets=None)
 
-    timings = {
-        "plain forward (no_grad)": best_of(args.repeats, plain),
-        "xgate explain (logits + maps)": best_of(args.repeats, lambda: explain(model, "layer4", batch)),
-        "captum LayerGradCam": best_of(args.repeats, captum),
-        "pytorch-grad-cam GradCAM": best_of(args.repeats, grad_cam),
+    return layer_name, {
+        "plain forward (no_grad)": best_of(repeats, plain),
+        "xgate explain (logits + maps)": best_of(repeats, lambda: explain(model, layer_name, batch)),
+        # captum's LayerGradCam averages gradients over every dim after the 2nd: not Grad-CAM on tokens
+        "captum LayerGradCam": best_of(repeats, captum) if layout.kind == layers.SPATIAL else None,
+        "pytorch-grad-cam GradCAM": best_of(repeats, grad_cam),
     }
-    base = timings["plain forward (no_grad)"]
-    ours = timings["xgate explain (logits + maps)"]
-    print(f"ResNet-18, {args.batch}×{args.size}², {args.device}, torch {torch.__version__}, "
+
+
+def main() -> None:
+    """Time each method on one batch per model and print ratios to the plain forward."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--models", default="resnet18,resnet50,vit_b_16")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+
+    print(f"{args.batch}×{args.size}², {args.device}, torch {torch.__version__}, "
           f"{platform.processor() or platform.machine()}, threads {torch.get_num_threads()}, median of {args.repeats}")
-    print("| method | seconds | × plain forward | × xgate |")
-    print("|---|---|---|---|")
-    for name, seconds in timings.items():
-        print(f"| {name} | {seconds:.3f} | {seconds / base:.2f} | {seconds / ours:.2f} |")
+    print("| model (layer) | method | seconds | × plain forward | × xgate |")
+    print("|---|---|---|---|---|")
+    for arch in args.models.split(","):
+        layer_name, timings = time_model(arch, args.batch, args.size, args.repeats, args.device)
+        label = f"{arch} (`{layer_name}`)"
+        base = timings["plain forward (no_grad)"]
+        ours = timings["xgate explain (logits + maps)"]
+        assert base is not None and ours is not None
+        for name, seconds in timings.items():
+            if seconds is None:
+                print(f"| {label} | {name} | n/a | | |")
+            else:
+                print(f"| {label} | {name} | {seconds:.3f} | {seconds / base:.2f} | {seconds / ours:.2f} |")
 
 
 if __name__ == "__main__":
