@@ -38,6 +38,7 @@ candidates: $(STAMP)
 benchmarks: $(STAMP)
 	$(PY) benchmarks/bench_gradcam.py
 	$(PY) benchmarks/bench_engine.py
+	$(PY) benchmarks/bench_inputs.py
 
 clean:
 	rm -rf xgate-out .pytest_cache .mypy_cache .ruff_cache
