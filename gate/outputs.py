@@ -50,7 +50,18 @@ def check_paths(paths: OutputPaths) -> None:
     An unwritable ``--report`` must fail in a second, not after the whole evaluation; and a run that then
     fails (bad input, interrupt, internal error) must not leave an earlier ``result.json`` saying "passed".
     """
-    named = _named(paths)
+    try:
+        _check_writable(_named(paths))
+    except InputError:
+        for _, path in _named(paths):  # even then, the other paths must not keep an earlier verdict
+            if not path.is_dir():
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
+        raise
+    remove_outputs(paths)
+
+
+def _check_writable(named: list[tuple[str, Path]]) -> None:
     resolved: dict[Path, str] = {}
     for field, path in named:
         key = path.resolve()
@@ -66,12 +77,13 @@ def check_paths(paths: OutputPaths) -> None:
             probe.unlink()
         except OSError as error:
             raise InputError(f"cannot write the file: {error.strerror or error}", path=path, field=field) from None
-    remove_outputs(paths)
 
 
 def remove_outputs(paths: OutputPaths) -> None:
     """Remove the files at ``paths`` (an earlier run's), so no stale verdict survives a failed run."""
     for field, path in _named(paths):
+        if path.is_dir():
+            continue  # not an output of ours: check_paths reports it
         try:
             path.unlink(missing_ok=True)
         except OSError as error:
