@@ -488,3 +488,14 @@ def test_jpeg_masks_and_bombs_are_refused_at_build(tmp_path: Path) -> None:
         review_set.build(source, tmp_path / "set", allow_missing_masks=True)
     assert info.value.path == str(bomb)
     assert not (tmp_path / "set").exists()
+
+
+def test_a_colour_voc_mask_is_refused(tmp_path: Path) -> None:
+    source = tmp_path / "voc"
+    for name in ("cat", "dog"):
+        photo(source / "images" / name / "x.jpg", 6, 4, seed=1)
+        (source / "masks" / name).mkdir(parents=True)
+        Image.new("RGB", (6, 4), (128, 0, 0)).save(source / "masks" / name / "x.png")  # VOC colours, not indices
+    with pytest.raises(ReviewSetError, match="not mode RGB") as info:
+        review_set.build(source, tmp_path / "set", voc=True)
+    assert info.value.path == str(source / "masks" / "cat" / "x.png") and info.value.field == "mask"

@@ -108,8 +108,9 @@ def _plain(
     entries, unmasked = [], 0
     for class_dir in sorted(p for p in images_dir.iterdir() if p.is_dir()):
         index = _voc_index(class_dir, voc_classes)
+        masks = _files_by_stem(masks_dir / class_dir.name)
         for image in _image_files(class_dir):
-            mask = _mask_for(masks_dir / class_dir.name, image.stem)
+            mask = masks.get(image.stem)
             if mask is None and not allow_missing_masks:
                 raise ReviewSetError("no mask for image (--allow-missing-masks pins it without one)",
                                      path=image, field="mask")
@@ -170,7 +171,13 @@ def _voc_index(class_dir: Path, voc_classes: Sequence[str] | None) -> int | None
 
 
 def _voc_reader(path: Path, index: int | None) -> Callable[[], Drawn]:
-    return lambda: voc_masks(images.read_mask_values(path), index)
+    def draw() -> Drawn:
+        mode = images.format_and_mode(path)[1]
+        if mode not in ("P", "L"):
+            raise ReviewSetError(f"a VOC mask holds class indices (palette or 8-bit grey PNG), not mode {mode}",
+                                 path=path, field="mask")
+        return voc_masks(images.read_mask_values(path), index)
+    return draw
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -179,12 +186,15 @@ def _image_files(folder: Path) -> list[Path]:
                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
 
 
-def _mask_for(folder: Path, stem: str) -> Path | None:
+def _files_by_stem(folder: Path) -> dict[str, Path]:
+    """stem -> the mask file of that name (a .png first, when several suffixes share a stem)."""
     if not folder.is_dir():
-        return None
-    found = sorted(p for p in folder.iterdir() if p.is_file() and p.stem == stem)
-    pngs = [p for p in found if p.suffix.lower() == ".png"]
-    return (pngs or found)[0] if found else None
+        return {}
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir(), key=lambda p: (p.suffix.lower() != ".png", p.name)):
+        if path.is_file() and not path.name.startswith("."):
+            found.setdefault(path.stem, path)
+    return found
 
 
 # ----------------------------------------------------------------------------- COCO
