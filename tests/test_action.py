@@ -264,7 +264,8 @@ def test_select_over_a_glob_logged_to_mlflow_writes_every_declared_output(tmp_pa
         shutil.copy(untrained_checkpoint, models / name)
     policy = pinned_policy(tmp_path, small_set, [{"score": "accuracy", "min": 0.0}])
     done, outputs, _ = _step(tmp_path, command="select", candidates="models/*.pt", policy=str(policy),
-                             tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", args="--device cpu")
+                             tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                             args='--device cpu\n--experiment "gate $(id) exp"')
     assert done.returncode == 0, done.stdout + done.stderr
     declared = {k for k, v in action()["outputs"].items() if "steps.gate." in v["value"]}  # type: ignore[union-attr]
     assert set(outputs) == declared
@@ -272,3 +273,8 @@ def test_select_over_a_glob_logged_to_mlflow_writes_every_declared_output(tmp_pa
     run_ids = outputs["mlflow-run-ids"].split()
     assert len(run_ids) == 3 and outputs["mlflow-run-id"] == run_ids[0]  # the select parent, then a.pt, b.pt
     assert outputs["mlflow-run-url"] == ""  # a local store has no web UI to link
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("gate $(id) exp")  # the quoted value arrived whole, unexpanded
+    assert experiment is not None and client.get_run(run_ids[0]).info.experiment_id == experiment.experiment_id
