@@ -6,16 +6,20 @@ drawn by hand with numpy slices; images must arrive in the pinned set byte for b
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import re
 import shlex
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
@@ -499,3 +503,70 @@ def test_a_colour_voc_mask_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ReviewSetError, match="not mode RGB") as info:
         review_set.build(source, tmp_path / "set", voc=True)
     assert info.value.path == str(source / "masks" / "cat" / "x.png") and info.value.field == "mask"
+
+
+# ----------------------------------------------------------------------------- bounded fuzzing: input errors only
+
+FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=10)
+coco_fields = st.sampled_from([("images", 0, "id"), ("images", 0, "file_name"), ("images", 0, "width"),
+                               ("annotations", 0, "segmentation"), ("annotations", 1, "segmentation"),
+                               ("annotations", 0, "bbox"), ("annotations", 0, "category_id"),
+                               ("categories", 0, "name"), ("categories", 0, "id"), ("annotations", 1, "image_id")])
+
+
+@pytest.fixture(scope="module")
+def fuzz_photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("fuzz_photos")
+    for name in ("a.jpg", "b.jpg"):
+        Image.new("RGB", (8, 6), (9, 9, 9)).save(folder / name)
+    return folder
+
+
+def only_input_errors(call: Any) -> None:
+    try:
+        call()
+    except ReviewSetError as error:
+        assert error.exit_code == 2 and "\n" not in str(error)
+
+
+@FUZZ
+@given(changes=st.lists(st.tuples(coco_fields, json_values), min_size=1, max_size=3),
+       counts=st.one_of(st.text(max_size=20), st.lists(st.integers(-3, 60), max_size=6)))
+def test_fuzzed_coco_gives_masks_or_input_errors(fuzz_photos: Path, changes: list[Any], counts: Any) -> None:
+    doc: dict[str, Any] = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 8, "height": 6},
+                   {"id": 2, "file_name": "b.jpg", "width": 8, "height": 6}],
+        "annotations": [{"image_id": 1, "category_id": 1, "segmentation": [[0, 0, 4, 0, 4, 4]]},
+                        {"image_id": 2, "category_id": 2, "segmentation": {"size": [6, 8], "counts": counts}}],
+        "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]}
+    for (section, index, key), value in changes:
+        doc[section][index][key] = value
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "x.json"
+        path.write_text(json.dumps(doc))
+        only_input_errors(lambda: review_set.build_from(
+            importers.coco(path, fuzz_photos, multi_class="split", unlabelled="folder").entries, Path(tmp) / "out",
+            source=path))
+
+
+cells = st.one_of(st.integers(-3, 12).map(str), st.floats().map(str), st.just(""), st.text(max_size=4))
+box_rows = st.tuples(st.sampled_from(["a.jpg", "b.jpg", "c.jpg", "../x", "", "/etc/hosts"]),
+                     st.sampled_from(["cat", "dog", "", " "]), cells, cells, cells, cells)
+
+
+@FUZZ
+@given(rows=st.lists(box_rows, max_size=5), header=st.booleans())
+def test_fuzzed_boxes_give_masks_or_input_errors(fuzz_photos: Path, rows: list[Any], header: bool) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "boxes.csv"
+        with open(path, "w", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            if header:
+                writer.writerow(importers.BOX_COLUMNS)
+            writer.writerows(rows)
+        only_input_errors(lambda: review_set.build_from(
+            importers.boxes(path, fuzz_photos, multi_class="split").entries, Path(tmp) / "out", source=path))
