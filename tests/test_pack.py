@@ -240,3 +240,16 @@ def test_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = xgate(capsys, "pack", "--help")
     assert code == 0 and "Examples:" in out and "--preset imagenet" in out
     assert pack_module.PRESETS["imagenet"]["resize"] == 256
+
+
+def test_an_output_that_cannot_be_written_exits_2(tmp_path: Path, files: dict[str, Path],
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "cand.pt"
+    folder.mkdir()
+    code, _, err = xgate(capsys, *pack_args(files, folder))
+    assert code == 2 and "--output" in err and str(folder) in err
+    assert folder.is_dir() and not list(tmp_path.glob(".*partial"))
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    code, _, err = xgate(capsys, *pack_args(files, blocked / "sub" / "cand.pt"))
+    assert code == 2 and "--output" in err

@@ -11,6 +11,7 @@ file is left behind. ``describe`` says what the gate will use from a candidate.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -106,14 +107,14 @@ def pack(request: PackRequest) -> PackResult:
     if request.target_layer:
         payload["target_layer"] = request.target_layer
     out = request.output
-    out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.with_name(f".{out.name}.partial")
     try:
         _write(temporary, payload, safetensors=out.suffix == ".safetensors")
         loaded = _checked(temporary, request, len(classes))
-        os.replace(temporary, out)
+        _move(temporary, out)
     finally:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # e.g. the output's folder could not be made
+            temporary.unlink(missing_ok=True)
     return PackResult(path=out, candidate=replace(loaded, path=str(out)), notes=notes)
 
 
@@ -213,10 +214,25 @@ def _torch_weights(path: Path, data: bytes) -> Any:
 
 
 def _write(path: Path, payload: Mapping[str, Any], *, safetensors: bool) -> None:
-    if safetensors:
-        safetensors_io.save(path, payload)
-    else:
-        torch.save(dict(payload), path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if safetensors:
+            safetensors_io.save(path, payload)
+        else:
+            torch.save(dict(payload), path)
+    except OSError as exc:
+        raise UsageError(f"cannot write the candidate: {exc.strerror or exc}", path=path.parent,
+                         field="--output") from None
+
+
+def _move(temporary: Path, out: Path) -> None:
+    # Only a checked file takes the output's name; a folder of that name is not replaced.
+    try:
+        if out.is_dir():
+            raise IsADirectoryError(21, "is a folder")
+        os.replace(temporary, out)
+    except OSError as exc:
+        raise UsageError(f"cannot write the candidate: {exc.strerror or exc}", path=out, field="--output") from None
 
 
 def _checked(path: Path, request: PackRequest, n_classes: int) -> Candidate:
@@ -264,8 +280,7 @@ def describe(path: Path) -> dict[str, Any]:
     except CandidateError:
         default_layer = None
     spec = loaded.input
-    resize = getattr(spec, "resize", None)
-    interpolation = getattr(spec, "interpolation", "bilinear")
+    resize, interpolation = spec.resize, spec.interpolation
     parameters = sum(p.numel() for p in loaded.model.parameters())
     return {
         "path": loaded.path, "sha256": loaded.sha256, "format": f"{FORMAT} ({container})", "arch": loaded.arch,
