@@ -19,20 +19,20 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from gate import probes as probe_ops
 from gate.candidate import Candidate
-from gate.errors import GateError, ModelOutputError, ReviewSetError, UsageError, reason
+from gate.errors import ReviewSetError, UsageError
 from gate.gradcam import explain, upsample
 from gate.inputs.preprocess import Geometry, image_to_frame, mask_to_frame
 from gate.localisation import localise
+from gate.model_faults import OutputCheck
 from gate.records import NO_VARIANT, OUTSIDE, PROBE_VARIANTS, KeptSample, Records
 from gate.result import Gallery
 from gate.review_set import ReviewSet
@@ -302,6 +302,7 @@ class _ModelState:
         # Model output index -> review-set index (OUTSIDE for outputs the review set does not hold).
         self.to_review = torch.full((width,), OUTSIDE, dtype=torch.long)
         self.to_review[self.order] = torch.arange(len(order))
+        self.check = OutputCheck(path=self.candidate.path, width=width)
         self.rows: dict[str, list[np.ndarray]] = {}
         self.gallery = _GallerySelector(options.gallery_size, fixed, self.candidate.outputs)
         self.seconds = 0.0
@@ -312,9 +313,9 @@ class _ModelState:
     def consume(self, batch: Batch, frames: _Frames) -> None:
         started = time.perf_counter()
         frame = frames.get(self.geometry)
-        with self._guarded(batch):
+        with self.check.guarded(self.model, len(batch.indices)):
             explained = explain(self.model, self.candidate.target_layer, self.normalise(frame.images))
-        outputs = self._outputs(self._check_finite(explained.logits, batch))
+        outputs = self._outputs(self.check.check_finite(explained.logits, batch.sample_ids))
         cam = upsample(explained.cam, self.size)
         local = localise(cam, frame.masks, frame.void, frame.has_mask)
         for name in ("probs", "pred", "top_prob", "second_prob", "outside_sq"):
@@ -348,61 +349,6 @@ class _ModelState:
             outside_sq=(outside * outside).sum(1).numpy(),
         )
 
-    @contextmanager
-    def _guarded(self, batch: Batch, variant: str = "", model: nn.Module | None = None) -> Iterator[None]:
-        """Model faults as input errors naming the candidate: a forward that raises, or not [B, outputs] logits."""
-        net = self.model if model is None else model
-        where = f" on the {variant} variant" if variant else ""
-        state = {"inside": False}
-
-        def entered(_module: nn.Module, _inputs: object) -> None:
-            state["inside"] = True
-
-        def check(_module: nn.Module, _inputs: object, output: object) -> None:
-            state["inside"] = False
-            self._check_shape(output, len(batch.indices), where)
-
-        handles = [net.register_forward_pre_hook(entered), net.register_forward_hook(check)]
-        try:
-            yield
-        except GateError:
-            raise
-        except torch.cuda.OutOfMemoryError:
-            raise  # not the model's fault: a smaller --batch-size helps
-        except Exception as exc:
-            if not state["inside"]:
-                raise
-            raise ModelOutputError(f"model forward raised {reason(exc)}{where}", path=self.candidate.path,
-                                   field="forward") from None
-        finally:
-            for handle in handles:
-                handle.remove()
-
-    def _check_shape(self, output: object, batch_size: int, where: str) -> None:
-        width = len(self.candidate.outputs)
-        expected = f"a [{batch_size}, {width}] tensor of logits (one per output name)"
-        if not isinstance(output, Tensor):
-            raise ModelOutputError(f"model returned a {type(output).__name__}{where}, expected {expected}",
-                                   path=self.candidate.path, field="logits")
-        if output.dim() != 2 or output.shape[0] != batch_size or not output.is_floating_point():
-            raise ModelOutputError(f"model returned a {output.dtype} tensor of shape {list(output.shape)}{where}, "
-                                   f"expected {expected}", path=self.candidate.path, field="logits")
-        if output.shape[1] != width:
-            more = " (a model with more outputs than class names is refused, never truncated)" \
-                if output.shape[1] > width else ""
-            raise ModelOutputError(f"model gives {output.shape[1]} outputs but {width} class names{more}",
-                                   path=self.candidate.path, field="classes")
-
-    def _check_finite(self, logits: Tensor, batch: Batch, variant: str = "", rows: np.ndarray | None = None) -> Tensor:
-        bad = ~torch.isfinite(logits).all(1)
-        if bad.any():
-            row = int(bad.nonzero()[0])
-            first = batch.sample_ids[int(rows[row]) if rows is not None else row]
-            where = f" on the {variant} variant" if variant else ""
-            raise ModelOutputError(f"model output is NaN or infinite{where} (first on sample {first!r})",
-                                   path=self.candidate.path, field="logits")
-        return logits
-
     def _variants(self, frame: Frame, frames: _Frames) -> dict[str, Tensor]:
         """Probe variants of the batch's masked rows (partners are framed like the batch)."""
         rows = torch.nonzero(frame.has_mask).flatten()
@@ -417,9 +363,9 @@ class _ModelState:
     @torch.no_grad()
     def _predict(self, images: Tensor, batch: Batch, variant: str) -> np.ndarray:
         rows = np.flatnonzero(batch.has_mask)
-        with self._guarded(replace(batch, indices=batch.indices[rows]), variant):
+        with self.check.guarded(self.model, len(rows), variant):
             logits = self.model(self.normalise(images))
-        logits = self._check_finite(logits, batch, variant, rows)
+        logits = self.check.check_finite(logits, [batch.sample_ids[i] for i in rows], variant)
         return self.to_review[logits.argmax(1).cpu()].numpy().astype(np.int64)
 
     def _sanity(self, images: Tensor, cam: Tensor, target: Tensor, batch: Batch) -> np.ndarray:
@@ -429,7 +375,8 @@ class _ModelState:
         assert self.randomised is not None
         inputs, columns = self.normalise(images), []
         for copy in self.randomised:
-            with self._guarded(batch, "randomised-copy", copy.model), copy.drawn_for(target, batch.sample_ids):
+            guard = self.check.guarded(copy.model, len(batch.indices), "randomised-copy")
+            with guard, copy.drawn_for(target, batch.sample_ids):
                 randomised = explain(copy.model, self.candidate.target_layer, inputs, target=target)
             columns.append(probe_ops.spearman_rows(cam, randomised.cam))
         return torch.stack(columns, dim=1).double().cpu().numpy()
