@@ -7,6 +7,7 @@ import json
 import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save as st_save
@@ -31,7 +32,8 @@ def model() -> nn.Module:
 def payload(model: nn.Module, **overrides: object) -> dict[str, object]:
     out: dict[str, object] = {
         "format": candidate.FORMAT, "arch": "tiny_cnn", "arch_kwargs": KWARGS, "state_dict": model.state_dict(),
-        "classes": CLASSES, "input": {"size": [16, 16], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+        "classes": CLASSES, "input": {"size": [16, 16], "resize": 20, "interpolation": "bicubic",
+                                      "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
         "target_layer": "features.0", "meta": {"recipe": "cutmix", "epochs": 3},
     }
     out.update(overrides)
@@ -52,7 +54,7 @@ def test_round_trip_gives_the_same_model_and_fields(tmp_path: Path, model: nn.Mo
         assert torch.equal(loaded.model(x), model(x))
     assert loaded.classes == tuple(CLASSES)
     assert loaded.arch == "tiny_cnn"
-    assert loaded.input.size == (16, 16)
+    assert loaded.input.size == (16, 16) and loaded.input.resize == 20 and loaded.input.interpolation == "bicubic"
     assert loaded.input.mean == (0.5, 0.5, 0.5)
     assert loaded.target_layer == "features.0"
     assert dict(loaded.meta) == {"recipe": "cutmix", "epochs": 3}
@@ -165,3 +167,30 @@ def test_another_xgate_format_is_refused(tmp_path: Path, model: nn.Module) -> No
     with pytest.raises(CandidateError) as info:
         candidate.load(path)
     assert info.value.field == "format"
+
+
+def test_damaged_files_are_input_errors_or_load(tmp_path: Path, model: nn.Module) -> None:
+    """Flipped, cut and overwritten bytes anywhere in the file: a CandidateError or a clean load, nothing else."""
+    data = safetensors_io.encode(payload(model))
+    (length,) = struct.unpack("<Q", data[:8])
+    rng = np.random.default_rng(0)
+    path = tmp_path / "damaged.safetensors"
+    outcomes = {"error": 0, "loaded": 0}
+    for trial in range(120):
+        damaged = bytearray(data)
+        where = int(rng.integers(0, 8 + length + 64))  # mostly the length prefix and the JSON header
+        if trial % 3 == 0:
+            damaged[where] ^= 1 << int(rng.integers(0, 8))
+        elif trial % 3 == 1:
+            damaged[where] = int(rng.integers(0, 256))
+        else:
+            damaged = damaged[:where]
+        path.write_bytes(bytes(damaged))
+        try:
+            candidate.load(path)
+        except CandidateError as exc:
+            assert exc.exit_code == 2 and "\n" not in exc.one_line()
+            outcomes["error"] += 1
+        else:
+            outcomes["loaded"] += 1
+    assert outcomes["error"] > 60
