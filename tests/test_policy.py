@@ -304,3 +304,97 @@ def test_rank_by_accepts_a_single_name_and_refuses_unknown(tmp_path: Path) -> No
     assert loaded.model.select.rank_by == ["ece"]
     error = policy_error(tmp_path, [{"score": "accuracy", "min": 0.5}], select={"rank_by": ["acc"]})
     assert error.message.startswith("select.rank_by")
+
+
+def _wilson_low(successes: int, n: int, z: float = 1.6448536269514722) -> float:
+    # Written out here, independent of gate.stats: the one-sided 95% Wilson lower bound.
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half
+
+
+def test_class_accuracy_bound_counts_only_that_class(tmp_path: Path) -> None:
+    # records(28, 30): circle has the 15 even samples, 14 right (sample 28 is wrong); not 28 of 30.
+    loaded = load_rules(tmp_path, [{"score": "class_accuracy.circle", "min": 0.5, "confidence": 0.95}])
+    (result,) = evaluate(loaded, evidence(records(28, 30)))
+    assert result.value == pytest.approx(14 / 15)
+    assert result.interval is not None
+    assert result.interval[0] == pytest.approx(_wilson_low(14, 15), abs=1e-9)
+    assert result.interval[0] != pytest.approx(_wilson_low(28, 30), abs=1e-3)
+
+
+def test_bootstrap_bounds_are_one_sided_at_the_rule_confidence(tmp_path: Path) -> None:
+    from gate.stats import bootstrap_index_chunks
+
+    recs = records(24, 30)
+    loaded = load_rules(tmp_path, [{"score": "nll", "max": 1.0, "confidence": 0.9}])
+    (result,) = evaluate(loaded, evidence(recs))
+    # nll per sample: -log 0.8 when right, -log 0.2 when wrong; the resamples are the bootstrap's own.
+    per_sample = np.where(np.arange(30) < 24, -math.log(0.8), -math.log(0.2))
+    means = [per_sample[row].mean() for chunk in bootstrap_index_chunks(30, 2000, 0) for row in chunk]
+    one_sided = np.quantile(means, [0.1, 0.9])
+    assert result.interval is not None
+    assert result.interval == pytest.approx(tuple(one_sided), abs=1e-6)
+    assert result.interval[1] < np.quantile(means, 0.95) - 1e-6  # not the two-sided 90% interval's end
+
+
+@pytest.mark.parametrize(
+    ("rule", "words"),
+    [
+        ({"score": "accuracy", "min": -5}, "rules[0].min: -5 is outside the range of accuracy [0, 1]"),
+        ({"score": "ece", "max": 7}, "rules[0].max: 7 is outside the range of ece [0, 1]"),
+        ({"score": "brier", "max": 2.5}, "outside the range of brier [0, 2]"),
+        ({"score": "background.bg_gap", "max": -1.5}, "outside the range of background.bg_gap [-1, 1]"),
+        ({"score": "alignment.lift", "min": -0.1}, "outside the range of alignment.lift [0, inf]"),
+        ({"score": "accuracy", "min": float("nan")}, "rules[0].min: nan is not a finite number"),
+        ({"score": "nll", "max": float("inf")}, "rules[0].max: inf is not a finite number"),
+        ({"score": "accuracy", "vs_baseline": {"max_drop": 1.5}}, "wider than the range of accuracy"),
+        ({"score": "accuracy", "vs_baseline": {"min_gain": float("nan")}}, "finite number"),
+    ],
+    ids=["accuracy-below-0", "ece-above-1", "brier-above-2", "gap-below-minus-1", "lift-negative", "nan", "inf",
+         "max-drop-too-wide", "min-gain-nan"],
+)
+def test_thresholds_outside_the_score_range_are_refused(tmp_path: Path, rule: dict[str, object], words: str) -> None:
+    assert words in policy_error(tmp_path, [rule]).message
+
+
+def test_thresholds_at_the_ends_of_the_range_are_fine(tmp_path: Path) -> None:
+    rules: list[dict[str, object]] = [{"score": "accuracy", "min": 0}, {"score": "accuracy", "max": 1},
+                                      {"score": "brier", "max": 2}, {"score": "alignment.lift", "min": 40}]
+    assert len(load_rules(tmp_path, rules).model.rules) == 4
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("name: a\nname: b\n", "name: duplicate key 'name' (first at line 1) at line 2"),
+        ("name: a\nreview_set: {path: x}\nrules:\n  - {score: accuracy, min: 0.9, min: 0.1}\n",
+         "rules[0].min: duplicate key 'min'"),
+        ("name: &n a\nx: *n\n", "anchors (&n) are not allowed"),
+        ("rules: [{<<: {score: accuracy}, min: 0.1}]\n", "merge keys (<<) are not allowed"),
+        ("a: " + "[" * 40 + "]" * 40 + "\n", "nested deeper than 32 levels"),
+    ],
+    ids=["duplicate-top", "duplicate-in-rule", "alias", "merge", "deep"],
+)
+def test_policy_yaml_is_strict(tmp_path: Path, text: str, words: str) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(PolicyError) as info:
+        policy_mod.load(path)
+    assert words in info.value.one_line() and str(path) in info.value.one_line()
+
+
+def test_policy_size_limit(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("description: '" + "x" * policy_mod.MAX_POLICY_BYTES + "'\n")
+    with pytest.raises(PolicyError, match="larger than 256 KiB") as info:
+        policy_mod.load(path)
+    assert info.value.field == "size"
+
+
+def test_allow_modules_in_the_policy(tmp_path: Path) -> None:
+    loaded = load_rules(tmp_path, [{"score": "accuracy", "min": 0.5}], candidate={"allow_modules": ["mylab.models"]})
+    assert loaded.model.candidate.allow_modules == ["mylab.models"]
+    error = policy_error(tmp_path, [{"score": "accuracy", "min": 0.5}], candidate={"allow_modules": ["a b"]})
+    assert error.message.startswith("candidate.allow_modules")
