@@ -15,26 +15,22 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import numpy as np
 
+from gate import intervals
 from gate.errors import GateError, InputError, PolicyError
+from gate.intervals import only_score
 from gate.records import Records
 from gate.result import json_number
-from gate.stats import Interval, bootstrap_index_chunks, mcnemar_exact_p, paired_bootstrap, percentile_interval
+from gate.stats import Interval, mcnemar_exact_p, paired_bootstrap, percentile_interval
 
 ScoreFn = Callable[[Records], Mapping[str, float]]
 
 # Ties at a rule's boundary count as on it: a delta of exactly -0.01 computed in floating point
 # (e.g. 534/600 - 540/600) must not fail "max_drop: 0.01" by 1e-17.
 _BOUNDARY_TOL = 1e-12
-
-# The vectorised bootstrap is used only when its per-sample definition reproduces the registry's
-# full-set score to this tolerance (float32 probabilities leave ~1e-7 of noise in nll/brier).
-_AGREE_RTOL = 1e-6
-_AGREE_ATOL = 1e-9
 
 
 @dataclass(frozen=True)
@@ -179,11 +175,10 @@ def delta_interval(
 ) -> Interval:
     """Seeded paired-bootstrap interval of ``score(candidate) - score(baseline)``.
 
-    Each resample indexes both models with the same rows. Scores that are per-sample means (accuracy,
-    nll, brier, confident_wrong_rate@t, class_accuracy.*, alignment.*, background.*, ...) are
-    bootstrapped vectorised over the whole index matrix, after checking that the per-sample form
-    reproduces ``score_fn`` on the full set; any other score (ece, worst_class_accuracy, ...) calls
-    ``score_fn`` on every resample. Both paths see the same resamples for the same seed.
+    Each resample indexes both models with the same rows. Scores with a sum form (means and shares,
+    ECE/OE/MCE, balanced and worst-class accuracy: :mod:`gate.intervals`) are bootstrapped vectorised,
+    after checking that the form reproduces ``score_fn`` on the full set; any other score (aurc, ...)
+    calls ``score_fn`` on every resample. Both paths see the same resamples for the same seed.
     """
     check_paired(candidate, baseline)
     scores = (score_fn(candidate), score_fn(baseline))
@@ -229,10 +224,11 @@ def _delta_interval(
         raise PolicyError(f"score {score!r} is not computed for both the candidate and the baseline", field="score")
     if candidate.size == 0:
         return Interval(math.nan, math.nan, confidence)
-    cand_terms = _agreeing_terms(candidate, score, scores[0][score])
-    base_terms = _agreeing_terms(baseline, score, scores[1][score])
-    if cand_terms is not None and base_terms is not None:
-        return _vectorised_interval(cand_terms, base_terms, confidence=confidence, reps=reps, seed=seed)
+    cand_form = intervals.agreeing_form(candidate, score, scores[0][score])
+    base_form = intervals.agreeing_form(baseline, score, scores[1][score])
+    if cand_form is not None and base_form is not None:
+        paired = intervals.difference_form(cand_form, base_form)
+        return percentile_interval(intervals.resampled_values(paired, reps=reps, seed=seed), confidence)
 
     one_score = only_score(score_fn, score)
 
@@ -240,127 +236,6 @@ def _delta_interval(
         return float(one_score(candidate.take(index))[score]) - float(one_score(baseline.take(index))[score])
 
     return paired_bootstrap(statistic, candidate.size, reps=reps, seed=seed, confidence=confidence)
-
-
-def only_score(score_fn: ScoreFn, score: str) -> ScoreFn:
-    """``score_fn`` restricted to one score when it takes ``only=`` (the registry's does): a bootstrap calls it
-    thousands of times, and computing every other score each time would be wasted."""
-    keywords = getattr(score_fn, "keywords", None)
-    if keywords is not None and "probes" in keywords:
-        return partial(score_fn, only=(score,))  # type: ignore[call-arg]
-    return score_fn
-
-
-Terms = tuple[np.ndarray, np.ndarray]  # (numerator, weight) per sample: score = Σ numerator / Σ weight
-
-
-def _vectorised_interval(cand: Terms, base: Terms, *, confidence: float, reps: int, seed: int) -> Interval:
-    """Bootstrap of a difference of ratio-of-sums scores over the shared index matrix."""
-    (c_num, c_w), (b_num, b_w) = cand, base
-    same_weights = np.array_equal(c_w, b_w)
-    diff = c_num - b_num
-    chunks = []
-    with np.errstate(invalid="ignore", divide="ignore"):
-        for idx in bootstrap_index_chunks(len(c_num), reps, seed):
-            if same_weights:
-                # One gather, and integer counts stay exact: (534 - 540) / 600 is exactly -0.01.
-                chunks.append(diff[idx].sum(axis=1) / c_w[idx].sum(axis=1))
-            else:
-                chunks.append(_ratio(c_num, c_w, idx) - _ratio(b_num, b_w, idx))
-    return percentile_interval(np.concatenate(chunks), confidence)
-
-
-def _ratio(num: np.ndarray, weight: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    return np.asarray(num[idx].sum(axis=1) / weight[idx].sum(axis=1))
-
-
-def _agreeing_terms(records: Records, score: str, full_value: float) -> Terms | None:
-    """Per-sample terms of ``score``, or None when unknown or not reproducing the registry's value."""
-    terms = _ratio_terms(records, score)
-    if terms is None:
-        return None
-    num, weight = terms
-    total = weight.sum()
-    value = num.sum() / total if total > 0 else math.nan
-    if math.isnan(value) and math.isnan(full_value):
-        return terms
-    return terms if math.isclose(value, full_value, rel_tol=_AGREE_RTOL, abs_tol=_AGREE_ATOL) else None
-
-
-def _ratio_terms(records: Records, score: str) -> Terms | None:
-    group = score.split(".", 1)[0]
-    if group == "alignment":
-        return _alignment_terms(records, score)
-    if group == "background":
-        return _background_terms(records, score)
-    if score == "sanity.randomization_similarity" and records.sanity_similarity is not None:
-        return _nan_mean_terms(records.sanity_similarity)
-    return _classification_terms(records, score)
-
-
-def _mean_terms(values: np.ndarray) -> Terms:
-    values = np.asarray(values, dtype=np.float64)
-    return values, np.ones_like(values)
-
-
-def _nan_mean_terms(values: np.ndarray) -> Terms:
-    """Terms of a mean over finite values; a 2-D table (samples × copies) pools each sample's row."""
-    values = np.asarray(values, dtype=np.float64)
-    valid = ~np.isnan(values)
-    num, weight = np.where(valid, values, 0.0), valid.astype(np.float64)
-    if values.ndim == 2:
-        return num.sum(axis=1), weight.sum(axis=1)
-    return num, weight
-
-
-def _classification_terms(records: Records, score: str) -> Terms | None:
-    correct = records.correct
-    probs = records.probs.astype(np.float64)
-    if score == "accuracy":
-        return _mean_terms(correct)
-    if score == "nll":
-        return _mean_terms(-np.log(probs[np.arange(records.size), records.labels]))
-    if score == "brier":
-        onehot = np.eye(len(records.classes))[records.labels]
-        return _mean_terms(((probs - onehot) ** 2).sum(axis=1))
-    if score.startswith("confident_wrong_rate@"):
-        threshold = float(score.split("@", 1)[1])
-        return _mean_terms(~correct & (records.confidence >= threshold))
-    if score == "mean_confidence_wrong":
-        return records.confidence * ~correct, (~correct).astype(np.float64)
-    if score.startswith("class_accuracy."):
-        name = score.split(".", 1)[1]
-        if name not in records.classes:
-            return None
-        in_class = records.labels == records.classes.index(name)
-        return (correct & in_class).astype(np.float64), in_class.astype(np.float64)
-    return None
-
-
-def _alignment_terms(records: Records, score: str) -> Terms | None:
-    lift = records.lift
-    per_sample = {
-        "alignment.energy": records.energy,
-        "alignment.lift": lift,
-        "alignment.pointing_game": records.pointing_hit,
-        "alignment.rank_accuracy": records.rank_accuracy,
-        "alignment.off_object_rate": np.where(np.isnan(lift), np.nan, (lift < 1.0).astype(np.float64)),
-    }
-    return _nan_mean_terms(per_sample[score]) if score in per_sample else None
-
-
-def _background_terms(records: Records, score: str) -> Terms | None:
-    preds = records.probe_preds
-    if score == "background.bg_gap" and {"mixed_same", "mixed_rand"} <= preds.keys():
-        same = preds["mixed_same"] == records.labels
-        rand = preds["mixed_rand"] == records.labels
-        return _mean_terms(same.astype(np.float64) - rand.astype(np.float64))
-    if score == "background.flip_rate" and "mixed_rand" in preds:
-        return _mean_terms(preds["mixed_rand"] != records.preds)
-    variant = score.removeprefix("background.").removesuffix("_accuracy")
-    if score.endswith("_accuracy") and variant in preds:
-        return _mean_terms(preds[variant] == records.labels)
-    return None
 
 
 def _json_map(values: Mapping[str, float]) -> dict[str, float | None]:

@@ -27,6 +27,7 @@ from gate.result import RuleResult
 
 if TYPE_CHECKING:
     from gate.compare import Comparison
+    from gate.intervals import Bounds
 
 PROBES = ("background", "sanity")
 MAX_POLICY_BYTES = 256 * 1024  # a policy is a few kilobytes; a bigger file is a mistake or an attack
@@ -153,6 +154,13 @@ class CandidateSettings(_Strict):
         return names
 
 
+class MinSamples(_Strict):
+    """Fewest scored samples, overall and in each review-set class, below which the gate fails."""
+
+    overall: int = Field(default=0, ge=0, strict=True)
+    per_class: int = Field(default=0, ge=0, strict=True)
+
+
 class PolicyModel(_Strict):
     """The policy file's schema."""
 
@@ -163,6 +171,7 @@ class PolicyModel(_Strict):
     rules: list[Rule] = Field(min_length=1)
     select: SelectSettings = SelectSettings()
     candidate: CandidateSettings = CandidateSettings()
+    min_samples: MinSamples | None = None
     description: str = ""
 
     @model_validator(mode="after")
@@ -267,7 +276,37 @@ def evaluate(policy: Policy, evidence: Evidence) -> tuple[RuleResult, ...]:
     """Evaluate every rule in policy order."""
     if policy.needs_baseline and evidence.baseline is None:
         raise UsageError("the policy has vs_baseline rules; give --baseline", path=policy.path, field="rules")
-    return tuple(_evaluate_rule(rule, evidence) for rule in policy.model.rules)
+    sizes = _sample_size_rules(policy.model.min_samples, evidence.records)
+    return (*sizes, *(_evaluate_rule(rule, evidence) for rule in policy.model.rules))
+
+
+TOO_SMALL = "failed: review set too small"
+
+
+def _sample_size_rules(minimum: MinSamples | None, records: Records) -> tuple[RuleResult, ...]:
+    """The policy's ``min_samples`` as rules: below either count, "failed: review set too small"."""
+    if minimum is None:
+        return ()
+    rules = []
+    if minimum.overall:
+        need, n = minimum.overall, records.size
+        text = f"{n} scored samples, the policy needs at least {need}"
+        rules.append(_size_rule(f"samples >= {need}", need, n, text))
+    if minimum.per_class:
+        need = minimum.per_class
+        counts = np.bincount(records.labels, minlength=len(records.classes))
+        fewest = int(counts.argmin())
+        text = (f"class {records.classes[fewest]!r} has {int(counts[fewest])} scored samples, "
+                f"the policy needs at least {need} per class")
+        rules.append(_size_rule(f"samples per class >= {need}", need, int(counts[fewest]), text))
+    return tuple(rules)
+
+
+def _size_rule(rule_id: str, need: int, have: int, text: str) -> RuleResult:
+    passed = have >= need
+    message = text if passed else f"{TOO_SMALL} ({text})"
+    return RuleResult(rule_id, "samples", ">=", float(need), float(have), passed, message, True,
+                      decidable=passed, note="" if passed else TOO_SMALL)
 
 
 def _evaluate_rule(rule: Rule, evidence: Evidence) -> RuleResult:
@@ -283,14 +322,18 @@ def _evaluate_rule(rule: Rule, evidence: Evidence) -> RuleResult:
                           f"{rule.score} could not be computed (no samples to score)", spec.higher_is_better)
     interval = None
     tested = value
+    decidable, note = None, ""
     if rule.confidence is not None:
-        interval = confidence_interval(rule.score, spec, evidence, rule.confidence)
+        bounds = confidence_interval(rule.score, spec, evidence, rule.confidence)
+        interval = (bounds.interval.low, bounds.interval.high)
         tested = interval[0] if op == ">=" else interval[1]
+        decidable, note = _decidability(op, threshold, bounds)
     passed = tested >= threshold if op == ">=" else tested <= threshold
     bound = "" if interval is None else f" (bound {tested:.4g} at {rule.confidence:.0%})"
     verb = "meets" if passed else "fails"
-    message = f"{rule.score} = {value:.4g}{bound} {verb} {op} {threshold:g}"
-    return RuleResult(rule_id, rule.score, op, threshold, value, passed, message, spec.higher_is_better, interval)
+    message = f"{rule.score} = {value:.4g}{bound} {verb} {op} {threshold:g}" + (f"; {note}" if note else "")
+    return RuleResult(rule_id, rule.score, op, threshold, value, passed, message, spec.higher_is_better, interval,
+                      decidable=decidable, note=note)
 
 
 def _baseline_rule(rule: Rule, test: BaselineTest, evidence: Evidence) -> RuleResult:
@@ -320,46 +363,19 @@ def _baseline_rule(rule: Rule, test: BaselineTest, evidence: Evidence) -> RuleRe
                       spec.higher_is_better, span)
 
 
-def confidence_interval(score: str, spec: ScoreSpec, evidence: Evidence, confidence: float) -> tuple[float, float]:
-    """Bounds whose lower (upper) end is the one-sided bound at ``confidence``: Wilson for proportions."""
-    from gate import stats
+def _decidability(op: str, threshold: float, bounds: Bounds) -> tuple[bool, str]:
+    from gate import intervals
 
-    successes_n = _proportion_counts(score, evidence.records) if spec.proportion else None
-    if successes_n is not None:
-        interval = stats.wilson_interval(successes_n[0], successes_n[1], confidence=confidence)
-    else:
-        from gate.compare import only_score
-
-        score_fn = only_score(evidence.score_fn, score)
-
-        def statistic(index: np.ndarray) -> float:
-            return score_fn(evidence.records.take(index))[score]
-
-        interval = stats.paired_bootstrap(statistic, evidence.records.size, confidence=confidence,
-                                          seed=evidence.seed)
-    return interval.low, interval.high
+    return intervals.decidability(op, threshold, bounds)
 
 
-def _proportion_counts(score: str, records: Records) -> tuple[int, int] | None:
-    """(successes, trials) behind a proportion score, where it is a plain share of samples."""
-    correct = records.correct
-    if score == "accuracy":
-        return int(correct.sum()), records.size
-    if score.startswith("class_accuracy."):
-        members = records.labels == records.classes.index(score.removeprefix("class_accuracy."))
-        return int(correct[members].sum()), int(members.sum())
-    if score.startswith("confident_wrong_rate@"):
-        threshold = float(score.partition("@")[2])
-        return int(((~correct) & (records.confidence >= threshold)).sum()), records.size
-    if score == "alignment.pointing_game":
-        valid = ~np.isnan(records.pointing_hit)
-        return int(records.pointing_hit[valid].sum()), int(valid.sum())
-    if score == "alignment.off_object_rate":
-        lifts = records.lift[~np.isnan(records.lift)]
-        return int((lifts < 1).sum()), int(lifts.size)
-    if score == "alignment.coverage":
-        return int((~np.isnan(records.energy)).sum()), records.size
-    return None
+def confidence_interval(score: str, spec: ScoreSpec, evidence: Evidence, confidence: float) -> Bounds:
+    """Bounds whose lower (upper) end is the one-sided bound at ``confidence``: Wilson for shares of samples,
+    else a seeded vectorised bootstrap over samples (:mod:`gate.intervals`)."""
+    from gate import intervals  # lazily: scipy is not paid by `xgate --help`
+
+    return intervals.score_interval(evidence.records, score, evidence.score_fn, confidence=confidence,
+                                    seed=evidence.seed, proportion=spec.proportion)
 
 
 def rank_key(scores: Mapping[str, float], rank_by: Collection[str], name: str) -> tuple[Any, ...]:

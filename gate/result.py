@@ -28,6 +28,10 @@ class RuleResult:
     message: str
     higher_is_better: bool
     interval: tuple[float, float] | None = None  # bound used by confidence / vs_baseline rules
+    # Rules with a confidence: False when this review set cannot settle the rule at that confidence (``note``
+    # says why, in one wording: gate.intervals.decidability); None for rules without a confidence.
+    decidable: bool | None = None
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -160,6 +164,7 @@ def _candidate_json(result: CandidateResult) -> dict[str, Any]:
                 "id": r.rule_id, "score": r.score, "op": r.op, "threshold": r.threshold,
                 "value": json_number(r.value), "interval": None if r.interval is None else list(r.interval),
                 "passed": r.passed, "message": r.message, "higher_is_better": r.higher_is_better,
+                "decidable": r.decidable, "note": r.note,
             }
             for r in result.rules
         ],

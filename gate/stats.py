@@ -54,8 +54,9 @@ def _check_confidence(confidence: float) -> None:
         raise GateError(f"expected a confidence in [0.5, 1), got {confidence}", field="confidence")
 
 
-def _z(confidence: float) -> float:
-    """Standard-normal quantile for a one-sided bound at ``confidence``."""
+def z_value(confidence: float) -> float:
+    """Standard-normal quantile for a one-sided bound at ``confidence`` (1.645 at 0.95)."""
+    _check_confidence(confidence)
     return float(sps.norm.ppf(confidence))
 
 
@@ -70,7 +71,7 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> Interva
         raise GateError(f"expected 0 <= successes <= n, got successes={successes}, n={n}", field="successes")
     if n == 0:
         return Interval(math.nan, math.nan, confidence)
-    z = _z(confidence)
+    z = z_value(confidence)
     p = successes / n
     z2 = z * z
     denom = 1.0 + z2 / n

@@ -19,6 +19,7 @@ from gate.compare import (
     superior,
 )
 from gate.errors import InputError, PolicyError
+from gate.metrics.registry import compute_scores
 from gate.records import Records
 from gate.stats import Interval, paired_bootstrap
 
@@ -190,13 +191,39 @@ def test_vectorised_nan_aware_alignment_equals_generic_path() -> None:
     assert (fast.low, fast.high) == (pytest.approx(slow.low, abs=1e-12), pytest.approx(slow.high, abs=1e-12))
 
 
-def test_non_mean_scores_use_score_fn_per_resample() -> None:
+@pytest.mark.parametrize("score", ["ece", "overconfidence_error", "mce", "balanced_accuracy", "worst_class_accuracy"])
+def test_binned_and_per_class_scores_are_vectorised_and_equal_the_generic_path(score: str) -> None:
     base = baseline_600()
     cand = flip_correct(base, 10)
-    counting = CountingScores()
-    interval = delta_interval(cand, base, "ece", counting, confidence=0.95, reps=40, seed=0)
+    counting = CountingScores(registry)
+    fast = delta_interval(cand, base, score, counting, confidence=0.95, reps=200, seed=2)
+    assert counting.calls == 2  # the full-set check only
+    slow = registry_interval(cand, base, score, reps=200, seed=2, confidence=0.95)
+    assert (fast.low, fast.high) == (pytest.approx(slow.low, abs=1e-12), pytest.approx(slow.high, abs=1e-12))
+    assert fast.low < fast.high or score == "mce"  # mce: the worst bin is the same in both models
+
+
+def registry(records: Records) -> Mapping[str, float]:
+    return compute_scores(records)
+
+
+def registry_interval(cand: Records, base: Records, score: str, *, reps: int, seed: int,
+                      confidence: float) -> Interval:
+    """Reference: the metrics registry on every resample, via the same bootstrap."""
+    def statistic(idx: np.ndarray) -> float:
+        one = (score,)
+        return compute_scores(cand.take(idx), only=one)[score] - compute_scores(base.take(idx), only=one)[score]
+
+    return paired_bootstrap(statistic, cand.size, reps=reps, seed=seed, confidence=confidence)
+
+
+def test_scores_without_a_sum_form_use_score_fn_per_resample() -> None:
+    base = baseline_600()
+    cand = flip_correct(base, 10)
+    counting = CountingScores(registry)
+    interval = delta_interval(cand, base, "aurc", counting, confidence=0.95, reps=40, seed=0)
     assert counting.calls == 2 + 2 * 40
-    assert interval == generic_interval(cand, base, "ece", reps=40, seed=0, confidence=0.95)
+    assert interval == registry_interval(cand, base, "aurc", reps=40, seed=0, confidence=0.95)
 
 
 def test_registry_with_another_definition_falls_back_to_score_fn() -> None:
@@ -307,11 +334,11 @@ def test_to_json_is_json_safe_and_records_intervals() -> None:
 
 def test_interval_for_caches() -> None:
     base = baseline_600()
-    comparison = compare(flip_correct(base, 5), base, CountingScores())
+    comparison = compare(flip_correct(base, 5), base, CountingScores(registry))
     counting = comparison.score_fn
     assert isinstance(counting, CountingScores) and counting.calls == 2
-    first = comparison.interval_for("ece", confidence=0.95, reps=10)
+    first = comparison.interval_for("aurc", confidence=0.95, reps=10)  # aurc: score_fn on every resample
     assert counting.calls == 2 + 2 * 10  # full-set scores reused from compare()
-    assert comparison.interval_for("ece", confidence=0.95, reps=10) is first
+    assert comparison.interval_for("aurc", confidence=0.95, reps=10) is first
     assert counting.calls == 2 + 2 * 10
     assert isinstance(comparison, Comparison)
