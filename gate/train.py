@@ -18,7 +18,6 @@ DataLoader workers, so one seed gives the same weights twice.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import math
 import subprocess
@@ -36,7 +35,7 @@ from torch import Tensor, nn
 
 from gate import __version__, shapes
 from gate.archs import build_model
-from gate.candidate import save, sha256_file
+from gate.candidate import save
 from gate.errors import DataError
 from gate.probes import dilated_box
 
@@ -457,52 +456,19 @@ def _load_folder(root: Path, image_size: int, need_masks: bool) -> TrainData:
 
 
 def _load_review_set(root: Path, image_size: int) -> TrainData:
-    sums = root / "SHA256SUMS"
-    digest = f"sha256:{sha256_file(sums)}" if sums.is_file() else None
-    if digest in shapes.RESERVED_DIGESTS:
+    # The review set's own reader: the pin, the path rules and the image decoding (EXIF, 16-bit, ...) are the
+    # gate's, and its class order is kept so the candidate matches it without remapping.
+    from gate.review_set import open_review_set
+
+    review = open_review_set(root)
+    if review.digest in shapes.RESERVED_DIGESTS:
         raise DataError("this is the shipped review set; a candidate trained on it would be gated on its own "
                         "training data", path=root)
-    rows = _read_samples_csv(root)
-    classes = _review_classes(root, rows)
-    images, masks, labels = [], [], []
-    for line, row in enumerate(rows, start=2):
-        if row["label"] not in classes:
-            raise DataError(f"line {line}: label {row['label']!r} is not one of {list(classes)}",
-                            path=root / "samples.csv", field="label")
-        images.append(_read_image(root / row["image"], image_size))
-        masks.append(_read_mask(root / row["mask"], image_size))
-        labels.append(classes.index(row["label"]))
-    return _finish(np.stack(images), np.stack(masks), np.asarray(labels, dtype=np.int64), classes, str(root), digest)
-
-
-def _read_samples_csv(root: Path) -> list[dict[str, str]]:
-    path = root / "samples.csv"
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            missing = {"id", "image", "mask", "label"} - set(reader.fieldnames or ())
-            if missing:
-                raise DataError(f"missing column(s) {sorted(missing)}", path=path, field="columns")
-            rows = list(reader)
-    except OSError as exc:
-        raise DataError(f"cannot read: {exc.strerror or exc}", path=path) from None
-    if not rows:
-        raise DataError("no samples", path=path)
-    return rows
-
-
-def _review_classes(root: Path, rows: Sequence[dict[str, str]]) -> tuple[str, ...]:
-    # The review set's own class order when review.yaml gives one, so the candidate matches it without remapping.
-    import yaml
-
-    try:
-        spec = yaml.safe_load((root / "review.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise DataError(f"cannot read: {exc}".splitlines()[0], path=root / "review.yaml") from None
-    listed = spec.get("classes") if isinstance(spec, dict) else None
-    if isinstance(listed, list) and listed and all(isinstance(c, str) for c in listed):
-        return tuple(listed)
-    return tuple(sorted({row["label"] for row in rows}))
+    images = np.stack([_fit_image(review.load_image(i), image_size) for i in range(review.size)])
+    loaded = [review.load_mask(i) for i in range(review.size)]
+    masks = None if any(m is None for m in loaded) else np.stack([_fit_mask(m, image_size) for m in loaded
+                                                                  if m is not None])
+    return _finish(images, masks, review.labels(), review.classes, str(root), review.digest)
 
 
 def _finish(

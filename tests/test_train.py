@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from gate import candidate, shapes
-from gate.errors import CandidateError, DataError
+from gate import candidate, review_set, shapes
+from gate.errors import CandidateError, DataError, ReviewSetError
 from gate.train import (
     RECIPES,
     TrainConfig,
@@ -190,24 +190,34 @@ def test_load_image_folder_with_and_without_masks(tmp_path: Path) -> None:
     assert masked.masks is not None and masked.masks.shape == (8, 32, 32) and masked.images.shape[1] == 32
 
 
+def _pinned_review_set(tmp_path: Path, classes_line: str) -> Path:
+    src, root = tmp_path / "src", tmp_path / "rs"
+    shapes.write_plain(shapes.generate(8, bias=0.0, seed=2, size=16), src)
+    review_set.build(src, root)
+    (root / "review.yaml").write_text(f"format: xgate.review_set/v1\nname: t\nclasses: {classes_line}\n")
+    review_set.write_sums(root)
+    return root
+
+
 def test_load_review_set_folder_uses_its_class_order_and_digest(tmp_path: Path) -> None:
-    root = tmp_path / "rs"
-    shapes.write_plain(shapes.generate(8, bias=0.0, seed=2, size=16), root)
-    rows = ["id,image,mask,label"]
-    for image in sorted((root / "images").rglob("*.png")):
-        rel = image.relative_to(root)
-        rows.append(f"{image.stem},{rel},{Path('masks', *rel.parts[1:])},{image.parent.name}")
-    (root / "samples.csv").write_text("\n".join(rows) + "\n")
-    (root / "review.yaml").write_text("name: t\nclasses: [square, circle, triangle, cross]\n")
-    (root / "SHA256SUMS").write_text("abc  samples.csv\n")
+    root = _pinned_review_set(tmp_path, "[square, circle, triangle, cross]")
     data = load_data(str(root), 16, need_masks=True)
     assert data.classes == ("square", "circle", "triangle", "cross")
     assert data.digest == "sha256:" + candidate.sha256_file(root / "SHA256SUMS")
     sample = shapes.generate(8, bias=0.0, seed=2, size=16)
     first = sorted(sample, key=lambda s: (shapes.CLASSES[s.label], s.sample_id))[0]
-    index = [r.split(",")[0] for r in rows[1:]].index(first.sample_id)
+    ids = [line.split(",")[0] for line in (root / "samples.csv").read_text().splitlines()[1:]]
+    index = ids.index(f"{shapes.CLASSES[first.label]}/{first.sample_id}")
     assert np.array_equal(data.images[index], first.image) and np.array_equal(data.masks[index], first.mask)
     assert data.classes[data.labels[index]] == shapes.CLASSES[first.label]
+
+
+def test_load_review_set_folder_is_read_through_its_pin(tmp_path: Path) -> None:
+    root = _pinned_review_set(tmp_path, "[square, circle, triangle, cross]")
+    image = next((root / "images").rglob("*.png"))
+    image.write_bytes(image.read_bytes() + b"x")
+    with pytest.raises(ReviewSetError, match="checksum mismatch"):
+        load_data(str(root), 16)
 
 
 def test_evaluate_counts_correct_predictions() -> None:
