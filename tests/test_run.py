@@ -180,3 +180,32 @@ def test_bare_state_dict_takes_arch_classes_and_input_size_from_the_options(
     with pytest.raises(Stop):
         run_gate(GateRequest(command="check", candidates=(bare,), policy=policy, load=load))
     assert seen == [(24, 40)]
+
+
+def test_sharded_blocks_join_in_rank_order(tmp_path: Path, small_set: ReviewSet, untrained_checkpoint: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two ranks simulated in one process: the gather hands rank 0 both blocks in rank order. The joined result
+    # must be the single-process one sample for sample (scores alone would not notice blocks joined reversed).
+    from gate import distributed
+    from gate.distributed import Shard
+    from gate.run import run_gate_sharded
+
+    policy = pinned_policy(tmp_path, small_set, ANY_ACCURACY, probes=("background",))
+    req = request(policy, untrained_checkpoint, command="check")
+    single = run_gate(req).candidates[0]
+    blocks: dict[int, object] = {}
+
+    def gather(shard: Shard, value: object) -> list[object] | None:
+        blocks[shard.rank] = value
+        return [blocks[0], blocks[1]] if shard.is_main else None
+
+    monkeypatch.setattr(distributed, "gather", gather)
+    assert run_gate_sharded(req, Shard(rank=1, world_size=2)) is None
+    sharded = run_gate_sharded(req, Shard(rank=0, world_size=2))
+    assert sharded is not None
+    joined = sharded.candidates[0]
+    assert joined.records.ids == single.records.ids
+    assert list(joined.records.preds) == list(single.records.preds)
+    assert joined.gallery == single.gallery
+    for name, value in single.scores.items():
+        assert joined.scores[name] == pytest.approx(value, abs=1e-6, nan_ok=True), name
