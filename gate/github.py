@@ -36,12 +36,13 @@ def _annotation(level: str, candidate: str, rule: RuleResult) -> str:
     return f"::{level} title=xgate: {escape_property(candidate)}::{escape_data(message)}"
 
 
-def github_annotations(result: GateResult) -> list[str]:
+def github_annotations(result: GateResult, advisory: bool = False) -> list[str]:
     """One ``::error`` line per failed rule (at most ``MAX_ANNOTATIONS``), then a count of the rest.
 
-    When the gate passed (``select`` found a winner) the losers' failed rules are warnings, not errors.
+    When the gate passed (``select`` found a winner) the losers' failed rules are warnings, not errors; in
+    advisory mode (the action's ``fail-on: never``) every failed rule is a warning: it blocks nothing.
     """
-    level = "error" if not result.passed else "warning"
+    level = "error" if not result.passed and not advisory else "warning"
     failed = [(c.candidate.name, r) for c in result.candidates for r in c.failed_rules]
     lines = [_annotation(level, name, rule) for name, rule in failed[:MAX_ANNOTATIONS]]
     if len(failed) > MAX_ANNOTATIONS:
@@ -177,7 +178,8 @@ def write_github_outputs(result: GateResult, paths: OutputPaths, output_path: Pa
 def emit_github(result: GateResult, paths: OutputPaths, env: Mapping[str, str]) -> list[str]:
     """In GitHub Actions (``GITHUB_ACTIONS=true``): write the summary and outputs; return the annotation lines.
 
-    Outside GitHub Actions nothing is written and no lines are returned.
+    Outside GitHub Actions nothing is written and no lines are returned. ``XGATE_FAIL_ON=never`` (set by the
+    action in advisory mode) turns the annotations into warnings.
     """
     if env.get("GITHUB_ACTIONS") != "true":
         return []
@@ -185,7 +187,7 @@ def emit_github(result: GateResult, paths: OutputPaths, env: Mapping[str, str]) 
         write_step_summary(result, paths, Path(env["GITHUB_STEP_SUMMARY"]))
     if env.get("GITHUB_OUTPUT"):
         write_github_outputs(result, paths, Path(env["GITHUB_OUTPUT"]))
-    return github_annotations(result)
+    return github_annotations(result, advisory=env.get("XGATE_FAIL_ON") == "never")
 
 
 # --- MLflow runs ------------------------------------------------------------------------

@@ -185,3 +185,13 @@ def test_emit_tracking_links_the_run_in_the_summary_only_in_actions(tmp_path: Pa
     assert "mlflow-run-id=r1\n" in (tmp_path / "o").read_text(encoding="utf-8")
     emit_tracking(("r2",), "sqlite:///x.db", {"GITHUB_ACTIONS": "true", **files})
     assert "r2" not in (tmp_path / "s.md").read_text(encoding="utf-8")  # no UI: no link
+
+
+def test_advisory_mode_annotates_failed_rules_as_warnings(tmp_path: Path) -> None:
+    result = check_result(kept=0)
+    assert not result.passed
+    env = {"GITHUB_ACTIONS": "true", "XGATE_FAIL_ON": "never"}
+    lines = emit_github(result, default_paths(tmp_path), env)
+    assert lines == [line.replace("::error ", "::warning ", 1) for line in github_annotations(result)]
+    assert lines and all(line.startswith("::warning title=xgate: ") for line in lines)
+    assert emit_github(result, default_paths(tmp_path), {**env, "XGATE_FAIL_ON": "fail"})[0].startswith("::error")
