@@ -204,3 +204,15 @@ def test_vectorised_bootstrap_is_fast(n: int) -> None:
         intervals.score_interval(records, "ece", REGISTRY, confidence=0.95)
         best = min(best, time.perf_counter() - start)
     assert best < (0.5 if n == 600 else 3.0)
+
+
+def test_console_line_shows_the_bound_and_the_note(tmp_path: Path) -> None:
+    from gate.report.summary import _rule_line
+
+    small = synthetic(600).take(np.arange(20))
+    rules = evaluate(small, [{"score": "ece", "max": 0.15, "confidence": 0.95}], tmp_path, {"overall": 30})
+    undecided, too_small = rules["ece <= 0.15 @95%"], rules["samples >= 30"]
+    assert undecided.interval is not None
+    assert _rule_line(undecided) == (f"  FAIL  ece <= 0.15 @95%: {undecided.value:.4g}, bound "
+                                     f"{undecided.interval[1]:.4g} vs 0.15  ({undecided.note})")
+    assert _rule_line(too_small) == "  FAIL  samples >= 30: 20 vs 30  (failed: review set too small)"

@@ -24,7 +24,11 @@ def _rule_line(rule: RuleResult) -> str:
         limit = -rule.threshold if allowed_below else rule.threshold
         return (f"  {mark}  {rule.rule_id}: delta {fmt_signed(rule.value)}, bound {fmt_signed(bound)} "
                 f"vs {fmt_signed(limit)}")
-    return f"  {mark}  {rule.rule_id}: {fmt(rule.value)} vs {fmt(rule.threshold)}"
+    shown = fmt(rule.value)
+    if rule.interval is not None:  # a rule with a confidence tests its bound, not the value
+        shown += f", bound {fmt(rule.interval[0] if rule.op == '>=' else rule.interval[1])}"
+    note = f"  ({rule.note})" if rule.note else ""  # the review set cannot settle it: gate.intervals' wording
+    return f"  {mark}  {rule.rule_id}: {shown} vs {fmt(rule.threshold)}{note}"
 
 
 def _candidate_lines(candidate: CandidateResult) -> list[str]:
