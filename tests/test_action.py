@@ -82,6 +82,25 @@ def test_install_refuses_an_unknown_torch_build() -> None:
     assert done.returncode == 2 and "torch-build must be cuda or cpu, got 'rocm'" in done.stdout
 
 
+@pytest.mark.parametrize("build", ["cpu", "cuda"])
+def test_install_commands_for_each_torch_build(tmp_path: Path, build: str) -> None:
+    # No network here: a stand-in `python` records the pip commands the install step would run.
+    stubs = tmp_path / "stubs"
+    stubs.mkdir()
+    (stubs / "python").write_text('#!/usr/bin/env bash\necho "$*" >> "$STUB_ARGS"\n')
+    (stubs / "python").chmod(0o755)
+    env = {"PATH": f"{stubs}:/usr/bin:/bin", "XGATE_TORCH_BUILD": build, "GITHUB_ACTION_PATH": str(REPO),
+           "STUB_ARGS": str(tmp_path / "args.txt")}
+    done = subprocess.run(["bash", str(INSTALL)], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stdout + done.stderr
+    pins = f"-c {REPO}/constraints.txt"
+    commands = (tmp_path / "args.txt").read_text().splitlines()
+    index = "https://download.pytorch.org/whl/cpu"
+    cpu = [f"-m pip install --quiet --no-deps --index-url {index} {pins} torch torchvision"]
+    assert commands[:-1] == (cpu if build == "cpu" else []) + [f"-m pip install --quiet {pins} {REPO}"]
+    assert commands[-1].startswith("-c import torch;")  # says which torch and whether CUDA is there
+
+
 def test_job_summary_links_the_uploaded_artifact() -> None:
     link = next(s for s in steps() if "GITHUB_STEP_SUMMARY" in str(s.get("run", "")))
     assert link["env"]["ARTIFACT_URL"] == "${{ steps.upload.outputs.artifact-url }}"  # type: ignore[index]
