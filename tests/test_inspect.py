@@ -88,3 +88,10 @@ def test_a_corrupt_candidate_exits_2_in_one_line(tmp_path: Path) -> None:
 def test_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = xgate(capsys, "inspect", "--help")
     assert code == 0 and "Examples:" in out and "--json" in out
+
+
+def test_a_bare_state_dict_points_to_pack(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "weights.pt"
+    torch.save(tiny_cnn(num_classes=3, width=4).state_dict(), path)
+    code, _, err = xgate(capsys, "inspect", str(path))
+    assert code == 2 and "xgate pack" in err and str(path) in err and len(err.strip().splitlines()) == 1

@@ -269,7 +269,14 @@ def _checked(path: Path, request: PackRequest, n_classes: int) -> Candidate:
 
 def describe(path: Path) -> dict[str, Any]:
     """What the gate will use from the candidate at ``path``, as JSON-ready values."""
-    loaded = load_candidate(path)
+    try:
+        loaded = load_candidate(path)
+    except CandidateError as exc:
+        if "bare state_dict" not in exc.message:
+            raise
+        raise CandidateError("a bare state_dict, not a candidate: make one with "
+                             "'xgate pack WEIGHTS --arch ARCH --classes FILE --preset imagenet -o cand.pt'",
+                             path=path, field=exc.field) from None
     try:
         data = path.read_bytes()
     except OSError as exc:
