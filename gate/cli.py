@@ -459,7 +459,7 @@ def _parse_json_object(ctx: click.Context, param: click.Parameter, value: str | 
 @click.argument("weights", type=click.Path(path_type=Path))
 @click.option("--arch", required=True, help="torchvision model name, xgate built-in or package.module:factory.")
 @click.option("--classes", "classes_file", required=True, type=click.Path(path_type=Path),
-              help="Class names in output order: one per line, or a JSON list.")
+              help='Class names in output order: one per line, a JSON list, or JSON {"0": name, ...}.')
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="Candidate to write (.safetensors: safetensors; otherwise a torch file).")
 @click.option("--preset", type=click.Choice(["imagenet"]),
