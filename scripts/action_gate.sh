@@ -58,7 +58,7 @@ expand_candidates() {  # sets `candidates` from `words`: globs expanded (sorted)
   local -a matches
   candidates=()
   for word in "${words[@]}"; do
-    if [[ $word == *[*?[]* ]]; then
+    if [[ $word == *[*?[]* ]] && [ ! -e "$word" ]; then  # a file literally named model[1].pt stays itself
       local IFS=  # split nothing: only the glob expands
       # shellcheck disable=SC2206  # the unquoted expansion is the glob itself; IFS is empty
       matches=($word)

@@ -181,6 +181,12 @@ def test_a_glob_of_candidates_is_expanded_in_order(tmp_path: Path) -> None:
     assert outputs == {"exit-code": "0"}
 
 
+def test_a_file_named_like_a_glob_is_taken_literally(tmp_path: Path) -> None:
+    _models(tmp_path, "model[1].pt", "model1.pt")
+    done, _, _ = _step(tmp_path, 0, candidates="models/model[1].pt", policy="p.yaml")
+    assert done.returncode == 0 and _args(tmp_path)[:3] == ["xgate", "check", "models/model[1].pt"]
+
+
 def test_a_glob_that_matches_nothing_is_a_clear_error(tmp_path: Path) -> None:
     _models(tmp_path, "a.onnx")
     done, outputs, _ = _step(tmp_path, 0, command="select", candidates="models/*.pt", policy="p.yaml")
