@@ -199,7 +199,7 @@ def _tensor_kwargs(ws: Workspace) -> list[str]:
     return ws.check(ws.v1("t.pt", arch_kwargs={"num_classes": torch.tensor(4), "width": 12}))
 
 
-def _fault_model(forward: str, outputs: int = 4) -> Callable[[Workspace], list[str]]:
+def _fault_model(forward: str, outputs: int = 4, probes: str = "") -> Callable[[Workspace], list[str]]:
     # A model from the tree whose forward misbehaves: its state_dict is made by running the same source here.
     def build(ws: Workspace) -> list[str]:
         source = ("import torch\nfrom torch import nn\n\n\nclass Net(nn.Module):\n"
@@ -211,8 +211,9 @@ def _fault_model(forward: str, outputs: int = 4) -> Callable[[Workspace], list[s
         namespace: dict[str, Any] = {}
         exec(compile(source, name, "exec"), namespace)  # the test's own source, to get a matching state_dict
         state = namespace["make"](outputs).state_dict()
+        policy = ws.policy(extra=f"probes: [{probes}]\n") if probes else None
         return ws.check(ws.v1("fault.pt", arch=f"{name}:make", arch_kwargs={"num_classes": outputs}, state_dict=state,
-                              target_layer="conv"))
+                              target_layer="conv"), policy=policy)
     return build
 
 
@@ -463,6 +464,10 @@ CASES: tuple[Case, ...] = (
          ("fault.pt",)),
     Case("output-inf", "checkpoint", "forward returns +inf logits", _fault_model("return self.fc(h) + float('inf')"),
          2, ("fault.pt",)),
+    Case("output-nan-on-probe-variant", "checkpoint", "NaN only where the scene is flat (the only-FG probe)",
+         _fault_model("out = self.fc(h)\n        flat = x[:, :, :4, :4].flatten(1).std(1) < 1e-6\n"
+                      "        return torch.where(flat[:, None], out * float('nan'), out)", probes="background"), 2,
+         ("fault.pt", "variant")),
     # review sets: the pin covers everything read
     Case("set-tampered-image", "review_set", "one image byte changed, digest pinned",
          _set_case(_tamper_image, pin=False), 2, ("set",)),
