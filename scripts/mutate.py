@@ -106,8 +106,8 @@ MUTATIONS: tuple[Mutation, ...] = (
              "return True", (f"{H}::test_an_unpinned_run_is_marked_in_result_json_and_console",)),
     # outputs and signals
     Mutation("outputs-stale-kept", "gate/outputs.py",
-             "            path.unlink(missing_ok=True)\n        except OSError", "            pass\n        except OSError",
-             ("tests/test_outputs.py",)),
+             "            path.unlink(missing_ok=True)\n        except OSError",
+             "            pass\n        except OSError", ("tests/test_outputs.py",)),
     Mutation("outputs-json-first", "gate/outputs.py",
              'contents = [("report", paths.report, render_report(result).encode("utf-8")),',
              'contents = [("json", paths.json, result_json(result).encode("utf-8")), '
