@@ -30,7 +30,7 @@ from gate import probes as probe_ops
 from gate.candidate import Candidate
 from gate.errors import ReviewSetError, UsageError
 from gate.gradcam import explain, upsample
-from gate.inputs.preprocess import Geometry, image_to_frame, mask_to_frame
+from gate.inputs.batches import Batch, Frame, Frames, decode, decode_partners, native_size
 from gate.localisation import localise
 from gate.model_faults import OutputCheck
 from gate.records import NO_VARIANT, OUTSIDE, PROBE_VARIANTS, KeptSample, Records
@@ -61,33 +61,6 @@ class ModelRun:
     seconds: float
 
 
-@dataclass(frozen=True)
-class Batch:
-    """Decoded samples of one batch at native size: uint8 images, bool masks and void masks (None: none)."""
-
-    indices: np.ndarray
-    sample_ids: tuple[str, ...]
-    labels: np.ndarray
-    images: list[np.ndarray]
-    masks: list[np.ndarray | None]
-    voids: list[np.ndarray | None] = field(default_factory=list)
-
-    @property
-    def has_mask(self) -> np.ndarray:
-        """bool [B]: which rows have an object mask."""
-        return np.array([m is not None for m in self.masks], dtype=bool)
-
-
-@dataclass(frozen=True)
-class Frame:
-    """A batch in one model's frame (on the device): [0, 1] pixels, masks, non-void pixels, mask presence."""
-
-    images: Tensor  # float32 [B, 3, H, W]
-    masks: Tensor  # bool [B, H, W], all False without a mask
-    void: Tensor  # bool [B, H, W], True = void
-    has_mask: Tensor  # bool [B]
-
-
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when available; asking for CUDA without one is a usage error."""
     if name == "auto":
@@ -111,12 +84,12 @@ def run(
     order = np.arange(review_set.size) if indices is None else np.asarray(indices, dtype=np.int64)
     partners = masked_partners(review_set, options.seed) if "background" in options.probes else {}
     fixed = fixed_ids(review_set, options.fixed_per_class)
-    native = _native_size(review_set) if any(min(c.input.size) <= 0 for c in candidates) else (0, 0)
+    native = native_size(review_set) if any(min(c.input.size) <= 0 for c in candidates) else (0, 0)
     states = [_ModelState(c, review_set, options, device, partners, fixed, native) for c in candidates]
     for start in range(0, len(order), options.batch_size):
-        batch = _decode(review_set, order[start : start + options.batch_size])
-        partner_batches = _decode_partners(review_set, batch, partners)
-        frames = _Frames(batch, partner_batches, device)  # shared by the models with the same geometry
+        batch = decode(review_set, order[start : start + options.batch_size])
+        partner_batches = decode_partners(review_set, batch, partners)
+        frames = Frames(batch, partner_batches, device)  # shared by the models with the same geometry
         for state in states:
             state.consume(batch, frames)
         if progress is not None:
@@ -207,57 +180,6 @@ def fixed_ids(review_set: ReviewSet, per_class: int) -> frozenset[str]:
     return frozenset(ids)
 
 
-def _native_size(review_set: ReviewSet) -> tuple[int, int]:
-    """The first image's size: the input size of a model that names none (a bare state_dict)."""
-    if not review_set.size:
-        return (0, 0)
-    height, width = review_set.load_image(0).shape[:2]
-    return (int(height), int(width))
-
-
-def _decode(review_set: ReviewSet, indices: np.ndarray) -> Batch:
-    rows = [int(i) for i in indices]
-    samples = [review_set.samples[i] for i in rows]
-    return Batch(indices=np.asarray(indices, dtype=np.int64), sample_ids=tuple(s.sample_id for s in samples),
-                 labels=np.array([s.label for s in samples], dtype=np.int64),
-                 images=[review_set.load_image(i) for i in rows], masks=[review_set.load_mask(i) for i in rows],
-                 voids=[review_set.load_void(i) for i in rows])
-
-
-def _decode_partners(review_set: ReviewSet, batch: Batch, partners: dict[str, np.ndarray]) -> dict[str, Batch]:
-    """The partners of the batch's masked rows, in the order of those rows."""
-    rows = np.flatnonzero(batch.has_mask)
-    return {variant: _decode(review_set, partners[variant][batch.indices[rows]]) for variant in partners}
-
-
-def to_frame(batch: Batch, geometry: Geometry, device: torch.device) -> Frame:
-    """A decoded batch in a model's frame (gate.inputs.preprocess, on the CPU as a torchvision eval loop)."""
-    images = torch.stack([image_to_frame(image, geometry) for image in batch.images])
-    blank = torch.zeros(images.shape[-2:], dtype=torch.bool)
-
-    def framed(masks: Sequence[np.ndarray | None]) -> Tensor:
-        return torch.stack([blank if m is None else mask_to_frame(m, geometry) for m in masks])
-
-    voids = batch.voids or [None] * len(batch.images)
-    return Frame(images=images.to(device), masks=framed(batch.masks).to(device), void=framed(voids).to(device),
-                 has_mask=torch.from_numpy(batch.has_mask).to(device))
-
-
-class _Frames:
-    """One batch (and its probe partners) framed per geometry, on demand: models that share one share it."""
-
-    def __init__(self, batch: Batch, partners: dict[str, Batch], device: torch.device) -> None:
-        self.batch, self.partners, self.device = batch, partners, device
-        self.cache: dict[tuple[str, Geometry], Frame] = {}
-
-    def get(self, geometry: Geometry, partner: str = "") -> Frame:
-        key = (partner, geometry)
-        if key not in self.cache:
-            source = self.partners[partner] if partner else self.batch
-            self.cache[key] = to_frame(source, geometry, self.device)
-        return self.cache[key]
-
-
 @dataclass(frozen=True)
 class _Outputs:
     """One batch's outputs over ALL the model's logits, reduced to what the records keep."""
@@ -310,7 +232,7 @@ class _ModelState:
     def normalise(self, images: Tensor) -> Tensor:
         return (images - self.mean) / self.std
 
-    def consume(self, batch: Batch, frames: _Frames) -> None:
+    def consume(self, batch: Batch, frames: Frames) -> None:
         started = time.perf_counter()
         frame = frames.get(self.geometry)
         with self.check.guarded(self.model, len(batch.indices)):
@@ -349,7 +271,7 @@ class _ModelState:
             outside_sq=(outside * outside).sum(1).numpy(),
         )
 
-    def _variants(self, frame: Frame, frames: _Frames) -> dict[str, Tensor]:
+    def _variants(self, frame: Frame, frames: Frames) -> dict[str, Tensor]:
         """Probe variants of the batch's masked rows (partners are framed like the batch)."""
         rows = torch.nonzero(frame.has_mask).flatten()
         images, masks = frame.images[rows], frame.masks[rows]
