@@ -30,8 +30,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 RELIABILITY_DOC = REPO / "docs" / "reliability.md"
 OUTPUTS = ("result.json", "report.html", "junit.xml")
-B1 = "model faults as input errors are B1's engine work (issue 16), not landed yet"
-B2 = "review-set pin checks are B2's work (issue 16), not landed yet"
 
 
 # --- the workspace each case builds its inputs in ------------------------------------------------------------
@@ -751,6 +749,30 @@ def test_an_internal_error_exits_3_with_one_line(workspace: Workspace, monkeypat
     assert err.strip().splitlines()[-1].startswith("xgate: internal error: ZeroDivisionError: a bug")
     assert "Traceback" not in err
     assert not any((workspace.root / "out" / n).exists() for n in OUTPUTS)
+
+
+def test_review_set_synth_verify_and_a_tampered_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    # The review-set commands through the CLI: synth pins a set, verify prints the same digest, a changed
+    # file is exit 2 naming it.
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(["review-set", "synth", "--bias", "0.5", "--n", "4", "--seed", "3", "--size", "16",
+                              "-o", "s"], capsys)
+    assert code == 0, err
+    digest = out.split("digest ")[1].strip()
+    code, out, err = run_cli(["review-set", "verify", "s", "--digest", digest], capsys)
+    assert code == 0 and f"digest {digest}" in out and "OK" in out
+    image = sorted((tmp_path / "s" / "images").rglob("*.png"))[0]
+    image.write_bytes(image.read_bytes() + b"\0")
+    code, _, err = run_cli(["review-set", "verify", "s"], capsys)
+    assert code == 2 and image.name in err and "Traceback" not in err
+
+
+def test_sync_with_an_empty_outbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run_cli(["sync", "--tracking-uri", "http://127.0.0.1:9"], capsys)
+    assert code == 0 and "uploaded 0 run(s)" in out
 
 
 # --- docs/reliability.md -----------------------------------------------------------------------------------------
