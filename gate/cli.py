@@ -335,6 +335,10 @@ def _track(result: Any, paths: Any, tracking: Any, candidates: Sequence[Path]) -
         click.echo(f"xgate: warning: {outcome.warning}", err=True)
     elif outcome.logged:
         click.echo(f"MLflow: logged {len(outcome.run_ids)} run(s) to {tracking.uri or _default_uri()}")
+    if outcome.logged and outcome.run_ids:  # the first run: a select's parent, which lists its candidates
+        from gate.tracking_plan import where_to_see
+
+        click.echo(f"MLflow: {where_to_see(tracking.resolved_uri(), outcome.experiment_id, outcome.run_ids[0])}")
     if outcome.registered_version:
         click.echo(f"MLflow: registered {tracking.register} version {outcome.registered_version} "
                    f"as @{tracking.alias}")

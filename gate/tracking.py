@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gate.errors import CandidateError, InputError, TrackingError, reason
+from gate.history_rows import KEY_SCORES, KIND_SELECT, HistoryRow, format_history
 from gate.outbox import (
     claim,
     discard_staged,
@@ -43,6 +44,7 @@ from gate.tracking_plan import (
     TrackingConfig,
     metric_key,
     plan_entry,
+    read_thresholds,
     safe_file_name,
 )
 
@@ -50,11 +52,6 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 DEFAULT_URI = "sqlite:///mlflow.db"
-# The scores `history` shows, in this order (those a run lacks are left out).
-KEY_SCORES: tuple[str, ...] = (
-    "accuracy", "ece", "overconfidence_error", "confident_wrong_rate@0.99", "alignment.lift", "alignment.pointing_game",
-    "background.only_bg_accuracy", "background.bg_gap",
-)
 # Short network timeouts so an unreachable server costs seconds, not MLflow's default minutes of retries.
 # A value the user already set in the environment wins.
 _MLFLOW_ENV: Mapping[str, str] = {
@@ -74,21 +71,7 @@ class TrackingOutcome:
     registered_version: str | None
     outboxed: Path | None
     warning: str | None
-
-
-@dataclass(frozen=True)
-class HistoryRow:
-    """One candidate run of a past gate call, as listed by ``history``."""
-
-    run_id: str
-    start_time: datetime  # UTC
-    candidate: str
-    verdict: str
-    scores: Mapping[str, float]  # KEY_SCORES the run has, under their policy names
-    failed_rules: tuple[str, ...]
-    sha256: str = ""
-    registered: str | None = None  # "NAME/VERSION" when the run's checkpoint became a model version
-    experiment: str = ""
+    experiment_id: str = ""  # where the runs are (for their URL)
 
 
 # --- public API ------------------------------------------------------------------
@@ -152,7 +135,10 @@ def sync(config: TrackingConfig) -> int:
 
 
 def history(config: TrackingConfig, *, experiment: str | None, limit: int = 20) -> list[HistoryRow]:
-    """Candidate runs of past gate calls, newest first (every xgate experiment when none is named)."""
+    """Runs of past gate calls, newest first (every xgate experiment when none is named).
+
+    Candidate runs and the parent runs of ``select`` calls (``kind == "select"``) are both listed.
+    """
     uri = config.resolved_uri()
     name = experiment or config.experiment
     with mlflow_env(config.timeout_s):
@@ -161,8 +147,10 @@ def history(config: TrackingConfig, *, experiment: str | None, limit: int = 20) 
             names = _history_experiments(client, name)
             if not names:
                 return []
-            runs = client.search_runs(list(names), filter_string=f"tags.`{KIND_TAG}` = 'candidate'",
-                                      order_by=["attributes.start_time DESC"], max_results=limit)
+            # Every run xgate made (candidate or select); MLflow's filter has no IN for tags.
+            runs = client.search_runs(list(names), filter_string=f"tags.`{KIND_TAG}` LIKE '%'",
+                                      order_by=["attributes.start_time DESC", "attributes.run_name ASC"],
+                                      max_results=limit)
         except InputError:
             raise
         except Exception as exc:
@@ -171,12 +159,15 @@ def history(config: TrackingConfig, *, experiment: str | None, limit: int = 20) 
 
 
 def fetch_maps(
-    config: TrackingConfig, rows: Sequence[HistoryRow], sample_ids: Sequence[str] | None = None, max_samples: int = 6
+    config: TrackingConfig, rows: Sequence[HistoryRow], sample_ids: Sequence[str] | None = None, max_samples: int = 8
 ) -> dict[str, dict[str, bytes]]:
-    """The ``maps/<id>.png`` artifacts of ``rows``: sample id -> run id -> PNG bytes.
+    """The ``maps/<id>.png`` artifacts of ``rows``' candidate runs: sample id -> run id -> PNG bytes.
 
-    Without ``sample_ids``, the first ``max_samples`` maps of the newest run are followed.
+    Without ``sample_ids``, the samples most runs kept are followed: the engine keeps the first
+    ``fixed_per_class`` samples of every class in every run (same ids across versions), while the
+    gallery's picks change from model to model. Ties go to the lowest id, up to ``max_samples``.
     """
+    rows = [row for row in rows if row.kind != KIND_SELECT]  # a select's parent run keeps no maps
     if not rows:
         return {}
     uri = config.resolved_uri()
@@ -184,7 +175,7 @@ def fetch_maps(
         client = _client(uri)
         try:
             if sample_ids is None:
-                ids = _map_ids(client, rows[0].run_id)[:max_samples]
+                ids = _shared_map_ids(client, rows, max_samples)
             else:
                 ids = [safe_file_name(i) for i in sample_ids]
             maps: dict[str, dict[str, bytes]] = {}
@@ -198,9 +189,9 @@ def fetch_maps(
     return maps
 
 
-def history_table(config: TrackingConfig, *, experiment: str | None, limit: int = 20) -> str:
-    """``history`` as a plain-text table for the console."""
-    return format_history(history(config, experiment=experiment, limit=limit))
+def history_table(config: TrackingConfig, *, experiment: str | None, limit: int = 20, width: int = 120) -> str:
+    """``history`` as a plain-text table for the console, at most ``width`` columns wide."""
+    return format_history(history(config, experiment=experiment, limit=limit), width)
 
 
 def write_history_html(config: TrackingConfig, path: Path, *, experiment: str | None, limit: int = 20) -> Path:
@@ -248,7 +239,7 @@ def _deliver(staging: Path, plan: EntryPlan, config: TrackingConfig) -> Tracking
             done = upload_entry(client, uri, plan, staging, created)
         discard_staged(staging, config.outbox)
         return TrackingOutcome(logged=True, run_ids=done.run_ids, registered_version=done.version, outboxed=None,
-                               warning="; ".join(done.notes) or None)
+                               warning="; ".join(done.notes) or None, experiment_id=done.experiment_id)
     except Exception as exc:  # server down, HTTP error, timeout, bad store: keep the result for `xgate sync`
         error = reason(exc)
         with mlflow_env(config.timeout_s):
@@ -276,6 +267,7 @@ class Uploaded:
     run_ids: tuple[str, ...]
     version: str | None
     notes: tuple[str, ...] = ()
+    experiment_id: str = ""
 
 
 def upload_entry(client: MlflowClient, uri: str, plan: EntryPlan, root: Path, created: list[str]) -> Uploaded:
@@ -306,7 +298,8 @@ def upload_entry(client: MlflowClient, uri: str, plan: EntryPlan, root: Path, cr
                       "later gate call" for alias in run.aliases if alias not in moved]
     for run_id in reversed(created):  # children first, then the parent
         client.set_terminated(run_id, "FINISHED", end_time=plan.end_ms)
-    return Uploaded(run_ids=tuple(ids[r.key] for r in plan.runs), version=primary, notes=tuple(notes))
+    return Uploaded(run_ids=tuple(ids[r.key] for r in plan.runs), version=primary, notes=tuple(notes),
+                    experiment_id=experiment_id)
 
 
 def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
@@ -430,37 +423,41 @@ def _history_experiments(client: MlflowClient, name: str | None) -> dict[str, st
 
 
 def _history_row(run: Any, experiment: str) -> HistoryRow:
-    metrics = run.data.metrics
-    tags = run.data.tags
+    metrics, tags, params = run.data.metrics, run.data.tags, run.data.params
     scores = {s: float(metrics[metric_key(s)]) for s in KEY_SCORES if metric_key(s) in metrics}
-    failed = tuple(r for r in tags.get("xgate.failed_rules", "").split(",") if r)
+    # One tag per failed rule ("xgate.failed.<n>": "<rule id>: <message>"); older runs: one comma string.
+    numbered = sorted((int(k.rsplit(".", 1)[1]), v) for k, v in tags.items()
+                      if k.startswith("xgate.failed.") and k.rsplit(".", 1)[1].isdigit())
+    failed = tuple(v.split(": ", 1)[0] for _, v in numbered) or tuple(
+        r for r in tags.get("xgate.failed_rules", "").split(",") if r)
+    kind = tags.get(KIND_TAG, "candidate")
     return HistoryRow(
         run_id=run.info.run_id, start_time=datetime.fromtimestamp(run.info.start_time / 1000, tz=UTC),
-        candidate=tags.get("xgate.candidate", run.info.run_name or ""), verdict=tags.get("xgate.verdict", ""),
-        scores=scores, failed_rules=failed, sha256=run.data.params.get("candidate.sha256", ""),
-        registered=tags.get("xgate.registered_version"), experiment=experiment,
+        candidate=run.info.run_name if kind == KIND_SELECT else tags.get("xgate.candidate", run.info.run_name or ""),
+        verdict=tags.get("xgate.verdict", ""), scores=scores, failed_rules=failed,
+        sha256=params.get("candidate.sha256", ""), registered=tags.get("xgate.registered_version"),
+        experiment=experiment, kind=kind, policy=params.get("policy", tags.get("xgate.policy", "")),
+        thresholds=read_thresholds(params, KEY_SCORES), rules_total=_count(metrics, "rules.total"),
+        rules_failed=_count(metrics, "rules.failed"), parent_run_id=tags.get("mlflow.parentRunId", ""),
     )
 
 
-def format_history(rows: Sequence[HistoryRow]) -> str:
-    """A plain-text table of history rows."""
-    if not rows:
-        return "no gate runs found"
-    names = [s for s in KEY_SCORES if any(s in r.scores for r in rows)]
-    header = ["started (UTC)", "candidate", "sha256", "verdict", *names, "failed rules"]
-    lines = [header]
-    for row in rows:
-        values = [f"{row.scores[s]:.4f}" if s in row.scores else "-" for s in names]
-        lines.append([row.start_time.strftime("%Y-%m-%d %H:%M"), row.candidate, row.sha256[:12], row.verdict,
-                      *values, ", ".join(row.failed_rules) or "-"])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-                     for line in lines)
+def _count(metrics: Mapping[str, float], key: str) -> int | None:
+    return int(metrics[key]) if key in metrics else None
 
 
 def _map_ids(client: MlflowClient, run_id: str) -> list[str]:
     names = [Path(a.path).name for a in client.list_artifacts(run_id, "maps") if a.path.endswith(".png")]
     return sorted(name[: -len(".png")] for name in names)
+
+
+def _shared_map_ids(client: MlflowClient, rows: Sequence[HistoryRow], limit: int) -> list[str]:
+    """The map ids kept by the most runs (the engine's fixed samples are in every run), lowest id first."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        for sample_id in _map_ids(client, row.run_id):
+            counts[sample_id] = counts.get(sample_id, 0) + 1
+    return sorted(counts, key=lambda i: (-counts[i], i))[:limit]
 
 
 def _download_map(client: MlflowClient, run_id: str, sample_id: str, tmp: Path) -> bytes | None:

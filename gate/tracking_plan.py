@@ -127,7 +127,7 @@ def plan_entry(result: GateResult, config: TrackingConfig, *, now_ms: int | None
     for index, cand in enumerate(result.candidates):
         runs.append(RunPlan(
             key=f"c{index}", name=cand.candidate.name, parent=parent,
-            params={**common, **_candidate_params(cand)}, metrics=candidate_metrics(cand),
+            params={**common, **_candidate_params(cand), **threshold_params(cand)}, metrics=candidate_metrics(cand),
             tags=_candidate_tags(result, cand, commit), aliases=aliases.get(cand.candidate.name, ()),
         ))
     return EntryPlan(entry_id=uuid.uuid4().hex, experiment=experiment_name(result, config),
@@ -223,6 +223,35 @@ def _candidate_params(cand: CandidateResult) -> dict[str, str]:
     return {k: v[:_PARAM_MAX] for k, v in params.items()}
 
 
+THRESHOLD_PREFIX = "threshold."
+_BOUND_NAMES = {">=": "min", "<=": "max"}
+
+
+def threshold_params(cand: CandidateResult) -> dict[str, str]:
+    """The policy's ``min``/``max`` rules as params: ``threshold.<metric key>.min`` = ``"0.9"``.
+
+    So a run says which line it was held to; ``history`` draws them on the trends.
+    Comparison rules (``vs_baseline``) have no fixed line and are left out.
+    """
+    return {f"{THRESHOLD_PREFIX}{metric_key(rule.score)}.{_BOUND_NAMES[rule.op]}": repr(float(rule.threshold))
+            for rule in cand.rules if rule.op in _BOUND_NAMES and math.isfinite(rule.threshold)}
+
+
+def read_thresholds(params: Mapping[str, str], scores: Sequence[str]) -> dict[str, tuple[tuple[str, float], ...]]:
+    """``threshold_params`` read back for ``scores``: score -> ((">=" or "<=", value), ...)."""
+    ops = {name: op for op, name in _BOUND_NAMES.items()}
+    out: dict[str, tuple[tuple[str, float], ...]] = {}
+    for score in scores:
+        found = []
+        for name, op in ops.items():
+            value = _float(params.get(f"{THRESHOLD_PREFIX}{metric_key(score)}.{name}"))
+            if value is not None:
+                found.append((op, value))
+        if found:
+            out[score] = tuple(found)
+    return out
+
+
 # How the gate ran, from the result's environment: what a reader needs to reproduce a number.
 _RUN_PARAMS = ("device", "device_name", "batch_size", "seed", "torch", "torchvision", "xgate")
 
@@ -293,3 +322,25 @@ def _created_ms(created: str, fallback: int) -> int:
 
 def _clip(text: str, limit: int = _TAG_MAX) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _float(text: str | None) -> float | None:
+    try:
+        return None if text is None else float(text)
+    except ValueError:  # a param someone else wrote under our prefix
+        return None
+
+
+def run_url(uri: str, experiment_id: str, run_id: str) -> str:
+    """The run's page in an MLflow UI served at ``uri`` (http/https): ``<uri>/#/experiments/<id>/runs/<run id>``."""
+    return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def where_to_see(uri: str, experiment_id: str, run_id: str) -> str:
+    """One line telling a person where the logged run is: its URL, or how to open a local store's UI."""
+    if uri.startswith(("http://", "https://")):
+        return run_url(uri, experiment_id, run_id)
+    if uri.startswith("sqlite:"):
+        return (f"run {run_id}: mlflow ui --backend-store-uri {uri} and open "
+                f"{run_url('http://127.0.0.1:5000', experiment_id, run_id)}")
+    return f"run {run_id} in experiment {experiment_id} of {uri}"

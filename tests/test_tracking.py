@@ -17,16 +17,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from bs4 import BeautifulSoup
-from tracking_fixtures import CLASSES, MODEL, candidate, gate_result, kept_sample, write_outputs
+from tracking_fixtures import CLASSES, MODEL, candidate, gate_result, write_outputs
 
 from gate.errors import InputError, TrackingError
 from gate.outbox import map_png
-from gate.report.history import render_history
 from gate.result import GateResult
 from gate.tracking import (
-    HistoryRow,
-    format_history,
     history,
     load_registered_baseline,
     log_gate,
@@ -121,45 +117,7 @@ def test_registered_baseline_uri_must_name_an_alias_or_version() -> None:
         load_registered_baseline("models:/shapes", TrackingConfig(uri="http://127.0.0.1:9"))
 
 
-# --- history page ---------------------------------------------------------------------------------
-
-
-def history_rows() -> list[HistoryRow]:
-    return [
-        HistoryRow(run_id="r2", start_time=datetime(2026, 1, 2, 9, 30, tzinfo=UTC), candidate="<script>v2.pt",
-                   verdict="failed", scores={"accuracy": 0.7, "ece": 0.2}, failed_rules=("ece <= 0.05",),
-                   sha256="12" * 32),
-        HistoryRow(run_id="r1", start_time=datetime(2026, 1, 1, 9, 0, tzinfo=UTC), candidate="v1.pt",
-                   verdict="passed", scores={"accuracy": 0.95}, failed_rules=(), sha256="34" * 32,
-                   registered=f"{MODEL}/1"),
-    ]
-
-
-def test_history_page_lists_runs_trends_and_maps() -> None:
-    png = map_png(kept_sample("s0", 0, 0, seed=1))
-    html = render_history(history_rows(), {"s0": {"r1": png, "r2": png}, "s_3": {"r1": png}})
-    soup = BeautifulSoup(html, "html.parser")
-    assert soup.find("script") is None  # the candidate name "<script>v2.pt" is escaped text
-    runs = soup.select("table.runs tbody tr")
-    assert [r["data-run-id"] for r in runs] == ["r2", "r1"]
-    cells = [[td.get_text(strip=True) for td in r.find_all("td")] for r in runs]
-    assert cells[0] == ["2026-01-02 09:30", "<script>v2.pt", "121212121212", "failed", "0.7000", "0.2000",
-                        "ece <= 0.05", ""]
-    assert cells[1] == ["2026-01-01 09:00", "v1.pt", "343434343434", "passed", "0.9500", "–", "–",
-                        f"{MODEL}/1"]
-    assert soup.select_one("img.trend")["src"].startswith("data:image/png;base64,")
-    maps = {r["data-sample-id"]: r for r in soup.select("table.maps tbody tr")}
-    assert len(maps["s0"].find_all("img")) == 2
-    assert len(maps["s_3"].find_all("img")) == 1  # oldest first: r1 has it, r2 does not
-    assert [td.get_text(strip=True) for td in maps["s_3"].find_all("td")] == ["", "–"]
-
-
-def test_history_text_table() -> None:
-    lines = format_history(history_rows()).splitlines()
-    assert lines[0].split() == ["started", "(UTC)", "candidate", "sha256", "verdict", "accuracy", "ece", "failed",
-                                "rules"]
-    assert lines[2].split() == ["2026-01-01", "09:00", "v1.pt", "343434343434", "passed", "0.9500", "-", "-"]
-    assert format_history([]) == "no gate runs found"
+# The history page and table: tests/test_history.py.
 
 
 # --- real MLflow stores (slow) ------------------------------------------------------------------------

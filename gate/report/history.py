@@ -1,24 +1,38 @@
-"""The history page: past gate runs from MLflow, score trends, and the same review samples' maps across versions.
+"""The history page: past gate runs from MLflow, score trends per candidate and policy, the same samples' maps.
 
-One self-contained HTML file like the report: inline PNGs, inline CSS, no script.
+One self-contained HTML file like the report: inline SVG plots and PNG maps, inline CSS, no script.
+A trend line follows one *lineage*: the versions of one candidate (same name) gated under one policy;
+each policy's ``min``/``max`` threshold is drawn beside its lines, so a reader sees how close each
+version came to the line it was held to.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import matplotlib
+from markupsafe import Markup
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from gate.history_rows import KEY_SCORES, KIND_SELECT, RUN_ID_CHARS, HistoryRow, rule_count
 from gate.report.html import environment
-from gate.report.plots import BAD, DPI, GOOD, NEUTRAL, png_data_uri
-from gate.tracking import KEY_SCORES, HistoryRow
+from gate.report.plots import BAD, GOOD, png_data_uri
 
-TREND_COLUMNS = 3
-MAX_TICK_LABELS = 12  # more runs than this and the x axis shows run numbers only
+# Lineage colours (matplotlib's tab10) and one line style per policy, so "which model" and "which policy"
+# read apart; the policy's threshold is drawn in its own style.
+LINEAGE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                   "#bcbd22", "#17becf")
+POLICY_STYLES = ("solid", "dashed", "dotted", "dashdot")
+THRESHOLD_COLOUR = "#455a64"
+_RC: dict[Any, Any] = {"text.parse_math": False, "font.size": 10, "axes.titlesize": 11, "svg.fonttype": "none",
+       "svg.hashsalt": "xgate-history"}
+_SVG_START = re.compile(r"^.*?(?=<svg)", re.DOTALL)  # the XML declaration and DOCTYPE before the <svg> element
 
 
 @dataclass(frozen=True)
@@ -26,13 +40,40 @@ class RunView:
     """One run as a table row and a column header of the maps table."""
 
     run_id: str
+    short_id: str
     started: str
+    kind: str
+    experiment: str
+    policy: str
     candidate: str
     sha256: str
     verdict: str
     scores: tuple[str, ...]  # formatted, aligned with HistoryContext.score_names; "–" when missing
     failed_rules: tuple[str, ...]
+    rule_count: str  # "2 of 12 rules failed"
     registered: str
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """One candidate under one policy: a trend line."""
+
+    index: int  # its colour and its id in the plots (``t<score>-line<index>``)
+    candidate: str
+    policy: str
+    colour: str
+    style: str
+    runs: int
+
+
+@dataclass(frozen=True)
+class Trend:
+    """One score's plot: a line per lineage that has the score, and each policy's threshold."""
+
+    score: str
+    svg: Markup  # inline <svg>
+    lineages: tuple[int, ...]  # Lineage.index of the lines drawn
+    thresholds: tuple[str, ...]  # e.g. "strict: >= 0.9"
 
 
 @dataclass(frozen=True)
@@ -49,26 +90,29 @@ class HistoryContext:
 
     title: str
     score_names: tuple[str, ...]
-    runs: tuple[RunView, ...]  # newest first
-    trend: str | None  # PNG data URI, None with fewer than two runs
-    map_runs: tuple[RunView, ...]  # oldest first, so versions read left to right
+    runs: tuple[RunView, ...]  # newest first, select parents included
+    lineages: tuple[Lineage, ...]
+    trends: tuple[Trend, ...]  # empty when no lineage has two runs
+    map_runs: tuple[RunView, ...]  # candidate runs, oldest first, so versions read left to right
     samples: tuple[SampleMaps, ...]
 
 
 def build_history_context(
     rows: Sequence[HistoryRow], maps_by_sample: Mapping[str, Mapping[str, bytes]], *, title: str = "xgate history"
 ) -> HistoryContext:
-    """The page's context; ``maps_by_sample`` is sample id -> run id -> PNG bytes."""
+    """The page's context; ``rows`` newest first, ``maps_by_sample`` is sample id -> run id -> PNG bytes."""
     names = tuple(s for s in KEY_SCORES if any(s in r.scores for r in rows))
     views = tuple(_run_view(row, names) for row in rows)
-    oldest_first = tuple(reversed(views))
+    oldest_first = tuple(reversed([v for v in views if v.kind != KIND_SELECT]))
     samples = tuple(
         SampleMaps(sample_id=sample_id,
                    maps=tuple(_uri(maps_by_sample[sample_id].get(v.run_id)) for v in oldest_first))
         for sample_id in sorted(maps_by_sample)
     )
-    return HistoryContext(title=title, score_names=names, runs=views, trend=trend_plot(rows, names),
-                          map_runs=oldest_first, samples=samples)
+    candidate_rows = [r for r in reversed(rows) if r.kind != KIND_SELECT]
+    lineages = lineages_of(candidate_rows)
+    return HistoryContext(title=title, score_names=names, runs=views, lineages=lineages,
+                          trends=trends(candidate_rows, lineages, names), map_runs=oldest_first, samples=samples)
 
 
 def render_history(
@@ -79,37 +123,98 @@ def render_history(
     return environment().get_template("history.html.j2").render(ctx=context)
 
 
-def trend_plot(rows: Sequence[HistoryRow], names: Sequence[str]) -> str | None:
-    """Small multiples, one per score, oldest run on the left; passing runs green, failing red."""
-    if len(rows) < 2 or not names:
-        return None
-    ordered = list(reversed(rows))
-    positions = list(range(1, len(ordered) + 1))
-    columns = min(TREND_COLUMNS, len(names))
-    lines = math.ceil(len(names) / columns)
-    with matplotlib.rc_context({"text.parse_math": False, "font.size": 8, "axes.titlesize": 9}):
-        figure = Figure(figsize=(3.4 * columns, 2.4 * lines), dpi=DPI, layout="constrained")
-        for index, name in enumerate(names):
-            axes = figure.add_subplot(lines, columns, index + 1)
-            values = [row.scores.get(name, math.nan) for row in ordered]
-            axes.plot(positions, values, color=NEUTRAL, linewidth=1)
-            axes.scatter(positions, values, c=[GOOD if r.verdict == "passed" else BAD for r in ordered], s=18,
-                         zorder=3)
-            axes.set_title(name)
-            axes.set_xticks(positions)
-            if len(ordered) <= MAX_TICK_LABELS:
-                axes.set_xticklabels([r.candidate for r in ordered], rotation=30, ha="right", fontsize=7)
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=DPI)
-    return png_data_uri(buffer.getvalue())
+def lineages_of(rows: Sequence[HistoryRow]) -> tuple[Lineage, ...]:
+    """One lineage per (candidate, policy) in order of first appearance (``rows`` oldest first)."""
+    keys: dict[tuple[str, str], int] = {}
+    for row in rows:
+        keys[(row.candidate, row.policy)] = keys.get((row.candidate, row.policy), 0) + 1
+    policies = list(dict.fromkeys(policy for _, policy in keys))
+    return tuple(
+        Lineage(index=i, candidate=candidate, policy=policy, colour=LINEAGE_COLOURS[i % len(LINEAGE_COLOURS)],
+                style=POLICY_STYLES[policies.index(policy) % len(POLICY_STYLES)], runs=count)
+        for i, ((candidate, policy), count) in enumerate(keys.items())
+    )
+
+
+def trends(rows: Sequence[HistoryRow], lineages: Sequence[Lineage], names: Sequence[str]) -> tuple[Trend, ...]:
+    """One plot per score (``rows`` oldest first); none when no lineage has two runs to join."""
+    if not any(lineage.runs > 1 for lineage in lineages):
+        return ()
+    return tuple(_trend(index, name, rows, lineages) for index, name in enumerate(names))
+
+
+def _trend(score_index: int, score: str, rows: Sequence[HistoryRow], lineages: Sequence[Lineage]) -> Trend:
+    # x = the run's place in time among all runs shown, so lines of different lineages interleave honestly.
+    with matplotlib.rc_context(_RC):
+        figure = Figure(figsize=(5.2, 3.0), layout="constrained")
+        axes = figure.add_subplot()
+        drawn: list[int] = []
+        for lineage in lineages:
+            points = [(x, row) for x, row in enumerate(rows, start=1)
+                      if (row.candidate, row.policy) == (lineage.candidate, lineage.policy) and score in row.scores]
+            if not points:
+                continue
+            xs = [x for x, _ in points]
+            ys = [row.scores[score] for _, row in points]
+            (line,) = axes.plot(xs, ys, color=lineage.colour, linestyle=lineage.style, linewidth=1.6)
+            line.set_gid(f"t{score_index}-line{lineage.index}")
+            for x, row in points:  # the verdict on each version: a filled dot passed, a cross failed
+                passed = row.verdict == "passed"
+                axes.plot([x], [row.scores[score]], marker="o" if passed else "X", markersize=6,
+                          color=lineage.colour, markeredgecolor=GOOD if passed else BAD)
+            drawn.append(lineage.index)
+        thresholds = _draw_thresholds(axes, score_index, score, rows, lineages)
+        _fit_y(axes, [r.scores[score] for r in rows if score in r.scores] +
+               [v for r in rows for _, v in r.thresholds.get(score, ())])
+        axes.set_title(score)
+        axes.set_xlabel("run, oldest to newest")
+        axes.set_xlim(0.5, len(rows) + 0.5)
+        axes.grid(alpha=0.25)
+        buffer = io.StringIO()
+        figure.savefig(buffer, format="svg")
+    return Trend(score=score, svg=Markup(_SVG_START.sub("", buffer.getvalue(), count=1)),  # noqa: S704 - our own SVG
+                 lineages=tuple(drawn), thresholds=thresholds)
+
+
+def _draw_thresholds(
+    axes: Axes, score_index: int, score: str, rows: Sequence[HistoryRow], lineages: Sequence[Lineage]
+) -> tuple[str, ...]:
+    # Each policy's line, as the runs of that policy recorded it (the newest run wins if a policy changed).
+    lines: dict[tuple[str, str], float] = {}
+    for row in rows:
+        for op, value in row.thresholds.get(score, ()):
+            lines[(row.policy, op)] = value
+    styles = {lin.policy: lin.style for lin in lineages}
+    labels = []
+    for number, ((policy, op), value) in enumerate(lines.items()):
+        line = axes.axhline(value, color=THRESHOLD_COLOUR, linestyle=styles.get(policy, "dashed"),
+                            linewidth=1.0, alpha=0.8)
+        line.set_gid(f"t{score_index}-threshold{number}")
+        axes.annotate(f"{policy} {op} {value:g}", xy=(1.0, value), xycoords=("axes fraction", "data"),
+                      xytext=(-4, 3), textcoords="offset points", ha="right", fontsize=8, color=THRESHOLD_COLOUR)
+        labels.append(f"{policy}: {op} {value:g}")
+    return tuple(labels)
+
+
+def _fit_y(axes: Axes, values: Sequence[float]) -> None:
+    """Room for every point and every threshold with its label (an axhline alone does not widen the axis)."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return
+    low, high = min(finite), max(finite)
+    pad = 0.12 * (high - low) or 0.05 * max(abs(high), 1.0)
+    axes.set_ylim(low - pad, high + pad)
 
 
 def _run_view(row: HistoryRow, names: Sequence[str]) -> RunView:
     return RunView(
-        run_id=row.run_id, started=row.start_time.strftime("%Y-%m-%d %H:%M"), candidate=row.candidate,
+        run_id=row.run_id, short_id=row.run_id[:RUN_ID_CHARS], started=row.start_time.strftime("%Y-%m-%d %H:%M"),
+        kind=row.kind, experiment=row.experiment, policy=row.policy, candidate=row.candidate,
         sha256=row.sha256[:12], verdict=row.verdict,
         scores=tuple(f"{row.scores[n]:.4f}" if n in row.scores else "–" for n in names),
-        failed_rules=row.failed_rules, registered=row.registered or "",
+        failed_rules=row.failed_rules,
+        rule_count="" if row.rules_total is None else rule_count(row.rules_failed, row.rules_total),
+        registered=row.registered or "",
     )
 
 

@@ -1,0 +1,235 @@
+"""History: the console table (120 columns), the HTML page (a trend line per candidate per policy with the
+policies' thresholds, the fixed samples' maps across versions), and what a real MLflow store gives back."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from bs4 import BeautifulSoup
+from test_tracking import MlflowServer, server  # noqa: F401 - the server fixture
+from tracking_fixtures import candidate, gate_result, kept_sample, make_records, write_outputs
+
+from gate.history_rows import HistoryRow, format_history, rule_count
+from gate.outbox import map_png
+from gate.report.history import render_history
+from gate.result import CandidateResult, GateResult, PolicyInfo, RuleResult
+from gate.tracking import fetch_maps, history, history_table, log_gate, write_history_html
+from gate.tracking_plan import TrackingConfig, plan_entry, read_thresholds, run_url, threshold_params, where_to_see
+
+THRESHOLDS = {"strict": 0.9, "lenient": 0.75}
+
+
+def row(run: str, hour: int, cand: str, policy: str, accuracy: float, **extra: object) -> HistoryRow:
+    values: dict[str, object] = {
+        "run_id": run, "start_time": datetime(2026, 1, 1, hour, tzinfo=UTC), "candidate": cand,
+        "verdict": "passed" if accuracy >= THRESHOLDS[policy] else "failed",
+        "scores": {"accuracy": accuracy, "alignment.lift": 2.0 + accuracy},
+        "failed_rules": () if accuracy >= THRESHOLDS[policy] else (f"accuracy >= {THRESHOLDS[policy]}",),
+        "experiment": f"xgate/shapes-v1/{policy}", "policy": policy,
+        "thresholds": {"accuracy": ((">=", THRESHOLDS[policy]),)}, "rules_total": 12,
+        "rules_failed": 0 if accuracy >= THRESHOLDS[policy] else 1,
+    }
+    values.update(extra)
+    return HistoryRow(**values)  # type: ignore[arg-type]
+
+
+def demo_rows() -> list[HistoryRow]:
+    """Two candidates x two policies, two versions each, and a select parent: newest first."""
+    oldest_first = [
+        row("a1", 1, "cutmix.pt", "strict", 0.88), row("b1", 2, "cheater.pt", "strict", 0.95),
+        row("a2", 3, "cutmix.pt", "lenient", 0.88), row("b2", 4, "cheater.pt", "lenient", 0.95),
+        row("a3", 5, "cutmix.pt", "strict", 0.92), row("b3", 6, "cheater.pt", "strict", 0.96),
+        row("a4", 7, "cutmix.pt", "lenient", 0.93), row("b4", 8, "cheater.pt", "lenient", 0.70),
+        row("sel", 9, "select (2 candidates)", "strict", 0.0, kind="select", scores={}, thresholds={},
+            rules_total=None, rules_failed=None, verdict="passed", failed_rules=()),
+    ]
+    return oldest_first[::-1]
+
+
+# --- console table ----------------------------------------------------------------------------------
+
+
+def test_history_table_fits_120_columns_with_policy_experiment_run_and_select() -> None:
+    rows = [replace(r, run_id=r.run_id + "0123456789abcdef", experiment="xgate/a-very-long-review-set-name-v12/"
+                    + r.policy, candidate=r.candidate.replace(".pt", "-with-a-long-lineage-name.pt"))
+            for r in demo_rows()]
+    lines = format_history(rows).splitlines()
+    assert max(len(line) for line in lines) <= 120
+    assert lines[0].split()[:8] == ["started", "(UTC)", "kind", "run", "experiment", "policy", "candidate", "verdict"]
+    select, newest = lines[1].split(), lines[2].split()
+    assert select[:4] == ["2026-01-01", "09:00", "select", "sel01234"]
+    assert newest[2:4] == ["candidate", "b4012345"]  # run ids cut to 8 characters
+    assert newest[4].startswith("xgate/a-very") and newest[4].endswith("…") and newest[5] == "lenient"
+    assert " ".join(newest[-7:]) == "failed 0.700 2.700 - 1 of 12"
+
+
+def test_history_table_short_rows_are_not_cut() -> None:
+    lines = format_history(demo_rows()[-1:]).splitlines()
+    assert lines[1].split() == ["2026-01-01", "01:00", "candidate", "a1", "xgate/shapes-v1/strict", "strict",
+                                "cutmix.pt", "failed", "0.880", "2.880", "-", "1", "of", "12"]
+    assert format_history([]) == "no gate runs found"
+
+
+def test_rule_count_has_one_wording() -> None:
+    assert rule_count(7, 12) == "7 of 12 rules failed"
+    assert rule_count(0, 3) == "0 of 3 rules failed"
+    assert rule_count(None, 3) == "-"
+
+
+# --- HTML page ---------------------------------------------------------------------------------------
+
+
+def test_history_page_draws_one_trend_line_per_candidate_per_policy_with_thresholds() -> None:
+    png = map_png(kept_sample("s0", 0, 0, seed=1))
+    candidate_runs = [r.run_id for r in demo_rows() if r.kind == "candidate"]
+    soup = BeautifulSoup(render_history(demo_rows(), {"s0": dict.fromkeys(candidate_runs, png),
+                                                      "s_3": {"a1": png}}), "html.parser")
+    assert soup.find("script") is None
+    lineages = [(li["data-candidate"], li["data-policy"]) for li in soup.select("ul.lineages li")]
+    assert lineages == [("cutmix.pt", "strict"), ("cheater.pt", "strict"), ("cutmix.pt", "lenient"),
+                        ("cheater.pt", "lenient")]
+    figures = {f["data-score"]: f for f in soup.select("figure.trend")}
+    assert list(figures) == ["accuracy", "alignment.lift"]
+    accuracy = figures["accuracy"]
+    lines = accuracy.select("svg g[id^=t0-line]")
+    assert sorted(g["id"] for g in lines) == ["t0-line0", "t0-line1", "t0-line2", "t0-line3"]
+    assert all(len(g.find_all("path")) == 1 for g in lines)  # each lineage: one polyline through its versions
+    assert len(accuracy.select("svg g[id^=t0-threshold]")) == 2
+    caption = accuracy.figcaption.get_text(" ", strip=True)
+    assert "strict: >= 0.9" in caption and "lenient: >= 0.75" in caption
+    assert not figures["alignment.lift"].select("svg g[id^=t1-threshold]")  # no policy gates lift here
+    # Threshold labels are drawn as text in the SVG, readable by a person and by this test.
+    assert {"strict >= 0.9", "lenient >= 0.75"} <= {t.get_text(strip=True) for t in accuracy.select("svg text")}
+
+    runs = soup.select("table.runs tbody tr")
+    assert [r["data-kind"] for r in runs] == ["select", *["candidate"] * 8]
+    first = [td.get_text(" ", strip=True) for td in runs[1].find_all("td")]
+    assert first[:8] == ["2026-01-01 08:00", "candidate", "b4", "xgate/shapes-v1/lenient", "lenient", "cheater.pt",
+                         "", "failed"]
+    assert first[-2] == "1 of 12 rules failed accuracy >= 0.75"
+    headers = [th["data-run-id"] for th in soup.select("table.maps thead th[data-run-id]")]
+    assert headers == ["a1", "b1", "a2", "b2", "a3", "b3", "a4", "b4"]  # candidate runs, oldest first
+    maps = {r["data-sample-id"]: r for r in soup.select("table.maps tbody tr")}
+    assert len(maps["s0"].find_all("img")) == 8
+    assert len(maps["s_3"].find_all("img")) == 1
+
+
+def test_history_page_without_a_second_run_has_no_trends() -> None:
+    soup = BeautifulSoup(render_history(demo_rows()[-2:], {}), "html.parser")  # two lineages, one run each
+    assert soup.select("figure.trend") == [] and soup.find(id="trends") is None
+
+
+# --- planning: thresholds and run links --------------------------------------------------------------
+
+
+def test_threshold_params_round_trip_min_and_max_rules_only() -> None:
+    def rule(score: str, op: str, threshold: float) -> RuleResult:
+        return RuleResult(rule_id=f"{score} {op} {threshold}", score=score, op=op, threshold=threshold, value=0.5,
+                          passed=True, message="", higher_is_better=op == ">=")
+
+    cand = replace(candidate("v1.pt", True), rules=(
+        rule("accuracy", ">=", 0.9), rule("confident_wrong_rate@0.99", "<=", 0.01),
+        rule("ece", ">=", 0.01), rule("ece", "<=", 0.2), rule("accuracy", "non_inferior", 0.01)))
+    params = threshold_params(cand)
+    assert params == {"threshold.accuracy.min": "0.9", "threshold.confident_wrong_rate_at_0.99.max": "0.01",
+                      "threshold.ece.min": "0.01", "threshold.ece.max": "0.2"}
+    assert read_thresholds({**params, "threshold.alignment.lift.min": "oops"},
+                           ["accuracy", "confident_wrong_rate@0.99", "ece", "alignment.lift"]) == {
+        "accuracy": ((">=", 0.9),), "confident_wrong_rate@0.99": (("<=", 0.01),),
+        "ece": ((">=", 0.01), ("<=", 0.2))}
+    (run,) = plan_entry(gate_result(cand), TrackingConfig()).runs
+    assert run.params["threshold.accuracy.min"] == "0.9"
+
+
+def test_where_to_see_a_run() -> None:
+    assert run_url("http://ml:5000/", "3", "abc") == "http://ml:5000/#/experiments/3/runs/abc"
+    assert where_to_see("https://ml.example.com", "3", "abc") == "https://ml.example.com/#/experiments/3/runs/abc"
+    assert where_to_see("sqlite:////tmp/m.db", "1", "abc") == (
+        "run abc: mlflow ui --backend-store-uri sqlite:////tmp/m.db and open "
+        "http://127.0.0.1:5000/#/experiments/1/runs/abc")
+
+
+# --- a real store ----------------------------------------------------------------------------------------
+
+
+def gate(path: str, policy: str, accuracy: float, created: str, extra_kept: str) -> GateResult:
+    """A check of ``path`` under ``policy``: two fixed samples in every run, one gallery sample of its own."""
+    threshold = THRESHOLDS[policy]
+    rules = (RuleResult(rule_id=f"accuracy >= {threshold}", score="accuracy", op=">=", threshold=threshold,
+                        value=accuracy, passed=accuracy >= threshold, message="", higher_is_better=True),)
+    records = make_records()
+    kept = {**records.kept, extra_kept: kept_sample(extra_kept, 1, 1, seed=3)}
+    base = candidate(path, accuracy >= threshold)
+    cand = CandidateResult(candidate=base.candidate, scores={**base.scores, "accuracy": accuracy}, rules=rules,
+                           records=replace(records, kept=kept))
+    result = gate_result(cand, created=created)
+    return replace(result, policy=PolicyInfo(name=policy, path=f"policies/{policy}.yaml", sha256="cd" * 32))
+
+
+@pytest.mark.slow
+def test_history_of_a_store_two_candidates_two_policies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", outbox=tmp_path / "outbox")
+    plan = [("cutmix.pt", "strict", 0.88), ("cheater.pt", "strict", 0.95), ("cutmix.pt", "lenient", 0.88),
+            ("cheater.pt", "lenient", 0.95), ("cutmix.pt", "strict", 0.92), ("cheater.pt", "strict", 0.96),
+            ("cutmix.pt", "lenient", 0.93), ("cheater.pt", "lenient", 0.70)]
+    for hour, (path, policy, accuracy) in enumerate(plan):
+        result = gate(path, policy, accuracy, f"2026-01-01T{hour:02d}:00:00+00:00", f"g{hour}")
+        assert log_gate(result, write_outputs(result, tmp_path / f"o{hour}"), config, {}).logged
+
+    rows = history(config, experiment=None)
+    assert [(r.candidate, r.policy) for r in rows[:2]] == [("cheater.pt", "lenient"), ("cutmix.pt", "lenient")]
+    assert rows[0].thresholds == {"accuracy": ((">=", 0.75),)} and rows[0].experiment == "xgate/shapes-v1/lenient"
+    assert (rows[0].rules_failed, rows[0].rules_total, rows[0].failed_rules) == (1, 1, ("accuracy >= 0.75",))
+    maps = fetch_maps(config, rows)
+    assert set(maps) >= {"s0", "s_3"} and all(len(maps[i]) == 8 for i in ("s0", "s_3"))  # the fixed samples
+    assert list(maps)[:2] == ["s0", "s_3"]  # kept by every run, before any run's own gallery pick
+
+    page = write_history_html(config, tmp_path / "history.html", experiment=None)
+    soup = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser")
+    accuracy = soup.select_one("figure.trend[data-score=accuracy]")
+    assert len(accuracy.select("svg g[id^=t0-line]")) == 4  # 2 candidates x 2 policies
+    assert len(accuracy.select("svg g[id^=t0-threshold]")) == 2
+    filled = soup.select("table.maps tbody tr[data-sample-id=s0] img")
+    assert len(filled) == 8
+    table = history_table(config, experiment=None)
+    assert max(len(line) for line in table.splitlines()) <= 120 and "lenient" in table
+
+
+@pytest.mark.slow
+def test_server_has_the_new_metrics_params_and_tags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   server: MlflowServer) -> None:  # noqa: F811 - the fixture
+    from mlflow import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    config = TrackingConfig(uri=server.url, outbox=tmp_path / "outbox", timeout_s=5)
+    failing = gate("v2.pt", "strict", 0.88, "2026-01-01T10:00:00+00:00", "g0")
+    cand = failing.candidates[0]
+    rules = (replace(cand.rules[0], interval=(0.85, 0.91), message="0.88 is below 0.9"),)
+    comparison = {"intervals": {"delta.accuracy@0.95": {"low": -0.03, "high": 0.01}}, "mcnemar_p": 0.25}
+    failing = replace(failing, candidates=(replace(cand, rules=rules, comparison=comparison),),
+                      environment={**failing.environment, "device": "cpu", "batch_size": "16", "seed": "0"})
+    outcome = log_gate(failing, write_outputs(failing, tmp_path / "o"), config, {})
+    assert outcome.logged and outcome.experiment_id
+
+    run = MlflowClient(server.url).get_run(outcome.run_ids[0])
+    metrics, params, tags = run.data.metrics, run.data.params, run.data.tags
+    assert (metrics["passed"], metrics["rules.total"], metrics["rules.failed"]) == (0.0, 1.0, 1.0)
+    assert (metrics["bound.accuracy.low"], metrics["bound.accuracy.high"]) == (0.85, 0.91)
+    assert metrics["delta.accuracy_at_0.95.low"] == -0.03 and metrics["mcnemar_p"] == 0.25
+    assert (params["device"], params["batch_size"], params["seed"]) == ("cpu", "16", "0")
+    assert params["threshold.accuracy.min"] == "0.9" and params["policy"] == "strict"
+    assert tags["xgate.failed.1"] == "accuracy >= 0.9: 0.88 is below 0.9" and tags["xgate.kind"] == "candidate"
+    (back,) = history(config, experiment="xgate/shapes-v1/strict")
+    assert back.thresholds == {"accuracy": ((">=", 0.9),)} and back.failed_rules == ("accuracy >= 0.9",)
+    url = where_to_see(server.url, outcome.experiment_id, outcome.run_ids[0])
+    assert url == f"{server.url}/#/experiments/{outcome.experiment_id}/runs/{outcome.run_ids[0]}"
+    with urllib.request.urlopen(url.split("#")[0], timeout=5) as response:  # the UI the link opens
+        assert response.status == 200
+    assert json.loads(Path(MlflowClient(server.url).download_artifacts(
+        run.info.run_id, "result.json", str(tmp_path / "dl"))).read_text())["command"] == "check"
