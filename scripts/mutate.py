@@ -108,6 +108,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("outputs-stale-kept", "gate/outputs.py",
              "            path.unlink(missing_ok=True)\n        except OSError",
              "            pass\n        except OSError", ("tests/test_outputs.py",)),
+    Mutation("paths-checked-after-the-engine", "gate/cli.py", "        outputs.check_paths(paths)\n", "        pass\n",
+             (f"{H}::test_corpus_case[report-under-a-file]",)),
     Mutation("outputs-json-first", "gate/outputs.py",
              'contents = [("report", paths.report, render_report(result).encode("utf-8")),',
              'contents = [("json", paths.json, result_json(result).encode("utf-8")), '

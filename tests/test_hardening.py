@@ -139,6 +139,7 @@ class Case:
     stale_ok: bool = False  # the error comes before any output path is known (click's option parser)
     code_ran_if_allowed: bool = False  # the marker may exist (an allowed module ran its code)
     stale_files: tuple[str, ...] = OUTPUTS  # the files in out/ that are this run's outputs
+    before_engine: bool = False  # refused before the evaluation starts (no progress line)
     xfail: str | None = None
 
 
@@ -546,15 +547,15 @@ CASES: tuple[Case, ...] = (
          _policy_extra("candidate: {allow_modules: ['os; rm -rf']}\n"), 2, ("policy.yaml", "allow_modules")),
     # environment: outputs and tracking
     Case("out-under-a-file", "environment", "--out inside a file", _out_blocked("--out", "blocker/out"), 2,
-         ("blocker", "report"), stale_ok=True),
+         ("blocker", "report"), stale_ok=True, before_engine=True),
     Case("report-under-a-file", "environment", "--report inside a file (the other outputs' old files removed)",
          _out_blocked("--report", "blocker/report.html"), 2, ("blocker", "report"),
-         stale_files=("result.json", "junit.xml")),
+         stale_files=("result.json", "junit.xml"), before_engine=True),
     Case("report-is-folder", "environment", "report.html is a folder", _report_is_folder, 2, ("report.html", "report",
-         "folder")),
+         "folder"), before_engine=True),
     Case("json-equals-report", "environment", "--json and --report the same file",
          _args("--json", "same.out", "--report", "same.out"), 2, ("same.out", "same file"),
-         stale_files=("junit.xml",)),
+         stale_files=("junit.xml",), before_engine=True),
     Case("tracking-unreachable", "environment", "MLflow server unreachable: verdict kept, entry outboxed",
          _tracking_down(), 0),
     Case("tracking-required", "environment", "--require-tracking with the server unreachable",
@@ -621,6 +622,8 @@ def check_outcome(case: Case, ws: Workspace, code: int, out: str, err: str) -> N
         assert not ws.marker.exists(), "code named by the checkpoint ran"
     assert not list(ws.root.rglob(".*.tmp")), "temporary output files left behind"
     folder = ws.root / "out"
+    if case.before_engine:
+        assert "gating" not in err, "the evaluation ran before the error was found"
     if code == 2:
         lines = [line for line in err.strip().splitlines() if line.startswith("xgate: error")]
         assert len(lines) == 1 and err.strip().endswith(lines[0]), err  # progress lines may come before it
