@@ -16,6 +16,7 @@ from gate import intervals, stats
 from gate import policy as policy_io
 from gate.metrics.registry import compute_scores
 from gate.records import Records
+from gate.review_set import ReviewSet
 
 CLASSES = ("circle", "square", "star", "tri")
 PROBES = frozenset({"background", "sanity"})
@@ -216,3 +217,29 @@ def test_console_line_shows_the_bound_and_the_note(tmp_path: Path) -> None:
     assert _rule_line(undecided) == (f"  FAIL  ece <= 0.15 @95%: {undecided.value:.4g}, bound "
                                      f"{undecided.interval[1]:.4g} vs 0.15  ({undecided.note})")
     assert _rule_line(too_small) == "  FAIL  samples >= 30: 20 vs 30  (failed: review set too small)"
+
+
+def test_two_gate_runs_give_identical_numbers(small_set: ReviewSet, untrained_checkpoint: Path,
+                                              tmp_path: Path) -> None:
+    """Pairings, sanity copies and bootstraps are seeded: the same inputs give the same result, bit for bit."""
+    from gate import engine
+    from gate.run import GateRequest, run_gate
+    from tests.conftest import pinned_policy
+
+    rules = [{"score": "alignment.lift", "min": 0.5, "confidence": 0.95},
+             {"score": "ece", "max": 0.5, "confidence": 0.9},
+             {"score": "background.bg_gap", "max": 0.5, "confidence": 0.95},
+             {"score": "sanity.randomization_similarity", "max": 0.9, "confidence": 0.95}]
+    policy = pinned_policy(tmp_path, small_set, rules, probes=("background", "sanity"))
+    request = GateRequest(command="check", candidates=(untrained_checkpoint,), policy=policy,
+                          engine=engine.EngineOptions(probes=frozenset(), seed=3, batch_size=16))
+    first, second = run_gate(request), run_gate(request)
+    a, b = first.candidates[0], second.candidates[0]
+    assert a.rules == b.rules and all(r.interval is not None for r in a.rules)
+    assert a.scores.keys() == b.scores.keys()
+    assert all(a.scores[k] == b.scores[k] or (math.isnan(a.scores[k]) and math.isnan(b.scores[k]))
+               for k in a.scores)
+    for variant, pairs in a.records.pairings.items():
+        np.testing.assert_array_equal(pairs, b.records.pairings[variant])
+    np.testing.assert_array_equal(a.records.sanity_similarity, b.records.sanity_similarity)
+    assert first.environment["seed"] == "3"

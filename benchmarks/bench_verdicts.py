@@ -1,0 +1,154 @@
+"""Verdicts that hold up: what the sanity probe and the score intervals cost, and how stable the sanity score is.
+
+Run by hand (`python benchmarks/bench_verdicts.py [--stability]`); write the printed tables into
+benchmarks/RESULTS.md with the machine and date.
+
+- Sanity cost: the engine on the shipped review set (600 samples) without probes, with the sanity probe at one
+  randomised copy and at ``probes.SANITY_COPIES``: each copy is one more explained forward per batch.
+- Bootstrap cost: one rule's interval (2000 resamples) on synthetic records of 600 and 10,000 samples, for a
+  share (Wilson), the vectorised forms (a mean, ECE's bins, per-class accuracy) and the per-resample fallback.
+- ``--stability``: every shipped candidate's sanity score for --seed 0..4, their range, and the score of a
+  checkpoint whose classes (and head rows) are listed in another order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gate import candidate as candidate_io
+from gate import engine, intervals, probes
+from gate.metrics.registry import compute_scores
+from gate.records import Records
+from gate.review_set import open_review_set
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED_SET = REPO / "review_sets" / "shapes-v1"
+CANDIDATES = ("cheater", "bgmix", "baseline", "cutmix", "baseline-biased", "cutmix-biased")
+SANITY = frozenset({"sanity"})
+
+
+def best_of(repeats: int, fn: Callable[[], object]) -> float:
+    """Fastest of ``repeats`` timed calls, in seconds."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def sanity_cost(repeats: int) -> None:
+    """Engine seconds on the shipped set: no probes, sanity with one copy, sanity with SANITY_COPIES."""
+    review_set = open_review_set(SHIPPED_SET)
+    cand = candidate_io.load(REPO / "candidates" / "cheater.pt")
+
+    def run(enabled: frozenset[str]) -> float:
+        return best_of(repeats, lambda: engine.run([cand], review_set, engine.EngineOptions(probes=enabled)))
+
+    plain = run(frozenset())
+    default = probes.SANITY_COPIES
+    probes.SANITY_COPIES = 1
+    try:
+        one = run(SANITY)
+    finally:
+        probes.SANITY_COPIES = default
+    many = run(SANITY)
+    print(f"\nSanity cost, {review_set.size} samples, batch 32, best of {repeats}")
+    print("| run | seconds | × engine without probes |\n|---|---|---|")
+    print(f"| engine, no probes | {plain:.3f} | 1.00 |")
+    print(f"| + sanity, 1 randomised copy | {one:.3f} | {one / plain:.2f} |")
+    print(f"| + sanity, {default} randomised copies (default) | {many:.3f} | {many / plain:.2f} |")
+    print(f"per copy: {(many - plain) / default:.3f} s (one explained forward per batch)")
+
+
+def synthetic(n: int, seed: int = 0) -> Records:
+    """``n`` calibrated samples with alignment values (the scores the bootstrap reads)."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 4
+    conf = rng.uniform(0.6, 0.999, size=n)
+    preds = np.where(rng.random(n) < conf, labels, (labels + 1) % 4)
+    probs = np.tile(((1 - conf) / 3)[:, None], (1, 4))
+    probs[np.arange(n), preds] = conf
+    area = np.full(n, 0.2)
+    energy = np.clip(rng.normal(2.4, 1.0, size=n), 0.05, 4.95) * area
+    return Records(classes=("a", "b", "c", "d"), ids=tuple(map(str, range(n))), labels=labels.astype(np.int64),
+                   probs=probs.astype(np.float32), energy=energy, mask_area=area,
+                   pointing_hit=(rng.random(n) < 0.7).astype(np.float64), rank_accuracy=rng.random(n))
+
+
+def bootstrap_cost(repeats: int) -> None:
+    """Seconds for one rule's interval at 0.95 (2000 resamples), per score kind and review-set size."""
+    registry = partial(compute_scores, probes=frozenset())
+    scores = [("accuracy", True, "Wilson (share of samples)"), ("alignment.lift", False, "vectorised mean"),
+              ("ece", False, "vectorised, per-bin sums"), ("worst_class_accuracy", False, "vectorised, per class"),
+              ("aurc", False, "score function on every resample")]
+    print(f"\nInterval of one rule, confidence 0.95, {intervals.DEFAULT_REPS} resamples, best of {repeats}")
+    print("| score | method | 600 samples (s) | 10,000 samples (s) |\n|---|---|---|---|")
+    records = {n: synthetic(n) for n in (600, 10_000)}
+    for score, share, method in scores:
+        times = [best_of(repeats, lambda r=records[n], s=score, p=share: intervals.score_interval(
+            r, s, registry, confidence=0.95, proportion=p)) for n in (600, 10_000)]
+        print(f"| {score} | {method} | {times[0]:.3f} | {times[1]:.3f} |")
+
+
+def permuted_copy(path: Path, out: Path, order: list[int]) -> Path:
+    """``path`` with its classes listed in ``order`` and the head's rows permuted to match."""
+    payload = torch.load(path, weights_only=True)
+    state = dict(payload["state_dict"])
+    state["fc.weight"], state["fc.bias"] = state["fc.weight"][order], state["fc.bias"][order]
+    payload = {**payload, "state_dict": state, "classes": [payload["classes"][i] for i in order]}
+    torch.save(payload, out)
+    return out
+
+
+def stability(batch_size: int) -> None:
+    """Each shipped candidate's sanity score for --seed 0..4, and with its classes in another order."""
+    review_set = open_review_set(SHIPPED_SET)
+    cands = [candidate_io.load(REPO / "candidates" / f"{name}.pt") for name in CANDIDATES]
+    values: dict[str, list[float]] = {name: [] for name in CANDIDATES}
+    spreads: dict[str, list[float]] = {name: [] for name in CANDIDATES}
+    for seed in range(5):
+        options = engine.EngineOptions(probes=SANITY, seed=seed, batch_size=batch_size)
+        for name, model_run in zip(CANDIDATES, engine.run(cands, review_set, options), strict=True):
+            scores = compute_scores(model_run.records, SANITY)
+            values[name].append(scores["sanity.randomization_similarity"])
+            spreads[name].append(scores["sanity.randomization_similarity.spread"])
+    with tempfile.TemporaryDirectory() as tmp:
+        permuted = [candidate_io.load(permuted_copy(REPO / "candidates" / f"{name}.pt", Path(tmp) / f"{name}.pt",
+                                                    [2, 0, 3, 1])) for name in CANDIDATES]
+        options = engine.EngineOptions(probes=SANITY, seed=0, batch_size=batch_size)
+        permuted_scores = [compute_scores(r.records, SANITY)["sanity.randomization_similarity"]
+                           for r in engine.run(permuted, review_set, options)]
+    print(f"\nsanity.randomization_similarity, {probes.SANITY_COPIES} copies, --seed 0..4 "
+          "(spread = std across the copies within one run)")
+    print("| candidate | seeds 0..4 | range | spread (mean) | classes permuted, seed 0: difference |")
+    print("|---|---|---|---|---|")
+    for name, other in zip(CANDIDATES, permuted_scores, strict=True):
+        v = values[name]
+        print(f"| {name} | {', '.join(f'{x:.3f}' for x in v)} | {max(v) - min(v):.3f} | "
+              f"{np.mean(spreads[name]):.3f} | {abs(other - v[0]):.1e} |")
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--stability", action="store_true", help="also the 5-seed and class-order table (minutes)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    bootstrap_cost(args.repeats)
+    sanity_cost(args.repeats)
+    if args.stability:
+        stability(batch_size=200)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
