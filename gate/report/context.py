@@ -11,11 +11,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from gate.metrics.registry import get_spec
-from gate.records import PROBE_VARIANTS, KeptSample, Records
+from gate.records import PROBE_VARIANTS, KeptSample
 from gate.report import plots
+from gate.report.classes import ClassTable, class_table, present_deltas, worst_deltas
+from gate.report.formatting import fmt, fmt_signed
 from gate.result import CandidateResult, GateResult, PolicyInfo, ReviewSetInfo, RuleResult
 
 BASELINE_GROUP = "versus baseline"
@@ -33,9 +33,6 @@ SHOWROOM_PANELS: tuple[tuple[str, str], ...] = (
     ("only_bg", "Only the background"),
 )
 SHOWROOM_MAX = 6
-# Rows of the per-class table and of the per-class deltas: the worst classes present in the review set.
-# A 1000-class model stays readable and small; every per-class score is in result.json.
-PER_CLASS_MAX = 20
 OUTSIDE_NAME = "(outside the review set)"  # a prediction of a model output the review set does not hold
 MIGRATION_LABELS: tuple[tuple[str, str], ...] = (
     ("corrected", "corrected (baseline wrong, candidate right)"),
@@ -80,36 +77,6 @@ class ScoreGroup:
 
     title: str
     rows: tuple[ScoreRow, ...]
-
-
-@dataclass(frozen=True)
-class ClassRow:
-    """One class of the review set across the report's columns: samples, accuracy and alignment lift."""
-
-    name: str
-    samples: int
-    accuracy: tuple[str, ...]
-    lift: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class ClassTable:
-    """The worst present classes (at most ``PER_CLASS_MAX``), worst first, and how many there are."""
-
-    columns: tuple[str, ...]
-    rows: tuple[ClassRow, ...]
-    present: int  # classes with at least one sample
-    listed: int  # classes the review set lists
-
-    @property
-    def note(self) -> str:
-        """What the table leaves out, in words ("" when it shows every class)."""
-        parts = []
-        if len(self.rows) < self.present:
-            parts.append(f"the worst {len(self.rows)} of {self.present} classes with samples")
-        if self.present < self.listed:
-            parts.append(f"{self.listed - self.present} listed classes have no sample and are left out")
-        return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -248,20 +215,6 @@ class ReportContext:
 
 
 # --- formatting ---------------------------------------------------------------
-
-
-def fmt(value: float | None) -> str:
-    """A number for people: 4 significant digits; ``n/a`` for missing or non-finite values."""
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    return f"{value:.4g}"
-
-
-def fmt_signed(value: float | None) -> str:
-    """A difference with its sign (``+0.012``)."""
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    return f"{value:+.4g}"
 
 
 def _direction(higher_is_better: bool | None) -> tuple[str, str]:
@@ -413,51 +366,15 @@ def comparison_view(comparison: Mapping[str, Any]) -> ComparisonView:
     """The ``gate.compare`` JSON for one candidate, formatted."""
     migration = comparison.get("migration", {})
     deltas = comparison.get("deltas", {})
-    class_deltas = _present_deltas(comparison.get("class_deltas", {}))
+    class_deltas = present_deltas(comparison.get("class_deltas", {}))
     return ComparisonView(
         migration=migration_rows(migration),
         mcnemar_p=fmt(comparison.get("mcnemar_p")),
-        class_deltas=tuple(_delta_row(c, v, True) for c, v in _worst_deltas(class_deltas)),
+        class_deltas=tuple(_delta_row(c, v, True) for c, v in worst_deltas(class_deltas)),
         deltas=tuple(_delta_row(n, float(v), _higher_is_better(n)) for n, v in deltas.items() if v is not None),
         intervals=tuple((score, _interval_text(b)) for score, b in comparison.get("intervals", {}).items()),
         class_deltas_total=len(class_deltas),
     )
-
-
-def _present_deltas(raw: Mapping[str, Any]) -> list[tuple[str, float]]:
-    """Per-class deltas that exist: a class without samples has none (null or NaN), so no row."""
-    return [(name, float(value)) for name, value in raw.items()
-            if isinstance(value, int | float) and math.isfinite(value)]
-
-
-def _worst_deltas(deltas: list[tuple[str, float]]) -> list[tuple[str, float]]:
-    """All deltas in review-set order when few; else the ``PER_CLASS_MAX`` largest drops, worst first."""
-    if len(deltas) <= PER_CLASS_MAX:
-        return deltas
-    return sorted(deltas, key=lambda item: item[1])[:PER_CLASS_MAX]  # sorted() is stable: ties keep set order
-
-
-def class_table(columns: Sequence[str], records: Sequence[Records], candidates: int) -> ClassTable:
-    """The worst present classes: lowest accuracy in any of the first ``candidates`` columns first.
-
-    Columns after the candidates (the baseline) are shown beside them but do not choose the rows.
-    """
-    first = records[0]
-    counts = plots.class_counts(first)
-    accuracy = [plots.class_accuracy(r) for r in records]
-    lift = [plots.class_lift(r) for r in records]
-    present = np.flatnonzero(counts > 0)
-    # Worst = lowest accuracy over the candidates, then lowest lift; ties keep the review set's order.
-    worst_accuracy = np.min(np.stack([a[present] for a in accuracy[:candidates]]), axis=0)
-    with np.errstate(all="ignore"):
-        worst_lift = np.nan_to_num(np.nanmin(np.stack([x[present] for x in lift[:candidates]]), axis=0), nan=np.inf)
-    chosen = present[np.lexsort((np.arange(len(present)), worst_lift, worst_accuracy))][:PER_CLASS_MAX]
-    rows = tuple(
-        ClassRow(name=first.classes[i], samples=int(counts[i]), accuracy=tuple(fmt(a[i]) for a in accuracy),
-                 lift=tuple(fmt(x[i]) for x in lift))
-        for i in chosen
-    )
-    return ClassTable(columns=tuple(columns), rows=rows, present=len(present), listed=len(first.classes))
 
 
 def candidate_view(result: CandidateResult, baseline: CandidateResult | None, selected: str | None) -> CandidateView:
