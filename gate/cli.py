@@ -51,6 +51,11 @@ def _ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
+def _color() -> bool:
+    """Colour the summary: stdout is a terminal, NO_COLOR is not set (no-color.org) and TERM is not dumb."""
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+
 def _progress(label: str) -> Callable[[int, int], None] | None:
     """Progress of the engine over the review set, on stderr.
 
@@ -287,7 +292,7 @@ def _gate(command: str, candidates: Sequence[Path], options: dict[str, Any]) -> 
         unwritten = None
     except InputError as exc:  # the disk filled up since check_paths: still keep the record in MLflow/the outbox
         unwritten = exc
-    click.echo(format_summary(result, None if unwritten else paths))
+    click.echo(format_summary(result, None if unwritten else paths, color=_color()), color=_color())
     if unwritten is None:
         _github(result, paths)
     if tracking is not None:

@@ -4,6 +4,7 @@ policies' thresholds, the fixed samples' maps across versions), and what a real 
 from __future__ import annotations
 
 import json
+import re
 import urllib.request
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -98,7 +99,8 @@ def test_history_page_draws_one_trend_line_per_candidate_per_policy_with_thresho
     accuracy = figures["accuracy"]
     lines = accuracy.select("svg g[id^=t0-line]")
     assert sorted(g["id"] for g in lines) == ["t0-line0", "t0-line1", "t0-line2", "t0-line3"]
-    assert all(len(g.find_all("path")) == 1 for g in lines)  # each lineage: one polyline through its versions
+    # Each lineage: one polyline through its own two versions (not through the other policy's runs).
+    assert [len(re.findall(r"[ML]\s", g.path["d"])) for g in lines] == [2, 2, 2, 2]
     assert len(accuracy.select("svg g[id^=t0-threshold]")) == 2
     caption = accuracy.figcaption.get_text(" ", strip=True)
     assert "strict: >= 0.9" in caption and "lenient: >= 0.75" in caption

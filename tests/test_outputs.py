@@ -126,10 +126,10 @@ def test_check_paths_finds_an_unwritable_folder_first(tmp_path: Path) -> None:
 def test_summary_for_check_lists_failed_then_passed_rules_and_paths(tmp_path: Path) -> None:
     result = check_result(baseline=True, kept=0)
     lines = format_summary(result, default_paths(tmp_path)).splitlines()
-    assert lines[0] == "xgate check: FAILED"
+    assert lines[0] == "xgate check: FAILED - cand.pt on cpu"
     assert lines[1] == "policy strict, review set shapes-v1 1 (40 samples)"
     assert lines[2] == "baseline: prod.pt"
-    assert lines[3] == "cand.pt: failed (4/5 rules passed)"
+    assert lines[3] == "cand.pt: failed (1 of 5 rules failed)"
     accuracy = result.candidates[0].scores["accuracy"]
     assert lines[4] == f"  FAIL  accuracy >= 0.95: {accuracy:.4g} vs 0.95"
     assert lines[5] == "  pass  ece <= 0.5: 0.08 vs 0.5"
@@ -147,7 +147,7 @@ def test_summary_for_select_ranks_the_passing_and_explains_the_rejected() -> Non
         f"  1. a.pt  accuracy {a.scores['accuracy']:.4g}  <- selected",
         f"  2. c.pt  accuracy {c.scores['accuracy']:.4g}",
         "rejected:",
-        "  b.pt: failed 1 of 5 rules",
+        "  b.pt: 1 of 5 rules failed",
         f"    FAIL  accuracy >= 0.99: {b.scores['accuracy']:.4g} vs 0.99",
         "selected: a.pt",
     ]
@@ -175,7 +175,7 @@ def test_summary_stays_on_one_screen_with_many_rules() -> None:
     candidates = tuple(replace(c, rules=many) for c in result.candidates)
     lines = format_summary(replace(result, candidates=candidates, selected=None), None).splitlines()
     assert len(lines) == 2 + 1 + 3 * (1 + MAX_FAILED_LINES + 1) + 1
-    first = lines.index("  a.pt: failed 14 of 40 rules")
+    first = lines.index("  a.pt: 14 of 40 rules failed")
     shown = lines[first + 1: first + 1 + MAX_FAILED_LINES]
     assert all(line.startswith("    FAIL  rule") for line in shown)  # only failed rules are listed
     assert lines[first + 1 + MAX_FAILED_LINES] == f"    ... {14 - MAX_FAILED_LINES} more failed rules"
@@ -187,7 +187,7 @@ def test_check_summary_keeps_passing_rules_and_caps_lines() -> None:
     many = forty_rules()
     text = format_summary(replace(result, candidates=(replace(result.candidates[0], rules=many),)), None)
     lines = text.splitlines()
-    first = lines.index("cand.pt: failed (26/40 rules passed)")
+    first = lines.index("cand.pt: failed (14 of 40 rules failed)")
     shown = lines[first + 1: first + 1 + MAX_RULE_LINES]
     assert [line.startswith("  FAIL  ") for line in shown] == [True] * 14 + [False] * (MAX_RULE_LINES - 14)
     assert lines[first + 1 + MAX_RULE_LINES] == f"  ... {40 - MAX_RULE_LINES} more rules (0 failed)"
@@ -198,7 +198,7 @@ def test_a_passing_check_has_no_select_marker() -> None:
     cand = result.candidates[0]
     passing = replace(cand, rules=tuple(replace(r, passed=True) for r in cand.rules))
     lines = format_summary(replace(result, candidates=(passing,), selected="cand.pt"), None).splitlines()
-    assert lines[2] == f"cand.pt: passed ({len(cand.rules)}/{len(cand.rules)} rules passed)"
+    assert lines[2] == f"cand.pt: passed (0 of {len(cand.rules)} rules failed)"
     assert not any("selected" in line for line in lines)
 
 
