@@ -99,3 +99,27 @@ def test_plan_logs_the_bounds_a_decision_rests_on_and_how_the_gate_ran() -> None
     assert run.metrics["mcnemar_p"] == 0.0312
     assert (run.params["device"], run.params["batch_size"], run.params["seed"]) == ("cuda:0", "64", "7")
     assert "device_name" not in run.params  # empty values are not params
+
+
+def test_docs_mlflow_md_names_every_param_metric_and_tag_a_plan_logs() -> None:
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "mlflow.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"`([^`]+)`", doc))
+    bounded = replace(rule("accuracy >= 0.9", "accuracy", 0.93, True), interval=(0.91, 0.95))
+    comparison = {"mcnemar_p": 0.03, "intervals": {"delta.accuracy@0.95": {"low": -0.01, "high": 0.0}}}
+    failing = replace(candidate("b.pt", False), comparison=comparison)
+    passing = replace(candidate("a.pt", True), rules=(bounded,))
+    result = replace(gate_result(passing, failing, command="select", selected="a.pt"),
+                     environment={"git_commit": "1" * 40, "device": "cpu", "device_name": "x86", "batch_size": "8",
+                                  "seed": "0", "torch": "2", "torchvision": "0", "xgate": "0.1"})
+    plan = plan_entry(result, TrackingConfig(register=MODEL))
+    patterns = [(r"^threshold\..+\.(min|max)$", "threshold.<key>.min"), (r"^bound\..+\.(low|high)$", "bound.<key>.low"),
+                (r"^delta\..+_at_[0-9.]+\.(low|high)$", "delta.<key>_at_<confidence>.low/.high"),
+                (r"^xgate\.failed\.\d+$", "xgate.failed.<n>")]
+    scores = {metric_key(s) for run in plan.runs[1:] for s in (*passing.scores, *failing.scores)}
+    for run in plan.runs:
+        for key in (*run.params, *run.metrics, *run.tags):
+            named = next((name for pattern, name in patterns if re.match(pattern, key)), key)
+            assert named in documented or key in scores, f"docs/mlflow.md does not name {key!r}"
