@@ -107,13 +107,15 @@ class Candidate:
 
 def missing_classes_message(missing: Sequence[str], outputs: Sequence[str], shown: int = 5) -> str:
     """One bounded line: how many review-set classes the model lacks, the first few, and close model names."""
-    parts = []
-    for name in missing[:shown]:
-        close = difflib.get_close_matches(name, outputs, n=2, cutoff=0.75)
-        parts.append(f"{name!r}" + (f" (close: {', '.join(map(repr, close))})" if close else ""))
     more = f" and {len(missing) - shown} more" if len(missing) > shown else ""
+    close = []
+    for name in missing[:shown]:
+        matches = difflib.get_close_matches(name, outputs, n=2, cutoff=0.75)
+        if matches:
+            close.append(f"{name!r} ~ {', '.join(map(repr, matches))}")
+    hint = f"; close names: {'; '.join(close)}" if close else ""
     return (f"{len(missing)} review-set class(es) not among the model's {len(outputs)} outputs: "
-            f"{', '.join(parts)}{more}")
+            f"missing {list(missing[:shown])}{more}{hint}")
 
 
 def sha256_file(path: str | Path) -> str:
