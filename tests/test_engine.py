@@ -357,34 +357,59 @@ def test_model_faults_are_input_errors_naming_the_candidate(
     assert not loaded.model._forward_hooks and not loaded.model._forward_pre_hooks  # type: ignore[attr-defined]
 
 
-@pytest.fixture(scope="module")
-def partly_masked(small_set: ReviewSet, tmp_path_factory: pytest.TempPathFactory) -> ReviewSet:
-    """small_set with the masks of every third sample removed and a void band on sample 1."""
+def _without_masks(small_set: ReviewSet, root: Path, every: int) -> list[dict[str, str]]:
+    """small_set copied to ``root`` with the mask of every ``every``-th sample removed (rows not yet written)."""
     import csv
     import shutil
 
-    from PIL import Image
-
-    from gate.review_set import open_review_set, write_sums
-
-    root = tmp_path_factory.mktemp("partly") / "set"
     shutil.copytree(small_set.root, root)
     with open(root / "samples.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     for i, row in enumerate(rows):
         row["void"] = ""
-        if i % 3 == 0:
+        if i % every == 0:
             row["mask"] = ""
-    void = np.zeros((32, 32), dtype=np.uint8)
-    void[:, :8] = 255
-    Image.fromarray(void).save(root / "void1.png")
-    rows[1]["void"] = "void1.png"
+    return rows
+
+
+def _write_rows(root: Path, rows: list[dict[str, str]]) -> ReviewSet:
+    import csv
+
+    from gate.review_set import open_review_set, write_sums
+
     with open(root / "samples.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["id", "image", "mask", "label", "void"], lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     write_sums(root)
     return open_review_set(root)
+
+
+@pytest.fixture(scope="module")
+def partly_masked(small_set: ReviewSet, tmp_path_factory: pytest.TempPathFactory) -> ReviewSet:
+    """small_set with the masks of every third sample removed and a void band on sample 1."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("partly") / "set"
+    rows = _without_masks(small_set, root, 3)
+    void = np.zeros((32, 32), dtype=np.uint8)
+    void[:, :8] = 255
+    Image.fromarray(void).save(root / "void1.png")
+    rows[1]["void"] = "void1.png"
+    return _write_rows(root, rows)
+
+
+def test_background_probes_on_a_set_without_masks_are_an_input_error(small_set: ReviewSet, tmp_path: Path,
+                                                                     untrained_checkpoint: Path) -> None:
+    from gate.errors import ReviewSetError
+
+    unmasked = _write_rows(tmp_path / "set", _without_masks(small_set, tmp_path / "set", 1))
+    cand = candidate_io.load(untrained_checkpoint)
+    (plain,) = engine.run([cand], unmasked, engine.EngineOptions())  # metrics need no mask
+    assert np.isnan(plain.records.energy).all() and compute_scores(plain.records)["alignment.coverage"] == 0.0
+    with pytest.raises(ReviewSetError, match="background probes need samples with masks") as info:
+        engine.run([cand], unmasked, engine.EngineOptions(probes=frozenset({"background"})))
+    assert info.value.exit_code == 2 and info.value.path == str(unmasked.root)
 
 
 def test_samples_without_a_mask_count_for_metrics_only(partly_masked: ReviewSet, small_set: ReviewSet,
