@@ -721,8 +721,10 @@ def test_a_signal_mid_evaluation_exits_cleanly_and_leaves_no_result(
     policy = workspace.policy("  - {score: accuracy, min: 0.0}\n", "probes: [background, sanity]\n")
     argv = [sys.executable, "-m", "gate", *workspace.check(None, "--batch-size", "4", policy=policy)]
     env = {"PATH": "/usr/bin:/bin", "CI": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    # A background job's children inherit SIGINT ignored (and Python then never raises KeyboardInterrupt):
+    # give the gate the default disposition a terminal or a CI runner gives it.
     proc = subprocess.Popen(argv, cwd=workspace.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
+                            env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stderr is not None
     seen = []
     for line in proc.stderr:  # the engine reports progress in CI: signal once it has started
