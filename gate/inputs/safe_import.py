@@ -78,6 +78,9 @@ def import_factory(arch: str) -> Callable[..., Any]:
         factory = getattr(module, attr)
     except (ImportError, AttributeError) as exc:
         raise CandidateError(f"cannot import arch {arch!r}: {exc}", field="arch") from None
+    except Exception as exc:  # the module's own code failed (a SyntaxError, a raise at import): bad input
+        raise CandidateError(f"importing arch {arch!r} failed ({type(exc).__name__}: {exc})"[:300],
+                             field="arch") from None
     if not callable(factory):
         raise CandidateError(f"arch {arch!r} is not callable", field="arch")
     # A trusted module may itself import `system` from os: the factory must be DEFINED in allowed code.
