@@ -9,6 +9,7 @@ import urllib.request
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from bs4 import BeautifulSoup
@@ -19,7 +20,7 @@ from gate.history_rows import HistoryRow, format_history, rule_count
 from gate.outbox import map_png
 from gate.report.history import render_history
 from gate.result import CandidateResult, GateResult, PolicyInfo, RuleResult
-from gate.tracking import fetch_maps, history, history_table, log_gate, write_history_html
+from gate.tracking import _shared_map_ids, fetch_maps, history, history_table, log_gate, write_history_html
 from gate.tracking_plan import TrackingConfig, plan_entry, read_thresholds, run_url, threshold_params, where_to_see
 
 THRESHOLDS = {"strict": 0.9, "lenient": 0.75}
@@ -124,6 +125,25 @@ def test_history_page_draws_one_trend_line_per_candidate_per_policy_with_thresho
 def test_history_page_without_a_second_run_has_no_trends() -> None:
     soup = BeautifulSoup(render_history(demo_rows()[-2:], {}), "html.parser")  # two lineages, one run each
     assert soup.select("figure.trend") == [] and soup.find(id="trends") is None
+
+
+class FakeArtifacts:
+    """What ``list_artifacts(run, "maps")`` answers, per run."""
+
+    def __init__(self, maps: dict[str, list[str]]) -> None:
+        self.maps = maps
+
+    def list_artifacts(self, run_id: str, path: str) -> list[SimpleNamespace]:
+        return [SimpleNamespace(path=f"{path}/{name}") for name in self.maps[run_id]]
+
+
+def test_maps_followed_are_those_every_run_kept_before_any_runs_own_gallery_picks() -> None:
+    # s0 and s_3 are fixed (kept by every run); g1..g3 are gallery picks of one run each; z9 is kept by two.
+    client = FakeArtifacts({"a1": ["g1.png", "s0.png", "s_3.png", "z9.png"], "a2": ["s0.png", "g2.png", "s_3.png"],
+                            "a3": ["s_3.png", "g3.png", "s0.png", "z9.png", "notes.txt"]})
+    rows = [row(r, 1, "cutmix.pt", "strict", 0.9) for r in ("a3", "a2", "a1")]
+    assert _shared_map_ids(client, rows, 3) == ["s0", "s_3", "z9"]  # type: ignore[arg-type]
+    assert _shared_map_ids(client, rows, 8) == ["s0", "s_3", "z9", "g1", "g2", "g3"]  # type: ignore[arg-type]
 
 
 # --- planning: thresholds and run links --------------------------------------------------------------
