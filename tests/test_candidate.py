@@ -382,3 +382,12 @@ def test_resize_without_a_size_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CandidateError) as info:
         candidate.load(bare, arch="tiny_cnn", classes=CLASSES, resize=20)
     assert info.value.field == "input.resize" and "--input-size" in info.value.message
+
+
+def test_classes_option_must_name_every_output_of_the_checkpoint(tmp_path: Path) -> None:
+    path = _six_outputs(tmp_path, ("a", *SHAPES, "b"))
+    with pytest.raises(CandidateError) as info:
+        candidate.load(path, classes=SHAPES)
+    assert info.value.field == "classes"
+    assert "--classes names 4 classes but the model has 6 outputs" in info.value.message
+    assert candidate.load(path, classes=("p", "q", "r", "s", "t", "u")).classes == ("p", "q", "r", "s", "t", "u")
