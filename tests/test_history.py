@@ -112,8 +112,9 @@ def test_history_page_draws_one_trend_line_per_candidate_per_policy_with_thresho
     runs = soup.select("table.runs tbody tr")
     assert [r["data-kind"] for r in runs] == ["select", *["candidate"] * 8]
     first = [td.get_text(" ", strip=True) for td in runs[1].find_all("td")]
-    assert first[:8] == ["2026-01-01 08:00", "candidate", "b4", "xgate/shapes-v1/lenient", "lenient", "cheater.pt",
-                         "", "failed"]
+    assert first[:9] == ["8", "2026-01-01 08:00", "candidate", "b4", "xgate/shapes-v1/lenient", "lenient",
+                         "cheater.pt", "", "failed"]
+    assert runs[0].find("td").get_text(strip=True) == ""  # a select parent is not on the trend plots
     assert first[-2] == "1 of 12 rules failed accuracy >= 0.75"
     headers = [th["data-run-id"] for th in soup.select("table.maps thead th[data-run-id]")]
     assert headers == ["a1", "b1", "a2", "b2", "a3", "b3", "a4", "b4"]  # candidate runs, oldest first

@@ -19,6 +19,7 @@ import matplotlib
 from markupsafe import Markup
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from gate.history_rows import KEY_SCORES, KIND_SELECT, RUN_ID_CHARS, HistoryRow, rule_count
 from gate.report.html import environment
@@ -40,6 +41,7 @@ class RunView:
     """One run as a table row and a column header of the maps table."""
 
     run_id: str
+    position: int  # x on the trend plots: 1 = the oldest candidate run shown; 0 for a select parent
     short_id: str
     started: str
     kind: str
@@ -102,14 +104,15 @@ def build_history_context(
 ) -> HistoryContext:
     """The page's context; ``rows`` newest first, ``maps_by_sample`` is sample id -> run id -> PNG bytes."""
     names = tuple(s for s in KEY_SCORES if any(s in r.scores for r in rows))
-    views = tuple(_run_view(row, names) for row in rows)
+    candidate_rows = [r for r in reversed(rows) if r.kind != KIND_SELECT]
+    positions = {r.run_id: x for x, r in enumerate(candidate_rows, start=1)}
+    views = tuple(_run_view(row, names, positions.get(row.run_id, 0)) for row in rows)
     oldest_first = tuple(reversed([v for v in views if v.kind != KIND_SELECT]))
     samples = tuple(
         SampleMaps(sample_id=sample_id,
                    maps=tuple(_uri(maps_by_sample[sample_id].get(v.run_id)) for v in oldest_first))
         for sample_id in sorted(maps_by_sample)
     )
-    candidate_rows = [r for r in reversed(rows) if r.kind != KIND_SELECT]
     lineages = lineages_of(candidate_rows)
     return HistoryContext(title=title, score_names=names, runs=views, lineages=lineages,
                           trends=trends(candidate_rows, lineages, names), map_runs=oldest_first, samples=samples)
@@ -167,8 +170,9 @@ def _trend(score_index: int, score: str, rows: Sequence[HistoryRow], lineages: S
         _fit_y(axes, [r.scores[score] for r in rows if score in r.scores] +
                [v for r in rows for _, v in r.thresholds.get(score, ())])
         axes.set_title(score)
-        axes.set_xlabel("run, oldest to newest")
+        axes.set_xlabel("run # (oldest to newest)")
         axes.set_xlim(0.5, len(rows) + 0.5)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(alpha=0.25)
         buffer = io.StringIO()
         figure.savefig(buffer, format="svg")
@@ -206,9 +210,10 @@ def _fit_y(axes: Axes, values: Sequence[float]) -> None:
     axes.set_ylim(low - pad, high + pad)
 
 
-def _run_view(row: HistoryRow, names: Sequence[str]) -> RunView:
+def _run_view(row: HistoryRow, names: Sequence[str], position: int) -> RunView:
     return RunView(
-        run_id=row.run_id, short_id=row.run_id[:RUN_ID_CHARS], started=row.start_time.strftime("%Y-%m-%d %H:%M"),
+        run_id=row.run_id, position=position, short_id=row.run_id[:RUN_ID_CHARS],
+        started=row.start_time.strftime("%Y-%m-%d %H:%M"),
         kind=row.kind, experiment=row.experiment, policy=row.policy, candidate=row.candidate,
         sha256=row.sha256[:12], verdict=row.verdict,
         scores=tuple(f"{row.scores[n]:.4f}" if n in row.scores else "–" for n in names),
