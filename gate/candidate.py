@@ -277,6 +277,8 @@ def _from_v1(
 
 
 INPUT_KEYS = frozenset({"size", "resize", "interpolation", "mean", "std"})
+# A checkpoint is untrusted: a side of 10⁹ pixels would exhaust memory before any check could run.
+MAX_SIDE = 8192
 
 
 def _input_spec(path: Path, raw: Any) -> InputSpec:
@@ -294,15 +296,16 @@ def _checked_spec(path: str | Path, raw: Mapping[str, Any]) -> InputSpec:
     size = _numbers(path, "input.size", raw.get("size"), 2, int)
     mean = _numbers(path, "input.mean", raw.get("mean", IMAGENET_MEAN), 3, float)
     std = _numbers(path, "input.std", raw.get("std", IMAGENET_STD), 3, float)
-    if min(size) <= 0:
-        raise CandidateError(f"must be two positive integers [H, W], got {list(size)}", path=path, field="input.size")
+    if min(size) <= 0 or max(size) > MAX_SIDE:
+        raise CandidateError(f"must be two integers [H, W] in 1..{MAX_SIDE}, got {list(size)}", path=path,
+                             field="input.size")
     if min(std) <= 0 or not all(math.isfinite(v) for v in (*mean, *std)):
         raise CandidateError(f"mean must be finite and std positive, got mean {list(mean)} std {list(std)}",
                              path=path, field="input.std")
     resize = raw.get("resize")
-    if resize is not None and (isinstance(resize, bool) or not isinstance(resize, int) or resize <= 0):
-        raise CandidateError(f"must be a positive integer (the shorter side), got {resize!r}", path=path,
-                             field="input.resize")
+    if resize is not None and (isinstance(resize, bool) or not isinstance(resize, int) or not 0 < resize <= MAX_SIDE):
+        raise CandidateError(f"must be a positive integer up to {MAX_SIDE} (the shorter side), got {resize!r}",
+                             path=path, field="input.resize")
     interpolation = raw.get("interpolation", "bilinear")
     if interpolation not in INTERPOLATIONS:
         raise CandidateError(f"must be one of {sorted(INTERPOLATIONS)}, got {interpolation!r}", path=path,

@@ -342,6 +342,8 @@ def test_a_review_set_of_some_of_the_model_classes_is_gated(tmp_path: Path, smal
     [
         ({"size": [16, 16], "resize": 0}, "input.resize", "positive integer"),
         ({"size": [16, 16], "resize": 18.5}, "input.resize", "positive integer"),
+        ({"size": [16, 16], "resize": 10**9}, "input.resize", "up to 8192"),
+        ({"size": [16, 100_000]}, "input.size", "in 1..8192"),
         ({"size": [16, 16], "interpolation": "lanczos"}, "input.interpolation", "'bicubic', 'bilinear', 'nearest'"),
         ({"size": [16], "mean": [0.5] * 3}, "input.size", "list of 2 ints"),
         ({"size": [16, 16], "std": [0.2, 0.0, 0.2]}, "input.std", "std positive"),
