@@ -155,7 +155,9 @@ def history(config: TrackingConfig, *, experiment: str | None, limit: int = 20) 
             raise
         except Exception as exc:
             raise TrackingError(f"cannot read MLflow history from {uri}: {reason(exc)}") from None
-    return [_history_row(run, names.get(run.info.experiment_id, "")) for run in runs]
+    rows = sorted((_history_row(run, names.get(run.info.experiment_id, "")) for run in runs), key=lambda r: r.candidate)
+    # Newest call first; within one select call (one start time) the parent, then its candidates by name.
+    return sorted(rows, key=lambda r: (r.start_time, r.kind == KIND_SELECT), reverse=True)
 
 
 def fetch_maps(

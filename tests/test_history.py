@@ -204,13 +204,22 @@ def test_history_of_a_store_two_candidates_two_policies(tmp_path: Path, monkeypa
     for hour, (path, policy, accuracy) in enumerate(plan):
         result = gate(path, policy, accuracy, f"2026-01-01T{hour:02d}:00:00+00:00", f"g{hour}")
         assert log_gate(result, write_outputs(result, tmp_path / f"o{hour}"), config, {}).logged
+    picked = [gate(p, "strict", a, "2026-01-01T09:00:00+00:00", f"s{a}") for p, a in (("cutmix.pt", 0.94),
+                                                                                    ("cheater.pt", 0.97))]
+    chosen = replace(picked[0], command="select", candidates=tuple(r.candidates[0] for r in picked),
+                     selected="cheater.pt", ranking=("cheater.pt", "cutmix.pt"))
+    assert log_gate(chosen, write_outputs(chosen, tmp_path / "o9"), config, {}).logged
 
     rows = history(config, experiment=None)
-    assert [(r.candidate, r.policy) for r in rows[:2]] == [("cheater.pt", "lenient"), ("cutmix.pt", "lenient")]
-    assert rows[0].thresholds == {"accuracy": ((">=", 0.75),)} and rows[0].experiment == "xgate/shapes-v1/lenient"
-    assert (rows[0].rules_failed, rows[0].rules_total, rows[0].failed_rules) == (1, 1, ("accuracy >= 0.75",))
+    assert [(r.kind, r.candidate) for r in rows[:3]] == [  # the select parent first, then its candidates
+        ("select", "select (2 candidates)"), ("candidate", "cheater.pt"), ("candidate", "cutmix.pt")]
+    assert rows[1].parent_run_id == rows[2].parent_run_id == rows[0].run_id
+    assert [(r.candidate, r.policy) for r in rows[3:5]] == [("cheater.pt", "lenient"), ("cutmix.pt", "lenient")]
+    lenient = rows[3]
+    assert lenient.thresholds == {"accuracy": ((">=", 0.75),)} and lenient.experiment == "xgate/shapes-v1/lenient"
+    assert (lenient.rules_failed, lenient.rules_total, lenient.failed_rules) == (1, 1, ("accuracy >= 0.75",))
     maps = fetch_maps(config, rows)
-    assert set(maps) >= {"s0", "s_3"} and all(len(maps[i]) == 8 for i in ("s0", "s_3"))  # the fixed samples
+    assert set(maps) >= {"s0", "s_3"} and all(len(maps[i]) == 10 for i in ("s0", "s_3"))  # the fixed samples
     assert list(maps)[:2] == ["s0", "s_3"]  # kept by every run, before any run's own gallery pick
 
     page = write_history_html(config, tmp_path / "history.html", experiment=None)
@@ -219,9 +228,11 @@ def test_history_of_a_store_two_candidates_two_policies(tmp_path: Path, monkeypa
     assert len(accuracy.select("svg g[id^=t0-line]")) == 4  # 2 candidates x 2 policies
     assert len(accuracy.select("svg g[id^=t0-threshold]")) == 2
     filled = soup.select("table.maps tbody tr[data-sample-id=s0] img")
-    assert len(filled) == 8
+    assert len(filled) == 10
+    assert soup.select_one("table.runs tbody tr")["data-kind"] == "select"
     table = history_table(config, experiment=None)
     assert max(len(line) for line in table.splitlines()) <= 120 and "lenient" in table
+    assert table.splitlines()[1].split()[2:4] == ["select", rows[0].run_id[:8]]
 
 
 @pytest.mark.slow
