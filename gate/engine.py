@@ -237,7 +237,7 @@ class _ModelState:
         frame = frames.get(self.geometry)
         with self.check.guarded(self.model, len(batch.indices)):
             explained = explain(self.model, self.candidate.target_layer, self.normalise(frame.images))
-        outputs = self._outputs(self.check.check_finite(explained.logits, batch.sample_ids))
+        outputs = self._outputs(self.check.check_finite(explained.logits, batch.sample_ids), explained.target)
         cam = upsample(explained.cam, self.size)
         local = localise(cam, frame.masks, frame.void, frame.has_mask)
         for name in ("probs", "pred", "top_prob", "second_prob", "outside_sq"):
@@ -257,17 +257,18 @@ class _ModelState:
             torch.cuda.synchronize(self.device)
         self.seconds += time.perf_counter() - started
 
-    def _outputs(self, logits: Tensor) -> _Outputs:
+    def _outputs(self, logits: Tensor, target: Tensor) -> _Outputs:
+        """``target``: the argmax over all logits that Grad-CAM explained (the prediction, ties to the first)."""
         full = torch.softmax(logits.double(), dim=1).cpu()
-        top2 = full.topk(min(2, full.shape[1]), dim=1)
-        pred_output = top2.indices[:, 0]
+        pred_output = target.cpu()
+        top2 = full.topk(min(2, full.shape[1]), dim=1).values
         outside = full[:, self.outside]
         return _Outputs(
             probs=full[:, self.order].float().numpy(),
             pred=self.to_review[pred_output].numpy().astype(np.int64),
             pred_output=pred_output.numpy().astype(np.int64),
-            top_prob=top2.values[:, 0].float().numpy(),
-            second_prob=top2.values[:, -1].float().numpy(),
+            top_prob=full.gather(1, pred_output[:, None])[:, 0].float().numpy(),
+            second_prob=top2[:, -1].float().numpy(),
             outside_sq=(outside * outside).sum(1).numpy(),
         )
 
