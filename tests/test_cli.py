@@ -87,8 +87,8 @@ def test_cheater_fails_on_alignment_and_background_honest_passes(
     assert cheat_scores["alignment.lift"] < 1.2
     assert honest_scores["alignment.lift"] > 2 * cheat_scores["alignment.lift"]
     failed = set(cheat_result["failed_rules"])
-    assert "alignment.lift >= 2" in failed
-    assert {"background.only_bg_accuracy <= 0.4", "background.flip_rate <= 0.2"} <= failed
+    assert "alignment.lift >= 2 @95%" in failed
+    assert {"background.only_bg_accuracy <= 0.4 @95%", "background.flip_rate <= 0.2 @95%"} <= failed
     assert cheat_scores["background.only_bg_accuracy"] >= 0.8
     assert cheat_scores["background.bg_gap"] >= 0.5 and cheat_scores["background.flip_rate"] >= 0.5
     assert abs(honest_scores["background.only_bg_accuracy"] - 0.25) < 0.15  # near chance
@@ -148,8 +148,8 @@ def test_select_on_the_shipped_candidates_tells_the_story(tmp_path: Path) -> Non
         assert by_name[name]["verdict"] == "passed", (name, by_name[name]["failed_rules"])
     for name in SHORTCUT:
         assert by_name[name]["verdict"] == "failed"
-        assert {"alignment.lift >= 2", "background.only_bg_accuracy <= 0.4",
-                "background.flip_rate <= 0.2"} <= set(by_name[name]["failed_rules"])
+        assert {"alignment.lift >= 2 @95%", "background.only_bg_accuracy <= 0.4 @95%",
+                "background.flip_rate <= 0.2 @95%"} <= set(by_name[name]["failed_rules"])
     assert scores["cheater.pt"]["accuracy"] >= 0.9  # accurate, and still rejected
     assert scores["cutmix-biased.pt"]["confident_wrong_rate@0.9"] < scores["baseline-biased.pt"][
         "confident_wrong_rate@0.9"]
