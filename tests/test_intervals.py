@@ -243,3 +243,30 @@ def test_two_gate_runs_give_identical_numbers(small_set: ReviewSet, untrained_ch
         np.testing.assert_array_equal(pairs, b.records.pairings[variant])
     np.testing.assert_array_equal(a.records.sanity_similarity, b.records.sanity_similarity)
     assert first.environment["seed"] == "3"
+
+
+@pytest.mark.parametrize("name", ["strict", "release"])
+def test_shipped_gating_policies_bound_every_threshold_and_set_min_samples(name: str) -> None:
+    from tests.conftest import REPO
+
+    model = policy_io.load(REPO / "policies" / f"{name}.yaml").model
+    thresholds = [r for r in model.rules if r.vs_baseline is None]
+    assert thresholds and all(r.confidence == 0.95 for r in thresholds)
+    assert model.min_samples is not None
+    assert (model.min_samples.overall, model.min_samples.per_class) == (300, 30)
+    # 300 samples are enough for the strictest share rule to be passable at all (Wilson, best outcome).
+    ceiling = next(r for r in thresholds if r.score == "confident_wrong_rate@0.99")
+    assert ceiling.max is not None
+    need = intervals.needed_trials("<=", ceiling.max, 0.95)
+    assert need is not None and need <= model.min_samples.overall
+
+
+def test_report_row_shows_the_interval_and_the_note(tmp_path: Path) -> None:
+    from gate.report.context import rule_row
+
+    small = synthetic(600).take(np.arange(20))
+    rule = evaluate(small, [{"score": "alignment.lift", "min": 2.25, "confidence": 0.95}],
+                    tmp_path)["alignment.lift >= 2.25 @95%"]
+    row = rule_row(rule)
+    assert rule.interval is not None and row.interval == f"[{rule.interval[0]:.4g}, {rule.interval[1]:.4g}]"
+    assert rule.note and row.message.endswith(rule.note)
