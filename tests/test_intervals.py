@@ -204,7 +204,9 @@ def test_vectorised_bootstrap_is_fast(n: int) -> None:
         start = time.perf_counter()
         intervals.score_interval(records, "ece", REGISTRY, confidence=0.95)
         best = min(best, time.perf_counter() - start)
-    assert best < (0.5 if n == 600 else 3.0)
+    # 2000 resamples; measured 0.18 s and 2.0 s on a loaded 2-core machine (benchmarks/RESULTS.md). The limit
+    # only catches a fall back to the per-resample loop (2.6 s and 52 s for aurc there).
+    assert best < (1.5 if n == 600 else 20.0)
 
 
 def test_console_line_shows_the_bound_and_the_note(tmp_path: Path) -> None:
