@@ -69,9 +69,9 @@ def write_samples_csv(records: Records, path: Path) -> None:
                          *(f"probe.{v}" for v in variants)])
         for i, sample_id in enumerate(records.ids):
             writer.writerow([
-                sample_id, names[int(records.labels[i])], names[int(preds[i])], _num(confidence[i]),
+                sample_id, names[int(records.labels[i])], records.class_name(int(preds[i])), _num(confidence[i]),
                 int(bool(correct[i])), _num(records.energy[i]), _num(lift[i]), _num(records.pointing_hit[i]),
-                *(names[int(records.probe_preds[v][i])] for v in variants),
+                *(records.class_name(int(records.probe_preds[v][i])) for v in variants),
             ])
 
 

@@ -105,6 +105,16 @@ class Records:
         """bool [N]: which samples have an object mask (alignment and background probes use only these)."""
         return np.ones(self.size, dtype=bool) if self.has_mask is None else np.asarray(self.has_mask, dtype=bool)
 
+    def class_name(self, index: int) -> str:
+        """The name behind a prediction index (``preds`` or ``probe_preds``), never another class's by wrap-around.
+
+        A review-set class by its index; OUTSIDE: "(outside the review set)"; NO_VARIANT: "" (no probe variant
+        is built for a sample without a mask).
+        """
+        if 0 <= index < len(self.classes):
+            return self.classes[index]
+        return "" if index == NO_VARIANT else "(outside the review set)"
+
     @property
     def correct(self) -> np.ndarray:
         """Boolean per sample: prediction equals label."""

@@ -366,3 +366,10 @@ def test_subset_columns_survive_concat_and_take(subset: Records) -> None:
     resampled = subset.take(np.array([1, 1]))
     assert resampled.preds.tolist() == [-1, -1] and resampled.confidence.tolist() == pytest.approx([0.5, 0.5])
     assert compute_scores(resampled)["brier"] == pytest.approx(0.78)
+
+
+def test_class_name_never_wraps_around(subset: Records) -> None:
+    from gate.records import NO_VARIANT, OUTSIDE
+
+    assert [subset.class_name(int(i)) for i in subset.preds] == ["a", "(outside the review set)", "b"]
+    assert subset.class_name(OUTSIDE) != subset.classes[-1] and subset.class_name(NO_VARIANT) == ""
