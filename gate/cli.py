@@ -194,7 +194,8 @@ def gate_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1)),
         click.option("--seed", default=0, show_default=True, type=int, help="Seed for pairings and bootstrap."),
         click.option("--arch", help="Architecture for a bare state_dict."),
-        click.option("--classes", help="Comma-separated class names for a bare state_dict."),
+        click.option("--classes", help="Comma-separated names of every model output, in output order (for a "
+                                       "bare state_dict; the review set may use a subset)."),
         click.option("--input-size", callback=_parse_size, metavar="H,W",
                      help="Model input size, e.g. 224,224 (default: the checkpoint's, else the review set's)."),
         click.option("--resize", type=click.IntRange(1), metavar="N",
