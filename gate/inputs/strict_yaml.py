@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from yaml.events import AliasEvent, NodeEvent
+from yaml.events import NodeEvent
 from yaml.nodes import MappingNode, Node, SequenceNode
 
 from gate.errors import InputError
@@ -43,10 +43,10 @@ class StrictLoader(yaml.SafeLoader):
         """Compose one node, refusing aliases/anchors and tracking the key path for messages."""
         event = self.peek_event()
         line = event.start_mark.line + 1 if event.start_mark else None
-        if isinstance(event, AliasEvent):
-            raise StrictYamlError(f"aliases (*{event.anchor}) are not allowed", line, self.where())
+        # Refusing every anchor refuses every alias too: an alias needs an anchor before it (else PyYAML
+        # stops at "found undefined alias"). An AliasEvent is a NodeEvent whose anchor is the one it names.
         if isinstance(event, NodeEvent) and event.anchor is not None:
-            raise StrictYamlError(f"anchors (&{event.anchor}) are not allowed", line, self.where())
+            raise StrictYamlError(f"anchors (&{event.anchor}) are not allowed, nor aliases", line, self.where())
         self._path.append(_segment(parent, index))
         if len(self._path) > self.max_depth:
             raise StrictYamlError(f"nested deeper than {self.max_depth} levels", line, self.where())
