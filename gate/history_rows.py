@@ -44,6 +44,7 @@ class HistoryRow:
     rules_total: int | None = None
     rules_failed: int | None = None
     parent_run_id: str = ""  # a select's candidate run: its parent run
+    fixed_maps: tuple[str, ...] = ()  # maps/ names of the samples every run keeps (the engine's fixed ones)
 
 
 def rule_count(failed: int | None, total: int | None, noun: str = "rules") -> str:

@@ -38,6 +38,7 @@ from gate.outbox import (
 from gate.result import GateResult
 from gate.tracking_plan import (
     ENTRY_TAG,
+    FIXED_MAPS_TAG,
     KIND_TAG,
     EntryPlan,
     RunPlan,
@@ -441,6 +442,7 @@ def _history_row(run: Any, experiment: str) -> HistoryRow:
         experiment=experiment, kind=kind, policy=params.get("policy", tags.get("xgate.policy", "")),
         thresholds=read_thresholds(params, KEY_SCORES), rules_total=_count(metrics, "rules.total"),
         rules_failed=_count(metrics, "rules.failed"), parent_run_id=tags.get("mlflow.parentRunId", ""),
+        fixed_maps=tuple(name for name in tags.get(FIXED_MAPS_TAG, "").split(",") if name),
     )
 
 
@@ -454,12 +456,20 @@ def _map_ids(client: MlflowClient, run_id: str) -> list[str]:
 
 
 def _shared_map_ids(client: MlflowClient, rows: Sequence[HistoryRow], limit: int) -> list[str]:
-    """The map ids kept by the most runs (the engine's fixed samples are in every run), lowest id first."""
+    """The map ids kept by the most runs; among those, the fixed samples the runs name (class by class) first.
+
+    The engine keeps its fixed samples in every run of a review set, so they fill every column; a gallery
+    pick is shared only by chance. Runs logged before the fixed samples were tagged: lowest id first.
+    """
+    fixed: dict[str, int] = {}
+    for row in rows:  # newest first: its order (round-robin over classes) wins
+        for name in row.fixed_maps:
+            fixed.setdefault(name, len(fixed))
     counts: dict[str, int] = {}
     for row in rows:
         for sample_id in _map_ids(client, row.run_id):
             counts[sample_id] = counts.get(sample_id, 0) + 1
-    return sorted(counts, key=lambda i: (-counts[i], i))[:limit]
+    return sorted(counts, key=lambda i: (-counts[i], fixed.get(i, len(fixed)), i))[:limit]
 
 
 def _download_map(client: MlflowClient, run_id: str, sample_id: str, tmp: Path) -> bytes | None:

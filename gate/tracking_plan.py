@@ -20,10 +20,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gate.records import Records
 from gate.result import CandidateResult, GateResult
 
 OUTBOX_FORMAT = "xgate.outbox/v1"
 KIND_TAG, ENTRY_TAG = "xgate.kind", "xgate.entry"
+FIXED_MAPS_TAG = "xgate.maps.fixed"  # the maps/ names of the samples every run keeps, for history
 _BAD_KEY_CHARS = re.compile(r"[^\w.\- /]")  # MLflow's portable key alphabet (":" is refused on Windows)
 _BAD_FILE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 _PARAM_MAX, _TAG_MAX = 6000, 8000  # MLflow's value length limits
@@ -181,6 +183,41 @@ def _select_metrics(result: GateResult) -> dict[str, float]:
             "candidates.passed": float(passing)}
 
 
+def fixed_map_names(records: Records) -> list[str]:
+    """The ``maps/`` names of the samples every run of this review set keeps, one class at a time.
+
+    The engine always keeps the first ``fixed_per_class`` samples of each class (same ids across model
+    versions); here they are the kept prefix of each class in review-set order, found without knowing that
+    number. Round-robin over classes (the first of each class, then the second ...), so a reader that shows
+    only a few still covers many classes.
+    """
+    kept = records.kept
+    prefixes: dict[int, list[str]] = {}
+    closed: set[int] = set()
+    for sample_id, label in zip(records.ids, records.labels.tolist(), strict=True):
+        if label in closed:
+            continue
+        if sample_id in kept:
+            prefixes.setdefault(label, []).append(sample_id)
+        else:
+            closed.add(label)
+    columns = [prefixes[label] for label in sorted(prefixes)]
+    depth = max((len(c) for c in columns), default=0)
+    return [safe_file_name(c[i]) for i in range(depth) for c in columns if i < len(c)]
+
+
+def _join_whole(names: Sequence[str], limit: int) -> str:
+    """Comma-joined names, as many whole ones as fit in ``limit`` characters."""
+    out: list[str] = []
+    size = 0
+    for name in names:
+        size += len(name) + (1 if out else 0)
+        if size > limit:
+            break
+        out.append(name)
+    return ",".join(out)
+
+
 def safe_file_name(sample_id: str) -> str:
     """A sample id as a file name: characters outside ``[A-Za-z0-9._-]`` become ``_``."""
     name = _BAD_FILE_CHARS.sub("_", sample_id)
@@ -279,6 +316,9 @@ def _candidate_tags(result: GateResult, cand: CandidateResult, commit: str | Non
     tags = {**_base_tags(result, commit), KIND_TAG: "candidate", "xgate.candidate": cand.candidate.name,
             "xgate.verdict": "passed" if cand.passed else "failed",
             "xgate.failed_rules": _clip(",".join(r.rule_id for r in cand.failed_rules))}
+    fixed = fixed_map_names(cand.records)
+    if fixed:
+        tags[FIXED_MAPS_TAG] = _join_whole(fixed, _TAG_MAX)
     # One tag per failed rule, so the runs table can filter on a single rule (tags."xgate.failed.2" ...).
     for number, rule in enumerate(cand.failed_rules, start=1):
         tags[f"xgate.failed.{number}"] = _clip(f"{rule.rule_id}: {rule.message}" if rule.message else rule.rule_id)

@@ -145,6 +145,13 @@ def test_maps_followed_are_those_every_run_kept_before_any_runs_own_gallery_pick
     rows = [row(r, 1, "cutmix.pt", "strict", 0.9) for r in ("a3", "a2", "a1")]
     assert _shared_map_ids(client, rows, 3) == ["s0", "s_3", "z9"]  # type: ignore[arg-type]
     assert _shared_map_ids(client, rows, 8) == ["s0", "s_3", "z9", "g1", "g2", "g3"]  # type: ignore[arg-type]
+    # Shared by chance: a gallery pick every run made sorts after the fixed samples the runs name.
+    client.maps["a2"].append("a0.png")
+    client.maps["a1"].append("a0.png")
+    client.maps["a3"].append("a0.png")
+    assert _shared_map_ids(client, rows, 3) == ["a0", "s0", "s_3"]  # type: ignore[arg-type]
+    tagged = [replace(r, fixed_maps=("s_3", "s0")) for r in rows]
+    assert _shared_map_ids(client, tagged, 3) == ["s_3", "s0", "a0"]  # type: ignore[arg-type]
 
 
 # --- planning: thresholds and run links --------------------------------------------------------------

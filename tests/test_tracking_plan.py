@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from tracking_fixtures import MODEL, candidate, gate_result, rule
 
+from gate.review_set import ReviewSet
 from gate.tracking_plan import TrackingConfig, metric_key, metrics_of, plan_entry
 
 # --- planning --------------------------------------------------------------------------------
@@ -103,7 +105,6 @@ def test_plan_logs_the_bounds_a_decision_rests_on_and_how_the_gate_ran() -> None
 
 def test_docs_mlflow_md_names_every_param_metric_and_tag_a_plan_logs() -> None:
     import re
-    from pathlib import Path
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "mlflow.md").read_text(encoding="utf-8")
     documented = set(re.findall(r"`([^`]+)`", doc))
@@ -123,3 +124,36 @@ def test_docs_mlflow_md_names_every_param_metric_and_tag_a_plan_logs() -> None:
         for key in (*run.params, *run.metrics, *run.tags):
             named = next((name for pattern, name in patterns if re.match(pattern, key)), key)
             assert named in documented or key in scores, f"docs/mlflow.md does not name {key!r}"
+
+
+@pytest.mark.parametrize(("labels", "kept", "names"), [
+    ([0, 0, 1, 1], {"a", "b", "d"}, ["a", "b"]),  # class 1's first sample was not kept: none of it is fixed
+    ([0, 1, 0, 1], {"a", "b", "c"}, ["a", "b", "c"]),  # round-robin: first of each class, then the second
+    ([1, 0, 0, 1], {"a", "b", "c", "d"}, ["b", "a", "c", "d"]),  # classes in index order
+    ([0, 0, 0, 0], set(), []),
+], ids=["prefix-stops", "round-robin", "class-order", "nothing-kept"])
+def test_fixed_map_names_are_each_class_kept_prefix(labels: list[int], kept: set[str], names: list[str]) -> None:
+    import numpy as np
+    from tracking_fixtures import kept_sample, make_records
+
+    from gate.tracking_plan import fixed_map_names
+
+    records = replace(make_records(), ids=("a", "b", "c", "d"), labels=np.array(labels, dtype=np.int64),
+                      kept={i: kept_sample(i, 0, 0, seed=1) for i in sorted(kept)})
+    assert fixed_map_names(records) == names
+
+
+def test_fixed_maps_tag_names_the_engines_fixed_samples(small_set: ReviewSet, untrained_checkpoint: Path) -> None:
+    from gate import candidate as candidate_io
+    from gate import engine
+    from gate.tracking_plan import FIXED_MAPS_TAG, fixed_map_names, safe_file_name
+
+    cand = candidate_io.load(untrained_checkpoint)
+    (run,) = engine.run([cand], small_set, engine.EngineOptions(batch_size=16, gallery_size=2, fixed_per_class=2))
+    fixed = engine.fixed_ids(small_set, 2)
+    named = fixed_map_names(run.records)
+    assert {safe_file_name(i) for i in fixed} <= set(named)  # every fixed sample, whatever the gallery picked
+    assert set(named) <= {safe_file_name(i) for i in run.records.kept}  # and only samples whose map is logged
+    result = replace(candidate("v1.pt", True), records=run.records)
+    (planned,) = plan_entry(gate_result(result), TrackingConfig()).runs
+    assert planned.tags[FIXED_MAPS_TAG].split(",") == named
