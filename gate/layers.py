@@ -176,8 +176,10 @@ def is_channels_last(model: nn.Module, name: str) -> bool:
     if _passes_layout_through(module):
         for _, before in reversed(siblings[:position]):
             said = _evidence(before)
-            if said is not None or not _passes_layout_through(before):
-                return bool(said)
+            if said is not None:
+                return said
+            if not _passes_layout_through(before):
+                break  # an unknown module before: what follows may still tell
     from torchvision.ops.misc import Permute
 
     after = siblings[position + 1][1] if position + 1 < len(siblings) else None

@@ -134,6 +134,10 @@ def test_a_permute_after_an_unknown_module_says_channels_last() -> None:
     assert layers.is_channels_last(model, "2")
     assert not layers.is_channels_last(model, "0")
     assert layers.is_channels_last(model, "1")
+    # an element-wise module after the unknown one: the Permute after it still tells
+    gelu = nn.Sequential(Permute([0, 2, 3, 1]), CustomNorm(), nn.GELU(), Permute([0, 3, 1, 2]))
+    assert layers.is_channels_last(gelu, "2")
+    assert not layers.is_channels_last(nn.Sequential(nn.Conv2d(3, 4, 1), CustomNorm(), nn.GELU()), "2")
     out = explain(model, "2", torch.randn(2, 3, 9, 9))
     assert out.layout.kind == layers.CHANNELS_LAST and out.cam.shape == (2, 7, 7)
     same = explain(model, "0", torch.randn(2, 3, 9, 9, generator=torch.Generator().manual_seed(0)))
