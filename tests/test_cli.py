@@ -235,3 +235,26 @@ def test_the_readme_demo_command_passes(tmp_path: Path) -> None:
     assert done.stdout.count("MLflow: logged") == 5
     history = xgate("history", "--tracking-uri", f"sqlite:///{store}", cwd=tmp_path)
     assert history.returncode == 0 and "cheater.pt" in history.stdout and "cutmix-biased.pt" in history.stdout
+
+
+@pytest.mark.parametrize(("uri", "line"), [
+    ("http://ml.example.com:5000/", "MLflow: http://ml.example.com:5000/#/experiments/3/runs/r1"),
+    ("sqlite:////tmp/m.db", "MLflow: run r1: mlflow ui --backend-store-uri sqlite:////tmp/m.db and open "
+                            "http://127.0.0.1:5000/#/experiments/3/runs/r1"),
+], ids=["server", "local-sqlite"])
+def test_check_prints_where_the_mlflow_run_is(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                              uri: str, line: str) -> None:
+    from types import SimpleNamespace
+
+    import gate.tracking
+    from gate import cli
+    from gate.tracking import TrackingOutcome
+    from gate.tracking_plan import TrackingConfig
+
+    done = TrackingOutcome(logged=True, run_ids=("r1", "r2"), registered_version=None, outboxed=None, warning=None,
+                           experiment_id="3")
+    monkeypatch.setattr(gate.tracking, "log_gate", lambda *args: done)
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+    paths = SimpleNamespace(report=Path("r.html"), json=Path("r.json"), junit=Path("j.xml"))
+    cli._track(object(), paths, TrackingConfig(uri=uri), [])
+    assert capsys.readouterr().out.splitlines() == [f"MLflow: logged 2 run(s) to {uri}", line]
