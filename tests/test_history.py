@@ -266,8 +266,10 @@ def test_server_has_the_new_metrics_params_and_tags(tmp_path: Path, monkeypatch:
     assert (params["device"], params["batch_size"], params["seed"]) == ("cpu", "16", "0")
     assert params["threshold.accuracy.min"] == "0.9" and params["policy"] == "strict"
     assert tags["xgate.failed.1"] == "accuracy >= 0.9: 0.88 is below 0.9" and tags["xgate.kind"] == "candidate"
+    assert tags["xgate.maps.fixed"] == "s0,s_3"  # the first sample of each class (s1, s2 were not kept)
     (back,) = history(config, experiment="xgate/shapes-v1/strict")
     assert back.thresholds == {"accuracy": ((">=", 0.9),)} and back.failed_rules == ("accuracy >= 0.9",)
+    assert back.fixed_maps == ("s0", "s_3") and (back.rules_failed, back.rules_total) == (1, 1)
     url = where_to_see(server.url, outcome.experiment_id, outcome.run_ids[0])
     assert url == f"{server.url}/#/experiments/{outcome.experiment_id}/runs/{outcome.run_ids[0]}"
     with urllib.request.urlopen(url.split("#")[0], timeout=5) as response:  # the UI the link opens
