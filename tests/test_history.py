@@ -109,6 +109,11 @@ def test_history_page_draws_one_trend_line_per_candidate_per_policy_with_thresho
     # Threshold labels are drawn as text in the SVG, readable by a person and by this test.
     assert {"strict >= 0.9", "lenient >= 0.75"} <= {t.get_text(strip=True) for t in accuracy.select("svg text")}
 
+    ids = [tag["id"] for tag in soup.find_all(id=True)]
+    assert len(ids) == len(set(ids))  # several inline SVGs, no id twice
+    refs = re.findall(r'(?:url\(#|href="#)([^")]+)', str(soup.select_one("#trends")))
+    assert refs and set(refs) <= set(ids)  # clip paths and markers still point at their own definitions
+
     runs = soup.select("table.runs tbody tr")
     assert [r["data-kind"] for r in runs] == ["select", *["candidate"] * 8]
     first = [td.get_text(" ", strip=True) for td in runs[1].find_all("td")]

@@ -34,6 +34,9 @@ THRESHOLD_COLOUR = "#455a64"
 _RC: dict[Any, Any] = {"text.parse_math": False, "font.size": 10, "axes.titlesize": 11, "svg.fonttype": "none",
        "svg.hashsalt": "xgate-history"}
 _SVG_START = re.compile(r"^.*?(?=<svg)", re.DOTALL)  # the XML declaration and DOCTYPE before the <svg> element
+# matplotlib numbers ids per figure (figure_1, line2d_1, clip paths, marker defs): several inline SVGs on one page
+# would repeat them. Each plot's ids, and the references to them, get the plot's prefix.
+_SVG_ID = re.compile(r'(\bid="|url\(#|href="#)([^")]+)')
 
 
 @dataclass(frozen=True)
@@ -176,8 +179,14 @@ def _trend(score_index: int, score: str, rows: Sequence[HistoryRow], lineages: S
         axes.grid(alpha=0.25)
         buffer = io.StringIO()
         figure.savefig(buffer, format="svg")
-    return Trend(score=score, svg=Markup(_SVG_START.sub("", buffer.getvalue(), count=1)),  # noqa: S704 - our own SVG
-                 lineages=tuple(drawn), thresholds=thresholds)
+    svg = scope_svg_ids(_SVG_START.sub("", buffer.getvalue(), count=1), f"t{score_index}_", keep=f"t{score_index}-")
+    return Trend(score=score, svg=Markup(svg), lineages=tuple(drawn), thresholds=thresholds)  # our own SVG, ids scoped
+
+
+def scope_svg_ids(svg: str, prefix: str, keep: str) -> str:
+    """Prefix every id in ``svg`` and every reference to one; ids starting with ``keep`` (ours) stay as they are."""
+    return _SVG_ID.sub(lambda m: m.group(1) + (m.group(2) if m.group(2).startswith(keep) else prefix + m.group(2)),
+                       svg)
 
 
 def _draw_thresholds(
