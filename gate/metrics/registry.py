@@ -32,6 +32,72 @@ SCORE_RANGES: dict[str, tuple[float, float]] = {
 }
 
 
+# How each score says its value in words, for the report's reasons and the job summary: a format string with
+# {pct} (the value as a percentage), {value} (4 significant digits) or {times} (the value as "2.3×").
+# Declared here, as data beside SCORE_RANGES, so every member module's ScoreSpec reads it by name.
+WORDS: dict[str, str] = {
+    "accuracy": "the model answers right on {pct} of samples",
+    "balanced_accuracy": "averaged over classes, the model answers right on {pct} of samples",
+    "worst_class_accuracy": "the worst class is answered right on only {pct} of its samples",
+    "class_accuracy.<class>": "this class is answered right on {pct} of its samples",
+    "selective_accuracy@0.8": "on its 80% most confident answers the model is right {pct} of the time",
+    "nll": "the true class gets a mean negative log-likelihood of {value}",
+    "brier": "the probabilities miss the true answer by a Brier score of {value}",
+    "ece": "stated confidence and real accuracy differ by {pct} on average",
+    "overconfidence_error": "the model claims {pct} more confidence than it earns on average",
+    "mce": "in its worst confidence bin the model is off by {pct}",
+    "confident_wrong_rate@0.9": "{pct} of samples are wrong with at least 90% confidence",
+    "confident_wrong_rate@0.99": "{pct} of samples are wrong with at least 99% confidence",
+    "mean_confidence_wrong": "wrong answers still come with {pct} confidence on average",
+    "aurc": "the risk-coverage curve has an area of {value}",
+    "alignment.energy": "{pct} of the map's mass lies on the object",
+    "alignment.lift": "the map puts {times} the mass on the object that a uniform map would",
+    "alignment.pointing_game": "the map's peak lands on the object on {pct} of samples",
+    "alignment.rank_accuracy": "{pct} of the map's hottest pixels are on the object",
+    "alignment.off_object_rate": "the map lands off the object on {pct} of samples",
+    "alignment.coverage": "only {pct} of samples could be scored for alignment",
+    "alignment.excluded": "{value} samples were left out of alignment",
+    "alignment.zero_maps": "{value} samples with a mask got an all-zero map",
+    "alignment.lift.correct": "on right answers the map puts {times} the uniform mass on the object",
+    "alignment.lift.wrong": "on wrong answers the map puts {times} the uniform mass on the object",
+    "alignment.energy.correct": "on right answers {pct} of the map's mass lies on the object",
+    "alignment.energy.wrong": "on wrong answers {pct} of the map's mass lies on the object",
+    "alignment.lift.class.<class>": "for this class the map puts {times} the uniform mass on the object",
+    "background.only_fg_accuracy": "with the scene removed the model answers right on {pct} of samples",
+    "background.only_bg_accuracy": "the scene alone gives the right answer {pct} of the time",
+    "background.only_bg_chance_adjusted": "the scene alone beats chance by {pct} of the possible margin",
+    "background.mixed_same_accuracy": "on another scene of its own class the object is recognised {pct} of the time",
+    "background.mixed_rand_accuracy": "on another class's scene the object is recognised only {pct} of the time",
+    "background.bg_gap": "a matching scene adds {pct} accuracy: the scene, not the object, carries the answer",
+    "background.flip_rate": "the answer changes on {pct} of samples when the object moves to another scene",
+    "sanity.randomization_similarity": "maps stay {value} similar (Spearman) when the top layers are randomised",
+    "sanity.randomization_similarity.spread": "the sanity similarity varies by {value} across random copies",
+}
+
+
+def say(name: str, value: float | None) -> str:
+    """Score ``name`` at ``value`` in words ("the map lands off the object on 98% of samples").
+
+    Unknown scores and missing values get a plain "<name> = <value>"; ``delta.`` names say the change.
+    """
+    if value is None or not math.isfinite(value):
+        return f"{name} could not be computed"
+    if name.startswith("delta."):
+        base = name.removeprefix("delta.").partition("@")[0]
+        return f"{base} changed by {value:+.4g} against the baseline"
+    spec = get_spec(name)
+    template = spec.words if spec is not None else ""
+    if not template:
+        return f"{name} = {value:.4g}"
+    text = template.format(pct=f"{value:.0%}" if abs(value) >= 0.01 or value == 0 else f"{value:.1%}",
+                           value=f"{value:.4g}", times=f"{value:.2g}×")
+    if spec is not None and spec.per_class:
+        prefix, _, suffix = spec.name.partition(CLASS_PLACEHOLDER)
+        class_name = name[len(prefix):len(name) - len(suffix)] if suffix else name[len(prefix):]
+        text = text.replace("this class", f"class {class_name}")
+    return text
+
+
 @dataclass(frozen=True)
 class ScoreSpec:
     """One score: its name, direction, one-line help, group and pure compute function."""
@@ -48,6 +114,11 @@ class ScoreSpec:
     def range(self) -> tuple[float, float]:
         """The values the score can take (a threshold outside it is a policy error): see SCORE_RANGES."""
         return SCORE_RANGES.get(self.name, (0.0, 1.0) if self.proportion else (-math.inf, math.inf))
+
+    @property
+    def words(self) -> str:
+        """How the score says its value in words (a format string from ``WORDS``; "" when none)."""
+        return WORDS.get(self.name, "")
 
     @property
     def per_class(self) -> bool:

@@ -11,11 +11,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gate.metrics.registry import get_spec
-from gate.records import PROBE_VARIANTS, KeptSample
+import numpy as np
+
+from gate.metrics.registry import get_spec, say
+from gate.records import NO_VARIANT, PROBE_VARIANTS, KeptSample, Records
 from gate.report import plots
 from gate.report.classes import ClassTable, class_table, present_deltas, worst_deltas
 from gate.report.formatting import fmt, fmt_signed
+from gate.report.reasons import Reason, anchor_prefix, reasons, rule_anchor
 from gate.result import CandidateResult, GateResult, PolicyInfo, ReviewSetInfo, RuleResult
 
 BASELINE_GROUP = "versus baseline"
@@ -33,6 +36,13 @@ SHOWROOM_PANELS: tuple[tuple[str, str], ...] = (
     ("only_bg", "Only the background"),
 )
 SHOWROOM_MAX = 6
+# "Right without the object" is flagged only when the scene tells the model the class: among the samples of
+# class c, the share whose only_bg answer is c must close at least this part of the gap between the model's
+# overall share of c answers on empty scenes and certainty ((rate_c - share_c) / (1 - share_c)). A model
+# that answers "circle" to every empty scene has rate = share = 1 for circles: the right answer is its
+# default, not something it read from the scene, and is not flagged. A scene reader (rate ~0.9 against a
+# share ~0.25) is flagged for every class.
+SCENE_TELLS = 0.5
 OUTSIDE_NAME = "(outside the review set)"  # a prediction of a model output the review set does not hold
 MIGRATION_LABELS: tuple[tuple[str, str], ...] = (
     ("corrected", "corrected (baseline wrong, candidate right)"),
@@ -59,6 +69,8 @@ class RuleRow:
     direction: str
     interval: str | None
     message: str
+    meaning: str = ""  # the value in words, from the score registry
+    anchor: str = ""  # the row's element id
 
 
 @dataclass(frozen=True)
@@ -101,6 +113,7 @@ class Tile:
     image: str
     overlay: str
     baseline: BaselineTile | None
+    anchor: str = ""  # element id of the full-size view (a :target, no script)
 
 
 @dataclass(frozen=True)
@@ -111,6 +124,7 @@ class GalleryView:
     title: str
     blurb: str
     tiles: tuple[Tile, ...]
+    anchor: str = ""
 
 
 @dataclass(frozen=True)
@@ -122,7 +136,8 @@ class ShowroomPanel:
     image: str
     pred: str
     correct: bool
-    good: bool  # the answer a model that reads the object would give; for only_bg a right answer is a bad sign
+    good: bool  # the answer a model that reads the object would give (kept for the JSON-like view)
+    tone: str = "hit"  # hit (as expected), changed (answer moved: look closer), miss (the scene gave it away)
 
 
 @dataclass(frozen=True)
@@ -133,6 +148,7 @@ class ShowroomRow:
     label: str
     flipped: bool  # the answer changed when the object moved to another scene
     panels: tuple[ShowroomPanel, ...]
+    scene_tells: bool = False  # right on the empty scene, and not the model's default answer there
 
 
 @dataclass(frozen=True)
@@ -175,6 +191,9 @@ class CandidateView:
     comparison: ComparisonView | None
     target_layout: str = ""  # spatial, tokens or channels_last
     zero_maps: int = 0  # masked samples whose map was all zero (alignment.zero_maps)
+    anchor: str = "c0"  # id prefix of this candidate's parts (galleries, showroom, plots, rules)
+    reasons: tuple[Reason, ...] = ()  # one per failed rule, in words, with the evidence's anchor
+    only_bg_default: str = ""  # the model's most common answer on empty scenes, with its share
 
     @property
     def verdict(self) -> str:
@@ -242,8 +261,8 @@ def _higher_is_better(name: str) -> bool | None:
 # --- builders -----------------------------------------------------------------
 
 
-def rule_row(rule: RuleResult) -> RuleRow:
-    """A ``RuleResult`` as a table row."""
+def rule_row(rule: RuleResult, anchor: str = "") -> RuleRow:
+    """A ``RuleResult`` as a table row; ``meaning`` is its value in words."""
     arrow, direction = _direction(rule.higher_is_better)
     interval = None
     if rule.interval is not None:
@@ -251,19 +270,23 @@ def rule_row(rule: RuleResult) -> RuleRow:
     return RuleRow(
         rule_id=rule.rule_id, score=rule.score, op=rule.op, threshold=fmt(rule.threshold), value=fmt(rule.value),
         passed=rule.passed, arrow=arrow, direction=direction, interval=interval, message=rule.message,
+        meaning=say(rule.score, rule.value), anchor=anchor,
     )
 
 
 def score_groups(columns: Sequence[Mapping[str, float]]) -> tuple[ScoreGroup, ...]:
     """Scores grouped for the table: one row per score name, one value per column ("" where absent).
 
-    Per-class families (``class_accuracy.<class>``, ...) are left out: see ``class_table``.
+    Per-class families (``class_accuracy.<class>``, ...) are left out: see ``class_table``; so are the
+    ``delta.*`` scores: the baseline section shows each delta once.
     """
     names: dict[str, None] = {}
     for scores in columns:
         names.update(dict.fromkeys(scores))
     by_group: dict[str, list[ScoreRow]] = {group: [] for group in SCORE_GROUPS}
     for name in names:
+        if name.startswith("delta."):
+            continue
         spec = get_spec(name)
         if spec is not None and spec.per_class:
             continue  # one row per class would be 1000s of rows: the per-class table shows the worst
@@ -291,32 +314,94 @@ def _baseline_tile(sample: KeptSample | None, classes: Sequence[str]) -> Baselin
     )
 
 
-def tile(sample: KeptSample, classes: Sequence[str], baseline: KeptSample | None) -> Tile:
+def tile(sample: KeptSample, classes: Sequence[str], baseline: KeptSample | None, anchor: str = "") -> Tile:
     """One gallery tile; ``baseline`` is the baseline's kept sample with the same id, if any."""
     pictures = plots.sample_pictures(sample.image, sample.mask, sample.cam)
     return Tile(
         sample_id=sample.sample_id, label=_class_name(classes, sample.label),
         pred=_class_name(classes, sample.pred, sample.pred_name),
         confidence=fmt(sample.confidence), correct=sample.pred == sample.label, image=pictures.image,
-        overlay=pictures.overlay, baseline=_baseline_tile(baseline, classes),
+        overlay=pictures.overlay, baseline=_baseline_tile(baseline, classes), anchor=anchor,
     )
 
 
-def galleries(result: CandidateResult, baseline: CandidateResult | None) -> tuple[GalleryView, ...]:
-    """Easy, borderline and failure galleries; ids missing from ``records.kept`` are skipped."""
+def interleave_classes(samples: Sequence[KeptSample]) -> list[KeptSample]:
+    """Samples in round-robin order over their labels (first seen label first), each label's order kept.
+
+    The engine picks a gallery by confidence or margin; shown in that order a gallery is often one class.
+    """
+    by_label: dict[int, list[KeptSample]] = {}
+    for sample in samples:
+        by_label.setdefault(sample.label, []).append(sample)
+    queues = list(by_label.values())
+    out: list[KeptSample] = []
+    for depth in range(max((len(q) for q in queues), default=0)):
+        out.extend(q[depth] for q in queues if depth < len(q))
+    return out
+
+
+def galleries(result: CandidateResult, baseline: CandidateResult | None, prefix: str = "c0") -> tuple[GalleryView, ...]:
+    """Easy, borderline and failure galleries, classes interleaved; ids missing from ``records.kept`` are skipped."""
     kept = result.records.kept
     baseline_kept: Mapping[str, KeptSample] = {} if baseline is None else baseline.records.kept
     views = []
     for kind, (title, blurb) in GALLERY_TITLES.items():
-        ids = getattr(result.gallery, kind)
-        tiles = tuple(tile(kept[i], result.records.classes, baseline_kept.get(i)) for i in ids if i in kept)
-        views.append(GalleryView(kind=kind, title=title, blurb=blurb, tiles=tiles))
+        chosen = interleave_classes([kept[i] for i in getattr(result.gallery, kind) if i in kept])
+        tiles = tuple(tile(s, result.records.classes, baseline_kept.get(s.sample_id), f"{prefix}-{kind}-{n}")
+                      for n, s in enumerate(chosen))
+        views.append(GalleryView(kind=kind, title=title, blurb=blurb, tiles=tiles, anchor=f"{prefix}-gallery-{kind}"))
     return tuple(views)
 
 
-def showroom_row(sample: KeptSample, classes: Sequence[str]) -> ShowroomRow:
-    """The showroom test for one sample: original and its probe variants, each with the prediction."""
+def scene_tells(records: Records) -> np.ndarray:
+    """Per class (review-set order): True when the empty scene tells the model that class (see SCENE_TELLS).
+
+    rate_c = share of class-c samples answered c on their empty scene; share_c = share of all empty scenes
+    answered c. Flagged when (rate_c - share_c) / (1 - share_c) >= SCENE_TELLS.
+    """
+    n_classes = len(records.classes)
+    answers = records.probe_preds.get("only_bg")
+    if answers is None:
+        return np.zeros(n_classes, dtype=bool)
+    built = answers != NO_VARIANT
+    labels, answers = records.labels[built], answers[built]
+    if labels.size == 0:
+        return np.zeros(n_classes, dtype=bool)
+    counts = np.bincount(labels, minlength=n_classes)
+    right = np.bincount(labels[answers == labels], minlength=n_classes)
+    share = np.bincount(answers[answers >= 0], minlength=n_classes)[:n_classes] / labels.size
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = right / counts
+        told = (rate - share) / (1.0 - share)
+    return np.asarray(np.nan_to_num(told, nan=0.0) >= SCENE_TELLS) & (share < 1.0)
+
+
+def only_bg_default(records: Records) -> str:
+    """The model's most common answer on empty scenes and its share ("circle, 95% of empty scenes")."""
+    answers = records.probe_preds.get("only_bg")
+    if answers is None:
+        return ""
+    answers = answers[answers != NO_VARIANT]
+    if answers.size == 0:
+        return ""
+    values, counts = np.unique(answers, return_counts=True)
+    top = int(np.argmax(counts))  # np.unique sorts: ties go to the lower index
+    return f"{records.class_name(int(values[top]))}, {counts[top] / answers.size:.0%} of empty scenes"
+
+
+def _changed(sample: KeptSample) -> bool:
+    """The answer moved when the scene changed or went (only_bg is expected to differ, so it does not count)."""
+    return any(sample.variant_preds.get(v, sample.pred) != sample.pred for v in ("only_fg", "mixed_same", "mixed_rand"))
+
+
+def showroom_row(sample: KeptSample, classes: Sequence[str], tells: bool = False) -> ShowroomRow:
+    """The showroom test for one sample: original and its probe variants, each with the prediction.
+
+    ``tells``: the empty scene of this sample's class tells the model the class (``scene_tells``); a right
+    only_bg answer is then a red card, otherwise it is the model's default and stays neutral.
+    """
     panels = []
+    scene_gave_it = False
     for variant, title in SHOWROOM_PANELS:
         if variant == "original":
             image, pred = sample.image, sample.pred
@@ -325,18 +410,34 @@ def showroom_row(sample: KeptSample, classes: Sequence[str]) -> ShowroomRow:
         else:
             continue
         correct = pred == sample.label
+        if variant == "only_bg":
+            flagged = correct and tells
+            scene_gave_it |= flagged
+            tone, good = ("miss" if flagged else "hit"), not flagged
+        else:
+            tone, good = ("hit" if pred == sample.pred else "changed"), correct
         panels.append(ShowroomPanel(variant, title, plots.variant_uri(image), _class_name(classes, pred), correct,
-                                    good=not correct if variant == "only_bg" else correct))
+                                    good=good, tone=tone))
     flipped = sample.variant_preds.get("mixed_rand", sample.pred) != sample.pred
-    return ShowroomRow(sample.sample_id, _class_name(classes, sample.label), flipped, tuple(panels))
+    return ShowroomRow(sample.sample_id, _class_name(classes, sample.label), flipped, tuple(panels),
+                       scene_tells=scene_gave_it)
 
 
 def showroom(result: CandidateResult) -> tuple[ShowroomRow, ...]:
-    """Up to ``SHOWROOM_MAX`` kept samples with probe variants, answers that flipped first."""
-    with_variants = [s for s in result.records.kept.values() if set(s.variants) & set(PROBE_VARIANTS)]
-    # sorted() is stable: within flipped / not flipped the gallery order is kept.
-    chosen = sorted(with_variants, key=lambda s: s.variant_preds.get("mixed_rand", s.pred) == s.pred)
-    return tuple(showroom_row(s, result.records.classes) for s in chosen[:SHOWROOM_MAX])
+    """Up to ``SHOWROOM_MAX`` kept samples with probe variants, classes interleaved.
+
+    Within a class, samples whose answer changes with the scene come first, then those the scene gives away,
+    then the rest in gallery order; the classes take turns so the panel is not all one class.
+    """
+    records = result.records
+    tells = scene_tells(records)
+    told = {s.sample_id: bool(0 <= s.label < len(tells) and tells[s.label]
+                              and s.variant_preds.get("only_bg") == s.label) for s in records.kept.values()}
+    with_variants = [s for s in records.kept.values() if set(s.variants) & set(PROBE_VARIANTS)]
+    # sorted() is stable: within one priority the gallery order is kept.
+    ranked = sorted(with_variants, key=lambda s: (not _changed(s), not told[s.sample_id]))
+    chosen = interleave_classes(ranked)[:SHOWROOM_MAX]
+    return tuple(showroom_row(s, records.classes, told[s.sample_id]) for s in chosen)
 
 
 def _delta_row(name: str, value: float, higher_is_better: bool | None) -> DeltaRow:
@@ -377,18 +478,22 @@ def comparison_view(comparison: Mapping[str, Any]) -> ComparisonView:
     )
 
 
-def candidate_view(result: CandidateResult, baseline: CandidateResult | None, selected: str | None) -> CandidateView:
-    """One candidate's view, with pictures rendered."""
+def candidate_view(
+    result: CandidateResult, baseline: CandidateResult | None, selected: str | None, index: int = 0
+) -> CandidateView:
+    """One candidate's view (``index``: its place in rank order, for anchors), with pictures rendered."""
     info = result.candidate
-    rules = tuple(rule_row(r) for r in result.rules)
+    prefix = anchor_prefix(index)
+    rules = tuple(rule_row(r, rule_anchor(index, n)) for n, r in enumerate(result.rules))
     return CandidateView(
         name=info.name, path=info.path, sha256=info.sha256, arch=info.arch, target_layer=info.target_layer,
         passed=result.passed, selected=selected == info.name, rules=rules,
         failed=tuple(r for r in rules if not r.passed),
         plots=plots.candidate_plots(result.records, None if baseline is None else baseline.records),
-        galleries=galleries(result, baseline), showroom=showroom(result),
+        galleries=galleries(result, baseline, prefix), showroom=showroom(result),
         comparison=None if result.comparison is None else comparison_view(result.comparison),
         target_layout=info.target_layout, zero_maps=_count(result.scores.get("alignment.zero_maps")),
+        anchor=prefix, reasons=reasons(result.rules, index), only_bg_default=only_bg_default(result.records),
     )
 
 
@@ -414,7 +519,7 @@ def build_context(result: GateResult) -> ReportContext:
     return ReportContext(
         title=_title(result), command=result.command, verdict=result.verdict, passed=result.passed,
         selected=result.selected, created=result.created, policy=result.policy, review_set=result.review_set,
-        candidates=tuple(candidate_view(c, result.baseline, result.selected) for c in ranked),
+        candidates=tuple(candidate_view(c, result.baseline, result.selected, n) for n, c in enumerate(ranked)),
         baseline_name=None if result.baseline is None else result.baseline.candidate.name,
         rank_by=result.rank_by,
         score_columns=tuple(columns), score_groups=score_groups(scores),

@@ -22,22 +22,27 @@ from PIL import Image
 from gate.metrics.classification import bin_edges, calibration_bin_index, expected_calibration_error
 from gate.records import Records
 
-# Thumbnails larger than this (pixels, longest side) are downscaled: 24 kept samples with
-# a few pictures each must keep the report at a few MB even for 224x224 review sets.
-MAX_SIDE = 112
+# Pictures are drawn with their longest side in [MIN_SIDE, MAX_SIDE] pixels. Larger images are downscaled,
+# so 24 kept samples with a few pictures each keep the report at a few MB even for 224x224 review sets;
+# smaller ones (a 64x64 review set) are enlarged for display only by a whole factor (64 -> 192), by nearest
+# neighbour so no detail is invented and the PNG stays small; the map is upsampled bilinearly, as Grad-CAM
+# maps are. People see every picture at >= 160 px.
+MIN_SIDE = 160
+MAX_SIDE = 192
 CAM_COLORMAP = "inferno"  # perceptually uniform; readable in greyscale
 OUTLINE_RGB = (0, 255, 255)  # cyan stands out against both photos and inferno
 OVERLAY_ALPHA = 0.55
 RELIABILITY_BINS = 15  # the same bins as the ``ece`` score
 MAX_CLASS_BARS = 20  # beyond this the per-class plot shows the worst present classes only
-FIGSIZE = (3.8, 2.8)
-DPI = 80
+FIGSIZE = (4.5, 3.25)  # inches at CSS_DPI: the size the page shows
+CSS_DPI = 96  # a CSS inch
+DPI = 2 * CSS_DPI  # drawn at twice the shown size, so text stays sharp on high-DPI screens and when zoomed
 GOOD, BAD, NEUTRAL = "#2e7d32", "#c62828", "#78909c"
 
 _RC: dict[Any, Any] = {
     "text.parse_math": False,  # class names with "$" must print literally, not as TeX
-    "font.size": 8,
-    "axes.titlesize": 9,
+    "font.size": 9,
+    "axes.titlesize": 10,
     "figure.dpi": DPI,
     "savefig.dpi": DPI,
 }
@@ -58,18 +63,25 @@ def image_uri(image: np.ndarray) -> str:
     return png_data_uri(buffer.getvalue())
 
 
-def thumbnail_size(height: int, width: int, max_side: int = MAX_SIDE) -> tuple[int, int]:
-    """(height, width) scaled down so the longest side is at most ``max_side``; never scaled up."""
-    scale = min(1.0, max_side / max(height, width))
-    return max(1, round(height * scale)), max(1, round(width * scale))
+def thumbnail_size(height: int, width: int, max_side: int = MAX_SIDE, min_side: int = MIN_SIDE) -> tuple[int, int]:
+    """(height, width) for display: shrunk so the longest side is ``max_side``, or enlarged by the smallest
+    whole factor that makes it at least ``min_side``; aspect kept."""
+    longest = max(height, width)
+    if longest > max_side:
+        scale = max_side / longest
+        return max(1, round(height * scale)), max(1, round(width * scale))
+    factor = max(1, -(-min_side // longest))  # ceil: 64 -> 3 (192 px), 16 -> 10 (160 px)
+    return height * factor, width * factor
 
 
 def thumbnail(image: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
-    """A uint8 HxWx3 image downscaled to thumbnail size."""
+    """A uint8 HxWx3 image at display size: Lanczos when shrinking, nearest neighbour when enlarging."""
     height, width = thumbnail_size(image.shape[0], image.shape[1], max_side=max_side)
     if (height, width) == image.shape[:2]:
         return np.asarray(image, dtype=np.uint8)
-    resized = Image.fromarray(np.asarray(image, dtype=np.uint8)).resize((width, height), Image.Resampling.LANCZOS)
+    shrink = height < image.shape[0]
+    method = Image.Resampling.LANCZOS if shrink else Image.Resampling.NEAREST
+    resized = Image.fromarray(np.asarray(image, dtype=np.uint8)).resize((width, height), method)
     return np.asarray(resized)
 
 
@@ -235,9 +247,12 @@ def reliability_plot(records: Records) -> str:
         centres = (bins.edges[:-1] + bins.edges[1:]) / 2
         width = bins.edges[1] - bins.edges[0]
         heights = np.nan_to_num(bins.accuracy)
-        axes.bar(centres, heights, width=width, color="#5c6bc0", edgecolor="white", label="accuracy")
+        bars = axes.bar(centres, heights, width=width, color="#5c6bc0", edgecolor="white", label="accuracy")
+        # Samples per bin above each bar: a tall bar over 3 samples means little.
+        axes.bar_label(bars, labels=[str(int(c)) if c else "" for c in bins.counts], fontsize=6, padding=1,
+                       color="#37474f")
         axes.plot([0, 1], [0, 1], linestyle="--", color="#444444", linewidth=1, label="perfect calibration")
-        axes.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy")
+        axes.set(xlim=(0, 1), ylim=(0, 1.08), xlabel="confidence (numbers: samples per bin)", ylabel="accuracy")
         axes.set_title(f"Reliability ({len(centres)} bins), ECE {bins.ece:.3f}")
         axes.legend(loc="upper left", fontsize=7)
         return _figure_uri(figure)
@@ -302,12 +317,14 @@ def class_accuracy_plot(records: Records, baseline: Records | None = None) -> st
 
 @dataclass(frozen=True)
 class PlotImage:
-    """One plot of the report: a title, its alt text and the PNG data URI."""
+    """One plot of the report: a title, its alt text and the PNG data URI (drawn at 2x its shown size)."""
 
     key: str
     title: str
     alt: str
     uri: str
+    width: int = round(FIGSIZE[0] * CSS_DPI)  # shown size, CSS pixels
+    height: int = round(FIGSIZE[1] * CSS_DPI)
 
 
 def candidate_plots(records: Records, baseline: Records | None = None) -> tuple[PlotImage, ...]:
