@@ -39,6 +39,7 @@ benchmarks: $(STAMP)
 	$(PY) benchmarks/bench_gradcam.py
 	$(PY) benchmarks/bench_engine.py
 	$(PY) benchmarks/bench_inputs.py
+	$(PY) benchmarks/bench_verdicts.py --stability
 
 clean:
 	rm -rf xgate-out .pytest_cache .mypy_cache .ruff_cache
