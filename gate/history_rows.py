@@ -32,7 +32,7 @@ class HistoryRow:
     start_time: datetime  # UTC
     candidate: str  # the lineage: versions of one candidate share its name; a select row: the run name
     verdict: str
-    scores: Mapping[str, float]  # KEY_SCORES the run has, under their policy names
+    scores: Mapping[str, float]  # KEY_SCORES the run has, and the other scores its policy gates with min/max
     failed_rules: tuple[str, ...]
     sha256: str = ""
     registered: str | None = None  # "NAME/VERSION" when the run's checkpoint became a model version

@@ -47,6 +47,7 @@ from gate.tracking_plan import (
     plan_entry,
     read_thresholds,
     safe_file_name,
+    threshold_keys,
 )
 
 if TYPE_CHECKING:
@@ -427,7 +428,10 @@ def _history_experiments(client: MlflowClient, name: str | None) -> dict[str, st
 
 def _history_row(run: Any, experiment: str) -> HistoryRow:
     metrics, tags, params = run.data.metrics, run.data.tags, run.data.params
-    scores = {s: float(metrics[metric_key(s)]) for s in KEY_SCORES if metric_key(s) in metrics}
+    # The key scores, and every other score the run's policy drew a line for (by its MLflow key).
+    by_key = {metric_key(s): s for s in KEY_SCORES}
+    names = list(dict.fromkeys([*KEY_SCORES, *(by_key.get(k, k) for k in threshold_keys(params))]))
+    scores = {s: float(metrics[metric_key(s)]) for s in names if metric_key(s) in metrics}
     # One tag per failed rule ("xgate.failed.<n>": "<rule id>: <message>"); older runs: one comma string.
     numbered = sorted((int(k.rsplit(".", 1)[1]), v) for k, v in tags.items()
                       if k.startswith("xgate.failed.") and k.rsplit(".", 1)[1].isdigit())
@@ -440,7 +444,7 @@ def _history_row(run: Any, experiment: str) -> HistoryRow:
         verdict=tags.get("xgate.verdict", ""), scores=scores, failed_rules=failed,
         sha256=params.get("candidate.sha256", ""), registered=tags.get("xgate.registered_version"),
         experiment=experiment, kind=kind, policy=params.get("policy", tags.get("xgate.policy", "")),
-        thresholds=read_thresholds(params, KEY_SCORES), rules_total=_count(metrics, "rules.total"),
+        thresholds=read_thresholds(params, names), rules_total=_count(metrics, "rules.total"),
         rules_failed=_count(metrics, "rules.failed"), parent_run_id=tags.get("mlflow.parentRunId", ""),
         fixed_maps=tuple(name for name in tags.get(FIXED_MAPS_TAG, "").split(",") if name),
     )

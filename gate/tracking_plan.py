@@ -274,6 +274,13 @@ def threshold_params(cand: CandidateResult) -> dict[str, str]:
             for rule in cand.rules if rule.op in _BOUND_NAMES and math.isfinite(rule.threshold)}
 
 
+def threshold_keys(params: Mapping[str, str]) -> list[str]:
+    """The metric keys ``threshold_params`` gave a line, in param order (each once)."""
+    keys = [k[len(THRESHOLD_PREFIX):].rsplit(".", 1)[0] for k in params
+            if k.startswith(THRESHOLD_PREFIX) and k.rsplit(".", 1)[-1] in _BOUND_NAMES.values()]
+    return list(dict.fromkeys(keys))
+
+
 def read_thresholds(params: Mapping[str, str], scores: Sequence[str]) -> dict[str, tuple[tuple[str, float], ...]]:
     """``threshold_params`` read back for ``scores``: score -> ((">=" or "<=", value), ...)."""
     ops = {name: op for op, name in _BOUND_NAMES.items()}

@@ -20,7 +20,15 @@ from gate.history_rows import HistoryRow, format_history, rule_count
 from gate.outbox import map_png
 from gate.report.history import render_history
 from gate.result import CandidateResult, GateResult, PolicyInfo, RuleResult
-from gate.tracking import _shared_map_ids, fetch_maps, history, history_table, log_gate, write_history_html
+from gate.tracking import (
+    _history_row,
+    _shared_map_ids,
+    fetch_maps,
+    history,
+    history_table,
+    log_gate,
+    write_history_html,
+)
 from gate.tracking_plan import TrackingConfig, plan_entry, read_thresholds, run_url, threshold_params, where_to_see
 
 THRESHOLDS = {"strict": 0.9, "lenient": 0.75}
@@ -126,6 +134,39 @@ def test_history_page_draws_one_trend_line_per_candidate_per_policy_with_thresho
     maps = {r["data-sample-id"]: r for r in soup.select("table.maps tbody tr")}
     assert len(maps["s0"].find_all("img")) == 8
     assert len(maps["s_3"].find_all("img")) == 1
+
+
+def test_scores_outside_the_key_ones_get_a_trend_when_a_policy_gates_them() -> None:
+    rows = [replace(r, scores={**r.scores, "background.flip_rate": 0.1 * i},
+                    thresholds={**r.thresholds, "background.flip_rate": (("<=", 0.2),)} if r.policy == "strict" else
+                    r.thresholds) for i, r in enumerate(demo_rows())]
+    soup = BeautifulSoup(render_history(rows, {}), "html.parser")
+    assert [f["data-score"] for f in soup.select("figure.trend")] == ["accuracy", "alignment.lift",
+                                                                      "background.flip_rate"]
+    flip = soup.select_one("figure.trend[data-score='background.flip_rate']")
+    assert len(flip.select("svg g[id^=t2-line]")) == 4 and len(flip.select("svg g[id^=t2-threshold]")) == 1
+    assert "strict: <= 0.2" in flip.figcaption.get_text()
+    assert "background.flip_rate" not in [th.get_text() for th in soup.select("table.runs th")]  # trends only
+
+
+def test_a_run_read_back_keeps_key_scores_and_the_gated_ones() -> None:
+    run = SimpleNamespace(
+        info=SimpleNamespace(run_id="r1", start_time=1_767_261_600_000, run_name="v1.pt", experiment_id="1"),
+        data=SimpleNamespace(
+            metrics={"accuracy": 0.9, "confident_wrong_rate_at_0.99": 0.01, "background.flip_rate": 0.3,
+                     "nll": 0.2, "rules.total": 3.0, "rules.failed": 2.0},
+            params={"policy": "strict", "candidate.sha256": "ab" * 32, "threshold.accuracy.min": "0.95",
+                    "threshold.confident_wrong_rate_at_0.99.max": "0.02", "threshold.background.flip_rate.max": "0.2"},
+            tags={"xgate.kind": "candidate", "xgate.candidate": "v1.pt", "xgate.verdict": "failed",
+                  "xgate.failed.2": "background.flip_rate <= 0.2: too many flips", "xgate.failed.1": "accuracy >= 0.95",
+                  "xgate.failed_rules": "old,string", "xgate.maps.fixed": "s0,s_3"}))
+    got = _history_row(run, "xgate/shapes-v1/strict")
+    assert got.scores == {"accuracy": 0.9, "confident_wrong_rate@0.99": 0.01, "background.flip_rate": 0.3}
+    assert got.thresholds == {"accuracy": ((">=", 0.95),), "confident_wrong_rate@0.99": (("<=", 0.02),),
+                              "background.flip_rate": (("<=", 0.2),)}
+    assert got.failed_rules == ("accuracy >= 0.95", "background.flip_rate <= 0.2")  # one tag each, in order
+    assert (got.rules_failed, got.rules_total, got.policy, got.fixed_maps) == (2, 3, "strict", ("s0", "s_3"))
+    assert got.start_time == datetime(2026, 1, 1, 10, tzinfo=UTC) and got.kind == "candidate"
 
 
 def test_history_page_without_a_second_run_has_no_trends() -> None:

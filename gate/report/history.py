@@ -106,7 +106,8 @@ def build_history_context(
     rows: Sequence[HistoryRow], maps_by_sample: Mapping[str, Mapping[str, bytes]], *, title: str = "xgate history"
 ) -> HistoryContext:
     """The page's context; ``rows`` newest first, ``maps_by_sample`` is sample id -> run id -> PNG bytes."""
-    names = tuple(s for s in KEY_SCORES if any(s in r.scores for r in rows))
+    names = tuple(s for s in KEY_SCORES if any(s in r.scores for r in rows))  # the runs table's columns
+    gated = tuple(dict.fromkeys(s for r in rows for s in r.scores if s not in KEY_SCORES))
     candidate_rows = [r for r in reversed(rows) if r.kind != KIND_SELECT]
     positions = {r.run_id: x for x, r in enumerate(candidate_rows, start=1)}
     views = tuple(_run_view(row, names, positions.get(row.run_id, 0)) for row in rows)
@@ -118,7 +119,8 @@ def build_history_context(
     )
     lineages = lineages_of(candidate_rows)
     return HistoryContext(title=title, score_names=names, runs=views, lineages=lineages,
-                          trends=trends(candidate_rows, lineages, names), map_runs=oldest_first, samples=samples)
+                          trends=trends(candidate_rows, lineages, (*names, *gated)), map_runs=oldest_first,
+                          samples=samples)
 
 
 def render_history(
