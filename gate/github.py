@@ -9,7 +9,8 @@ from pathlib import Path
 from gate.errors import InputError
 from gate.junit import failure_message
 from gate.outputs import OutputPaths
-from gate.report.context import fmt
+from gate.report.formatting import fmt
+from gate.report.reasons import reasons
 from gate.result import CandidateResult, GateResult, RuleResult
 
 MAX_ANNOTATIONS = 10  # GitHub shows about ten annotations per step; the rest go into one count line
@@ -81,7 +82,9 @@ def _candidate_markdown(candidate: CandidateResult, selected: str | None) -> lis
     failed, total = len(candidate.failed_rules), len(candidate.rules)
     winner = " (selected)" if selected == name else ""
     head = f"### {markdown_escape(name)}{winner}: {verdict}, {failed} of {total} rules failed"
-    return ["", head, "", *_rules_table(candidate)]
+    # Why, in words: the same sentences as the top of the report (the anchors live in the report artifact).
+    why = [f"- {markdown_escape(r.sentence)}" for r in reasons(candidate.rules, 0)]
+    return ["", head, *([""] + why if why else []), "", *_rules_table(candidate)]
 
 
 def summary_markdown(result: GateResult, paths: OutputPaths | None) -> str:

@@ -195,3 +195,12 @@ def test_advisory_mode_annotates_failed_rules_as_warnings(tmp_path: Path) -> Non
     assert lines == [line.replace("::error ", "::warning ", 1) for line in github_annotations(result)]
     assert lines and all(line.startswith("::warning title=xgate: ") for line in lines)
     assert emit_github(result, default_paths(tmp_path), {**env, "XGATE_FAIL_ON": "fail"})[0].startswith("::error")
+
+
+def test_summary_says_each_failed_rule_in_words_as_the_report_does() -> None:
+    result = check_result()
+    accuracy = result.candidates[0].scores["accuracy"]
+    text = summary_markdown(result, None)
+    # The registry's words for accuracy, with the value as a percentage; a passing rule gets no sentence.
+    assert f"- The model answers right on {accuracy:.0%} of samples (needs >= 0.95; rule accuracy >= 0.95)." in text
+    assert text.count("\n- ") == len(result.candidates[0].failed_rules) == 1
