@@ -17,9 +17,10 @@ use the masked ones. A model whose forward raises, returns anything but finite
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -30,7 +31,7 @@ from gate import probes as probe_ops
 from gate.candidate import Candidate
 from gate.errors import ReviewSetError, UsageError
 from gate.gradcam import explain, upsample
-from gate.inputs.batches import Batch, Frame, Frames, decode, decode_partners, native_size
+from gate.inputs.batches import Batch, Frame, Frames, loaded_batches, native_size
 from gate.localisation import localise
 from gate.model_faults import OutputCheck
 from gate.records import NO_VARIANT, OUTSIDE, PROBE_VARIANTS, KeptSample, Records
@@ -38,6 +39,9 @@ from gate.result import Gallery
 from gate.review_set import ReviewSet
 
 Progress = Callable[[int, int], None]
+
+PRECISIONS = ("fp32", "bf16")
+FIXED_TOTAL = 48  # at most this many fixed samples overall: 1000 classes × 2 kept ~2 GB of pictures at 224²
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,9 @@ class EngineOptions:
     seed: int = 0
     gallery_size: int = 8  # samples per gallery kind (easy, borderline, failures)
     fixed_per_class: int = 2  # samples per class always kept: the same ids across model versions
+    fixed_total: int = FIXED_TOTAL  # ... but at most this many in all, spread over the classes (fixed_ids)
+    workers: int = 0  # threads decoding and framing the next batches (0: in the calling thread)
+    precision: str = "fp32"  # "bf16": the forwards under autocast; maps, probabilities and scores in float32
 
 
 @dataclass(frozen=True)
@@ -83,17 +90,23 @@ def run(
     device = resolve_device(options.device)
     order = np.arange(review_set.size) if indices is None else np.asarray(indices, dtype=np.int64)
     partners = masked_partners(review_set, options.seed) if "background" in options.probes else {}
-    fixed = fixed_ids(review_set, options.fixed_per_class)
+    if options.precision not in PRECISIONS:
+        raise UsageError(f"unknown precision {options.precision!r} (fp32 or bf16)", field="--precision")
+    fixed = fixed_ids(review_set, options.fixed_per_class, options.fixed_total)
     native = native_size(review_set) if any(min(c.input.size) <= 0 for c in candidates) else (0, 0)
     states = [_ModelState(c, review_set, options, device, partners, fixed, native) for c in candidates]
-    for start in range(0, len(order), options.batch_size):
-        batch = decode(review_set, order[start : start + options.batch_size])
-        partner_batches = decode_partners(review_set, batch, partners)
-        frames = Frames(batch, partner_batches, device)  # shared by the models with the same geometry
-        for state in states:
-            state.consume(batch, frames)
-        if progress is not None:
-            progress(min(start + options.batch_size, len(order)), len(order))
+    geometries = list(dict.fromkeys(state.geometry for state in states))  # each framed once per batch
+    loader = loaded_batches(review_set, order, options.batch_size, partners, geometries, options.workers,
+                            pin=device.type == "cuda")
+    done = 0
+    with contextlib.closing(loader):  # an error in a model stops the workers now
+        for loaded in loader:
+            frames = Frames.of(loaded, device)  # shared by the models with the same geometry
+            for state in states:
+                state.consume(loaded.batch, frames)
+            done += len(loaded.batch.indices)
+            if progress is not None:
+                progress(done, len(order))
     return [state.finish(order) for state in states]
 
 
@@ -105,7 +118,7 @@ def keep_samples(
     wanted = np.array(sorted(position[i] for i in sample_ids if i in position), dtype=np.int64)
     if not wanted.size:
         return {}
-    keep_all = replace(options, gallery_size=len(wanted), fixed_per_class=0)
+    keep_all = replace(options, gallery_size=len(wanted), fixed_per_class=0, workers=0)
     (model_run,) = run([candidate], review_set, keep_all, indices=wanted)
     return {k: v for k, v in model_run.records.kept.items() if k in set(sample_ids)}
 
@@ -158,7 +171,7 @@ def select_gallery(records: Records, size: int) -> Gallery:
 def merge_runs(parts: Sequence[ModelRun], review_set: ReviewSet, options: EngineOptions) -> ModelRun:
     """One model's runs over consecutive shards of the review set, joined as if run in one process."""
     records = Records.concat([part.records for part in parts])
-    fixed = fixed_ids(review_set, options.fixed_per_class)
+    fixed = fixed_ids(review_set, options.fixed_per_class, options.fixed_total)
     return _finish_gallery(records, options.gallery_size, fixed, max(part.seconds for part in parts))
 
 
@@ -169,14 +182,27 @@ def _finish_gallery(records: Records, size: int, fixed: frozenset[str], seconds:
     return ModelRun(records=replace(records, kept=kept), gallery=gallery, seconds=seconds)
 
 
-def fixed_ids(review_set: ReviewSet, per_class: int) -> frozenset[str]:
-    """The first ``per_class`` samples of each class: always kept, so reports of versions line up."""
-    counts: dict[int, int] = {}
-    ids = []
+def fixed_ids(review_set: ReviewSet, per_class: int, total: int = FIXED_TOTAL) -> frozenset[str]:
+    """Samples always kept, so that reports of model versions line up: at most ``total`` in all.
+
+    Round ``r`` adds the ``r``-th sample (review-set order) of each class that got one in every earlier
+    round, for up to ``per_class`` rounds. When a round does not fit in what is left of ``total``, it takes
+    classes evenly spread over the round's classes (in label order). Each class keeps a prefix of its
+    samples, and the choice depends only on the review set (not on the model, batches or shards).
+    """
+    by_class: dict[int, list[str]] = {}
     for sample in review_set.samples:
-        if counts.get(sample.label, 0) < per_class:
-            counts[sample.label] = counts.get(sample.label, 0) + 1
-            ids.append(sample.sample_id)
+        by_class.setdefault(sample.label, []).append(sample.sample_id)
+    ids: list[str] = []
+    classes = sorted(by_class)
+    for rank in range(per_class):
+        classes = [c for c in classes if len(by_class[c]) > rank]
+        room = total - len(ids)
+        if room <= 0 or not classes:
+            break
+        if len(classes) > room:
+            classes = [classes[i * len(classes) // room] for i in range(room)]
+        ids.extend(by_class[c][rank] for c in classes)
     return frozenset(ids)
 
 
@@ -206,6 +232,12 @@ class _ModelState:
         self.partners = partners
         # Eval mode for every forward (explained or not): BatchNorm must not use batch statistics.
         self.model = self.candidate.model.to(device).eval()
+        # On CUDA, channels_last is the layout cuDNN's convolutions (bf16 above all) run fastest in; the
+        # randomised copies below are copies of this model, so they share it. Only the layout changes.
+        self.channels_last = device.type == "cuda"
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.bf16 = options.precision == "bf16"
         self.randomised = (
             probe_ops.randomised_copies(self.model, self.candidate.target_layer, self.candidate.outputs,
                                         seed=options.seed)
@@ -230,15 +262,24 @@ class _ModelState:
         self.seconds = 0.0
 
     def normalise(self, images: Tensor) -> Tensor:
-        return (images - self.mean) / self.std
+        inputs = (images - self.mean) / self.std
+        return inputs.contiguous(memory_format=torch.channels_last) if self.channels_last else inputs
+
+    @contextlib.contextmanager
+    def autocast(self) -> Iterator[None]:
+        """The forwards (explained or not) in bf16 where asked; fp32 otherwise."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            yield
 
     def consume(self, batch: Batch, frames: Frames) -> None:
         started = time.perf_counter()
         frame = frames.get(self.geometry)
-        with self.check.guarded(self.model, len(batch.indices)):
+        with self.check.guarded(self.model, len(batch.indices)), self.autocast():
             explained = explain(self.model, self.candidate.target_layer, self.normalise(frame.images))
-        outputs = self._outputs(self.check.check_finite(explained.logits, batch.sample_ids), explained.target)
-        cam = upsample(explained.cam, self.size)
+        # bf16 forwards: probabilities (float64 softmax) and maps are computed in float32 from here on.
+        logits, small_cam = explained.logits.float(), explained.cam.float()
+        outputs = self._outputs(self.check.check_finite(logits, batch.sample_ids), explained.target)
+        cam = upsample(small_cam, self.size)
         local = localise(cam, frame.masks, frame.void, frame.has_mask)
         for name in ("probs", "pred", "top_prob", "second_prob", "outside_sq"):
             self._append(name, getattr(outputs, name))
@@ -246,12 +287,14 @@ class _ModelState:
         for name in ("energy", "mask_area", "pointing_hit", "rank_accuracy"):
             self._append(name, getattr(local, name).numpy())
         variants = self._variants(frame, frames) if frames.partners and batch.has_mask.any() else {}
-        variant_preds = {name: self._predict(x, batch, name) for name, x in variants.items()}
+        with self.autocast():
+            variant_preds = {name: self._predict(x, batch, name) for name, x in variants.items()}
         if self.partners:
             for name in PROBE_VARIANTS:
                 self._append(f"probe.{name}", _scatter(variant_preds.get(name), batch.has_mask))
         if self.randomised is not None:
-            self._append("sanity", self._sanity(frame.images, explained.cam, explained.target, batch))
+            with self.autocast():
+                self._append("sanity", self._sanity(frame.images, small_cam, explained.target, batch))
         self.gallery.offer(batch, outputs, cam, frame, variants, variant_preds)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

@@ -4,11 +4,20 @@ The engine decodes each batch once (uint8 images at their own sizes, masks and
 void masks, None where a sample has none); every model then brings it into its
 own frame with :mod:`gate.inputs.preprocess`. Models that share a geometry
 share the framed batch.
+
+:func:`loaded_batches` decodes and frames the next batches ahead of the
+models, in worker threads (``workers`` > 0): PIL's decoders and torch's resize
+release the GIL, so threads overlap the CPU work with the forwards without
+pickling pixels between processes (benchmarks/bench_pipeline.py measured both).
+Batches come back in order, and a worker's error (a corrupt image, a bomb) is
+raised in the caller as the same typed error, naming the file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Generator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,6 +54,31 @@ class Frame:
     void: Tensor  # bool [B, H, W], True = void
     has_mask: Tensor  # bool [B]
 
+    def pinned(self) -> Frame:
+        """The frame in page-locked host memory, so that the copy to a CUDA device can be asynchronous."""
+        return Frame(images=self.images.pin_memory(), masks=self.masks.pin_memory(), void=self.void.pin_memory(),
+                     has_mask=self.has_mask.pin_memory())
+
+    def to(self, device: torch.device) -> Frame:
+        """The frame on ``device`` (non-blocking from pinned memory; a no-op where it already is)."""
+        non_blocking = self.images.is_pinned()
+        return Frame(images=self.images.to(device, non_blocking=non_blocking),
+                     masks=self.masks.to(device, non_blocking=non_blocking),
+                     void=self.void.to(device, non_blocking=non_blocking),
+                     has_mask=self.has_mask.to(device, non_blocking=non_blocking))
+
+
+FrameKey = tuple[str, Geometry]  # (probe partner variant or "" for the batch itself, geometry)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One batch ready for the models: decoded samples, their probe partners and the frames on the host."""
+
+    batch: Batch
+    partners: dict[str, Batch]
+    framed: dict[FrameKey, Frame]
+
 
 def native_size(review_set: ReviewSet) -> tuple[int, int]:
     """The first image's size: the input size of a model that names none (a bare state_dict)."""
@@ -70,8 +104,11 @@ def decode_partners(review_set: ReviewSet, batch: Batch, partners: dict[str, np.
     return {variant: decode(review_set, partners[variant][batch.indices[rows]]) for variant in partners}
 
 
-def to_frame(batch: Batch, geometry: Geometry, device: torch.device) -> Frame:
-    """A decoded batch in a model's frame (gate.inputs.preprocess, on the CPU as a torchvision eval loop)."""
+def to_frame(batch: Batch, geometry: Geometry, device: torch.device | None = None) -> Frame:
+    """A decoded batch in a model's frame (gate.inputs.preprocess, on the CPU as a torchvision eval loop).
+
+    On ``device`` when given, else left on the host.
+    """
     images = torch.stack([image_to_frame(image, geometry) for image in batch.images])
     blank = torch.zeros(images.shape[-2:], dtype=torch.bool)
 
@@ -79,21 +116,82 @@ def to_frame(batch: Batch, geometry: Geometry, device: torch.device) -> Frame:
         return torch.stack([blank if m is None else mask_to_frame(m, geometry) for m in masks])
 
     voids = batch.voids or [None] * len(batch.images)
-    return Frame(images=images.to(device), masks=framed(batch.masks).to(device), void=framed(voids).to(device),
-                 has_mask=torch.from_numpy(batch.has_mask).to(device))
+    frame = Frame(images=images, masks=framed(batch.masks), void=framed(voids),
+                  has_mask=torch.from_numpy(batch.has_mask))
+    return frame if device is None else frame.to(device)
+
+
+def load(
+    review_set: ReviewSet, rows: np.ndarray, partners: dict[str, np.ndarray], geometries: Sequence[Geometry],
+    pin: bool = False,
+) -> Loaded:
+    """Decode the samples at ``rows`` and their probe partners, and frame them for every geometry (host memory).
+
+    A partner batch is framed only when it has rows (a batch without masks needs no probe variants).
+    """
+    batch = decode(review_set, rows)
+    partner_batches = decode_partners(review_set, batch, partners)
+    framed: dict[FrameKey, Frame] = {}
+    for geometry in geometries:
+        framed[("", geometry)] = to_frame(batch, geometry)
+        for variant, partner in partner_batches.items():
+            if partner.indices.size:
+                framed[(variant, geometry)] = to_frame(partner, geometry)
+    if pin:
+        framed = {key: frame.pinned() for key, frame in framed.items()}
+    return Loaded(batch=batch, partners=partner_batches, framed=framed)
+
+
+def loaded_batches(
+    review_set: ReviewSet, order: np.ndarray, batch_size: int, partners: dict[str, np.ndarray],
+    geometries: Sequence[Geometry], workers: int = 0, pin: bool = False,
+) -> Generator[Loaded, None, None]:
+    """The rows ``order`` in batches of ``batch_size``, loaded (see :func:`load`) in order.
+
+    ``workers`` = 0 loads each batch when it is asked for; otherwise that many threads load up to
+    ``2 × workers`` batches ahead (bounded memory whatever the review set's size).
+    """
+    chunks = (order[start : start + batch_size] for start in range(0, len(order), batch_size))
+    if workers <= 0:
+        for rows in chunks:
+            yield load(review_set, rows, partners, geometries, pin)
+        return
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xgate-load")
+    pending: deque[Future[Loaded]] = deque()
+    try:
+        for rows in chunks:
+            pending.append(pool.submit(load, review_set, rows, partners, geometries, pin))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        # On an error (here or in the models) do not wait for batches no one will read.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class Frames:
     """One batch (and its probe partners) framed per geometry, on demand: models that share one share it."""
 
-    def __init__(self, batch: Batch, partners: dict[str, Batch], device: torch.device) -> None:
+    def __init__(
+        self, batch: Batch, partners: dict[str, Batch], device: torch.device,
+        framed: dict[FrameKey, Frame] | None = None,
+    ) -> None:
         self.batch, self.partners, self.device = batch, partners, device
-        self.cache: dict[tuple[str, Geometry], Frame] = {}
+        self.framed = framed or {}  # host frames made ahead (gate.inputs.batches.load)
+        self.cache: dict[FrameKey, Frame] = {}
+
+    @classmethod
+    def of(cls, loaded: Loaded, device: torch.device) -> Frames:
+        """The frames of a loaded batch, moved to ``device`` as the models ask for them."""
+        return cls(loaded.batch, loaded.partners, device, loaded.framed)
 
     def get(self, geometry: Geometry, partner: str = "") -> Frame:
         """The batch (or the ``partner`` variant's partner batch) in the frame of ``geometry``."""
         key = (partner, geometry)
         if key not in self.cache:
-            source = self.partners[partner] if partner else self.batch
-            self.cache[key] = to_frame(source, geometry, self.device)
+            host = self.framed.get(key)
+            if host is None:
+                host = to_frame(self.partners[partner] if partner else self.batch, geometry)
+            self.cache[key] = host.to(self.device)
         return self.cache[key]
