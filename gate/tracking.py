@@ -167,9 +167,9 @@ def fetch_maps(
 ) -> dict[str, dict[str, bytes]]:
     """The ``maps/<id>.png`` artifacts of ``rows``' candidate runs: sample id -> run id -> PNG bytes.
 
-    Without ``sample_ids``, the samples most runs kept are followed: the engine keeps the first
-    ``fixed_per_class`` samples of every class in every run (same ids across versions), while the
-    gallery's picks change from model to model. Ties go to the lowest id, up to ``max_samples``.
+    Without ``sample_ids``, the samples most runs kept are followed: the engine keeps its fixed samples
+    (the first of each class, at most ``FIXED_TOTAL``) in every run, with the same ids across versions,
+    while the gallery's picks change from model to model. Up to ``max_samples``, one class at a time.
     """
     rows = [row for row in rows if row.kind != KIND_SELECT]  # a select's parent run keeps no maps
     if not rows:
