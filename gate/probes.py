@@ -198,16 +198,23 @@ def randomized_copy(model: nn.Module, target_layer: str, seed: int = 0) -> nn.Mo
     Sequential of layers, the last Conv2d and the layers after it) and every
     module registered after ``target_layer`` that has parameters (the head).
     Re-initialisation runs on the CPU under ``seed`` so that every device gets
-    the same weights. Hooks on ``model`` are copied too: call this before
-    registering any. The head's class rows follow the row order here; see
-    :func:`randomised_copies` for copies that do not depend on the class order.
+    the same weights. The copy shares every other parameter and buffer with
+    ``model`` (they are the same tensors); its re-initialised ones are frozen.
+    Hooks on ``model`` are copied too: call this before registering any. The
+    head's class rows follow the row order here; see :func:`randomised_copies`
+    for copies that do not depend on the class order.
     """
-    clone = copy.deepcopy(model).eval()
-    clone.requires_grad_(False)
-    modules = dict(clone.named_modules())
-    if target_layer not in modules:
+    if target_layer not in dict(model.named_modules()):
         raise GateError(f"target layer {target_layer!r} not found in the model")
-    targets = [*_top_block(modules[target_layer]), *_head(clone, target_layer)]
+    fresh = {id(t) for module in _reinitialised(model, target_layer) for t in (*module.parameters(),
+                                                                                *module.buffers())}
+    # The rest is shared with the model, not copied: a copy costs only the part it re-initialises (the
+    # sanity probe holds SANITY_COPIES of them). Shared weights are never written: resets touch only targets.
+    shared = {id(t): t for t in (*model.parameters(), *model.buffers()) if id(t) not in fresh}
+    clone = copy.deepcopy(model, shared).eval()
+    targets = _reinitialised(clone, target_layer)
+    for module in targets:
+        module.requires_grad_(False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for module in targets:
@@ -325,6 +332,11 @@ class _SampleRows:
             index = target[:, None, None, None].expand(-1, 1, *output.shape[2:])
             return output.scatter(1, index, picked[:, None])
         return None  # an unexpected layout: the class-keyed rows still hold
+
+
+def _reinitialised(model: nn.Module, target_layer: str) -> list[nn.Module]:
+    """The modules a randomised copy re-initialises: the target layer's top block and the head."""
+    return [*_top_block(dict(model.named_modules())[target_layer]), *_head(model, target_layer)]
 
 
 def _has_params(module: nn.Module) -> bool:

@@ -281,9 +281,16 @@ def test_randomized_copy_tiny_cnn(trainable: bool) -> None:
     copy = randomized_copy(model, "features", seed=0)
     assert not changed(before, model)
     assert all(p.requires_grad is trainable for p in model.parameters())
-    assert not copy.training and not any(p.requires_grad for p in copy.parameters())
     # The last conv stage of `features` (conv 12, BN 13) and the head `fc` are re-initialised; nothing else.
-    assert {k.rsplit(".", 1)[0] for k in changed(before, copy)} == {"features.12", "features.13", "fc"}
+    fresh = {"features.12", "features.13", "fc"}
+    assert {k.rsplit(".", 1)[0] for k in changed(before, copy)} == fresh
+    assert not copy.training
+    originals = dict(model.named_parameters())
+    for name, param in copy.named_parameters():
+        if name.rsplit(".", 1)[0] in fresh:
+            assert param is not originals[name] and not param.requires_grad  # its own, frozen
+        else:
+            assert param is originals[name]  # shared, not copied: a copy costs only what it re-initialises
     assert not torch.allclose(copy(x), model(x))
     assert not torch.allclose(activation(copy, "features", x), activation(model, "features", x))
     target = model(x).argmax(1)
