@@ -25,7 +25,8 @@ SCORE_RANGES: dict[str, tuple[float, float]] = {
                      "mean_confidence_wrong", "aurc", "alignment.energy", "alignment.rank_accuracy",
                      "alignment.energy.correct", "alignment.energy.wrong"), _UNIT),
     **dict.fromkeys(("nll", "alignment.lift", "alignment.lift.correct", "alignment.lift.wrong",
-                     "alignment.lift.class.<class>", "alignment.excluded"), _NON_NEGATIVE),
+                     "alignment.lift.class.<class>", "alignment.excluded", "alignment.zero_maps",
+                     "sanity.randomization_similarity.spread"), _NON_NEGATIVE),
     "brier": (0.0, 2.0),  # multi-class: sum over classes of (p - y)^2 is at most 2
     **dict.fromkeys(("background.bg_gap", "background.only_bg_chance_adjusted",
                      "sanity.randomization_similarity"), _SIGNED_UNIT),
