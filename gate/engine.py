@@ -293,8 +293,9 @@ class _ModelState:
             for name in PROBE_VARIANTS:
                 self._append(f"probe.{name}", _scatter(variant_preds.get(name), batch.has_mask))
         if self.randomised is not None:
-            with self.autocast():
-                self._append("sanity", self._sanity(frame.images, small_cam, explained.target, batch))
+            # Randomised copies in float32 even with bf16: their per-sample head hook (gate.probes) scatters
+            # float32 rows into the bf16 logits autocast gives, which torch refuses.
+            self._append("sanity", self._sanity(frame.images, small_cam, explained.target, batch))
         self.gallery.offer(batch, outputs, cam, frame, variants, variant_preds)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
