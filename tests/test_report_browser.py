@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from bs4 import BeautifulSoup
 from PIL import Image
-from report_fixtures import check_result
+from report_fixtures import check_result, select_result
 
 from gate.outputs import default_paths, write_outputs
+from gate.report import render_report
 
 pytestmark = pytest.mark.slow
 
@@ -80,10 +81,61 @@ def test_report_dom_has_every_section_and_only_inline_resources(report: Path, tm
     assert run.returncode == 0, run.stderr[-2000:]
     dom = BeautifulSoup(run.stdout, "html.parser")
     ids = [str(s["id"]) for s in dom.find_all("section")]
-    assert ids == ["verdict", "rules", "scores", "plots", "galleries", "showroom", "baseline", "about"]
+    # The answer, then the evidence, then the tables.
+    assert ids == ["verdict", "galleries", "showroom", "plots", "rules", "baseline", "scores", "classes", "about"]
     assert dom.find_all("script") == []
     sources = [str(tag["src"]) for tag in dom.find_all(src=True)]
     links = [str(tag["href"]) for tag in dom.find_all(href=True)]
     assert len(sources) > 20 and all(s.startswith("data:image/png;base64,") for s in sources)
     assert all(h.startswith("#") for h in links)
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*https?:""", report.read_text(encoding="utf-8"), re.I)
+
+
+# A measuring script added to a COPY of the report (the report itself has none and its CSP forbids one):
+# it writes what the layout gives into the DOM, which --dump-dom returns.
+MEASURE = """<script>
+window.addEventListener("load", () => {
+  const out = document.createElement("pre");
+  out.id = "measured";
+  const width = document.documentElement.clientWidth;
+  const wide = [...document.querySelectorAll("table")].filter(t => t.getBoundingClientRect().right > width + 1);
+  const verdict = document.getElementById("verdict").getBoundingClientRect().bottom;
+  const reasons = [...document.querySelectorAll("#verdict ul.reasons li")].map(li => li.getBoundingClientRect().bottom);
+  out.textContent = JSON.stringify({width, wide: wide.length, verdict, reasons});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def _measure(html: str, tmp_path: Path, width: int) -> dict[str, object]:
+    import json
+
+    page = tmp_path / f"measured-{width}.html"
+    page.write_text(re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", html).replace(
+        "</body>", MEASURE + "</body>"), encoding="utf-8")
+    run = _run(page, tmp_path / f"profile-{width}", "--dump-dom", f"--window-size={width},900",
+               "--virtual-time-budget=5000")
+    assert run.returncode == 0, run.stderr[-2000:]
+    found = BeautifulSoup(run.stdout, "html.parser").find(id="measured")
+    assert found is not None, run.stdout[-2000:]
+    return dict(json.loads(found.get_text()))
+
+
+@pytest.mark.parametrize("make", [lambda: check_result(baseline=True, kept=8),
+                                  lambda: select_result(baseline=True)], ids=["check", "select"])
+def test_the_answer_is_on_the_first_screen_and_no_table_overflows(make, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    html = render_report(make())
+    wide = _measure(html, tmp_path, 1400)
+    assert wide["reasons"], "the fixture has failed rules"
+    assert float(wide["verdict"]) <= 900 and all(float(b) <= 900 for b in wide["reasons"])  # type: ignore[union-attr]
+    narrow = _measure(html, tmp_path, 1000)
+    assert narrow["width"] <= 1000 and narrow["wide"] == 0  # type: ignore[operator]
+
+
+def test_every_reason_links_to_evidence_that_is_on_the_page() -> None:
+    for result in (check_result(baseline=True, kept=8), select_result(baseline=True)):
+        dom = BeautifulSoup(render_report(result), "html.parser")
+        links = [str(a["href"]) for a in dom.select("#verdict ul.reasons a")]
+        failed = sum(len(c.failed_rules) for c in result.candidates)
+        assert len(links) == failed > 0
+        assert all(h.startswith("#") and dom.find(id=h[1:]) is not None for h in links), links
