@@ -691,3 +691,37 @@ def test_select_over_three_100_class_candidates_renders(tmp_path: Path, thirty_c
     assert header == ["Class", "Samples", *[c.candidate.name for c in result.ranked()]]
     assert len(table.select("tr[data-class]")) == 20
     assert len(html.encode("utf-8")) < 2_000_000
+
+
+# --- the shipped candidates on a slice of the shipped review set ----------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_showroom_flags_the_scene_reader_and_not_the_honest_model(tmp_path: Path) -> None:
+    """cheater.pt reads the scene: its empty scenes are answered with their class, and flagged red. bgmix.pt
+    answers "circle" to every empty scene: right for circles, but its default, so never a red card."""
+    import shutil
+
+    from gate.review_set import build
+
+    source = REPO / "review_sets" / "shapes-v1"
+    plain = tmp_path / "plain"
+    for image in sorted((source / "images").glob("*/*.png")):
+        per_class = sorted(image.parent.glob("*.png"))[:8]  # 8 per class, 32 in all: seconds on a CPU
+        if image in per_class:
+            for part in ("images", "masks"):
+                target = plain / part / image.parent.name / image.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source / part / image.parent.name / image.name, target)
+    review = build(plain, tmp_path / "set").root
+    verdicts = {}
+    for name in ("cheater.pt", "bgmix.pt"):
+        result, html = gate_report(tmp_path, review, [REPO / "candidates" / name], "check")
+        view = build_context(result).candidates[0]
+        soup = soup_of(html)
+        verdicts[name] = (any(r.scene_tells for r in view.showroom), len(section(soup, "showroom").select(".pic.miss")))
+        assert len({r.label for r in view.showroom[:4]}) == 4  # one of each class first
+    assert verdicts["cheater.pt"][0] and verdicts["cheater.pt"][1] > 0
+    assert verdicts["bgmix.pt"] == (False, 0)
