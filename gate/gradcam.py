@@ -38,6 +38,7 @@ class Capture:
 
     activation: Tensor | None = None
     calls: int = 0
+    other: object = None  # the last non-tensor output (a tuple from attention), for the error message
 
 
 @contextmanager
@@ -54,7 +55,8 @@ def hooked(model: nn.Module, layer_name: str) -> Iterator[Capture]:
 
     def keep_activation(_module: nn.Module, _inputs: object, output: object) -> object:
         if not isinstance(output, Tensor):
-            return output  # explain() refuses it with the layer named; listing-style tools may look at it
+            capture.other = output  # explain() refuses it, naming the layer and what it gave
+            return output
         leaf = output.detach().requires_grad_(True)
         capture.activation = leaf
         capture.calls += 1
@@ -84,10 +86,12 @@ def explain(model: nn.Module, layer_name: str, inputs: Tensor, target: Tensor | 
     with hooked(model, layer_name) as capture, torch.enable_grad():
         logits = model(inputs)
         output = capture.activation
+        if output is None and capture.other is not None:
+            layout_of(model, layer_name, capture.other, tuple(inputs.shape))  # raises: not a tensor
         if output is None:
             layer = find_layer(model, layer_name)
-            raise CandidateError(f"target layer {layer_name!r} ({type(layer).__name__}) did not run or did not "
-                                 "output a tensor in the forward", field="target_layer")
+            raise CandidateError(f"target layer {layer_name!r} ({type(layer).__name__}) did not run in the "
+                                 "forward", field="target_layer")
         layout = layout_of(model, layer_name, output, tuple(inputs.shape))
         chosen = logits.argmax(1) if target is None else target.to(logits.device)
         # Summing over the batch is exact in eval mode: no op mixes samples.

@@ -175,8 +175,15 @@ def test_layers_without_a_map(layer: str, words: str | None) -> None:
 
 
 def test_tuple_output_is_an_input_error(vit: nn.Module) -> None:
-    with pytest.raises(CandidateError, match="did not output a tensor"):
+    with pytest.raises(CandidateError, match="'blocks.1.self_attention' gives no Grad-CAM map: it outputs a tuple"):
         explain(vit, "blocks.1.self_attention", torch.randn(1, 3, 16, 16))
+
+
+def test_a_layer_that_never_runs_is_an_input_error() -> None:
+    model = resnet18(weights=None, num_classes=2)
+    model.spare = nn.Conv2d(3, 4, 3)  # registered, never called by forward
+    with pytest.raises(CandidateError, match="'spare' .Conv2d. did not run"):
+        explain(model, "spare", torch.randn(1, 3, 32, 32))
 
 
 def test_unknown_layer_lists_close_matches() -> None:
