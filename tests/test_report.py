@@ -725,3 +725,39 @@ def test_showroom_flags_the_scene_reader_and_not_the_honest_model(tmp_path: Path
         assert len({r.label for r in view.showroom[:4]}) == 4  # one of each class first
     assert verdicts["cheater.pt"][0] and verdicts["cheater.pt"][1] > 0
     assert verdicts["bgmix.pt"] == (False, 0)
+
+
+# --- reasons in words -------------------------------------------------------------------------------------
+
+
+def test_every_registered_score_says_its_value_in_words() -> None:
+    from gate.metrics.registry import all_specs, say
+
+    for spec in all_specs():
+        assert spec.words, spec.name
+        assert spec.name not in say(spec.expand("cat"), 0.5), spec.name  # words, not "name = value"
+    assert say("alignment.off_object_rate", 0.9767) == "the map lands off the object on 98% of samples"
+    assert say("background.only_bg_accuracy", 0.9133) == "the scene alone gives the right answer 91% of the time"
+    assert say("class_accuracy.cat", 0.4) == "class cat is answered right on 40% of its samples"
+    assert say("alignment.lift", 0.5764) == "the map puts 0.58× the mass on the object that a uniform map would"
+    assert say("made_up", 0.25) == "made_up = 0.25" and say("accuracy", None) == "accuracy could not be computed"
+
+
+@pytest.mark.parametrize(
+    ("score", "anchor"),
+    [("accuracy", "c1-gallery-failures"), ("ece", "c1-plot-reliability"),
+     ("confident_wrong_rate@0.99", "c1-plot-wrong_by_threshold"), ("class_accuracy.cat", "c1-plot-class_accuracy"),
+     ("alignment.lift", "c1-galleries"), ("background.bg_gap", "c1-showroom"), ("delta.accuracy", "c1-baseline"),
+     ("sanity.randomization_similarity", "c1-rule-1"), ("made_up", "c1-rule-1")],
+)
+def test_a_failed_rule_links_to_its_evidence(score: str, anchor: str) -> None:
+    from gate.report.reasons import reasons
+    from gate.result import RuleResult
+
+    def rule(passed: bool) -> RuleResult:
+        return RuleResult(rule_id=f"{score} >= 0.9", score=score, op=">=", threshold=0.9, value=0.25, passed=passed,
+                          message="", higher_is_better=True, interval=(0.2, 0.3))
+
+    found = reasons((rule(True), rule(False)), 1)  # the second rule of the second candidate in rank order
+    assert len(found) == 1 and found[0].anchor == anchor
+    assert found[0].needs == "needs >= 0.9, with its interval [0.2, 0.3]"
