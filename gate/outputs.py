@@ -71,8 +71,12 @@ def _check_writable(named: list[tuple[str, Path]]) -> None:
         if path.is_dir():
             raise InputError("is a folder, not a file", path=path, field=field)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            probe = _temp_name(path)
+            # Probe the nearest folder that exists: creating the output folder now would leave it behind
+            # when the run is then refused for bad input (folders are made when the files are written).
+            folder = _nearest_existing(path.parent)
+            if not folder.is_dir():
+                raise NotADirectoryError(f"{folder} is not a folder")
+            probe = _temp_name(folder / path.name)
             os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
             probe.unlink()
         except OSError as error:
@@ -136,6 +140,12 @@ def junit_bytes(result: GateResult) -> bytes:
 
 def _named(paths: OutputPaths) -> list[tuple[str, Path]]:
     return [("report", paths.report), ("json", paths.json), ("junit", paths.junit)]
+
+
+def _nearest_existing(folder: Path) -> Path:
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
 
 
 def _temp_name(path: Path) -> Path:
