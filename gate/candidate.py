@@ -23,6 +23,7 @@ from gate.archs import build_model, default_target_layer
 from gate.errors import CandidateError
 from gate.inputs import safetensors_io
 from gate.inputs.preprocess import INTERPOLATIONS, Geometry
+from gate.layers import find_layer
 
 FORMAT = "xgate.candidate/v1"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -222,8 +223,10 @@ def load(
     spec = _overridden(path, file_input or InputSpec(size=(0, 0)), input_size=input_size, resize=resize,
                        interpolation=interpolation, mean=mean, std=std)
     layer = target_layer or file_layer or default_target_layer(model)
-    if layer not in dict(model.named_modules()):
-        raise CandidateError(f"model has no layer {layer!r}", path=path, field="target_layer")
+    try:
+        find_layer(model, layer)  # an unknown name lists close matches
+    except CandidateError as exc:
+        raise CandidateError(exc.message, path=path, field="target_layer") from None
     model.eval()
     return Candidate(path=str(path), sha256=sha, arch=spec_arch, model=model, classes=names,
                      input=spec, target_layer=layer, meta=dict(meta))
@@ -258,7 +261,8 @@ def _from_v1(
     classes = obj.get("classes")
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
         raise CandidateError("'classes' must be a non-empty list of names", path=path, field="classes")
-    kwargs = obj.get("arch_kwargs") or {}
+    kwargs = obj.get("arch_kwargs")
+    kwargs = {} if kwargs is None else kwargs  # never `or {}`: the truth value of a tensor raises
     if not isinstance(kwargs, Mapping):
         raise CandidateError("'arch_kwargs' must be a mapping", path=path, field="arch_kwargs")
     state = obj.get("state_dict")

@@ -80,6 +80,14 @@ def test_load_overrides(tmp_path: Path, model: nn.Module) -> None:
     assert loaded.target_layer == "features.0"
 
 
+def test_unknown_target_layer_names_the_file_and_close_matches(tmp_path: Path, model: nn.Module) -> None:
+    path = save_v1(tmp_path / "c.pt", model)
+    with pytest.raises(CandidateError) as caught:
+        candidate.load(path, target_layer="featurs")
+    assert caught.value.field == "target_layer" and str(path) in str(caught.value)
+    assert "close matches: features" in caught.value.message
+
+
 def test_pickled_module_is_refused_without_trust(tmp_path: Path, model: nn.Module) -> None:
     path = tmp_path / "pickled.pt"
     torch.save(model, path)

@@ -121,8 +121,7 @@ archs = st.sampled_from(["tiny_cnn", "nope", "os:system", "subprocess:run", "bui
                          "torch.hub:load", "gate.cli:main", ""])
 
 
-# arch_kwargs as a bare tensor hits a known bug (test_tensor_arch_kwargs_are_input_errors); inside lists and
-# mappings tensors are generated.
+# Tensors are generated inside lists and mappings; a bare tensor has its own test below.
 kwargs_values = st.one_of(scalars, st.lists(st.one_of(scalars, tensors), max_size=3),
                           st.dictionaries(st.text(max_size=6), st.one_of(scalars, tensors), max_size=3))
 
@@ -154,9 +153,7 @@ def test_candidate_loader_on_generated_bytes(tmp_path: Path, data: bytes, prefix
     _expect_input_error(lambda: candidate.load(path))
 
 
-@pytest.mark.xfail(strict=False, reason="B1 (gate/candidate.py _from_v1): `obj.get('arch_kwargs') or {}` takes "
-                   "the truth value of a tensor; an empty or multi-element one raises RuntimeError (exit 3). "
-                   "Found by test_candidate_loader_on_generated_payloads.")
+# Found by test_candidate_loader_on_generated_payloads: `arch_kwargs or {}` took a tensor's truth value (exit 3).
 @pytest.mark.parametrize("shape", [[0], [2]], ids=["empty", "two"])
 def test_tensor_arch_kwargs_are_input_errors(tmp_path: Path, shape: list[int]) -> None:
     payload = {"format": "xgate.candidate/v1", "arch": "tiny_cnn", "classes": ["a", "b"], "input": {"size": [8, 8]},
