@@ -256,8 +256,8 @@ def _common_params(result: GateResult) -> dict[str, str]:
 def _candidate_params(cand: CandidateResult) -> dict[str, str]:
     info = cand.candidate
     params = {"candidate": info.path, "candidate.sha256": info.sha256, "arch": info.arch,
-              "target_layer": info.target_layer}
-    return {k: v[:_PARAM_MAX] for k, v in params.items()}
+              "target_layer": info.target_layer, "target_layout": info.target_layout}
+    return {k: v[:_PARAM_MAX] for k, v in params.items() if v}
 
 
 THRESHOLD_PREFIX = "threshold."

@@ -43,7 +43,7 @@ def test_plan_of_a_check_has_params_metrics_tags_and_registers_only_a_pass() -> 
     assert run.parent is None and run.name == "v1.pt"
     assert run.params["candidate"] == "cands/v1.pt"
     assert run.params["candidate.sha256"] == "ab" * 32
-    assert run.params["arch"] == "tiny_cnn"
+    assert run.params["arch"] == "tiny_cnn" and "target_layout" not in run.params  # empty: not logged
     assert run.params["policy"] == "strict" and run.params["policy.sha256"] == "cd" * 32
     assert run.params["review_set.digest"] == "sha256:" + "ef" * 32
     assert run.metrics == {"accuracy": 0.75, "ece": 0.04, "confident_wrong_rate_at_0.99": 0.25,
@@ -101,6 +101,9 @@ def test_plan_logs_the_bounds_a_decision_rests_on_and_how_the_gate_ran() -> None
     assert run.metrics["mcnemar_p"] == 0.0312
     assert (run.params["device"], run.params["batch_size"], run.params["seed"]) == ("cuda:0", "64", "7")
     assert "device_name" not in run.params  # empty values are not params
+    tokens = replace(cand, candidate=replace(cand.candidate, target_layout="tokens"))
+    (token_run,) = plan_entry(replace(result, candidates=(tokens,)), TrackingConfig()).runs
+    assert token_run.params["target_layout"] == "tokens"
 
 
 def test_docs_mlflow_md_names_every_param_metric_and_tag_a_plan_logs() -> None:
