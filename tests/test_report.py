@@ -761,3 +761,24 @@ def test_a_failed_rule_links_to_its_evidence(score: str, anchor: str) -> None:
     found = reasons((rule(True), rule(False)), 1)  # the second rule of the second candidate in rank order
     assert len(found) == 1 and found[0].anchor == anchor
     assert found[0].needs == "needs >= 0.9, with its interval [0.2, 0.3]"
+
+
+def test_a_one_class_gallery_makes_room_for_the_other_kept_classes() -> None:
+    from report_fixtures import kept_sample
+
+    from gate.report.context import stratify
+
+    rng = np.random.default_rng(0)
+
+    def sample(sample_id: str, label: int, pred: int, confidence: float):  # type: ignore[no-untyped-def]
+        return replace(kept_sample(rng, sample_id, label, pred, confidence, 8, False), label=label, pred=pred)
+
+    picks = {f"a{i}": sample(f"a{i}", 0, 0, 0.99 - i / 100) for i in range(8)}  # the engine's easy: all class 0
+    fixed = {"b0": sample("b0", 1, 1, 0.7), "b1": sample("b1", 1, 1, 0.9), "c0": sample("c0", 2, 0, 0.95),
+             "d0": sample("d0", 3, 3, 0.5)}
+    kept = {**picks, **fixed}
+    easy = [s.sample_id for s in stratify("easy", tuple(picks), kept)]
+    # Class 1's most confident right sample and class 3's right one; class 2 has none right (c0 is wrong).
+    assert easy == ["a0", "a1", "a2", "a3", "a4", "a5", "b1", "d0"]
+    assert [s.sample_id for s in stratify("failures", ("c0",), kept)] == ["c0"]  # one pick: nothing to give up
+    assert [s.sample_id for s in stratify("borderline", ("a7", "a6"), kept)] == ["a7", "a6"]

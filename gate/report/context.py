@@ -340,13 +340,44 @@ def interleave_classes(samples: Sequence[KeptSample]) -> list[KeptSample]:
     return out
 
 
+# Which kept samples may stand in a gallery: easy = right, failures = wrong (borderline needs the margin).
+_OF_KIND = {"easy": lambda s: s.pred == s.label, "failures": lambda s: s.pred != s.label}
+
+
+def stratify(kind: str, ids: Sequence[str], kept: Mapping[str, KeptSample]) -> list[KeptSample]:
+    """The engine's picks for a gallery, with classes it left out filled in from the other kept samples.
+
+    The engine keeps the top samples by confidence (often one class) plus a few fixed samples per class. A
+    class without a pick gets its most confident kept sample of the kind; to keep the gallery's size, the
+    lowest-ranked picks of the most shown class make room. Borderline stays as picked.
+    """
+    picks = [kept[i] for i in ids if i in kept]
+    fits = _OF_KIND.get(kind)
+    if fits is None or not picks:
+        return picks
+    shown = {s.label for s in picks}
+    extra: dict[int, KeptSample] = {}
+    for sample in sorted(kept.values(), key=lambda s: -s.confidence):  # stable: ties keep the kept order
+        if sample.label not in shown and sample.label not in extra and fits(sample):
+            extra[sample.label] = sample
+    for label in sorted(extra):
+        counts = {c: sum(s.label == c for s in picks) for c in {s.label for s in picks}}
+        crowded = max(counts, key=lambda c: (counts[c], -c))
+        if counts[crowded] < 2:
+            break  # every class shown once already: nothing to give up
+        drop = max(i for i, s in enumerate(picks) if s.label == crowded)
+        picks = picks[:drop] + picks[drop + 1:] + [extra[label]]
+    return picks
+
+
 def galleries(result: CandidateResult, baseline: CandidateResult | None, prefix: str = "c0") -> tuple[GalleryView, ...]:
-    """Easy, borderline and failure galleries, classes interleaved; ids missing from ``records.kept`` are skipped."""
+    """Easy, borderline and failure galleries, stratified and with classes interleaved (ids missing from
+    ``records.kept`` are skipped)."""
     kept = result.records.kept
     baseline_kept: Mapping[str, KeptSample] = {} if baseline is None else baseline.records.kept
     views = []
     for kind, (title, blurb) in GALLERY_TITLES.items():
-        chosen = interleave_classes([kept[i] for i in getattr(result.gallery, kind) if i in kept])
+        chosen = interleave_classes(stratify(kind, getattr(result.gallery, kind), kept))
         tiles = tuple(tile(s, result.records.classes, baseline_kept.get(s.sample_id), f"{prefix}-{kind}-{n}")
                       for n, s in enumerate(chosen))
         views.append(GalleryView(kind=kind, title=title, blurb=blurb, tiles=tiles, anchor=f"{prefix}-gallery-{kind}"))
