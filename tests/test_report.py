@@ -782,3 +782,6 @@ def test_a_one_class_gallery_makes_room_for_the_other_kept_classes() -> None:
     assert easy == ["a0", "a1", "a2", "a3", "a4", "a5", "b1", "d0"]
     assert [s.sample_id for s in stratify("failures", ("c0",), kept)] == ["c0"]  # one pick: nothing to give up
     assert [s.sample_id for s in stratify("borderline", ("a7", "a6"), kept)] == ["a7", "a6"]
+    # A sample another gallery shows (b1 as borderline) does not stand in: the next right one of class 1 does.
+    easy = [s.sample_id for s in stratify("easy", tuple(picks), kept, frozenset({"b1"}))]
+    assert easy == ["a0", "a1", "a2", "a3", "a4", "a5", "b0", "d0"]

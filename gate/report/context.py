@@ -344,11 +344,14 @@ def interleave_classes(samples: Sequence[KeptSample]) -> list[KeptSample]:
 _OF_KIND = {"easy": lambda s: s.pred == s.label, "failures": lambda s: s.pred != s.label}
 
 
-def stratify(kind: str, ids: Sequence[str], kept: Mapping[str, KeptSample]) -> list[KeptSample]:
+def stratify(
+    kind: str, ids: Sequence[str], kept: Mapping[str, KeptSample], taken: frozenset[str] = frozenset()
+) -> list[KeptSample]:
     """The engine's picks for a gallery, with classes it left out filled in from the other kept samples.
 
     The engine keeps the top samples by confidence (often one class) plus a few fixed samples per class. A
-    class without a pick gets its most confident kept sample of the kind; to keep the gallery's size, the
+    class without a pick gets its most confident kept sample of the kind not ``taken`` by another gallery
+    (a borderline sample is not "easy"); to keep the gallery's size, the
     lowest-ranked picks of the most shown class make room. Borderline stays as picked.
     """
     picks = [kept[i] for i in ids if i in kept]
@@ -358,7 +361,7 @@ def stratify(kind: str, ids: Sequence[str], kept: Mapping[str, KeptSample]) -> l
     shown = {s.label for s in picks}
     extra: dict[int, KeptSample] = {}
     for sample in sorted(kept.values(), key=lambda s: -s.confidence):  # stable: ties keep the kept order
-        if sample.label not in shown and sample.label not in extra and fits(sample):
+        if sample.label not in shown and sample.label not in extra and sample.sample_id not in taken and fits(sample):
             extra[sample.label] = sample
     for label in sorted(extra):
         counts = {c: sum(s.label == c for s in picks) for c in {s.label for s in picks}}
@@ -376,8 +379,9 @@ def galleries(result: CandidateResult, baseline: CandidateResult | None, prefix:
     kept = result.records.kept
     baseline_kept: Mapping[str, KeptSample] = {} if baseline is None else baseline.records.kept
     views = []
+    taken = frozenset(i for kind in GALLERY_TITLES for i in getattr(result.gallery, kind))
     for kind, (title, blurb) in GALLERY_TITLES.items():
-        chosen = interleave_classes(stratify(kind, getattr(result.gallery, kind), kept))
+        chosen = interleave_classes(stratify(kind, getattr(result.gallery, kind), kept, taken))
         tiles = tuple(tile(s, result.records.classes, baseline_kept.get(s.sample_id), f"{prefix}-{kind}-{n}")
                       for n, s in enumerate(chosen))
         views.append(GalleryView(kind=kind, title=title, blurb=blurb, tiles=tiles, anchor=f"{prefix}-gallery-{kind}"))
