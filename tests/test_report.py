@@ -785,3 +785,15 @@ def test_a_one_class_gallery_makes_room_for_the_other_kept_classes() -> None:
     # A sample another gallery shows (b1 as borderline) does not stand in: the next right one of class 1 does.
     easy = [s.sample_id for s in stratify("easy", tuple(picks), kept, frozenset({"b1"}))]
     assert easy == ["a0", "a1", "a2", "a3", "a4", "a5", "b0", "d0"]
+
+
+def test_borderline_tiles_show_the_margin_to_the_runner_up(
+    check_with_baseline: tuple[GateResult, BeautifulSoup],
+) -> None:
+    result, soup = check_with_baseline
+    records = result.candidates[0].records
+    for sample_id in result.candidates[0].gallery.borderline:
+        row = records.ids.index(sample_id)
+        top2 = sorted(records.probs[row].tolist())[-2:]  # the fixture's model has no outputs beyond the set
+        text = one(soup, f'div.gallery[data-kind="borderline"] figure.tile[data-sample="{sample_id}"]').get_text()
+        assert f"margin {fmt(top2[1] - top2[0])} to the runner-up" in text

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,7 @@ BASELINE_GROUP = "versus baseline"
 SCORE_GROUPS: tuple[str, ...] = ("classification", "calibration", "alignment", "background", "sanity", BASELINE_GROUP)
 GALLERY_TITLES: Mapping[str, tuple[str, str]] = {
     "easy": ("Easy", "right and confident"),
-    "borderline": ("Borderline", "close to the decision boundary"),
+    "borderline": ("Borderline", "the smallest margins between the top two answers"),
     "failures": ("Failures", "wrong predictions"),
 }
 # Showroom panels: (variant key, title); "original" is the kept image itself.
@@ -114,6 +114,7 @@ class Tile:
     overlay: str
     baseline: BaselineTile | None
     anchor: str = ""  # element id of the full-size view (a :target, no script)
+    note: str = ""  # borderline: the margin to the runner-up, the reason the engine picked it
 
 
 @dataclass(frozen=True)
@@ -373,6 +374,14 @@ def stratify(
     return picks
 
 
+def _margins(records: Records, ids: Sequence[str]) -> dict[str, str]:
+    """"margin 0.04 to the runner-up" per id: the gap between the top two probabilities over all outputs."""
+    wanted = set(ids)
+    rows = {sample_id: i for i, sample_id in enumerate(records.ids) if sample_id in wanted}
+    confidence, runner_up = records.confidence, records.runner_up
+    return {s: f"margin {fmt(float(confidence[i]) - float(runner_up[i]))} to the runner-up" for s, i in rows.items()}
+
+
 def galleries(result: CandidateResult, baseline: CandidateResult | None, prefix: str = "c0") -> tuple[GalleryView, ...]:
     """Easy, borderline and failure galleries, stratified and with classes interleaved (ids missing from
     ``records.kept`` are skipped)."""
@@ -382,7 +391,9 @@ def galleries(result: CandidateResult, baseline: CandidateResult | None, prefix:
     taken = frozenset(i for kind in GALLERY_TITLES for i in getattr(result.gallery, kind))
     for kind, (title, blurb) in GALLERY_TITLES.items():
         chosen = interleave_classes(stratify(kind, getattr(result.gallery, kind), kept, taken))
-        tiles = tuple(tile(s, result.records.classes, baseline_kept.get(s.sample_id), f"{prefix}-{kind}-{n}")
+        notes = _margins(result.records, [s.sample_id for s in chosen]) if kind == "borderline" else {}
+        tiles = tuple(replace(tile(s, result.records.classes, baseline_kept.get(s.sample_id), f"{prefix}-{kind}-{n}"),
+                              note=notes.get(s.sample_id, ""))
                       for n, s in enumerate(chosen))
         views.append(GalleryView(kind=kind, title=title, blurb=blurb, tiles=tiles, anchor=f"{prefix}-gallery-{kind}"))
     return tuple(views)
