@@ -84,7 +84,19 @@ def _candidate_markdown(candidate: CandidateResult, selected: str | None) -> lis
     head = f"### {markdown_escape(name)}{winner}: {verdict}, {failed} of {total} rules failed"
     # Why, in words: the same sentences as the top of the report (the anchors live in the report artifact).
     why = [f"- {markdown_escape(r.sentence)}" for r in reasons(candidate.rules, 0)]
-    return ["", head, *([""] + why if why else []), "", *_rules_table(candidate)]
+    versus = _versus_baseline(candidate)
+    return ["", head, *([""] + why if why else []), *(["", versus] if versus else []), "", *_rules_table(candidate)]
+
+
+def _versus_baseline(candidate: CandidateResult) -> str:
+    """"Against the baseline: 12 corrected, 3 regressed (McNemar p = 0.035)", or "" without a comparison."""
+    comparison = candidate.comparison or {}
+    migration = comparison.get("migration") or {}
+    if not migration:
+        return ""
+    corrected, regressed = int(migration.get("corrected", 0)), int(migration.get("regressed", 0))
+    p_value = fmt(comparison.get("mcnemar_p"))
+    return f"Against the baseline: {corrected} corrected, {regressed} regressed (McNemar p = {p_value})"
 
 
 def summary_markdown(result: GateResult, paths: OutputPaths | None) -> str:

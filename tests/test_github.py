@@ -204,3 +204,12 @@ def test_summary_says_each_failed_rule_in_words_as_the_report_does() -> None:
     # The registry's words for accuracy, with the value as a percentage; a passing rule gets no sentence.
     assert f"- The model answers right on {accuracy:.0%} of samples (needs >= 0.95; rule accuracy >= 0.95)." in text
     assert text.count("\n- ") == len(result.candidates[0].failed_rules) == 1
+
+
+def test_summary_gives_the_migration_and_mcnemar_line_with_a_baseline() -> None:
+    result = check_result(baseline=True)
+    migration = result.candidates[0].comparison["migration"]  # type: ignore[index]
+    line = (f"Against the baseline: {migration['corrected']} corrected, {migration['regressed']} regressed "
+            "(McNemar p = 0.0312)")
+    assert line in summary_markdown(result, None)
+    assert "Against the baseline" not in summary_markdown(check_result(), None)
