@@ -249,7 +249,7 @@ def reliability_plot(records: Records) -> str:
         heights = np.nan_to_num(bins.accuracy)
         bars = axes.bar(centres, heights, width=width, color="#5c6bc0", edgecolor="white", label="accuracy")
         # Samples per bin above each bar: a tall bar over 3 samples means little.
-        axes.bar_label(bars, labels=[str(int(c)) if c else "" for c in bins.counts], fontsize=6, padding=1,
+        axes.bar_label(bars, labels=[str(int(c)) if c else "" for c in bins.counts], fontsize=7, padding=1,
                        color="#37474f")
         axes.plot([0, 1], [0, 1], linestyle="--", color="#444444", linewidth=1, label="perfect calibration")
         axes.set(xlim=(0, 1), ylim=(0, 1.08), xlabel="confidence (numbers: samples per bin)", ylabel="accuracy")
