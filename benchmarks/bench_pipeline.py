@@ -120,6 +120,8 @@ def gate_vs_plain(count: int, size: int, batch: int, workers: list[int], device:
         cand = candidate_io.load(ckpt)
         dev = engine.resolve_device(device)
         plain_evaluation(review_set, cand, batch, dev)  # warm-up: kernels, allocator, page cache
+        warm = engine.EngineOptions(device=device, batch_size=batch)
+        run_gate(GateRequest(command="check", candidates=(ckpt,), policy=policy, engine=warm))  # autograd, copies
         plain = timed(lambda: plain_evaluation(review_set, cand, batch, dev))
         print(f"\n{header()}")
         print(f"\n{count} JPEG images {size}², resnet18 (random), batch {batch}, {device}; P = {forwards} forwards")
@@ -182,7 +184,8 @@ def throughput(count: int, size: int, batch: int, device: str) -> None:
             spawn = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(n, mp_context=spawn, initializer=_open_in_worker,
                                      initargs=(str(review_set.root),)) as pool:
-                run_processes(pool)  # warm-up: spawn, imports and opening are paid once per gate
+                for _ in range(2):  # warm-up (every worker): spawn, imports and opening are paid once per gate
+                    run_processes(pool)
                 decode_rates[f"{n} processes (spawn)"] = count / timed(lambda p=pool: run_processes(p))
         for name, rate in decode_rates.items():
             print(f"| decode + preprocess (image + mask), {name} | {rate:.1f} |")
@@ -225,7 +228,8 @@ def memory_child(root: str) -> None:
                      classes=shapes.CLASSES, input=InputSpec(size=(32, 32), mean=(0.5,) * 3, std=(0.25,) * 3),
                      target_layer="features")
     options = engine.EngineOptions(device="cpu", batch_size=64, probes=frozenset({"background"}), workers=2)
-    engine.run([cand], replace(review_set, samples=review_set.samples[:128]), options)  # warm-up
+    warm = review_set.samples[:: max(1, review_set.size // 128)]  # every class: background probes pair classes
+    engine.run([cand], replace(review_set, samples=warm), options)  # warm-up
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     before, peak, done = rss_mib(), [0.0], threading.Event()
 

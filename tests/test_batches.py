@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gate.inputs.batches import Batch, Frames, to_frame
+from gate.inputs.batches import Batch, Frames, loaded_batches, to_frame
 from gate.inputs.preprocess import Geometry
+from gate.review_set import ReviewSet
 
 
 def _batch() -> Batch:
@@ -37,3 +38,21 @@ def test_a_sample_without_a_mask_gets_a_blank_mask_and_is_marked() -> None:
     np.testing.assert_array_equal(frame.masks[0].numpy(), expected)
     assert not frame.masks[1].any() and not frame.void[1].any()
     assert frame.void[0].tolist() == [[True] * 4, [False] * 4, [False] * 4]
+
+
+def test_loaded_batches_come_in_order_with_frames_made_ahead(small_set: ReviewSet) -> None:
+    geometry = Geometry(size=(16, 16))
+    order = np.array([5, 1, 40, 2, 33, 7, 8])
+    partners = {"mixed_same": np.arange(small_set.size)[::-1].copy()}
+    for workers in (0, 2):
+        loaded = list(loaded_batches(small_set, order, 3, partners, [geometry], workers=workers))
+        assert [b.batch.indices.tolist() for b in loaded] == [[5, 1, 40], [2, 33, 7], [8]]
+        first = loaded[0]
+        # The partner of each masked row is decoded (the reversed set: row i pairs with 47 - i) and framed.
+        assert first.partners["mixed_same"].indices.tolist() == [42, 46, 7]
+        assert set(first.framed) == {("", geometry), ("mixed_same", geometry)}
+        frames = Frames.of(first, torch.device("cpu"))
+        assert frames.get(geometry) is frames.get(geometry)
+        assert frames.get(geometry).images is first.framed[("", geometry)].images  # no second framing on the CPU
+        np.testing.assert_array_equal(frames.get(geometry).images.numpy(),
+                                      to_frame(first.batch, geometry).images.numpy())
