@@ -56,10 +56,17 @@ def png_data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def image_uri(image: np.ndarray) -> str:
-    """A uint8 HxWx3 array as a PNG data URI (already at thumbnail size)."""
+def image_uri(image: np.ndarray, palette: bool = False) -> str:
+    """A uint8 HxWx3 array as a PNG data URI (already at thumbnail size).
+
+    ``palette``: 256 colours (median cut), for Grad-CAM overlays: at display size their smooth blends make
+    the largest PNGs of the report, and a palette halves them with no visible change at that size.
+    """
+    picture = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
+    if palette:
+        picture = picture.quantize(256, method=Image.Quantize.MEDIANCUT)
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buffer, format="PNG", optimize=True)
+    picture.save(buffer, format="PNG", optimize=True)
     return png_data_uri(buffer.getvalue())
 
 
@@ -146,7 +153,7 @@ def sample_pictures(image: np.ndarray, mask: np.ndarray, cam: np.ndarray) -> Sam
     small_cam = _resize_map(np.asarray(cam, dtype=np.float32), small.shape[:2])
     return SamplePictures(
         image=image_uri(draw_outline(small, small_mask)),
-        overlay=image_uri(cam_overlay(small, small_cam, small_mask)),
+        overlay=image_uri(cam_overlay(small, small_cam, small_mask), palette=True),
     )
 
 
