@@ -41,6 +41,11 @@ class Reason:
     evidence: str  # what the anchor shows, in words
 
     @property
+    def brief(self) -> str:
+        """The threshold without the interval ("needs >= 0.9"), for the compact list of several candidates."""
+        return self.needs.partition(",")[0]
+
+    @property
     def sentence(self) -> str:
         """The reason as one sentence for text outputs (the job summary)."""
         return f"{self.text[:1].upper()}{self.text[1:]} ({self.needs}; rule {self.rule_id})."
