@@ -157,8 +157,10 @@ def test_select_on_the_shipped_candidates_tells_the_story(tmp_path: Path) -> Non
     assert set(document["ranking"][:3]) == set(HONEST)  # passing candidates rank first
     assert set(document["ranking"][3:]) == set(SHORTCUT)
     rejected = result.stdout[result.stdout.index("rejected:"):]
-    for name in SHORTCUT:
-        assert f"  {name}: failed" in rejected
+    for name, candidate_result in by_name.items():
+        if name in SHORTCUT:
+            rules = candidate_result["rules"]
+            assert f"  {name}: {len(candidate_result['failed_rules'])} of {len(rules)} rules failed" in rejected
     assert "FAIL  alignment.lift >= 2" in rejected
     assert result.stdout.splitlines()[-4] == f"selected: {document['selected']}"
 
