@@ -430,18 +430,6 @@ def _parse_pack_size(ctx: click.Context, param: click.Parameter, value: str | No
     return _parse_size(ctx, param, value)
 
 
-def _parse_rgb(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, float, float] | None:
-    if value is None:
-        return None
-    try:
-        numbers = tuple(float(part) for part in value.split(","))
-    except ValueError:
-        numbers = ()
-    if len(numbers) != 3:
-        raise click.BadParameter(f"expected three comma-separated numbers (R,G,B), got {value!r}")
-    return (numbers[0], numbers[1], numbers[2])
-
-
 def _parse_meta(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, Any]:
     import json
 
@@ -483,8 +471,8 @@ def _parse_json_object(ctx: click.Context, param: click.Parameter, value: str | 
 @click.option("--size", callback=_parse_pack_size, metavar="H,W", help="Input size the model sees (the crop).")
 @click.option("--resize", type=click.IntRange(1), help="Shorter side before the centre crop (else: squash).")
 @click.option("--interpolation", type=click.Choice(["bilinear", "bicubic", "nearest"]))
-@click.option("--mean", callback=_parse_rgb, metavar="R,G,B", help="Per-channel mean on [0, 1] pixels.")
-@click.option("--std", callback=_parse_rgb, metavar="R,G,B", help="Per-channel std on [0, 1] pixels.")
+@click.option("--mean", callback=_parse_channels, metavar="R,G,B", help="Per-channel mean on [0, 1] pixels.")
+@click.option("--std", callback=_parse_channels, metavar="R,G,B", help="Per-channel std on [0, 1] pixels.")
 @click.option("--target-layer", help="Layer to explain (default: the family's, else the last Conv2d).")
 @click.option("--arch-kwargs", callback=_parse_json_object, metavar="JSON",
               help="Extra arguments for the arch (num_classes is the number of class names).")
