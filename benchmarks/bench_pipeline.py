@@ -39,6 +39,7 @@ import PIL
 import torch
 import torchvision
 import yaml
+from bench_engine import rss_mib  # run as a script: benchmarks/ is on sys.path
 from PIL import Image
 
 from gate import archs, engine, probes, shapes
@@ -206,14 +207,6 @@ def throughput(count: int, size: int, batch: int, device: str) -> None:
                 bf16 = timed(lambda: [model_cl(x_cl) for _ in range(3)]) / 3
             print(f"| resnet18 forward, no grad, bf16 + channels_last | {batch / bf16:.1f} |")
         print(f"(load average after: {os.getloadavg()[0]:.1f})")
-
-
-def rss_mib() -> float:
-    """Resident set size of this process now (Linux /proc)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def memory_child(root: str) -> None:
