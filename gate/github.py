@@ -109,6 +109,8 @@ def summary_markdown(result: GateResult, paths: OutputPaths | None) -> str:
         f"Policy **{markdown_escape(result.policy.name)}** · review set **{markdown_escape(review.name)}** "
         f"{markdown_escape(review.version)} ({review.size} samples, {markdown_code(review.digest)})",
     ]
+    if not review.pinned:  # --allow-unpinned: the verdict is not on the set the policy pins
+        lines += ["", "⚠️ **UNPINNED**: run with `--allow-unpinned`; this digest is not the one the policy pins."]
     if result.baseline is not None:
         lines += ["", f"Baseline: **{markdown_escape(result.baseline.candidate.name)}**"]
     if result.command == "select":

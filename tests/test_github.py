@@ -73,6 +73,13 @@ def test_summary_has_verdict_rules_table_and_paths(tmp_path: Path) -> None:
     assert f"report `{tmp_path / 'report.html'}`" in text
 
 
+def test_summary_says_when_the_review_set_was_not_the_pinned_one(tmp_path: Path) -> None:
+    result = check_result(kept=0)
+    assert "UNPINNED" not in summary_markdown(result, default_paths(tmp_path))
+    unpinned = replace(result, review_set=replace(result.review_set, pinned=False))
+    assert "⚠️ **UNPINNED**: run with `--allow-unpinned`" in summary_markdown(unpinned, default_paths(tmp_path))
+
+
 def test_markdown_escape_keeps_table_cells_intact() -> None:
     assert markdown_escape("a|b\nc <x> *y*") == "a\\|b c \\<x> \\*y\\*"
     assert markdown_code("odd`name") == "`` odd`name ``" and markdown_code("plain") == "`plain`"

@@ -351,6 +351,14 @@ def test_candidate_name_and_policy_are_escaped() -> None:
     assert soup.find("b") is None and "<b>p</b>" in section(soup, "verdict").get_text()
 
 
+def test_an_unpinned_review_set_is_said_in_the_verdict() -> None:
+    result = check_result(baseline=False, kept=0)
+    assert soup_of(render_report(result)).find(id="unpinned") is None
+    soup = soup_of(render_report(replace(result, review_set=replace(result.review_set, pinned=False))))
+    note = soup.select_one("#verdict #unpinned")
+    assert note is not None and note.get_text(" ", strip=True).startswith("UNPINNED: run with --allow-unpinned")
+
+
 def test_report_has_no_external_resources(check_with_baseline: tuple[GateResult, BeautifulSoup]) -> None:
     _, soup = check_with_baseline
     for tag in soup.find_all(src=True):
