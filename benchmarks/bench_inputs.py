@@ -17,30 +17,16 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from bench_gradcam import best_of  # run as a script: benchmarks/ is on sys.path
 from PIL import Image
 
 PHOTO_SIZES = ((640, 480), (480, 640), (1024, 768), (800, 533), (500, 375), (1280, 960))
-
-
-def median_time(repeats: int, call: Callable[[], object]) -> float:
-    """Median wall time of ``repeats`` calls after one warm-up call."""
-    call()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def write_photos(folder: Path, count: int) -> list[tuple[Path, Path]]:
@@ -84,9 +70,9 @@ def bench_preprocess(count: int, repeats: int, batch: int, device: str) -> dict[
             return [((image_to_frame(read_rgb(image), geometry) - mean) / std,
                      mask_to_frame(read_mask(mask), geometry)) for image, mask in pairs]
 
-        times = {"decode": median_time(repeats, decode) / count,
-                 "decode + preprocess": median_time(repeats, decode_preprocess) / count,
-                 "decode + preprocess + mask": median_time(repeats, with_masks) / count}
+        times = {"decode": best_of(repeats, decode) / count,
+                 "decode + preprocess": best_of(repeats, decode_preprocess) / count,
+                 "decode + preprocess + mask": best_of(repeats, with_masks) / count}
     torch.manual_seed(0)
     model = resnet50(weights=None).eval().to(device)
     inputs = torch.randn(batch, 3, 224, 224, device=device)
@@ -95,7 +81,7 @@ def bench_preprocess(count: int, repeats: int, batch: int, device: str) -> dict[
         with torch.no_grad():
             return model(inputs)
 
-    times[f"ResNet-50 forward (batch {batch})"] = median_time(repeats, forward) / batch
+    times[f"ResNet-50 forward (batch {batch})"] = best_of(repeats, forward) / batch
     return times
 
 
