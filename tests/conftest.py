@@ -81,3 +81,45 @@ def cheater_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def honest_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tiny_cnn trained where the scene is independent of the class (bias 0.0)."""
     return save_tiny(train_tiny(0.0, seed=5, epochs=5), tmp_path_factory.mktemp("cand") / "honest.pt")
+
+
+def without_masks(small_set: ReviewSet, root: Path, every: int) -> list[dict[str, str]]:
+    """small_set copied to ``root`` with the mask of every ``every``-th sample removed (rows not yet written)."""
+    import csv
+    import shutil
+
+    shutil.copytree(small_set.root, root)
+    with open(root / "samples.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for i, row in enumerate(rows):
+        row["void"] = ""
+        if i % every == 0:
+            row["mask"] = ""
+    return rows
+
+
+def write_rows(root: Path, rows: list[dict[str, str]]) -> ReviewSet:
+    import csv
+
+    from gate.review_set import open_review_set, write_sums
+
+    with open(root / "samples.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["id", "image", "mask", "label", "void"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    write_sums(root)
+    return open_review_set(root)
+
+
+@pytest.fixture(scope="module")
+def partly_masked(small_set: ReviewSet, tmp_path_factory: pytest.TempPathFactory) -> ReviewSet:
+    """small_set with the masks of every third sample removed and a void band on sample 1."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("partly") / "set"
+    rows = without_masks(small_set, root, 3)
+    void = np.zeros((32, 32), dtype=np.uint8)
+    void[:, :8] = 255
+    Image.fromarray(void).save(root / "void1.png")
+    rows[1]["void"] = "void1.png"
+    return write_rows(root, rows)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import without_masks, write_rows
 from torch import nn
 
 from gate import candidate as candidate_io
@@ -357,53 +358,11 @@ def test_model_faults_are_input_errors_naming_the_candidate(
     assert not loaded.model._forward_hooks and not loaded.model._forward_pre_hooks  # type: ignore[attr-defined]
 
 
-def _without_masks(small_set: ReviewSet, root: Path, every: int) -> list[dict[str, str]]:
-    """small_set copied to ``root`` with the mask of every ``every``-th sample removed (rows not yet written)."""
-    import csv
-    import shutil
-
-    shutil.copytree(small_set.root, root)
-    with open(root / "samples.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    for i, row in enumerate(rows):
-        row["void"] = ""
-        if i % every == 0:
-            row["mask"] = ""
-    return rows
-
-
-def _write_rows(root: Path, rows: list[dict[str, str]]) -> ReviewSet:
-    import csv
-
-    from gate.review_set import open_review_set, write_sums
-
-    with open(root / "samples.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["id", "image", "mask", "label", "void"], lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    write_sums(root)
-    return open_review_set(root)
-
-
-@pytest.fixture(scope="module")
-def partly_masked(small_set: ReviewSet, tmp_path_factory: pytest.TempPathFactory) -> ReviewSet:
-    """small_set with the masks of every third sample removed and a void band on sample 1."""
-    from PIL import Image
-
-    root = tmp_path_factory.mktemp("partly") / "set"
-    rows = _without_masks(small_set, root, 3)
-    void = np.zeros((32, 32), dtype=np.uint8)
-    void[:, :8] = 255
-    Image.fromarray(void).save(root / "void1.png")
-    rows[1]["void"] = "void1.png"
-    return _write_rows(root, rows)
-
-
 def test_background_probes_on_a_set_without_masks_are_an_input_error(small_set: ReviewSet, tmp_path: Path,
                                                                      untrained_checkpoint: Path) -> None:
     from gate.errors import ReviewSetError
 
-    unmasked = _write_rows(tmp_path / "set", _without_masks(small_set, tmp_path / "set", 1))
+    unmasked = write_rows(tmp_path / "set", without_masks(small_set, tmp_path / "set", 1))
     cand = candidate_io.load(untrained_checkpoint)
     (plain,) = engine.run([cand], unmasked, engine.EngineOptions())  # metrics need no mask
     assert np.isnan(plain.records.energy).all() and compute_scores(plain.records)["alignment.coverage"] == 0.0
