@@ -99,8 +99,10 @@ def explain(model: nn.Module, layer_name: str, inputs: Tensor, target: Tensor | 
         (grads,) = torch.autograd.grad(objective, output, allow_unused=True)
     if grads is None:
         raise CandidateError(f"target layer {layer_name!r} does not feed the logits", field="target_layer")
-    activation = layout.to_grid(output.detach())
-    grads = layout.to_grid(grads)
+    # The map in float32 whatever the forward ran in: under bf16 autocast the layer's output and its
+    # gradient are bf16, and averaging and summing C channels in 8 bits of mantissa loses the map.
+    activation = layout.to_grid(output.detach()).float()
+    grads = layout.to_grid(grads).float()
     weights = grads.mean(dim=(2, 3), keepdim=True)
     cam = F.relu((weights * activation).sum(1))
     return Explained(logits=logits.detach(), cam=cam, target=chosen, layout=layout)

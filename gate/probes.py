@@ -326,11 +326,12 @@ class _SampleRows:
         bias = self.bias[target] if self.bias is not None else torch.zeros_like(rows[:, 0])
         if self.linear and x.dim() == 2 and output.dim() == 2:
             picked = (x * rows).sum(1) + bias
-            return output.scatter(1, target[:, None], picked[:, None])
+            # bf16 autocast: x and output are bf16, the float32 bias promotes picked; scatter needs one dtype
+            return output.scatter(1, target[:, None], picked[:, None].to(output.dtype))
         if not self.linear and x.dim() == 4 and output.dim() == 4:
             picked = torch.einsum("bchw,bc->bhw", x, rows) + bias[:, None, None]
             index = target[:, None, None, None].expand(-1, 1, *output.shape[2:])
-            return output.scatter(1, index, picked[:, None])
+            return output.scatter(1, index, picked[:, None].to(output.dtype))
         return None  # an unexpected layout: the class-keyed rows still hold
 
 

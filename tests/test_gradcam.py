@@ -204,3 +204,27 @@ def test_inplace_op_after_the_layer_keeps_captum_equality() -> None:
     with hooked(model, "features") as capture:
         model(batch)
     assert capture.activation is not None and capture.activation.min() < 0
+
+
+def test_bf16_autocast_maps_are_float32_from_the_bf16_activation_and_gradient(
+    resnet: nn.Module, batch: torch.Tensor
+) -> None:
+    # Reference by hand: the layer's bf16 output and its gradient, combined in float64.
+    saved: list[torch.Tensor] = []
+    handle = resnet.layer4.register_forward_hook(lambda _m, _i, out: saved.append(out))
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16), torch.enable_grad():
+            logits = resnet(batch)
+            target = logits.argmax(1)
+            (grads,) = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), saved[0])
+    finally:
+        handle.remove()
+    activation = saved[0].detach()
+    assert activation.dtype == grads.dtype == torch.bfloat16  # the forward did run in bf16
+    weights = grads.double().mean(dim=(2, 3), keepdim=True)
+    expected = F.relu((weights * activation.double()).sum(1))
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = explain(resnet, "layer4", batch)
+    assert ours.cam.dtype == torch.float32
+    torch.testing.assert_close(ours.cam.double(), expected, atol=1e-6 * float(expected.max()), rtol=1e-5)

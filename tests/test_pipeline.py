@@ -85,6 +85,12 @@ def test_bf16_gives_fp32_records_within_tolerance(small_set: ReviewSet, untraine
     assert 0 < np.abs(fp32.probs - bf16.probs).max() < 0.02  # > 0: the forwards did run in bf16
     np.testing.assert_array_equal(fp32.pred, bf16.pred)
     assert np.nanmax(np.abs(fp32.energy - bf16.energy)) < 0.05
+    # The randomised copies run in bf16 too (their head hook scatters in the logits' dtype).
+    assert fp32.sanity_similarity is not None and bf16.sanity_similarity is not None
+    np.testing.assert_array_equal(np.isnan(fp32.sanity_similarity), np.isnan(bf16.sanity_similarity))
+    # Per sample, bf16 rounding can swap near-tied ranks of a small map; the score is the mean.
+    assert 0 < np.nanmax(np.abs(fp32.sanity_similarity - bf16.sanity_similarity)) < 0.25
+    assert abs(np.nanmean(fp32.sanity_similarity) - np.nanmean(bf16.sanity_similarity)) < 0.01
     with pytest.raises(GateError, match="precision"):
         engine.run([cand], small_set, engine.EngineOptions(precision="fp16"))
 
