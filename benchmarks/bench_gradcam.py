@@ -22,17 +22,37 @@ from gate.archs import build_model
 from gate.gradcam import explain
 
 
+def _timed(call: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    call()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
 def best_of(repeats: int, call: Callable[[], object]) -> float:
     """Median wall time of ``repeats`` calls after one warm-up call."""
     call()
-    times = []
+    return statistics.median(_timed(call) for _ in range(repeats))
+
+
+def interleaved(repeats: int, calls: dict[str, Callable[[], object]],
+                warmups: int = 2) -> dict[str, float]:
+    """Median seconds per call, the calls taken in turn (A B C A B C ...) after ``warmups`` of each.
+
+    Timing one method's repeats back to back and the next method's after them charges the first
+    method with the process's warm-up (oneDNN primitive caches, allocator growth): on resnet50 the
+    first no-grad forwards ran 16% slower than the same forwards a minute later. Warming every call
+    and taking them in turn spreads any drift evenly over the methods.
+    """
+    for call in calls.values():
+        for _ in range(warmups):
+            call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, call in calls.items():
+            times[name].append(_timed(call))
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def _reshape(model: torch.nn.Module, layout: layers.Layout) -> Callable[[torch.Tensor], torch.Tensor] | None:
@@ -71,13 +91,18 @@ def time_model(arch: str, batch_size: int, size: int, repeats: int,
         with GradCAM(model=model, target_layers=[layer], reshape_transform=_reshape(model, layout)) as cam:
             return cam(input_tensor=batch, targets=None)
 
-    return layer_name, {
-        "plain forward (no_grad)": best_of(repeats, plain),
-        "xgate explain (logits + maps)": best_of(repeats, lambda: explain(model, layer_name, batch)),
-        # captum's LayerGradCam averages gradients over every dim after the 2nd: not Grad-CAM on tokens
-        "captum LayerGradCam": best_of(repeats, captum) if layout.kind == layers.SPATIAL else None,
-        "pytorch-grad-cam GradCAM": best_of(repeats, grad_cam),
+    calls: dict[str, Callable[[], object]] = {
+        "plain forward (no_grad)": plain,
+        "xgate explain (logits + maps)": lambda: explain(model, layer_name, batch),
+        "pytorch-grad-cam GradCAM": grad_cam,
     }
+    # captum's LayerGradCam averages gradients over every dim after the 2nd: not Grad-CAM on tokens
+    if layout.kind == layers.SPATIAL:
+        calls["captum LayerGradCam"] = captum
+    seconds = interleaved(repeats, calls)
+    order = ("plain forward (no_grad)", "xgate explain (logits + maps)", "captum LayerGradCam",
+             "pytorch-grad-cam GradCAM")
+    return layer_name, {name: seconds.get(name) for name in order}
 
 
 def main() -> None:
@@ -91,7 +116,8 @@ def main() -> None:
     args = parser.parse_args()
 
     print(f"{args.batch}×{args.size}², {args.device}, torch {torch.__version__}, "
-          f"{platform.processor() or platform.machine()}, threads {torch.get_num_threads()}, median of {args.repeats}")
+          f"{platform.processor() or platform.machine()}, threads {torch.get_num_threads()}, median of {args.repeats}, "
+          "methods interleaved after 2 warm-ups each")
     print("| model (layer) | method | seconds | × plain forward | × xgate |")
     print("|---|---|---|---|---|")
     for arch in args.models.split(","):
