@@ -197,6 +197,9 @@ def gate_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Threads decoding and framing the next batches during the forwards (0: none)."),
         click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
                      help="Forwards in float32 or under bf16 autocast (maps and scores stay float32)."),
+        click.option("--frame-cache", type=click.Path(path_type=Path, file_okay=False), envvar="XGATE_FRAME_CACHE",
+                     help="Folder keeping the framed review set between gates on this runner (read when there, "
+                          "written by a gate over the whole set; checked by sha256). Env: XGATE_FRAME_CACHE."),
         click.option("--seed", default=0, show_default=True, type=int, help="Seed for pairings and bootstrap."),
         click.option("--arch", help="Architecture for a bare state_dict."),
         click.option("--classes", help="Comma-separated names of every model output, in output order (for a "
@@ -280,7 +283,8 @@ def _gate(command: str, candidates: Sequence[Path], options: dict[str, Any]) -> 
         allow_arch_modules=tuple(options.get("allow_arch_module") or ()),
         max_checkpoint_mb=options["max_checkpoint_mb"],
         engine=EngineOptions(device=options["device"], batch_size=options["batch_size"], seed=options["seed"],
-                             workers=options["workers"], precision=options["precision"]),
+                             workers=options["workers"], precision=options["precision"],
+                             frame_cache=str(options["frame_cache"]) if options.get("frame_cache") else None),
         load=LoadOptions(arch=options.get("arch"), classes=classes, input_size=options.get("input_size"),
                          target_layer=options.get("target_layer"), resize=options.get("resize"),
                          interpolation=options.get("interpolation"), mean=options.get("mean"), std=options.get("std"),

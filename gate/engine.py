@@ -22,6 +22,7 @@ import heapq
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,7 +32,9 @@ from gate import probes as probe_ops
 from gate.candidate import Candidate
 from gate.errors import ReviewSetError, UsageError
 from gate.gradcam import explain, upsample
+from gate.inputs import frame_cache
 from gate.inputs.batches import Batch, Frame, Frames, loaded_batches, native_size
+from gate.inputs.preprocess import Geometry
 from gate.localisation import localise
 from gate.model_faults import OutputCheck
 from gate.records import NO_VARIANT, OUTSIDE, PROBE_VARIANTS, KeptSample, Records
@@ -57,6 +60,7 @@ class EngineOptions:
     fixed_total: int = FIXED_TOTAL  # ... but at most this many in all, spread over the classes (fixed_ids)
     workers: int = 0  # threads decoding and framing the next batches (0: in the calling thread)
     precision: str = "fp32"  # "bf16": the forwards under autocast; maps, probabilities and scores in float32
+    frame_cache: str | None = None  # folder keeping framed review sets between gates (gate.inputs.frame_cache)
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class ModelRun:
     records: Records
     gallery: Gallery
     seconds: float
+    frames: str = "decoded"  # where the frames came from (_frame_source): "decoded", "cache-read", ...
 
 
 def resolve_device(name: str) -> torch.device:
@@ -96,18 +101,33 @@ def run(
     native = native_size(review_set) if any(min(c.input.size) <= 0 for c in candidates) else (0, 0)
     states = [_ModelState(c, review_set, options, device, partners, fixed, native) for c in candidates]
     geometries = list(dict.fromkeys(state.geometry for state in states))  # each framed once per batch
+    # Only a gate over the whole set (not a shard or a subset) writes a cache entry; any gate reads one.
+    cache = (frame_cache.plan(Path(options.frame_cache), review_set.digest, review_set.size, geometries,
+                              write=indices is None) if options.frame_cache else None)
     loader = loaded_batches(review_set, order, options.batch_size, partners, geometries, options.workers,
-                            pin=device.type == "cuda")
-    done = 0
-    with contextlib.closing(loader):  # an error in a model stops the workers now
-        for loaded in loader:
-            frames = Frames.of(loaded, device)  # shared by the models with the same geometry
-            for state in states:
-                state.consume(loaded.batch, frames)
-            done += len(loaded.batch.indices)
-            if progress is not None:
-                progress(done, len(order))
-    return [state.finish(order) for state in states]
+                            pin=device.type == "cuda", cache=cache)
+    done, complete = 0, False
+    try:
+        with contextlib.closing(loader):  # an error in a model stops the workers now
+            for loaded in loader:
+                frames = Frames.of(loaded, device)  # shared by the models with the same geometry
+                for state in states:
+                    state.consume(loaded.batch, frames)
+                done += len(loaded.batch.indices)
+                if progress is not None:
+                    progress(done, len(order))
+        complete = True
+    finally:
+        written = cache.finish(complete) if cache is not None else []
+    source = _frame_source(cache, written)
+    return [replace(state.finish(order), frames=source) for state in states]
+
+
+def _frame_source(cache: frame_cache.CachePlan | None, written: list[Geometry]) -> str:
+    """How the frames were had: "decoded", "cache-read", "cache-written" or "cache-read+written"."""
+    read = cache is not None and bool(cache.stores)
+    return {(False, False): "decoded", (True, False): "cache-read", (False, True): "cache-written",
+            (True, True): "cache-read+written"}[(read, bool(written))]
 
 
 def keep_samples(
@@ -172,7 +192,8 @@ def merge_runs(parts: Sequence[ModelRun], review_set: ReviewSet, options: Engine
     """One model's runs over consecutive shards of the review set, joined as if run in one process."""
     records = Records.concat([part.records for part in parts])
     fixed = fixed_ids(review_set, options.fixed_per_class, options.fixed_total)
-    return _finish_gallery(records, options.gallery_size, fixed, max(part.seconds for part in parts))
+    run = _finish_gallery(records, options.gallery_size, fixed, max(part.seconds for part in parts))
+    return replace(run, frames=parts[0].frames if parts else run.frames)
 
 
 def _finish_gallery(records: Records, size: int, fixed: frozenset[str], seconds: float) -> ModelRun:
@@ -293,9 +314,8 @@ class _ModelState:
             for name in PROBE_VARIANTS:
                 self._append(f"probe.{name}", _scatter(variant_preds.get(name), batch.has_mask))
         if self.randomised is not None:
-            # Randomised copies in float32 even with bf16: their per-sample head hook (gate.probes) scatters
-            # float32 rows into the bf16 logits autocast gives, which torch refuses.
-            self._append("sanity", self._sanity(frame.images, small_cam, explained.target, batch))
+            with self.autocast():  # the copies run at the model's precision; their maps come back float32
+                self._append("sanity", self._sanity(frame.images, small_cam, explained.target, batch))
         self.gallery.offer(batch, outputs, cam, frame, variants, variant_preds)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

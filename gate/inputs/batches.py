@@ -11,6 +11,11 @@ release the GIL, so threads overlap the CPU work with the forwards without
 pickling pixels between processes (benchmarks/bench_pipeline.py measured both).
 Batches come back in order, and a worker's error (a corrupt image, a bomb) is
 raised in the caller as the same typed error, naming the file.
+
+With a frame cache (:mod:`gate.inputs.frame_cache`), a geometry whose entry
+exists is read from disk instead of decoded and framed; when every geometry's
+is, nothing is decoded at all. A gate over the whole set fills the missing
+entries as it frames its batches.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gate.inputs.preprocess import Geometry, image_to_frame, mask_to_frame
+from gate.inputs.frame_cache import CachePlan, FrameStore, FrameWriter
+from gate.inputs.preprocess import Geometry, image_to_pixels, mask_to_frame, pixels_to_frame
 from gate.review_set import ReviewSet
 
 
@@ -38,10 +44,13 @@ class Batch:
     images: list[np.ndarray]
     masks: list[np.ndarray | None]
     voids: list[np.ndarray | None] = field(default_factory=list)
+    mask_flags: np.ndarray | None = None  # which rows have a mask, for a batch not decoded (read from a cache)
 
     @property
     def has_mask(self) -> np.ndarray:
         """bool [B]: which rows have an object mask."""
+        if self.mask_flags is not None:
+            return self.mask_flags
         return np.array([m is not None for m in self.masks], dtype=bool)
 
 
@@ -98,45 +107,75 @@ def decode(review_set: ReviewSet, indices: np.ndarray) -> Batch:
                  voids=[review_set.load_void(i) for i in rows])
 
 
-def decode_partners(review_set: ReviewSet, batch: Batch, partners: dict[str, np.ndarray]) -> dict[str, Batch]:
-    """The partners of the batch's masked rows, in the order of those rows."""
+def described(review_set: ReviewSet, indices: np.ndarray) -> Batch:
+    """The samples at ``indices`` without their pixels (every frame of them comes from a cache)."""
+    rows = [int(i) for i in indices]
+    samples = [review_set.samples[i] for i in rows]
+    return Batch(indices=np.asarray(indices, dtype=np.int64), sample_ids=tuple(s.sample_id for s in samples),
+                 labels=np.array([s.label for s in samples], dtype=np.int64), images=[], masks=[], voids=[],
+                 mask_flags=np.array([bool(s.mask) for s in samples], dtype=bool))
+
+
+def decode_partners(review_set: ReviewSet, batch: Batch, partners: dict[str, np.ndarray],
+                    pixels: bool = True) -> dict[str, Batch]:
+    """The partners of the batch's masked rows, in the order of those rows (``pixels`` False: not decoded)."""
     rows = np.flatnonzero(batch.has_mask)
-    return {variant: decode(review_set, partners[variant][batch.indices[rows]]) for variant in partners}
+    fetch = decode if pixels else described
+    return {variant: fetch(review_set, partners[variant][batch.indices[rows]]) for variant in partners}
 
 
-def to_frame(batch: Batch, geometry: Geometry, device: torch.device | None = None) -> Frame:
+def to_frame(batch: Batch, geometry: Geometry, device: torch.device | None = None,
+             writer: FrameWriter | None = None) -> Frame:
     """A decoded batch in a model's frame (gate.inputs.preprocess, on the CPU as a torchvision eval loop).
 
-    On ``device`` when given, else left on the host.
+    On ``device`` when given, else left on the host. A ``writer`` keeps the framed batch in the cache.
     """
-    images = torch.stack([image_to_frame(image, geometry) for image in batch.images])
-    blank = torch.zeros(images.shape[-2:], dtype=torch.bool)
+    pixels = torch.stack([image_to_pixels(image, geometry) for image in batch.images])
+    blank = torch.zeros(pixels.shape[-2:], dtype=torch.bool)
 
     def framed(masks: Sequence[np.ndarray | None]) -> Tensor:
         return torch.stack([blank if m is None else mask_to_frame(m, geometry) for m in masks])
 
     voids = batch.voids or [None] * len(batch.images)
-    frame = Frame(images=images, masks=framed(batch.masks), void=framed(voids),
-                  has_mask=torch.from_numpy(batch.has_mask))
+    masks, void = framed(batch.masks), framed(voids)
+    if writer is not None:
+        writer.write(batch.indices, pixels, masks, void)
+    frame = Frame(images=pixels_to_frame(pixels), masks=masks, void=void, has_mask=torch.from_numpy(batch.has_mask))
     return frame if device is None else frame.to(device)
+
+
+def stored_frame(batch: Batch, store: FrameStore) -> Frame:
+    """The batch's frame read from a cache entry (equal to :func:`to_frame` of the decoded batch)."""
+    images, masks, void = store.frame(batch.indices)
+    return Frame(images=images, masks=masks, void=void, has_mask=torch.from_numpy(batch.has_mask))
 
 
 def load(
     review_set: ReviewSet, rows: np.ndarray, partners: dict[str, np.ndarray], geometries: Sequence[Geometry],
-    pin: bool = False,
+    pin: bool = False, cache: CachePlan | None = None,
 ) -> Loaded:
     """Decode the samples at ``rows`` and their probe partners, and frame them for every geometry (host memory).
 
-    A partner batch is framed only when it has rows (a batch without masks needs no probe variants).
+    A partner batch is framed only when it has rows (a batch without masks needs no probe variants). With a
+    ``cache``, geometries with an entry are read from it (nothing is decoded when all are), and the batch's
+    frames go to the writers of the others.
     """
-    batch = decode(review_set, rows)
-    partner_batches = decode_partners(review_set, batch, partners)
+    stores = cache.stores if cache is not None else {}
+    writers = cache.writers if cache is not None else {}
+    pixels = not all(geometry in stores for geometry in geometries)
+    batch = decode(review_set, rows) if pixels else described(review_set, rows)
+    partner_batches = decode_partners(review_set, batch, partners, pixels)
+
+    def frame(of: Batch, geometry: Geometry, writer: FrameWriter | None = None) -> Frame:
+        store = stores.get(geometry)
+        return stored_frame(of, store) if store is not None else to_frame(of, geometry, writer=writer)
+
     framed: dict[FrameKey, Frame] = {}
     for geometry in geometries:
-        framed[("", geometry)] = to_frame(batch, geometry)
+        framed[("", geometry)] = frame(batch, geometry, writers.get(geometry))
         for variant, partner in partner_batches.items():
             if partner.indices.size:
-                framed[(variant, geometry)] = to_frame(partner, geometry)
+                framed[(variant, geometry)] = frame(partner, geometry)
     if pin:
         framed = {key: frame.pinned() for key, frame in framed.items()}
     return Loaded(batch=batch, partners=partner_batches, framed=framed)
@@ -144,7 +183,7 @@ def load(
 
 def loaded_batches(
     review_set: ReviewSet, order: np.ndarray, batch_size: int, partners: dict[str, np.ndarray],
-    geometries: Sequence[Geometry], workers: int = 0, pin: bool = False,
+    geometries: Sequence[Geometry], workers: int = 0, pin: bool = False, cache: CachePlan | None = None,
 ) -> Generator[Loaded, None, None]:
     """The rows ``order`` in batches of ``batch_size``, loaded (see :func:`load`) in order.
 
@@ -154,13 +193,13 @@ def loaded_batches(
     chunks = (order[start : start + batch_size] for start in range(0, len(order), batch_size))
     if workers <= 0:
         for rows in chunks:
-            yield load(review_set, rows, partners, geometries, pin)
+            yield load(review_set, rows, partners, geometries, pin, cache)
         return
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xgate-load")
     pending: deque[Future[Loaded]] = deque()
     try:
         for rows in chunks:
-            pending.append(pool.submit(load, review_set, rows, partners, geometries, pin))
+            pending.append(pool.submit(load, review_set, rows, partners, geometries, pin, cache))
             if len(pending) >= 2 * workers:
                 yield pending.popleft().result()
         while pending:

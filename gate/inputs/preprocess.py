@@ -44,12 +44,20 @@ class Geometry:
             raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {self.interpolation!r}")
 
 
+def image_to_pixels(image: np.ndarray, geometry: Geometry) -> Tensor:
+    """A decoded uint8 [H, W, 3] image in the model's frame, still uint8: [3, h, w]."""
+    pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)  # channels-last, like v2.ToImage
+    return _geometry(pixels, geometry, INTERPOLATIONS[geometry.interpolation])
+
+
+def pixels_to_frame(pixels: Tensor) -> Tensor:
+    """Framed uint8 pixels [..., 3, h, w] as float32 in [0, 1] (``ToDtype(float32, scale=True)``)."""
+    return TF.to_dtype(pixels, torch.float32, scale=True)
+
+
 def image_to_frame(image: np.ndarray, geometry: Geometry) -> Tensor:
     """A decoded uint8 [H, W, 3] image as float32 [3, h, w] in [0, 1] in the model's frame."""
-    pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)  # channels-last, like v2.ToImage
-    mode = INTERPOLATIONS[geometry.interpolation]
-    framed = _geometry(pixels, geometry, mode)
-    return TF.to_dtype(framed, torch.float32, scale=True)
+    return pixels_to_frame(image_to_pixels(image, geometry))
 
 
 def mask_to_frame(mask: np.ndarray, geometry: Geometry) -> Tensor:

@@ -1,0 +1,252 @@
+"""Framed review sets kept on disk between gates on the same runner (``--frame-cache DIR``).
+
+A gate decodes every image and mask and brings it into each model's frame;
+with real photos on a GPU that decoding, not the forwards, can set the pace.
+This cache keeps the framed uint8 pixels and the framed masks of a whole review
+set, one entry per (review-set digest, geometry, torch/torchvision/Pillow
+versions), so that the next gate on the same runner reads frames instead of
+decoding. The frames read back are the bytes the decoding gave (the float
+frame is ``pixels / 255``, exactly as :func:`gate.inputs.preprocess.image_to_frame`),
+so a cached gate's records equal an uncached one's bit for bit.
+
+Safety: an entry is written only by a gate that framed every sample (not a
+shard, not a subset), into a temporary folder renamed into place when complete,
+so a killed gate leaves no half entry. Each file's sha256 is in the entry's
+``meta.json`` and is checked when the entry is opened; an entry that fails the
+check, or whose meta does not match, is not used (the gate decodes as without
+a cache) and is replaced. The review set itself is still verified against its
+pin on every gate. The cache folder is as trusted as the runner's disk: see
+docs/security.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from threading import Lock
+
+import numpy as np
+import PIL
+import torch
+import torchvision
+from torch import Tensor
+
+from gate.errors import UsageError
+from gate.inputs.preprocess import Geometry, pixels_to_frame
+
+FORMAT = 1
+IMAGES, MASKS, META = "images.u8", "masks.u8", "meta.json"
+_CHUNK = 1 << 20
+
+
+def entry_key(digest: str, geometry: Geometry) -> dict[str, object]:
+    """What an entry's frames depend on: the review set, the geometry and the libraries that framed it."""
+    return {"format": FORMAT, "digest": digest, "size": list(geometry.size), "resize": geometry.resize,
+            "interpolation": geometry.interpolation, "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "pillow": PIL.__version__}
+
+
+def entry_name(key: dict[str, object]) -> str:
+    """The entry's folder name: a hash of its key."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Byte sizes of one sample's row in each file."""
+
+    count: int
+    height: int
+    width: int
+
+    @property
+    def image_bytes(self) -> int:
+        return 3 * self.height * self.width
+
+    @property
+    def mask_bytes(self) -> int:
+        return 2 * ((self.height * self.width + 7) // 8)  # object mask and void mask, one bit per pixel
+
+    def packed(self, masks: Tensor, void: Tensor) -> np.ndarray:
+        """bool [B, h, w] masks and void masks as [B, mask_bytes] bits."""
+        flat = torch.stack([masks, void], dim=1).reshape(len(masks), 2, -1).numpy()
+        return np.packbits(flat, axis=2).reshape(len(masks), -1)
+
+    def unpacked(self, bits: np.ndarray) -> tuple[Tensor, Tensor]:
+        pixels = self.height * self.width
+        flat = np.unpackbits(bits.reshape(len(bits), 2, -1), axis=2, count=pixels).astype(bool)
+        both = torch.from_numpy(flat).reshape(len(bits), 2, self.height, self.width)
+        return both[:, 0].contiguous(), both[:, 1].contiguous()
+
+
+class FrameStore:
+    """A complete, verified entry: frames of any rows, read from disk."""
+
+    def __init__(self, folder: Path, layout: _Layout) -> None:
+        self.folder, self.layout = folder, layout
+
+    def frame(self, rows: np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
+        """Pixels (float32 [B, 3, h, w] in [0, 1]), masks and void masks (bool [B, h, w]) of ``rows``."""
+        layout = self.layout
+        images = np.empty((len(rows), layout.image_bytes), dtype=np.uint8)
+        bits = np.empty((len(rows), layout.mask_bytes), dtype=np.uint8)
+        with (self.folder / IMAGES).open("rb") as pixels_file, (self.folder / MASKS).open("rb") as masks_file:
+            for i, row in enumerate(int(r) for r in rows):
+                images[i] = np.frombuffer(os.pread(pixels_file.fileno(), layout.image_bytes,
+                                                   row * layout.image_bytes), dtype=np.uint8)
+                bits[i] = np.frombuffer(os.pread(masks_file.fileno(), layout.mask_bytes,
+                                                 row * layout.mask_bytes), dtype=np.uint8)
+        pixels = torch.from_numpy(images).reshape(len(rows), 3, layout.height, layout.width)
+        masks, void = layout.unpacked(bits)
+        return pixels_to_frame(pixels), masks, void
+
+
+class FrameWriter:
+    """Fills a new entry from framed batches (from worker threads); :meth:`commit` puts it in place."""
+
+    def __init__(self, root: Path, key: dict[str, object], layout: _Layout) -> None:
+        self.root, self.key, self.layout = root, key, layout
+        self.folder = root / f".tmp-{entry_name(key)}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.folder.mkdir(parents=True)
+        self.written = np.zeros(layout.count, dtype=bool)
+        self.lock = Lock()
+        self.files = {name: os.open(self.folder / name, os.O_WRONLY | os.O_CREAT, 0o644) for name in (IMAGES, MASKS)}
+
+    def write(self, rows: np.ndarray, pixels: Tensor, masks: Tensor, void: Tensor) -> None:
+        """Framed uint8 pixels [B, 3, h, w] and bool masks [B, h, w] of the samples ``rows``.
+
+        A failed write (a full disk) only drops the entry: the cache must never fail a gate.
+        """
+        layout = self.layout
+        images = pixels.contiguous().numpy().reshape(len(rows), -1)
+        bits = layout.packed(masks, void)
+        try:
+            for i, row in enumerate(int(r) for r in rows):
+                _write_all(self.files[IMAGES], images[i].tobytes(), row * layout.image_bytes)
+                _write_all(self.files[MASKS], bits[i].tobytes(), row * layout.mask_bytes)
+        except (OSError, KeyError):  # KeyError: the files were closed (the gate ended first)
+            return
+        with self.lock:
+            self.written[np.asarray(rows, dtype=np.int64)] = True
+
+    def commit(self) -> bool:
+        """Put the entry in place if every row was written; False (and nothing left behind) otherwise."""
+        self._close()
+        if not self.written.all():
+            self.discard()
+            return False
+        try:
+            meta = {**self.key, "count": self.layout.count, "height": self.layout.height,
+                    "width": self.layout.width,
+                    "sha256": {name: _sha256(self.folder / name) for name in (IMAGES, MASKS)}}
+            (self.folder / META).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+            target = self.root / entry_name(self.key)
+            shutil.rmtree(target, ignore_errors=True)  # a broken entry this gate did not use
+            self.folder.rename(target)
+        except OSError:  # a full disk, or another gate put the same entry in place first
+            self.discard()
+            return False
+        return True
+
+    def discard(self) -> None:
+        """Remove the unfinished entry."""
+        self._close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _close(self) -> None:
+        for handle in self.files.values():
+            os.close(handle)
+        self.files = {}
+
+
+def _write_all(handle: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:  # pwrite may write less than asked
+        done = os.pwrite(handle, view, offset)
+        view, offset = view[done:], offset + done
+
+
+def _layout_of(meta: dict[str, object]) -> _Layout | None:
+    numbers = [meta.get(name) for name in ("count", "height", "width")]
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in numbers):
+        return None
+    count, height, width = (int(str(n)) for n in numbers)
+    return _Layout(count=count, height=height, width=width)
+
+
+def open_store(root: Path, digest: str, geometry: Geometry, count: int) -> FrameStore | None:
+    """The entry for this review set and geometry, if it exists, matches and passes its checksums."""
+    key = entry_key(digest, geometry)
+    folder = root / entry_name(key)
+    try:
+        meta = json.loads((folder / META).read_text())
+    except (OSError, ValueError):
+        return None
+    layout = _layout_of(meta) if isinstance(meta, dict) else None
+    if layout is None or any(meta.get(k) != v for k, v in key.items()):
+        return None
+    if (layout.count, layout.height, layout.width) != (count, *geometry.size):
+        return None
+    sums = meta.get("sha256")
+    expected_bytes = {IMAGES: layout.image_bytes * count, MASKS: layout.mask_bytes * count}
+    for name, size in expected_bytes.items():
+        path = folder / name
+        try:
+            if path.stat().st_size != size or not isinstance(sums, dict) or _sha256(path) != sums.get(name):
+                return None
+        except OSError:
+            return None
+    return FrameStore(folder, layout)
+
+
+def start_writer(root: Path, digest: str, geometry: Geometry, count: int) -> FrameWriter:
+    """A writer for a new entry of this review set and geometry (``count`` samples)."""
+    height, width = geometry.size
+    return FrameWriter(root, entry_key(digest, geometry), _Layout(count=count, height=height, width=width))
+
+
+@dataclass
+class CachePlan:
+    """One gate's use of the cache, per geometry: an entry to read, or a writer filling a new one."""
+
+    stores: dict[Geometry, FrameStore]
+    writers: dict[Geometry, FrameWriter]
+
+    def finish(self, complete: bool) -> list[Geometry]:
+        """Commit the writers' entries if the gate framed every sample (``complete``); the geometries committed."""
+        committed = []
+        for geometry, writer in self.writers.items():
+            if complete and writer.commit():
+                committed.append(geometry)
+            else:
+                writer.discard()
+        self.writers = {}
+        return committed
+
+
+def plan(root: Path, digest: str, count: int, geometries: list[Geometry], write: bool) -> CachePlan:
+    """Open the entries that exist for ``geometries``; start writers for the others when ``write``.
+
+    A folder that cannot be created or written is a usage error naming it (the user asked for it).
+    """
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        stores = {g: s for g in geometries if (s := open_store(root, digest, g, count)) is not None}
+        writers = {g: start_writer(root, digest, g, count) for g in geometries if write and g not in stores}
+    except OSError as exc:
+        raise UsageError(f"cannot use it as a frame cache: {exc.strerror or exc}", path=root,
+                         field="--frame-cache") from None
+    return CachePlan(stores=stores, writers=writers)
