@@ -249,7 +249,7 @@ def test_check_prints_where_the_mlflow_run_is(monkeypatch: pytest.MonkeyPatch, c
     from types import SimpleNamespace
 
     import gate.tracking
-    from gate import cli
+    from gate.cli import gating
     from gate.tracking import TrackingOutcome
     from gate.tracking_plan import TrackingConfig
 
@@ -258,5 +258,5 @@ def test_check_prints_where_the_mlflow_run_is(monkeypatch: pytest.MonkeyPatch, c
     monkeypatch.setattr(gate.tracking, "log_gate", lambda *args: done)
     monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
     paths = SimpleNamespace(report=Path("r.html"), json=Path("r.json"), junit=Path("j.xml"))
-    cli._track(object(), paths, TrackingConfig(uri=uri), [])
+    gating._track(object(), paths, TrackingConfig(uri=uri), [])
     assert capsys.readouterr().out.splitlines() == [f"MLflow: logged 2 run(s) to {uri}", line]

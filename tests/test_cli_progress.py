@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import pytest
 
-from gate import cli
+from gate.cli import gating, progress
 
 
 class Terminal(io.StringIO):
@@ -24,7 +24,7 @@ def _feed(show: object, total: int, batch: int) -> None:
 
 
 def _context(**params: object) -> click.Context:
-    ctx = click.Context(cli.select, info_name="select")
+    ctx = click.Context(gating.select, info_name="select")
     ctx.params = dict(params)
     return ctx
 
@@ -35,9 +35,9 @@ def test_ci_logs_a_line_per_tenth_with_rate_device_and_candidates(monkeypatch: p
     monkeypatch.setenv("CI", "true")
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     clock = iter(float(t) for t in range(100))
-    monkeypatch.setattr(cli.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
     with _context(candidates=(Path("models/a.pt"), Path("b.pt")), device="cpu"):
-        _feed(cli._progress("gating"), total=600, batch=32)
+        _feed(progress.engine_progress("gating"), total=600, batch=32)
     lines = stderr.getvalue().splitlines()
     percents = [int(re.match(r"xgate: gating (\d+)% ", line).group(1)) for line in lines]  # type: ignore[union-attr]
     assert percents == [5, 10, 21, 32, 42, 53, 64, 74, 80, 90, 100]  # 19 batches of 32 -> one line per tenth
@@ -52,7 +52,7 @@ def test_ci_line_names_a_check_candidate_and_the_torchrun_ranks(monkeypatch: pyt
     monkeypatch.setenv("CI", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     with _context(candidate=Path("cand.pt"), device="cpu"):
-        _feed(cli._progress("gating"), total=10, batch=10)
+        _feed(progress.engine_progress("gating"), total=10, batch=10)
     assert stderr.getvalue().endswith(", device cpu × 2 ranks, candidates cand.pt\n")
     assert stderr.getvalue().startswith("xgate: gating 100% (10/10 images)")
 
@@ -62,25 +62,25 @@ def test_terminal_bar_has_the_rate_and_an_eta(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr("sys.stderr", stderr)
     monkeypatch.delenv("CI", raising=False)
     clock = iter([0.0, 1.0, 3.0, 5.0])  # created, then three reports two seconds apart
-    monkeypatch.setattr(cli.time, "monotonic", lambda: next(clock))
-    show = cli._progress("gating")
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    show = progress.engine_progress("gating")
     assert show is not None
     for done in (100, 200, 1000):
         show(done, 1000)
     frames = stderr.getvalue().split("\r\033[K")[1:]
-    assert frames[0] == f"gating {cli._bar(100, 1000, 30)} · 100.0 images/s · ETA 0:09"
-    assert frames[1] == f"gating {cli._bar(200, 1000, 30)} · 50.0 images/s · ETA 0:16"
-    assert frames[2] == f"gating {cli._bar(1000, 1000, 30)} · 225.0 images/s\n"
+    assert frames[0] == f"gating {progress.bar(100, 1000, 30)} · 100.0 images/s · ETA 0:09"
+    assert frames[1] == f"gating {progress.bar(200, 1000, 30)} · 50.0 images/s · ETA 0:16"
+    assert frames[2] == f"gating {progress.bar(1000, 1000, 30)} · 225.0 images/s\n"
 
 
 def test_piped_output_gets_no_progress(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sys.stderr", io.StringIO())
     monkeypatch.delenv("CI", raising=False)
-    assert cli._progress("gating") is None
+    assert progress.engine_progress("gating") is None
     monkeypatch.setenv("CI", "false")
-    assert cli._progress("gating") is None
+    assert progress.engine_progress("gating") is None
 
 
 def test_bar_and_clock() -> None:
-    assert cli._bar(15, 60, 4) == "[#...] 15/60"
-    assert cli._clock(9.4) == "0:09" and cli._clock(3725) == "1:02:05"
+    assert progress.bar(15, 60, 4) == "[#...] 15/60"
+    assert progress.clock(9.4) == "0:09" and progress.clock(3725) == "1:02:05"

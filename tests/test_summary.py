@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 from report_fixtures import check_result, select_result
 
-from gate import cli
+from gate.cli import progress
 from gate.github import summary_markdown
 from gate.report.summary import GREEN, RED, RESET, YELLOW, format_summary
 
@@ -74,4 +74,4 @@ def test_the_cli_colours_only_a_terminal(monkeypatch: pytest.MonkeyPatch, tty: b
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setattr("sys.stdout", FakeTty(tty))
-    assert cli._color() is want
+    assert progress.color() is want

@@ -1,0 +1,101 @@
+"""The ``xgate`` group and its entry point: errors become one line and an exit code.
+
+0 passed, 1 failed the policy, 2 bad usage or input, 3 internal error, 130/143 interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Iterator, Sequence
+from typing import NoReturn
+
+import click
+
+from gate.errors import GateError, Terminated
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="xgate")
+def cli() -> None:
+    """xgate: a model-selection gate for CI for image classifiers.
+
+    \b
+    Quick start:
+      xgate check candidates/bgmix.pt --policy policies/strict.yaml
+      xgate review-set verify review_sets/shapes-v1
+    """
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point: run the CLI and turn errors into one line and an exit code (under torchrun: rank 0's)."""
+    from gate.distributed import agree_exit_code, launched_by_torchrun  # light: no torch or numpy at import
+
+    with _sigterm_as_interrupt():
+        code = _run(argv)
+    sys.exit(agree_exit_code(code) if launched_by_torchrun() else code)
+
+
+# Exit codes for a run stopped by a signal: the shell's 128 + signal number (SIGINT 2, SIGTERM 15).
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (CI cancelling a job, a runner shutting down) raises Terminated where the program is.
+
+    Terminated is a KeyboardInterrupt, so every cleanup that handles Ctrl-C (temporary outputs removed,
+    the outbox entry kept) runs for SIGTERM too.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted(exc: BaseException | None) -> int:
+    terminated = isinstance(exc, Terminated)
+    name = "SIGTERM" if terminated else "SIGINT"
+    click.echo(f"xgate: interrupted ({name}); no new result was written", err=True)
+    return EXIT_SIGTERM if terminated else EXIT_SIGINT
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="xgate", standalone_mode=False)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except GateError as exc:
+        click.echo(f"xgate: error: {exc.one_line()}", err=True)
+        return exc.exit_code
+    except click.exceptions.Abort as exc:  # click turns Ctrl-C (and our SIGTERM) into Abort
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            return _interrupted(exc.__cause__)
+        click.echo("xgate: aborted", err=True)
+        return EXIT_SIGINT
+    except click.ClickException as exc:  # usage errors too: one line, naming the option, as for bad input
+        context = getattr(exc, "ctx", None)
+        hint = f" (see '{context.command_path} --help')" if context is not None else ""
+        click.echo(f"xgate: error: {exc.format_message()}{hint}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc)
+    except Exception as exc:  # an internal error: one line unless debugging
+        if os.environ.get("XGATE_DEBUG"):
+            traceback.print_exc()
+        click.echo(f"xgate: internal error: {type(exc).__name__}: {exc} (set XGATE_DEBUG=1 for a traceback)",
+                   err=True)
+        return 3
+    return 0

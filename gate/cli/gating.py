@@ -1,0 +1,187 @@
+"""``xgate check`` and ``select`` (and the MLflow-side ``history`` and ``sync``): wire a gate, print, exit."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from gate.cli.app import cli
+from gate.cli.options import gate_options
+from gate.cli.progress import color, engine_progress
+from gate.errors import InputError
+
+CHECK_EXAMPLES = """
+\b
+Examples:
+  xgate check candidates/bgmix.pt --policy policies/strict.yaml
+  xgate check candidates/cutmix.pt --policy policies/release.yaml --baseline candidates/baseline.pt
+  xgate check cand.pt --policy strict.yaml --baseline models:/shapes@champion --out gate-out/
+  xgate check cand.pt --policy strict.yaml --no-mlflow --device cpu
+  torchrun --standalone --nproc-per-node 4 -m gate check cand.pt --policy strict.yaml
+"""
+
+
+SELECT_EXAMPLES = """
+\b
+Examples:
+  xgate select candidates/*.pt --policy policies/strict.yaml
+  xgate select a.pt b.pt --policy release.yaml --baseline models:/shapes@champion --register shapes
+"""
+
+
+@cli.command(epilog=CHECK_EXAMPLES)
+@click.argument("candidate", type=click.Path(path_type=Path))
+@gate_options
+def check(candidate: Path, **options: Any) -> None:
+    """Gate one CANDIDATE checkpoint against a policy; exit 0 passed, 1 failed, 2 bad input."""
+    _gate("check", (candidate,), options)
+
+
+@cli.command(epilog=SELECT_EXAMPLES)
+@click.argument("candidates", nargs=-1, required=True, type=click.Path(path_type=Path))
+@gate_options
+def select(candidates: tuple[Path, ...], **options: Any) -> None:
+    """Gate several CANDIDATES and pick the best that passes; exit 0 when one passes."""
+    _gate("select", candidates, options)
+
+
+def _gate(command: str, candidates: Sequence[Path], options: dict[str, Any]) -> NoReturn:
+    from gate import distributed, outputs
+    from gate.engine import EngineOptions
+    from gate.report import format_summary
+    from gate.run import GateRequest, LoadOptions, run_gate, run_gate_sharded
+
+    tracking = _tracking_config(options)
+    paths = outputs.default_paths(
+        options["out_dir"], report=options.get("report"), json=options.get("json_path"), junit=options.get("junit"))
+    if not distributed.launched_by_torchrun() or os.environ.get("RANK", "0") == "0":
+        # Before any work: an unwritable path fails now, and no earlier "passed" survives a failing run.
+        outputs.check_paths(paths)
+    baseline = _baseline_path(options.get("baseline"), tracking)
+    classes = tuple(c.strip() for c in options["classes"].split(",")) if options.get("classes") else None
+    request = GateRequest(
+        command=command, candidates=tuple(candidates), policy=options["policy"], baseline=baseline,
+        review_set=options.get("review_set"), allow_unpinned=options["allow_unpinned"],
+        allow_arch_modules=tuple(options.get("allow_arch_module") or ()),
+        max_checkpoint_mb=options["max_checkpoint_mb"],
+        engine=EngineOptions(device=options["device"], batch_size=options["batch_size"], seed=options["seed"],
+                             workers=options["workers"], precision=options["precision"],
+                             frame_cache=str(options["frame_cache"]) if options.get("frame_cache") else None),
+        load=LoadOptions(arch=options.get("arch"), classes=classes, input_size=options.get("input_size"),
+                         target_layer=options.get("target_layer"), resize=options.get("resize"),
+                         interpolation=options.get("interpolation"), mean=options.get("mean"), std=options.get("std"),
+                         trust_pickle=options["trust_pickle"]),
+    )
+    shard = distributed.start(options["device"])
+    if shard is None:
+        result = run_gate(request, progress=engine_progress("gating"))
+    else:
+        sharded = run_gate_sharded(request, shard, progress=engine_progress("gating") if shard.is_main else None)
+        if sharded is None:
+            sys.exit(0)  # not rank 0: the exit code is rank 0's, agreed in main()
+        result = sharded
+    try:
+        outputs.write_outputs(result, paths)
+        unwritten = None
+    except InputError as exc:  # the disk filled up since check_paths: still keep the record in MLflow/the outbox
+        unwritten = exc
+    click.echo(format_summary(result, None if unwritten else paths, color=color()), color=color())
+    if unwritten is None:
+        _github(result, paths)
+    if tracking is not None:
+        _track(result, paths, tracking, candidates)
+    if unwritten is not None:
+        raise unwritten
+    sys.exit(0 if result.passed else 1)
+
+
+def _tracking_config(options: dict[str, Any]) -> Any:
+    if options["no_mlflow"]:
+        return None
+    from gate.tracking_plan import TrackingConfig
+
+    return TrackingConfig(uri=options.get("tracking_uri"), experiment=options.get("experiment"),
+                          register=options.get("register"), alias=options["alias"],
+                          require=options["require_tracking"])
+
+
+def _baseline_path(baseline: str | None, tracking: Any) -> Path | None:
+    if not baseline:
+        return None
+    if baseline.startswith("models:/"):
+        from gate.tracking import load_registered_baseline
+        from gate.tracking_plan import TrackingConfig
+
+        config = tracking if tracking is not None else TrackingConfig()
+        return load_registered_baseline(baseline, config)
+    return Path(baseline)
+
+
+def _github(result: Any, paths: Any) -> None:
+    from gate.github import emit_github
+
+    for line in emit_github(result, paths, os.environ):
+        click.echo(line)
+
+
+def _track(result: Any, paths: Any, tracking: Any, candidates: Sequence[Path]) -> None:
+    from gate.tracking import log_gate
+
+    files = {Path(p).name: Path(p) for p in candidates}
+    outcome = log_gate(result, {"report": paths.report, "json": paths.json, "junit": paths.junit}, tracking, files)
+    if outcome.warning:
+        click.echo(f"xgate: warning: {outcome.warning}", err=True)
+    elif outcome.logged:
+        click.echo(f"MLflow: logged {len(outcome.run_ids)} run(s) to {tracking.uri or _default_uri()}")
+    if outcome.logged and outcome.run_ids:  # the first run: a select's parent, which lists its candidates
+        from gate.tracking_plan import where_to_see
+
+        click.echo(f"MLflow: {where_to_see(tracking.resolved_uri(), outcome.experiment_id, outcome.run_ids[0])}")
+    if outcome.registered_version:
+        click.echo(f"MLflow: registered {tracking.register} version {outcome.registered_version} "
+                   f"as @{tracking.alias}")
+    if outcome.logged:
+        from gate.github import emit_tracking
+
+        emit_tracking(outcome.run_ids, tracking.resolved_uri(), os.environ)
+
+
+def _default_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+
+
+@cli.command(epilog="""
+\b
+Examples:
+  xgate history
+  xgate history --experiment xgate/shapes-v1/strict --limit 50 --html history.html
+""")
+@click.option("--experiment", help="Experiment name (default: every xgate experiment).")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1))
+@click.option("--html", "html_path", type=click.Path(path_type=Path), help="Also write an HTML history page.")
+@click.option("--tracking-uri", help="MLflow tracking URI.")
+def history(experiment: str | None, limit: int, html_path: Path | None, tracking_uri: str | None) -> None:
+    """List past gate runs from MLflow, newest first."""
+    from gate.tracking import history_table, write_history_html
+    from gate.tracking_plan import TrackingConfig
+
+    config = TrackingConfig(uri=tracking_uri, require=True)
+    click.echo(history_table(config, experiment=experiment, limit=limit))
+    if html_path is not None:
+        click.echo(f"wrote {write_history_html(config, html_path, experiment=experiment, limit=limit)}")
+
+
+@cli.command()
+@click.option("--tracking-uri", help="MLflow tracking URI.")
+def sync(tracking_uri: str | None) -> None:
+    """Upload gate runs that were kept in the local outbox while MLflow was unreachable."""
+    from gate.tracking import sync as sync_outbox
+    from gate.tracking_plan import TrackingConfig
+
+    count = sync_outbox(TrackingConfig(uri=tracking_uri, require=True))
+    click.echo(f"uploaded {count} run(s) from the outbox")
