@@ -774,7 +774,7 @@ def test_a_failed_rule_links_to_its_evidence(score: str, anchor: str) -> None:
 def test_a_one_class_gallery_makes_room_for_the_other_kept_classes() -> None:
     from report_fixtures import kept_sample
 
-    from gate.report.context import stratify
+    from gate.report.samples import stratify
 
     rng = np.random.default_rng(0)
 
