@@ -9,20 +9,10 @@ from PIL import Image
 
 from gate import candidate, review_set, shapes
 from gate.errors import CandidateError, DataError, ReviewSetError
-from gate.train import (
-    RECIPES,
-    TrainConfig,
-    bgmix_batch,
-    cutmix_batch,
-    cutmix_box,
-    evaluate,
-    load_data,
-    lr_at,
-    remove_object,
-    smooth_targets,
-    split_indices,
-    train,
-)
+from gate.train import RECIPES, TrainConfig, train
+from gate.train.augment import bgmix_batch, cutmix_batch, cutmix_box, remove_object, smooth_targets
+from gate.train.data import load_data
+from gate.train.loop import evaluate, lr_at, split_indices
 
 TINY = "synth:shapes?bias=0.5&n=64&seed=3&size=32"
 
