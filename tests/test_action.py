@@ -57,6 +57,16 @@ def test_inputs_never_reach_a_shell_script_directly() -> None:
     assert upload["if"] == "always()"  # the report is uploaded when the gate fails too
 
 
+def test_the_frame_cache_input_reaches_xgate_as_the_variable_it_reads() -> None:
+    from gate.cli.gating import check
+
+    gate = next(step for step in steps() if step.get("id") == "gate")
+    assert gate["env"]["XGATE_FRAME_CACHE"] == "${{ inputs.frame-cache }}"  # type: ignore[index]
+    option = next(p for p in check.params if p.name == "frame_cache")
+    assert option.envvar == "XGATE_FRAME_CACHE"
+    assert action()["inputs"]["frame-cache"]["default"] == ""  # type: ignore[index]  # empty: click reads no cache
+
+
 def test_actions_used_are_current_majors() -> None:
     used = {str(s["uses"]).split("@")[0]: str(s["uses"]).split("@")[1] for s in steps() if "uses" in s}
     assert used == CURRENT_MAJORS
