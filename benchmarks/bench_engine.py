@@ -15,7 +15,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from bench_gradcam import best_of  # run as a script: benchmarks/ is on sys.path
@@ -23,6 +25,8 @@ from bench_gradcam import best_of  # run as a script: benchmarks/ is on sys.path
 from gate import archs, engine, shapes
 from gate.candidate import Candidate, InputSpec
 from gate.review_set import ReviewSet, build, open_review_set
+
+T = TypeVar("T")
 
 
 def make_set(root: Path, size: int) -> ReviewSet:
@@ -83,13 +87,9 @@ def rss_mib() -> float:
     return float("nan")
 
 
-def memory_child(root: str) -> None:
-    """In a fresh process: RSS before, and the highest RSS sampled every 5 ms while the engine runs."""
-    review_set = open_review_set(Path(root))
-    options = engine.EngineOptions(device="cpu", batch_size=32, probes=frozenset({"background", "sanity"}))
-    cand = make_candidate(0)
-    engine.run([cand], make_small_view(review_set), options)  # warm up allocators and kernels first
-    before, peak, done = rss_mib(), [0.0], threading.Event()
+def peak_rss_during(call: Callable[[], T]) -> tuple[T, float]:
+    """``call()``'s result and the highest RSS (MiB) sampled every 5 ms while it ran (and at its end)."""
+    peak, done = [0.0], threading.Event()
 
     def sample() -> None:
         while not done.is_set():
@@ -98,12 +98,25 @@ def memory_child(root: str) -> None:
 
     watcher = threading.Thread(target=sample)
     watcher.start()
-    runs = engine.run([cand], review_set, options)
-    done.set()
-    watcher.join()
+    try:
+        result = call()
+    finally:
+        done.set()
+        watcher.join()
+    return result, max(peak[0], rss_mib())
+
+
+def memory_child(root: str) -> None:
+    """In a fresh process: RSS before, and the highest RSS sampled every 5 ms while the engine runs."""
+    review_set = open_review_set(Path(root))
+    options = engine.EngineOptions(device="cpu", batch_size=32, probes=frozenset({"background", "sanity"}))
+    cand = make_candidate(0)
+    engine.run([cand], make_small_view(review_set), options)  # warm up allocators and kernels first
+    before = rss_mib()
+    runs, peak = peak_rss_during(lambda: engine.run([cand], review_set, options))
     # glibc keeps freed pages for reuse; trimming returns them, so what is left is what the run still holds.
     ctypes.CDLL("libc.so.6").malloc_trim(0)
-    print(json.dumps({"before_mib": before, "peak_mib": max(peak[0], rss_mib()), "held_mib": rss_mib(),
+    print(json.dumps({"before_mib": before, "peak_mib": peak, "held_mib": rss_mib(),
                       "records": runs[0].records.size}))
 
 

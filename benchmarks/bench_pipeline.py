@@ -24,10 +24,10 @@ import json
 import multiprocessing
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -39,12 +39,13 @@ import PIL
 import torch
 import torchvision
 import yaml
-from bench_engine import rss_mib  # run as a script: benchmarks/ is on sys.path
+from bench_engine import peak_rss_during, rss_mib  # run as a script: benchmarks/ is on sys.path
 from PIL import Image
 
 from gate import archs, engine, probes, shapes
 from gate import candidate as candidate_io
 from gate.gradcam import explain
+from gate.inputs import frame_cache
 from gate.inputs.batches import load
 from gate.inputs.preprocess import Geometry
 from gate.review_set import ReviewSet, build, open_review_set
@@ -110,8 +111,13 @@ def plain_evaluation(review_set: ReviewSet, cand: candidate_io.Candidate, batch:
             model((frame.images.to(device) - mean) / std)
 
 
-def gate_vs_plain(count: int, size: int, batch: int, workers: list[int], device: str) -> None:
-    """Table 1: the whole gate (all probes) with 0/2/4 workers vs P plain evaluations."""
+def gate_vs_plain(count: int, size: int, batch: int, workers: list[int], device: str, repeats: int) -> None:
+    """Table 1: the whole gate (all probes) with 0/2/4 workers (and a frame cache) vs P plain evaluations.
+
+    The runs are taken in turn, ``repeats`` rounds (plain, each gate, plain, each gate, ..., plain), and
+    each row is the median of its runs: on a shared machine one timing of the plain evaluation alone swung
+    by 25% between runs, and every ratio of the table is divided by it.
+    """
     forwards = 1 + 4 + probes.SANITY_COPIES
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -120,23 +126,39 @@ def gate_vs_plain(count: int, size: int, batch: int, workers: list[int], device:
         policy = make_policy(root, review_set)
         cand = candidate_io.load(ckpt)
         dev = engine.resolve_device(device)
-        plain_evaluation(review_set, cand, batch, dev)  # warm-up: kernels, allocator, page cache
-        warm = engine.EngineOptions(device=device, batch_size=batch)
-        run_gate(GateRequest(command="check", candidates=(ckpt,), policy=policy, engine=warm))  # autograd, copies
-        plain = timed(lambda: plain_evaluation(review_set, cand, batch, dev))
-        print(f"\n{header()}")
-        print(f"\n{count} JPEG images {size}², resnet18 (random), batch {batch}, {device}; P = {forwards} forwards")
-        print("| run | seconds | × one plain evaluation | × P plain evaluations |\n|---|---|---|---|")
-        print(f"| one plain evaluation (decode + preprocess + forward) | {plain:.2f} | 1.00 | {1 / forwards:.2f} |")
+        runs: dict[str, GateRequest] = {}
         precisions = ["fp32", "bf16"] if dev.type == "cuda" else ["fp32"]
         for precision in precisions:
-            for count_workers in workers:
+            for count_workers in dict.fromkeys(workers):
                 options = engine.EngineOptions(device=device, batch_size=batch, workers=count_workers,
                                                precision=precision)
-                request = GateRequest(command="check", candidates=(ckpt,), policy=policy, engine=options)
-                seconds = timed(lambda r=request: run_gate(r))
-                print(f"| whole gate, all probes, {count_workers} workers, {precision} | {seconds:.2f} | "
-                      f"{seconds / plain:.2f} | {seconds / (forwards * plain):.2f} |")
+                runs[f"{count_workers} workers, {precision}"] = GateRequest(
+                    command="check", candidates=(ckpt,), policy=policy, engine=options)
+        cached = engine.EngineOptions(device=device, batch_size=batch, workers=max(workers),
+                                      frame_cache=str(root / "frames"))
+        runs[f"{max(workers)} workers, frames from --frame-cache"] = GateRequest(
+            command="check", candidates=(ckpt,), policy=policy, engine=cached)
+        plain_evaluation(review_set, cand, batch, dev)  # warm-up: kernels, allocator, page cache
+        for request in runs.values():
+            run_gate(request)  # warm-up: autograd, copies; writes the frame cache entry
+        plain_times: list[float] = []
+        gate_times: dict[str, list[float]] = {label: [] for label in runs}
+        for _ in range(repeats):
+            plain_times.append(timed(lambda: plain_evaluation(review_set, cand, batch, dev)))
+            for label, request in runs.items():
+                gate_times[label].append(timed(lambda r=request: run_gate(r)))
+        plain_times.append(timed(lambda: plain_evaluation(review_set, cand, batch, dev)))
+        plain = statistics.median(plain_times)
+        print(f"\n{header()}")
+        print(f"\n{count} JPEG images {size}², resnet18 (random), batch {batch}, {device}; P = {forwards} forwards; "
+              f"median of {repeats} rounds taken in turn (plain evaluation: {len(plain_times)} runs, "
+              f"{min(plain_times):.2f}–{max(plain_times):.2f} s)")
+        print("| run | seconds | × one plain evaluation | × P plain evaluations |\n|---|---|---|---|")
+        print(f"| one plain evaluation (decode + preprocess + forward) | {plain:.2f} | 1.00 | {1 / forwards:.2f} |")
+        for label, times in gate_times.items():
+            seconds = statistics.median(times)
+            print(f"| whole gate, all probes, {label} | {seconds:.2f} | {seconds / plain:.2f} | "
+                  f"{seconds / (forwards * plain):.2f} |")
         print(f"(load average after: {os.getloadavg()[0]:.1f})")
 
 
@@ -153,16 +175,39 @@ def _load_rows(rows: list[int], geometry: Geometry) -> int:
     return len(load(_WORKER_SET[0], np.asarray(rows), {}, [geometry]).batch.indices)
 
 
-def throughput(count: int, size: int, batch: int, device: str) -> None:
-    """Table 2: images/s of decode + preprocess (threads, processes) vs forward (plain, explained)."""
+def cache_rates(review_set: ReviewSet, geometry: Geometry, chunks: list[list[int]]) -> dict[str, float]:
+    """Images/s reading the frames from a --frame-cache entry, and opening (sha256-checking) the entry."""
+    count = review_set.size
+    with tempfile.TemporaryDirectory() as folder:
+        writing = frame_cache.plan(Path(folder), review_set.digest, count, [geometry], write=True)
+        for rows in chunks:
+            load(review_set, np.asarray(rows), {}, [geometry], cache=writing)
+        assert writing.finish(complete=True) == [geometry]
+        opened: list[frame_cache.CachePlan] = []
+        opening = timed(lambda: opened.append(frame_cache.plan(Path(folder), review_set.digest, count, [geometry],
+                                                               write=False)))
+        reading = opened[0]
+        assert geometry in reading.stores
+
+        def read_all() -> None:
+            for rows in chunks:
+                load(review_set, np.asarray(rows), {}, [geometry], cache=reading)
+
+        read_all()  # warm-up (page cache)
+        return {"frames read from a --frame-cache entry (image + mask), calling thread": count / timed(read_all),
+                "opening that entry (sha256 of every frame), per image of the set": count / opening}
+
+
+def throughput(count: int, size: int, batch: int, device: str, photo: int) -> None:
+    """Table 2: images/s of decode + preprocess (threads, processes, cache) vs forward (plain, explained)."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        review_set = make_jpeg_set(root, count, size)
+        review_set = make_jpeg_set(root, count, photo)
         cand = candidate_io.load(make_checkpoint(root, size))
         geometry = cand.input.geometry
         chunks = [list(range(s, min(s + batch, count))) for s in range(0, count, batch)]
         print(f"\n{header()}")
-        print(f"\n{count} JPEG images {size}² (+ PNG masks), batch {batch}")
+        print(f"\n{count} JPEG images {photo}² (+ PNG masks) framed to {size}², batch {batch}")
         print("| stage | images/s |\n|---|---|")
 
         def in_thread(rows: list[int]) -> int:
@@ -190,6 +235,8 @@ def throughput(count: int, size: int, batch: int, device: str) -> None:
                 decode_rates[f"{n} processes (spawn)"] = count / timed(lambda p=pool: run_processes(p))
         for name, rate in decode_rates.items():
             print(f"| decode + preprocess (image + mask), {name} | {rate:.1f} |")
+        for name, rate in cache_rates(review_set, geometry, chunks).items():
+            print(f"| {name} | {rate:.1f} |")
         dev = engine.resolve_device(device)
         model = cand.model.to(dev).eval()
         x = torch.randn(batch, 3, size, size, device=dev)
@@ -224,21 +271,11 @@ def memory_child(root: str) -> None:
     warm = review_set.samples[:: max(1, review_set.size // 128)]  # every class: background probes pair classes
     engine.run([cand], replace(review_set, samples=warm), options)  # warm-up
     ctypes.CDLL("libc.so.6").malloc_trim(0)
-    before, peak, done = rss_mib(), [0.0], threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], rss_mib())
-            time.sleep(0.005)
-
-    watcher = threading.Thread(target=sample)
-    watcher.start()
+    before = rss_mib()
     started = time.perf_counter()
-    runs = engine.run([cand], review_set, options)
+    runs, peak = peak_rss_during(lambda: engine.run([cand], review_set, options))
     seconds = time.perf_counter() - started
-    done.set()
-    watcher.join()
-    print(json.dumps({"before_mib": before, "peak_mib": max(peak[0], rss_mib()), "seconds": seconds,
+    print(json.dumps({"before_mib": before, "peak_mib": peak, "seconds": seconds,
                       "kept": len(runs[0].records.kept), "records": runs[0].records.size}))
 
 
@@ -265,8 +302,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=64)
     parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--photo-size", type=int, help="Side of the generated photos in table 2 (default: --size).")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", default="0,2,4")
+    parser.add_argument("--repeats", type=int, default=3, help="Rounds of table 1 (each row: the median).")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--memory-sizes", default="1000,10000")
     parser.add_argument("--only", choices=["gate", "throughput", "memory"])
@@ -276,9 +315,10 @@ def main() -> None:
         memory_child(args.memory_child)
         return
     if args.only in (None, "gate"):
-        gate_vs_plain(args.count, args.size, args.batch_size, [int(w) for w in args.workers.split(",")], args.device)
+        gate_vs_plain(args.count, args.size, args.batch_size, [int(w) for w in args.workers.split(",")], args.device,
+                      args.repeats)
     if args.only in (None, "throughput"):
-        throughput(args.count, args.size, args.batch_size, args.device)
+        throughput(args.count, args.size, args.batch_size, args.device, args.photo_size or args.size)
     if args.only in (None, "memory"):
         memory([int(s) for s in args.memory_sizes.split(",")])
 
