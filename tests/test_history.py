@@ -21,14 +21,13 @@ from gate.outbox import map_png
 from gate.report.history import render_history
 from gate.result import CandidateResult, GateResult, PolicyInfo, RuleResult
 from gate.tracking import (
-    _history_row,
-    _shared_map_ids,
     fetch_maps,
     history,
     history_table,
     log_gate,
     write_history_html,
 )
+from gate.tracking.reading import _history_row, _shared_map_ids
 from gate.tracking_plan import TrackingConfig, plan_entry, read_thresholds, run_url, threshold_params, where_to_see
 
 THRESHOLDS = {"strict": 0.9, "lenient": 0.75}

@@ -100,6 +100,7 @@ def test_a_gate_killed_mid_upload_is_given_to_sync_after_an_hour(tmp_path: Path)
 
 def test_an_interrupt_during_the_upload_keeps_the_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from gate import tracking
+    from gate.tracking import delivery
 
     seen: list[list[str]] = []
 
@@ -107,7 +108,7 @@ def test_an_interrupt_during_the_upload_keeps_the_entry(tmp_path: Path, monkeypa
         seen.append(sorted(p.name for p in (tmp_path / "outbox").iterdir()))  # staged before the upload
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(tracking, "upload_entry", interrupted)
+    monkeypatch.setattr(delivery, "upload_entry", interrupted)
     result = gate_result(candidate(tmp_path / "v1.pt", False))
     config = TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", outbox=tmp_path / "outbox")
     with pytest.raises(KeyboardInterrupt):
@@ -121,8 +122,9 @@ def test_an_interrupt_during_the_upload_keeps_the_entry(tmp_path: Path, monkeypa
 
 def test_a_delivered_entry_leaves_no_outbox_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from gate import tracking
+    from gate.tracking import delivery
 
-    monkeypatch.setattr(tracking, "upload_entry", lambda *args: tracking.Uploaded(run_ids=("r1",), version=None))
+    monkeypatch.setattr(delivery, "upload_entry", lambda *args: delivery.Uploaded(run_ids=("r1",), version=None))
     result = gate_result(candidate(tmp_path / "v1.pt", False))
     config = TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", outbox=tmp_path / ".xgate" / "outbox")
     outcome = tracking.log_gate(result, write_outputs(result, tmp_path / "out"), config, {})

@@ -1,30 +1,17 @@
-"""MLflow tracking: one run per candidate per gate call, an outbox when MLflow fails, history and sync.
-
-A gate call is first *planned* (params, metrics, tags, which run gets a registry
-alias: ``gate.tracking_plan``) and *staged* (artifacts written to a folder beside a
-JSON manifest: ``gate.outbox``); the same upload code here then sends it to MLflow,
-either at once or later from the outbox. So a tracking failure never loses a result:
-the staged folder is moved to the outbox and ``xgate sync`` uploads it exactly once.
-This module also reads past runs back (history, maps, registered baselines).
-
-mlflow is imported inside functions only: ``xgate --help`` must not pay for it.
-This is the only module that imports mlflow.
-"""
+"""Sending a gate to MLflow: plan, stage, upload once (or move to the outbox), register; and fetching a
+registered baseline back."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gate.errors import CandidateError, InputError, TrackingError, reason
-from gate.history_rows import KEY_SCORES, KIND_SELECT, HistoryRow, format_history
 from gate.outbox import (
     claim,
     discard_staged,
@@ -36,31 +23,23 @@ from gate.outbox import (
     write_manifest,
 )
 from gate.result import GateResult
+from gate.tracking.client import client_for, mlflow_env
 from gate.tracking_plan import (
     ENTRY_TAG,
-    FIXED_MAPS_TAG,
-    KIND_TAG,
     EntryPlan,
     RunPlan,
     TrackingConfig,
-    metric_key,
     plan_entry,
-    read_thresholds,
     safe_file_name,
-    threshold_keys,
 )
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+
 DEFAULT_URI = "sqlite:///mlflow.db"
-# Short network timeouts so an unreachable server costs seconds, not MLflow's default minutes of retries.
-# A value the user already set in the environment wins.
-_MLFLOW_ENV: Mapping[str, str] = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # library code does not print
-    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-}
+
+
 _REMOTE_SCHEMES = ("http", "https", "databricks", "databricks-uc")
 
 
@@ -74,9 +53,6 @@ class TrackingOutcome:
     outboxed: Path | None
     warning: str | None
     experiment_id: str = ""  # where the runs are (for their URL)
-
-
-# --- public API ------------------------------------------------------------------
 
 
 def log_gate(
@@ -119,7 +95,7 @@ def sync(config: TrackingConfig) -> int:
     uri = config.resolved_uri()
     uploaded = 0
     with mlflow_env(config.timeout_s):
-        client = _client(uri)
+        client = client_for(uri)
         for folder in folders:
             claimed = claim(folder)
             if claimed is None:  # another sync took it
@@ -136,79 +112,6 @@ def sync(config: TrackingConfig) -> int:
     return uploaded
 
 
-def history(config: TrackingConfig, *, experiment: str | None, limit: int = 20) -> list[HistoryRow]:
-    """Runs of past gate calls, newest first (every xgate experiment when none is named).
-
-    Candidate runs and the parent runs of ``select`` calls (``kind == "select"``) are both listed.
-    """
-    uri = config.resolved_uri()
-    name = experiment or config.experiment
-    with mlflow_env(config.timeout_s):
-        client = _client(uri)
-        try:
-            names = _history_experiments(client, name)
-            if not names:
-                return []
-            # Every run xgate made (candidate or select); MLflow's filter has no IN for tags.
-            runs = client.search_runs(list(names), filter_string=f"tags.`{KIND_TAG}` LIKE '%'",
-                                      order_by=["attributes.start_time DESC", "attributes.run_name ASC"],
-                                      max_results=limit)
-        except InputError:
-            raise
-        except Exception as exc:
-            raise TrackingError(f"cannot read MLflow history from {uri}: {reason(exc)}") from None
-    rows = sorted((_history_row(run, names.get(run.info.experiment_id, "")) for run in runs), key=lambda r: r.candidate)
-    # Newest call first; within one select call (one start time) the parent, then its candidates by name.
-    return sorted(rows, key=lambda r: (r.start_time, r.kind == KIND_SELECT), reverse=True)
-
-
-def fetch_maps(
-    config: TrackingConfig, rows: Sequence[HistoryRow], sample_ids: Sequence[str] | None = None, max_samples: int = 8
-) -> dict[str, dict[str, bytes]]:
-    """The ``maps/<id>.png`` artifacts of ``rows``' candidate runs: sample id -> run id -> PNG bytes.
-
-    Without ``sample_ids``, the samples most runs kept are followed: the engine keeps its fixed samples
-    (the first of each class, at most ``FIXED_TOTAL``) in every run, with the same ids across versions,
-    while the gallery's picks change from model to model. Up to ``max_samples``, one class at a time.
-    """
-    rows = [row for row in rows if row.kind != KIND_SELECT]  # a select's parent run keeps no maps
-    if not rows:
-        return {}
-    uri = config.resolved_uri()
-    with mlflow_env(config.timeout_s), tempfile.TemporaryDirectory(prefix="xgate-maps-") as tmp:
-        client = _client(uri)
-        try:
-            if sample_ids is None:
-                ids = _shared_map_ids(client, rows, max_samples)
-            else:
-                ids = [safe_file_name(i) for i in sample_ids]
-            maps: dict[str, dict[str, bytes]] = {}
-            for sample_id in ids:
-                for row in rows:
-                    png = _download_map(client, row.run_id, sample_id, Path(tmp))
-                    if png is not None:
-                        maps.setdefault(sample_id, {})[row.run_id] = png
-        except Exception as exc:
-            raise TrackingError(f"cannot read maps from {uri}: {reason(exc)}") from None
-    return maps
-
-
-def history_table(config: TrackingConfig, *, experiment: str | None, limit: int = 20, width: int = 120) -> str:
-    """``history`` as a plain-text table for the console, at most ``width`` columns wide."""
-    return format_history(history(config, experiment=experiment, limit=limit), width)
-
-
-def write_history_html(config: TrackingConfig, path: Path, *, experiment: str | None, limit: int = 20) -> Path:
-    """Write the HTML history page (runs, score trends, maps across versions) to ``path``."""
-    from gate.report.history import render_history
-
-    rows = history(config, experiment=experiment, limit=limit)
-    html = render_history(rows, fetch_maps(config, rows))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(html, encoding="utf-8")
-    return path
-
-
 def load_registered_baseline(uri: str, config: TrackingConfig | None = None, *, dst: Path | None = None) -> Path:
     """Download the checkpoint behind ``models:/NAME@alias`` (or ``models:/NAME/VERSION``); returns its path."""
     name, alias, ref = _parse_models_uri(uri)
@@ -218,7 +121,7 @@ def load_registered_baseline(uri: str, config: TrackingConfig | None = None, *, 
     with mlflow_env(cfg.timeout_s):
         from mlflow.exceptions import MlflowException
 
-        client = _client(tracking_uri)
+        client = client_for(tracking_uri)
         try:
             mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, ref)
             local = Path(_download(mv.source or "", target, tracking_uri))
@@ -231,15 +134,12 @@ def load_registered_baseline(uri: str, config: TrackingConfig | None = None, *, 
     return _single_checkpoint(local, uri)
 
 
-# --- delivery ----------------------------------------------------------------------------
-
-
 def _deliver(staging: Path, plan: EntryPlan, config: TrackingConfig) -> TrackingOutcome:
     uri = config.resolved_uri()
     created: list[str] = []
     try:
         with mlflow_env(config.timeout_s):
-            client = _client(uri)
+            client = client_for(uri)
             done = upload_entry(client, uri, plan, staging, created)
         discard_staged(staging, config.outbox)
         return TrackingOutcome(logged=True, run_ids=done.run_ids, registered_version=done.version, outboxed=None,
@@ -405,88 +305,11 @@ def _discard(uri: str, run_ids: Sequence[str]) -> None:
     if not run_ids:
         return
     try:
-        client = _client(uri)
+        client = client_for(uri)
         for run_id in run_ids:
             client.delete_run(run_id)
     except Exception:  # the server that just failed may still be failing
         return
-
-
-# --- reading back ----------------------------------------------------------------------------
-
-
-def _history_experiments(client: MlflowClient, name: str | None) -> dict[str, str]:
-    """Experiment id -> name: the named one, or every ``xgate/...`` experiment."""
-    if name:
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            raise InputError(f"no MLflow experiment named {name!r}", field="experiment")
-        return {str(experiment.experiment_id): name}
-    found = client.search_experiments(filter_string="name LIKE 'xgate/%'")
-    return {str(e.experiment_id): e.name for e in found}
-
-
-def _history_row(run: Any, experiment: str) -> HistoryRow:
-    metrics, tags, params = run.data.metrics, run.data.tags, run.data.params
-    # The key scores, and every other score the run's policy drew a line for (by its MLflow key).
-    by_key = {metric_key(s): s for s in KEY_SCORES}
-    names = list(dict.fromkeys([*KEY_SCORES, *(by_key.get(k, k) for k in threshold_keys(params))]))
-    scores = {s: float(metrics[metric_key(s)]) for s in names if metric_key(s) in metrics}
-    # One tag per failed rule ("xgate.failed.<n>": "<rule id>: <message>"); older runs: one comma string.
-    numbered = sorted((int(k.rsplit(".", 1)[1]), v) for k, v in tags.items()
-                      if k.startswith("xgate.failed.") and k.rsplit(".", 1)[1].isdigit())
-    failed = tuple(v.split(": ", 1)[0] for _, v in numbered) or tuple(
-        r for r in tags.get("xgate.failed_rules", "").split(",") if r)
-    kind = tags.get(KIND_TAG, "candidate")
-    return HistoryRow(
-        run_id=run.info.run_id, start_time=datetime.fromtimestamp(run.info.start_time / 1000, tz=UTC),
-        candidate=run.info.run_name if kind == KIND_SELECT else tags.get("xgate.candidate", run.info.run_name or ""),
-        verdict=tags.get("xgate.verdict", ""), scores=scores, failed_rules=failed,
-        sha256=params.get("candidate.sha256", ""), registered=tags.get("xgate.registered_version"),
-        experiment=experiment, kind=kind, policy=params.get("policy", tags.get("xgate.policy", "")),
-        thresholds=read_thresholds(params, names), rules_total=_count(metrics, "rules.total"),
-        rules_failed=_count(metrics, "rules.failed"), parent_run_id=tags.get("mlflow.parentRunId", ""),
-        fixed_maps=tuple(name for name in tags.get(FIXED_MAPS_TAG, "").split(",") if name),
-    )
-
-
-def _count(metrics: Mapping[str, float], key: str) -> int | None:
-    return int(metrics[key]) if key in metrics else None
-
-
-def _map_ids(client: MlflowClient, run_id: str) -> list[str]:
-    names = [Path(a.path).name for a in client.list_artifacts(run_id, "maps") if a.path.endswith(".png")]
-    return sorted(name[: -len(".png")] for name in names)
-
-
-def _shared_map_ids(client: MlflowClient, rows: Sequence[HistoryRow], limit: int) -> list[str]:
-    """The map ids kept by the most runs; among those, the fixed samples the runs name (class by class) first.
-
-    The engine keeps its fixed samples in every run of a review set, so they fill every column; a gallery
-    pick is shared only by chance. Runs logged before the fixed samples were tagged: lowest id first.
-    """
-    fixed: dict[str, int] = {}
-    for row in rows:  # newest first: its order (round-robin over classes) wins
-        for name in row.fixed_maps:
-            fixed.setdefault(name, len(fixed))
-    counts: dict[str, int] = {}
-    for row in rows:
-        for sample_id in _map_ids(client, row.run_id):
-            counts[sample_id] = counts.get(sample_id, 0) + 1
-    return sorted(counts, key=lambda i: (-counts[i], fixed.get(i, len(fixed)), i))[:limit]
-
-
-def _download_map(client: MlflowClient, run_id: str, sample_id: str, tmp: Path) -> bytes | None:
-    from mlflow.exceptions import MlflowException
-
-    target = tmp / run_id
-    target.mkdir(exist_ok=True)
-    try:
-        local = client.download_artifacts(run_id, f"maps/{sample_id}.png", str(target))
-    except (MlflowException, OSError):
-        return None  # this run did not keep that sample
-    path = Path(local)
-    return path.read_bytes() if path.is_file() else None
 
 
 def _parse_models_uri(uri: str) -> tuple[str, str | None, str]:
@@ -517,26 +340,3 @@ def _single_checkpoint(local: Path, uri: str) -> Path:
     if len(files) != 1:
         raise CandidateError(f"expected one checkpoint file in the registered version, found {len(files)}", path=uri)
     return files[0]
-
-
-# --- MLflow plumbing -------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def mlflow_env(timeout_s: int) -> Iterator[None]:
-    """Short HTTP timeouts and no retries, no URL printing or progress bars; the environment is restored after."""
-    wanted = {**_MLFLOW_ENV, "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeout_s))}
-    added = [k for k in wanted if k not in os.environ]
-    for key in added:
-        os.environ[key] = wanted[key]
-    try:
-        yield
-    finally:
-        for key in added:
-            os.environ.pop(key, None)
-
-
-def _client(uri: str) -> MlflowClient:
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)

@@ -1,0 +1,173 @@
+"""Reading past gates back from MLflow: the history table and page, and the maps of fixed samples."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gate.errors import InputError, TrackingError, reason
+from gate.history_rows import KEY_SCORES, KIND_SELECT, HistoryRow, format_history
+from gate.tracking.client import client_for, mlflow_env
+from gate.tracking_plan import (
+    FIXED_MAPS_TAG,
+    KIND_TAG,
+    TrackingConfig,
+    metric_key,
+    read_thresholds,
+    safe_file_name,
+    threshold_keys,
+)
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+
+
+def history(config: TrackingConfig, *, experiment: str | None, limit: int = 20) -> list[HistoryRow]:
+    """Runs of past gate calls, newest first (every xgate experiment when none is named).
+
+    Candidate runs and the parent runs of ``select`` calls (``kind == "select"``) are both listed.
+    """
+    uri = config.resolved_uri()
+    name = experiment or config.experiment
+    with mlflow_env(config.timeout_s):
+        client = client_for(uri)
+        try:
+            names = _history_experiments(client, name)
+            if not names:
+                return []
+            # Every run xgate made (candidate or select); MLflow's filter has no IN for tags.
+            runs = client.search_runs(list(names), filter_string=f"tags.`{KIND_TAG}` LIKE '%'",
+                                      order_by=["attributes.start_time DESC", "attributes.run_name ASC"],
+                                      max_results=limit)
+        except InputError:
+            raise
+        except Exception as exc:
+            raise TrackingError(f"cannot read MLflow history from {uri}: {reason(exc)}") from None
+    rows = sorted((_history_row(run, names.get(run.info.experiment_id, "")) for run in runs), key=lambda r: r.candidate)
+    # Newest call first; within one select call (one start time) the parent, then its candidates by name.
+    return sorted(rows, key=lambda r: (r.start_time, r.kind == KIND_SELECT), reverse=True)
+
+
+def fetch_maps(
+    config: TrackingConfig, rows: Sequence[HistoryRow], sample_ids: Sequence[str] | None = None, max_samples: int = 8
+) -> dict[str, dict[str, bytes]]:
+    """The ``maps/<id>.png`` artifacts of ``rows``' candidate runs: sample id -> run id -> PNG bytes.
+
+    Without ``sample_ids``, the samples most runs kept are followed: the engine keeps its fixed samples
+    (the first of each class, at most ``FIXED_TOTAL``) in every run, with the same ids across versions,
+    while the gallery's picks change from model to model. Up to ``max_samples``, one class at a time.
+    """
+    rows = [row for row in rows if row.kind != KIND_SELECT]  # a select's parent run keeps no maps
+    if not rows:
+        return {}
+    uri = config.resolved_uri()
+    with mlflow_env(config.timeout_s), tempfile.TemporaryDirectory(prefix="xgate-maps-") as tmp:
+        client = client_for(uri)
+        try:
+            if sample_ids is None:
+                ids = _shared_map_ids(client, rows, max_samples)
+            else:
+                ids = [safe_file_name(i) for i in sample_ids]
+            maps: dict[str, dict[str, bytes]] = {}
+            for sample_id in ids:
+                for row in rows:
+                    png = _download_map(client, row.run_id, sample_id, Path(tmp))
+                    if png is not None:
+                        maps.setdefault(sample_id, {})[row.run_id] = png
+        except Exception as exc:
+            raise TrackingError(f"cannot read maps from {uri}: {reason(exc)}") from None
+    return maps
+
+
+def history_table(config: TrackingConfig, *, experiment: str | None, limit: int = 20, width: int = 120) -> str:
+    """``history`` as a plain-text table for the console, at most ``width`` columns wide."""
+    return format_history(history(config, experiment=experiment, limit=limit), width)
+
+
+def write_history_html(config: TrackingConfig, path: Path, *, experiment: str | None, limit: int = 20) -> Path:
+    """Write the HTML history page (runs, score trends, maps across versions) to ``path``."""
+    from gate.report.history import render_history
+
+    rows = history(config, experiment=experiment, limit=limit)
+    html = render_history(rows, fetch_maps(config, rows))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(html, encoding="utf-8")
+    return path
+
+
+def _history_experiments(client: MlflowClient, name: str | None) -> dict[str, str]:
+    """Experiment id -> name: the named one, or every ``xgate/...`` experiment."""
+    if name:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise InputError(f"no MLflow experiment named {name!r}", field="experiment")
+        return {str(experiment.experiment_id): name}
+    found = client.search_experiments(filter_string="name LIKE 'xgate/%'")
+    return {str(e.experiment_id): e.name for e in found}
+
+
+def _history_row(run: Any, experiment: str) -> HistoryRow:
+    metrics, tags, params = run.data.metrics, run.data.tags, run.data.params
+    # The key scores, and every other score the run's policy drew a line for (by its MLflow key).
+    by_key = {metric_key(s): s for s in KEY_SCORES}
+    names = list(dict.fromkeys([*KEY_SCORES, *(by_key.get(k, k) for k in threshold_keys(params))]))
+    scores = {s: float(metrics[metric_key(s)]) for s in names if metric_key(s) in metrics}
+    # One tag per failed rule ("xgate.failed.<n>": "<rule id>: <message>"); older runs: one comma string.
+    numbered = sorted((int(k.rsplit(".", 1)[1]), v) for k, v in tags.items()
+                      if k.startswith("xgate.failed.") and k.rsplit(".", 1)[1].isdigit())
+    failed = tuple(v.split(": ", 1)[0] for _, v in numbered) or tuple(
+        r for r in tags.get("xgate.failed_rules", "").split(",") if r)
+    kind = tags.get(KIND_TAG, "candidate")
+    return HistoryRow(
+        run_id=run.info.run_id, start_time=datetime.fromtimestamp(run.info.start_time / 1000, tz=UTC),
+        candidate=run.info.run_name if kind == KIND_SELECT else tags.get("xgate.candidate", run.info.run_name or ""),
+        verdict=tags.get("xgate.verdict", ""), scores=scores, failed_rules=failed,
+        sha256=params.get("candidate.sha256", ""), registered=tags.get("xgate.registered_version"),
+        experiment=experiment, kind=kind, policy=params.get("policy", tags.get("xgate.policy", "")),
+        thresholds=read_thresholds(params, names), rules_total=_count(metrics, "rules.total"),
+        rules_failed=_count(metrics, "rules.failed"), parent_run_id=tags.get("mlflow.parentRunId", ""),
+        fixed_maps=tuple(name for name in tags.get(FIXED_MAPS_TAG, "").split(",") if name),
+    )
+
+
+def _count(metrics: Mapping[str, float], key: str) -> int | None:
+    return int(metrics[key]) if key in metrics else None
+
+
+def _map_ids(client: MlflowClient, run_id: str) -> list[str]:
+    names = [Path(a.path).name for a in client.list_artifacts(run_id, "maps") if a.path.endswith(".png")]
+    return sorted(name[: -len(".png")] for name in names)
+
+
+def _shared_map_ids(client: MlflowClient, rows: Sequence[HistoryRow], limit: int) -> list[str]:
+    """The map ids kept by the most runs; among those, the fixed samples the runs name (class by class) first.
+
+    The engine keeps its fixed samples in every run of a review set, so they fill every column; a gallery
+    pick is shared only by chance. Runs logged before the fixed samples were tagged: lowest id first.
+    """
+    fixed: dict[str, int] = {}
+    for row in rows:  # newest first: its order (round-robin over classes) wins
+        for name in row.fixed_maps:
+            fixed.setdefault(name, len(fixed))
+    counts: dict[str, int] = {}
+    for row in rows:
+        for sample_id in _map_ids(client, row.run_id):
+            counts[sample_id] = counts.get(sample_id, 0) + 1
+    return sorted(counts, key=lambda i: (-counts[i], fixed.get(i, len(fixed)), i))[:limit]
+
+
+def _download_map(client: MlflowClient, run_id: str, sample_id: str, tmp: Path) -> bytes | None:
+    from mlflow.exceptions import MlflowException
+
+    target = tmp / run_id
+    target.mkdir(exist_ok=True)
+    try:
+        local = client.download_artifacts(run_id, f"maps/{sample_id}.png", str(target))
+    except (MlflowException, OSError):
+        return None  # this run did not keep that sample
+    path = Path(local)
+    return path.read_bytes() if path.is_file() else None
