@@ -7,9 +7,20 @@ Most scores are a function of a few sums over samples: a mean is Σ num / Σ wei
 functions of per-bin sums (count, correct, confidence), balanced and worst-class accuracy of per-class
 sums. Such a score is a :class:`SumForm` (per-sample features φ [n, F] and a ``finish`` that turns the
 sums [r, F] into r values), and a bootstrap resample is just a count per sample: the sums of all
-resamples are one matrix product ``counts @ φ`` per chunk of resamples. A form is used only when it
-reproduces the registry's value on the full set; otherwise (e.g. ``aurc``) the bootstrap calls the
-score function on every resample. Both paths draw their resamples from
+resamples are one matrix product ``counts @ φ`` per chunk of resamples.
+
+``aurc`` and ``selective_accuracy@c`` depend on the order of the samples by confidence, so they are a
+:class:`RankForm` instead: the samples are sorted once (stable, descending), and a resample is its counts in
+that order. With ``c_i`` copies of sample i, ``S`` the cumulative counts and ``E`` the cumulative errors,
+sample i fills positions ``S_{i-1}+1 .. S_i`` of the sorted resample, where the running error count is
+``E_{i-1} + e_i (k − S_{i-1})``; summing risk ``/ k`` over that block gives
+``(E_{i-1} − e_i S_{i-1}) (H(S_i) − H(S_{i-1})) + e_i c_i`` (H: harmonic numbers), and AURC is the sum over
+i divided by N. Selective accuracy keeps whole samples while ``S_i ≤ keep`` and part of the boundary one.
+
+A form is used only when it reproduces the registry's value on the full set; otherwise the bootstrap calls
+the score function on every resample, with the resample's indices sorted: a resample is a multiset, so
+that changes nothing but the order of equal confidences, which then falls in original-index order as on
+the rank forms' path (the two agree exactly, ties included). Every path draws its resamples from
 :func:`gate.stats.bootstrap_index_chunks`, so a seed gives the same resamples everywhere.
 """
 
@@ -82,12 +93,76 @@ def resampled_values(form: SumForm, *, reps: int, seed: int) -> np.ndarray:
 
 
 def _resampled_sums(features: np.ndarray, n: int, reps: int, seed: int) -> Iterator[np.ndarray]:
+    for counts in _resampled_counts(n, reps, seed):
+        yield counts @ features
+
+
+def _resampled_counts(n: int, reps: int, seed: int) -> Iterator[np.ndarray]:
+    """How often each sample is drawn, per resample: [rows, n] per chunk of ``bootstrap_index_chunks``."""
     for idx in stats.bootstrap_index_chunks(n, reps, seed):
         rows = idx.shape[0]
-        # How often each sample is drawn, per resample: one bincount over the flattened (row, sample) ids.
+        # One bincount over the flattened (row, sample) ids.
         flat = (idx + (np.arange(rows, dtype=np.int64) * n)[:, None]).ravel()
-        counts = np.bincount(flat, minlength=rows * n).reshape(rows, n).astype(np.float64)
-        yield counts @ features
+        yield np.bincount(flat, minlength=rows * n).reshape(rows, n).astype(np.float64)
+
+
+# The rank forms work on this many counts at a time: their half-dozen temporaries stay at a few MiB each.
+_RANK_BLOCK_ENTRIES = 1 << 19
+
+
+@dataclass(frozen=True)
+class RankForm:
+    """A score of the samples in confidence order: ``finish`` maps counts [r, n], in ``order``, to [r]."""
+
+    order: np.ndarray
+    finish: Callable[[np.ndarray], np.ndarray]
+
+    def value(self) -> float:
+        """The score on the full set (every count 1)."""
+        return float(self.finish(np.ones((1, self.order.size)))[0])
+
+
+def ranked_values(form: RankForm, *, reps: int, seed: int) -> np.ndarray:
+    """The form's value on each of ``reps`` bootstrap resamples (those of ``bootstrap_index_chunks``)."""
+    n = form.order.size
+    step = max(1, _RANK_BLOCK_ENTRIES // n)
+    out = [form.finish(counts[start:start + step][:, form.order])
+           for counts in _resampled_counts(n, reps, seed) for start in range(0, counts.shape[0], step)]
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def rank_form(records: Records, score: str) -> RankForm | None:
+    """``aurc`` or ``selective_accuracy@c`` as a :class:`RankForm` (see the module docstring), else None."""
+    # The score functions' own order: equal confidences stay in index order.
+    order = np.argsort(-records.confidence, kind="stable")
+    correct = records.correct[order].astype(np.float64)
+    if score == "aurc":
+        return RankForm(order, partial(_aurc, 1.0 - correct, _harmonic(records.size)))
+    if score.startswith("selective_accuracy@"):
+        return RankForm(order, partial(_selective_accuracy, correct, float(score.split("@", 1)[1])))
+    return None
+
+
+def _harmonic(n: int) -> np.ndarray:
+    """H(0..n): H(k) = 1 + 1/2 + ... + 1/k."""
+    return np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, n + 1))])
+
+
+def _aurc(errors: np.ndarray, harmonic: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    drawn = counts.cumsum(axis=1)
+    before = drawn - counts
+    weighted = counts * errors
+    errors_before = weighted.cumsum(axis=1) - weighted
+    span = harmonic[drawn.astype(np.int64)] - harmonic[before.astype(np.int64)]
+    return np.asarray(((errors_before - errors * before) * span + weighted).sum(axis=1) / drawn[:, -1])
+
+
+def _selective_accuracy(correct: np.ndarray, coverage: float, counts: np.ndarray) -> np.ndarray:
+    # np.round rounds half to even, as the score function's round() does.
+    keep = np.maximum(1.0, np.round(coverage * counts.sum(axis=1)))[:, None]
+    before = counts.cumsum(axis=1) - counts
+    kept = np.clip(keep - before, 0.0, counts)
+    return np.asarray((kept * correct).sum(axis=1) / keep[:, 0])
 
 
 @dataclass(frozen=True)
@@ -121,9 +196,14 @@ def score_interval(
     if form is not None:
         values = resampled_values(form, reps=reps, seed=seed)
         return Bounds(stats.percentile_interval(values, confidence), "bootstrap")
+    ranked = agreeing_rank_form(records, score, full)
+    if ranked is not None:
+        values = ranked_values(ranked, reps=reps, seed=seed)
+        return Bounds(stats.percentile_interval(values, confidence), "bootstrap")
 
     def statistic(index: np.ndarray) -> float:
-        return float(one_score(records.take(index))[score])
+        # Sorted: equal confidences then fall in original-index order, as on the rank forms' path.
+        return float(one_score(records.take(np.sort(index)))[score])
 
     interval = stats.paired_bootstrap(statistic, records.size, reps=reps, seed=seed, confidence=confidence)
     return Bounds(interval, "bootstrap")
@@ -178,10 +258,19 @@ def agreeing_form(records: Records, score: str, full_value: float) -> SumForm | 
     form = sum_form(records, score)
     if form is None or records.size == 0:
         return None
-    value = form.value()
+    return form if _agrees(form.value(), full_value) else None
+
+
+def agreeing_rank_form(records: Records, score: str, full_value: float) -> RankForm | None:
+    """The score's rank form, or None when unknown or when it does not reproduce ``full_value``."""
+    form = rank_form(records, score) if records.size else None
+    return form if form is not None and _agrees(form.value(), full_value) else None
+
+
+def _agrees(value: float, full_value: float) -> bool:
     if math.isnan(value) and math.isnan(full_value):
-        return form
-    return form if math.isclose(value, full_value, rel_tol=AGREE_RTOL, abs_tol=AGREE_ATOL) else None
+        return True
+    return math.isclose(value, full_value, rel_tol=AGREE_RTOL, abs_tol=AGREE_ATOL)
 
 
 def sum_form(records: Records, score: str) -> SumForm | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -158,6 +159,7 @@ def test_rules_without_confidence_have_no_interval_or_note(tmp_path: Path) -> No
 VECTORISED = ["alignment.lift", "alignment.energy", "alignment.off_object_rate", "ece", "overconfidence_error",
               "mce", "balanced_accuracy", "worst_class_accuracy", "nll", "brier", "mean_confidence_wrong",
               "background.bg_gap", "background.only_bg_chance_adjusted", "sanity.randomization_similarity"]
+RANKED = ["aurc", "selective_accuracy@0.8"]
 
 
 @pytest.mark.parametrize("score", VECTORISED)
@@ -183,30 +185,136 @@ def test_score_interval_is_seeded_and_reproducible() -> None:
     assert first.interval != other.interval
 
 
-def test_fallback_for_scores_without_a_form_counts_every_resample() -> None:
+def test_fallback_for_scores_without_a_form_counts_every_resample_in_index_order() -> None:
     records = synthetic(100)
+    seen: list[list[int]] = []
+
+    def counting(recs: Records, only: tuple[str, ...] | None = None, probes: frozenset[str] = PROBES) -> dict:
+        seen.append([int(i[1:]) for i in recs.ids])
+        return compute_scores(recs, probes, only=only)
+
+    score = "background.only_bg_chance_adjusted"
+    bounds = intervals.score_interval(records, score, partial(counting, probes=PROBES), confidence=0.9, reps=30)
+    assert len(seen) == 1 + 30 and bounds.method == "bootstrap"
+    drawn = [sorted(row.tolist()) for chunk in stats.bootstrap_index_chunks(100, 30, 0) for row in chunk]
+    assert seen[1:] == drawn  # the same resamples, each with its indices sorted
+    assert bounds.interval.low <= REGISTRY(records)[score] <= bounds.interval.high
+
+
+@pytest.mark.parametrize("n", [600, 10_000])
+@pytest.mark.parametrize("score", ["ece", *RANKED])
+def test_vectorised_bootstrap_is_fast(score: str, n: int) -> None:
+    records = synthetic(n)
+    best = math.inf
+    for _ in range(2):
+        start = time.perf_counter()
+        intervals.score_interval(records, score, REGISTRY, confidence=0.95)
+        best = min(best, time.perf_counter() - start)
+    # 2000 resamples; ece measured 0.18 s and 2.0 s on a loaded 2-core machine (benchmarks/RESULTS.md). The limit
+    # only catches a fall back to the per-resample loop (2.6 s and 52 s for aurc there).
+    assert best < (1.5 if n == 600 else 20.0)
+
+
+# --- rank forms: aurc and selective accuracy ---------------------------------------------------------------------
+
+def tiny(confidence: list[float], correct: list[bool]) -> Records:
+    """One sample per confidence, right or wrong as given (labels 0; a wrong one predicts class 1)."""
+    conf = np.asarray(confidence)
+    preds = np.where(correct, 0, 1)
+    probs = np.zeros((conf.size, 4))
+    probs[np.arange(conf.size), preds] = conf
+    probs[np.arange(conf.size), 3 - preds] = 1.0 - conf  # never the top label: confidences are > 0.5
+    n = conf.size
+    return Records(classes=CLASSES, ids=tuple(f"s{i}" for i in range(n)), labels=np.zeros(n, np.int64),
+                   probs=probs.astype(np.float32), energy=np.full(n, np.nan), mask_area=np.full(n, 0.2),
+                   pointing_hit=np.full(n, np.nan), rank_accuracy=np.full(n, np.nan))
+
+
+def with_ties(records: Records, share: float, seed: int = 0) -> Records:
+    """``records`` with a ``share`` of samples saturated: confidence exactly 1.0 on their prediction."""
+    rng = np.random.default_rng(seed)
+    saturated = rng.random(records.size) < share
+    probs = records.probs.copy()
+    probs[saturated] = 0.0
+    probs[saturated, records.preds[saturated]] = 1.0
+    return replace(records, probs=probs)
+
+
+@pytest.mark.parametrize(
+    ("confidence", "correct", "counts", "expected"),
+    [
+        # counts [2, 0, 1], sorted s0 s0 s2, errors 1 1 0: risks 1, 2/2, 2/3; keep round(2.4) = 2 -> 0/2.
+        ([0.9, 0.6, 0.8], [False, True, True], [2, 0, 1], {"aurc": (1 + 1 + 2 / 3) / 3,
+                                                            "selective_accuracy@0.8": 0.0}),
+        # counts [1, 0, 2], sorted s0 s2 s2 s1..., errors 1 0 0: risks 1, 1/2, 1/3; keep 2 = s0 + one s2 -> 1/2.
+        ([0.9, 0.6, 0.8], [False, True, True], [1, 0, 2], {"aurc": (1 + 1 / 2 + 1 / 3) / 3,
+                                                            "selective_accuracy@0.8": 1 / 2}),
+        # Tied at 1.0: index order, s0 (right) before s1 (wrong): errors 0 1 1: risks 0, 1/2, 2/3; keep s0 s1.
+        ([1.0, 1.0, 0.7], [True, False, True], [1, 2, 0], {"aurc": (0 + 1 / 2 + 2 / 3) / 3,
+                                                           "selective_accuracy@0.8": 1 / 2}),
+        # Full set, counts 1: errors (by confidence) 0 1 0: risks 0, 1/2, 1/3; keep 2 -> 1/2.
+        ([0.9, 0.95, 0.7], [False, True, True], [1, 1, 1], {"aurc": (0 + 1 / 2 + 1 / 3) / 3,
+                                                            "selective_accuracy@0.8": 1 / 2}),
+    ],
+    ids=["2-0-1", "1-0-2-partial-boundary", "tie-at-1.0", "full-set"],
+)
+@pytest.mark.parametrize("score", RANKED)
+def test_rank_forms_on_hand_computed_resamples(confidence: list[float], correct: list[bool], counts: list[int],
+                                               expected: dict[str, float], score: str) -> None:
+    records = tiny(confidence, correct)
+    form = intervals.rank_form(records, score)
+    assert form is not None
+    value = form.finish(np.asarray([counts], dtype=np.float64)[:, form.order])[0]
+    assert value == pytest.approx(expected[score], abs=1e-12)
+    # The score function on the same resample, its indices sorted, says the same.
+    index = np.repeat(np.arange(len(counts)), counts)
+    assert compute_scores(records.take(index), only=(score,))[score] == pytest.approx(expected[score], abs=1e-12)
+
+
+@pytest.mark.parametrize("ties", [0.0, 0.3], ids=["no-ties", "30%-at-1.0"])
+@pytest.mark.parametrize("score", RANKED)
+def test_rank_forms_equal_the_registry_on_every_sorted_resample(score: str, ties: float) -> None:
+    records = with_ties(synthetic(2000, seed=5), ties)
+    assert (np.count_nonzero(records.confidence == 1.0) > 500) == (ties > 0)
+    form = intervals.agreeing_rank_form(records, score, REGISTRY(records)[score])
+    assert form is not None
+    fast = intervals.ranked_values(form, reps=200, seed=11)
+    slow = [compute_scores(records.take(np.sort(row)), PROBES, only=(score,))[score]
+            for chunk in stats.bootstrap_index_chunks(records.size, 200, 11) for row in chunk]
+    np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("score", RANKED)
+def test_rank_form_intervals_call_the_score_function_once(score: str) -> None:
+    records = with_ties(synthetic(300), 0.2)
     calls = []
 
     def counting(recs: Records, only: tuple[str, ...] | None = None, probes: frozenset[str] = PROBES) -> dict:
         calls.append(1)
         return compute_scores(recs, probes, only=only)
 
-    bounds = intervals.score_interval(records, "aurc", partial(counting, probes=PROBES), confidence=0.9, reps=30)
-    assert len(calls) == 1 + 30 and bounds.method == "bootstrap"
-    assert bounds.interval.low <= REGISTRY(records)["aurc"] <= bounds.interval.high
+    bounds = intervals.score_interval(records, score, partial(counting, probes=PROBES), confidence=0.9, reps=50)
+    assert len(calls) == 1 and bounds.method == "bootstrap" and bounds.trials is None
+    slow = [compute_scores(records.take(np.sort(row)), PROBES, only=(score,))[score]
+            for chunk in stats.bootstrap_index_chunks(records.size, 50, 0) for row in chunk]
+    low, high = np.quantile(slow, [0.1, 0.9])
+    assert bounds.interval.low == pytest.approx(low, abs=1e-12)
+    assert bounds.interval.high == pytest.approx(high, abs=1e-12)
 
 
-@pytest.mark.parametrize("n", [600, 10_000])
-def test_vectorised_bootstrap_is_fast(n: int) -> None:
-    records = synthetic(n)
-    best = math.inf
-    for _ in range(2):
-        start = time.perf_counter()
-        intervals.score_interval(records, "ece", REGISTRY, confidence=0.95)
-        best = min(best, time.perf_counter() - start)
-    # 2000 resamples; measured 0.18 s and 2.0 s on a loaded 2-core machine (benchmarks/RESULTS.md). The limit
-    # only catches a fall back to the per-resample loop (2.6 s and 52 s for aurc there).
-    assert best < (1.5 if n == 600 else 20.0)
+def test_a_registry_with_another_aurc_falls_back_to_every_resample() -> None:
+    records = synthetic(100)
+    calls = []
+
+    def oracle_subtracted(recs: Records) -> dict[str, float]:
+        # Another definition (oracle AURC subtracted): the rank form no longer reproduces it.
+        calls.append(1)
+        errors = np.sort(~recs.correct)[::-1].astype(np.float64)
+        oracle = (np.cumsum(errors) / np.arange(1, recs.size + 1)).mean()
+        return {"aurc": compute_scores(recs, only=("aurc",))["aurc"] - oracle}
+
+    intervals.score_interval(records, "aurc", oracle_subtracted, confidence=0.9, reps=20)
+    assert len(calls) == 1 + 20
 
 
 def test_console_line_shows_the_bound_and_the_note(tmp_path: Path) -> None:
