@@ -22,7 +22,8 @@ from gate.archs import build_model
 from gate.gradcam import explain
 
 
-def _timed(call: Callable[[], object]) -> float:
+def timed(call: Callable[[], object]) -> float:
+    """Wall seconds of one call (CUDA synchronised)."""
     start = time.perf_counter()
     call()
     if torch.cuda.is_available():
@@ -33,7 +34,7 @@ def _timed(call: Callable[[], object]) -> float:
 def best_of(repeats: int, call: Callable[[], object]) -> float:
     """Median wall time of ``repeats`` calls after one warm-up call."""
     call()
-    return statistics.median(_timed(call) for _ in range(repeats))
+    return statistics.median(timed(call) for _ in range(repeats))
 
 
 def interleaved(repeats: int, calls: dict[str, Callable[[], object]],
@@ -51,7 +52,7 @@ def interleaved(repeats: int, calls: dict[str, Callable[[], object]],
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeats):
         for name, call in calls.items():
-            times[name].append(_timed(call))
+            times[name].append(timed(call))
     return {name: statistics.median(values) for name, values in times.items()}
 
 

@@ -29,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +39,7 @@ import torch
 import torchvision
 import yaml
 from bench_engine import peak_rss_during, rss_mib  # run as a script: benchmarks/ is on sys.path
+from bench_gradcam import timed
 from PIL import Image
 
 from gate import archs, engine, probes, shapes
@@ -61,15 +61,6 @@ def header() -> str:
     return (f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} CPUs, "
             f"{device}, torch {torch.__version__}, torchvision {torchvision.__version__}, Pillow {PIL.__version__}, "
             f"load average {load1:.1f} (1 min) {load5:.1f} (5 min)")
-
-
-def timed(call: Callable[[], object]) -> float:
-    """Wall seconds of one call (CUDA synchronised)."""
-    start = time.perf_counter()
-    call()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 def make_jpeg_set(root: Path, count: int, size: int) -> ReviewSet:
