@@ -149,6 +149,7 @@ def _harmonic(n: int) -> np.ndarray:
 
 
 def _aurc(errors: np.ndarray, harmonic: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    # Per sample: (E_{i-1} − e_i S_{i-1}) (H(S_i) − H(S_{i-1})) + e_i c_i, derived in the module docstring.
     drawn = counts.cumsum(axis=1)
     before = drawn - counts
     weighted = counts * errors
