@@ -204,7 +204,7 @@ def load(
         if not arch or not classes:
             raise CandidateError("a bare state_dict needs --arch and --classes", path=path, field="state_dict")
         model = build_model(arch, {"num_classes": len(classes)})
-        _load_state(path, model, obj, hint=f" with {len(classes)} outputs, one per --classes name")
+        _load_state(path, model, unwrapped_state(obj)[0], hint=f" with {len(classes)} outputs, one per --classes name")
         spec_arch, file_classes, file_input, file_layer, meta = arch, None, None, None, {}
     else:
         fmt = obj.get("format") if isinstance(obj, Mapping) else type(obj).__name__
@@ -339,6 +339,22 @@ def _overridden(path: Path, spec: InputSpec, **overrides: Any) -> InputSpec:
         raw["size"] = [1, 1]  # unknown yet: the engine takes the review set's own size
         return replace(_checked_spec(path, raw), size=(0, 0))
     return _checked_spec(path, raw)
+
+
+# Prefixes wrappers put on every key of a state_dict: DataParallel/DDP and torch.compile's OptimizedModule.
+WRAPPER_PREFIXES: Mapping[str, str] = {"module.": "DataParallel/DDP", "_orig_mod.": "torch.compile"}
+
+
+def unwrapped_state(state: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """``state`` without the wrapper prefixes its keys ALL carry (nested: compile over DDP), and notes saying so."""
+    keys, notes = dict(state), []
+    while keys:
+        prefix = next((p for p in WRAPPER_PREFIXES if all(k.startswith(p) for k in keys)), None)
+        if prefix is None:
+            break
+        keys = {k[len(prefix):]: v for k, v in keys.items()}
+        notes.append(f"removed the {prefix!r} prefix ({WRAPPER_PREFIXES[prefix]})")
+    return keys, tuple(notes)
 
 
 def _load_state(path: Path, model: nn.Module, state: Mapping[str, Any], hint: str = "") -> None:

@@ -158,6 +158,29 @@ def test_bare_state_dict_loads_with_arch_and_classes(tmp_path: Path, batch: torc
     assert loaded.classes == CLASSES and loaded.arch == "tiny_cnn"
 
 
+@pytest.mark.parametrize("wrap", ["compile", "compile-over-ddp"])
+def test_bare_state_dict_of_a_compiled_or_ddp_model_loads(tmp_path: Path, batch: torch.Tensor, wrap: str) -> None:
+    torch.manual_seed(3)
+    model = tiny_cnn(3).eval()
+    # What a team saves from its training script: the wrapper's own state_dict (keys "_orig_mod.[module.]...").
+    wrapped = torch.compile(model if wrap == "compile" else torch.nn.DataParallel(model))
+    path = tmp_path / "state.pt"
+    torch.save(wrapped.state_dict(), path)
+    assert all(k.startswith("_orig_mod.") for k in torch.load(path, weights_only=True))
+    loaded = candidate.load(path, arch="tiny_cnn", classes=list(CLASSES), input_size=(16, 16))
+    assert torch.equal(outputs(loaded.model, batch), outputs(model, batch))
+
+
+def test_unwrapped_state_strips_only_prefixes_every_key_carries() -> None:
+    weight = torch.zeros(1)
+    state, notes = candidate.unwrapped_state({"_orig_mod.module.a": weight, "_orig_mod.module.b.c": weight})
+    assert list(state) == ["a", "b.c"]
+    assert notes == ("removed the '_orig_mod.' prefix (torch.compile)",
+                     "removed the 'module.' prefix (DataParallel/DDP)")
+    mixed = {"module.a": weight, "head.b": weight}  # not every key: a real module named "module", left alone
+    assert candidate.unwrapped_state(mixed) == (mixed, ())
+
+
 @pytest.mark.parametrize(
     ("overrides", "field"),
     [

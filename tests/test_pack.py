@@ -115,6 +115,15 @@ def test_training_checkpoints_and_ddp_prefixes_are_unwrapped(tmp_path: Path, mod
     assert any("'model'" in n for n in notes) and any("module." in n for n in notes)
 
 
+def test_a_compiled_models_state_dict_is_unwrapped(tmp_path: Path, model: nn.Module) -> None:
+    path = tmp_path / "compiled.pt"
+    torch.save({"model": torch.compile(model).state_dict()}, path)  # keys "_orig_mod.<name>"
+    state, notes = read_state_dict(path)
+    assert set(state) == set(model.state_dict())
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert notes == ("weights taken from the file's 'model' entry", "removed the '_orig_mod.' prefix (torch.compile)")
+
+
 def test_a_pickled_model_is_refused_without_running_it(tmp_path: Path, model: nn.Module) -> None:
     path = tmp_path / "full.pt"
     torch.save(model, path)

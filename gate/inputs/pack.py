@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from gate.archs import default_target_layer
-from gate.candidate import FORMAT, IMAGENET_MEAN, IMAGENET_STD, Candidate
+from gate.candidate import FORMAT, IMAGENET_MEAN, IMAGENET_STD, Candidate, unwrapped_state
 from gate.candidate import load as load_candidate
 from gate.errors import CandidateError, UsageError
 from gate.inputs import safetensors_io
@@ -38,7 +38,6 @@ PRESETS: Mapping[str, Mapping[str, Any]] = {
 }
 MAX_CLASSES_FILE_BYTES = 10_000_000
 STATE_KEYS = ("state_dict", "model", "model_state_dict", "net")  # where training scripts keep the weights
-DDP_PREFIX = "module."
 
 
 @dataclass(frozen=True)
@@ -189,11 +188,8 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], tuple[str, ...
         notes.append(f"weights taken from the file's {key!r} entry")
     if not isinstance(obj, Mapping) or not obj or not _all_tensors(obj):
         raise CandidateError("not a state_dict (expected a mapping of names to tensors)", path=path, field="weights")
-    state = {str(k): v for k, v in obj.items()}
-    if all(k.startswith(DDP_PREFIX) for k in state):
-        state = {k[len(DDP_PREFIX):]: v for k, v in state.items()}
-        notes.append(f"removed the {DDP_PREFIX!r} prefix (DataParallel/DDP)")
-    return state, tuple(notes)
+    state, unwrapped = unwrapped_state({str(k): v for k, v in obj.items()})
+    return state, (*notes, *unwrapped)
 
 
 def _all_tensors(obj: Mapping[Any, Any]) -> bool:
