@@ -233,7 +233,9 @@ def _delta_interval(
     one_score = only_score(score_fn, score)
 
     def statistic(index: np.ndarray) -> float:
-        return float(one_score(candidate.take(index))[score]) - float(one_score(baseline.take(index))[score])
+        # Sorted as in gate.intervals: order-dependent scores (aurc) then break confidence ties by sample order.
+        ordered = np.sort(index)
+        return float(one_score(candidate.take(ordered))[score]) - float(one_score(baseline.take(ordered))[score])
 
     return paired_bootstrap(statistic, candidate.size, reps=reps, seed=seed, confidence=confidence)
 

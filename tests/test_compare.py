@@ -240,6 +240,7 @@ def test_registry_with_another_definition_falls_back_to_score_fn() -> None:
     assert counting.calls == 2 + 2 * 30
 
     def statistic(idx: np.ndarray) -> float:
+        idx = np.sort(idx)  # each resample's indices in sample order (ties of order-dependent scores, as intervals)
         return clipped_nll(cand.take(idx))["nll"] - clipped_nll(base.take(idx))["nll"]
 
     assert interval == paired_bootstrap(statistic, 600, reps=30, seed=0, confidence=0.95)
