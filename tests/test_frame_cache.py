@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +150,12 @@ def test_only_a_gate_over_the_whole_set_writes_and_a_failed_one_leaves_nothing(
     cache = tmp_path / "cache"
     (part,) = engine.run([cand], small_set, _options(cache), indices=np.arange(10))  # a torchrun shard
     assert part.frames == "decoded" and _entries(cache) == []
+    engine.run([cand], small_set, _options(cache))  # a whole-set gate writes the entry ...
+    (read,) = engine.run([cand], small_set, _options(cache), indices=np.arange(10))
+    assert read.frames == "cache-read"  # ... which a shard then reads
+    _same_records(part, read)
+    for entry in _entries(cache):
+        shutil.rmtree(entry)
 
     calls = {"n": 0}
     original = cand.model.forward
