@@ -97,7 +97,7 @@ def _written_entry(review_set: ReviewSet, root: Path, geometry: Geometry) -> Pat
 
 
 @pytest.mark.parametrize("damage", ["flip a pixel", "truncate", "meta of another set", "meta of another torch",
-                                    "no meta", "sha256 of a damaged file"])
+                                    "no meta", "sha256 of a damaged file", "huge meta", "meta is a folder"])
 def test_a_damaged_or_mismatched_entry_is_not_used(partly_masked: ReviewSet, tmp_path: Path, damage: str) -> None:
     geometry = Geometry(size=(32, 32))
     entry = _written_entry(partly_masked, tmp_path, geometry)
@@ -118,6 +118,11 @@ def test_a_damaged_or_mismatched_entry_is_not_used(partly_masked: ReviewSet, tmp
         meta_path.write_text(json.dumps(meta))
     elif damage == "no meta":
         meta_path.unlink()
+    elif damage == "huge meta":  # valid JSON, but padded past what the cache ever writes
+        meta_path.write_text(json.dumps(meta) + " " * (frame_cache.MAX_META_BYTES + 1))
+    elif damage == "meta is a folder":
+        meta_path.unlink()
+        meta_path.mkdir()
     else:  # the file and its recorded checksum both changed: a damaged write re-summed
         data = bytearray(images.read_bytes())
         data[0] ^= 1

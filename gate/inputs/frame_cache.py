@@ -41,6 +41,7 @@ from gate.inputs.preprocess import Geometry, pixels_to_frame
 
 FORMAT = 1
 IMAGES, MASKS, META = "images.u8", "masks.u8", "meta.json"
+MAX_META_BYTES = 64 * 1024  # ours is < 1 KB
 _CHUNK = 1 << 20
 
 
@@ -192,6 +193,8 @@ def open_store(root: Path, digest: str, geometry: Geometry, count: int) -> Frame
     key = entry_key(digest, geometry)
     folder = root / entry_name(key)
     try:
+        if not (folder / META).is_file() or (folder / META).stat().st_size > MAX_META_BYTES:
+            return None  # not a file we wrote (a FIFO, a huge file): never read it
         meta = json.loads((folder / META).read_text())
     except (OSError, ValueError):
         return None
