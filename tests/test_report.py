@@ -4,8 +4,10 @@ import base64
 import io
 import time
 import warnings
+import xml.etree.ElementTree as ET
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import unquote
 
 import matplotlib
 import numpy as np
@@ -22,7 +24,10 @@ from gate.report import plots as P
 from gate.report.context import fmt, migration_rows, score_group
 from gate.result import GateResult
 
-DATA_URI = "data:image/png;base64,"
+DATA_URI = "data:image/"  # any inline picture
+PNG_URI = "data:image/png;base64,"
+JPEG_URI = "data:image/jpeg;base64,"
+SVG_URI = "data:image/svg+xml,"
 
 
 def soup_of(html: str) -> BeautifulSoup:
@@ -58,9 +63,30 @@ def cells(row: Tag | None) -> list[str]:
     return [td.get_text(strip=True) for td in row.find_all("td")]
 
 
-def decode_png(uri: str) -> Image.Image:
-    assert uri.startswith(DATA_URI)
-    return Image.open(io.BytesIO(base64.b64decode(uri[len(DATA_URI):])))
+def decode_picture(uri: str) -> Image.Image:
+    """A PNG or JPEG data URI as a PIL image; its ``format`` says which."""
+    prefix = PNG_URI if uri.startswith(PNG_URI) else JPEG_URI
+    assert uri.startswith(prefix), uri[:40]
+    image = Image.open(io.BytesIO(base64.b64decode(uri[len(prefix):])))
+    assert image.format == ("PNG" if prefix == PNG_URI else "JPEG")
+    return image
+
+
+def decode_svg(uri: str) -> ET.Element:
+    """An SVG data URI as its parsed root element."""
+    assert uri.startswith(SVG_URI), uri[:40]
+    root = ET.fromstring(unquote(uri[len(SVG_URI):]))
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    return root
+
+
+def svg_texts(root: ET.Element) -> list[str]:
+    return ["".join(t.itertext()) for t in root.iter("{http://www.w3.org/2000/svg}text")]
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    error = np.mean((np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) ** 2)
+    return float(10 * np.log10(255.0**2 / error)) if error > 0 else float("inf")
 
 
 @pytest.fixture(scope="module")
@@ -133,15 +159,21 @@ def test_score_group(name: str, group: str) -> None:
     assert score_group(name) == group
 
 
-def test_plots_are_four_inline_pngs(check_with_baseline: tuple[GateResult, BeautifulSoup]) -> None:
+def test_plots_are_four_inline_svgs_with_text(check_with_baseline: tuple[GateResult, BeautifulSoup]) -> None:
     _, soup = check_with_baseline
     figures = section(soup, "plots").select("figure.plot")
     assert [attr(f, "data-plot") for f in figures] == ["reliability", "confidence", "wrong_by_threshold",
                                                       "class_accuracy"]
-    for figure in figures:
-        image = decode_png(attr(figure.img, "src"))
-        assert image.format == "PNG"
-        assert image.size == (round(P.FIGSIZE[0] * P.DPI), round(P.FIGSIZE[1] * P.DPI))
+    titles = ["Reliability (15 bins)", "Confidence: correct vs wrong", "Wrong predictions by confidence threshold",
+              "Accuracy per class vs baseline"]
+    for figure, title in zip(figures, titles, strict=True):
+        uri = attr(figure.img, "src")
+        root = decode_svg(uri)
+        assert (root.get("width"), root.get("height")) == ("324pt", "234pt")  # 4.5 x 3.25 in
+        assert (attr(figure.img, "width"), attr(figure.img, "height")) == ("432", "312")  # the same, in CSS px
+        assert any(t.startswith(title) for t in svg_texts(root))  # text, not glyph outlines
+        assert root.find(".//{http://www.w3.org/2000/svg}image") is None  # vector: no raster inside
+        assert len(uri) < 30_000  # the 2x PNGs were 32-65 kB (base64)
 
 
 def test_galleries_have_expected_tiles_with_baseline_overlays(
@@ -165,7 +197,8 @@ def test_galleries_have_expected_tiles_with_baseline_overlays(
             sources = [attr(img, "src") for img in tile.find_all("img")]
             assert len(sources) == 3  # image + mask, Grad-CAM, baseline Grad-CAM
             assert all(s.startswith(DATA_URI) for s in sources)
-            assert decode_png(sources[0]).size == (160, 160)  # 16 px enlarged 10x for display
+            assert decode_picture(sources[0]).size == (16, 16)  # stored at its own size; the page enlarges it
+            assert decode_picture(sources[1]).size == (160, 160)  # the overlay: 16 px enlarged 10x
             # The tile is its own full-size view: a link to its id (CSS :target, no script).
             assert one(tile, "a.open")["href"] == "#" + attr(tile, "id")
         total += len(tiles)
@@ -437,7 +470,8 @@ def test_thumbnails_are_shown_between_160_and_192_px() -> None:
     assert P.thumbnail_size(170, 100) == (170, 100)  # already in range
     big = np.zeros((224, 224, 3), dtype=np.uint8)
     pictures = P.sample_pictures(big, np.ones((224, 224), dtype=bool), np.ones((224, 224), dtype=np.float32))
-    assert decode_png(pictures.overlay).size == (192, 192)
+    assert decode_picture(pictures.overlay).size == (192, 192)
+    assert decode_picture(pictures.image).size == (192, 192)  # shrunk: stored at the shown size
 
 
 def test_a_small_image_is_enlarged_by_nearest_neighbour_for_display_only() -> None:
@@ -447,12 +481,64 @@ def test_a_small_image_is_enlarged_by_nearest_neighbour_for_display_only() -> No
     assert np.array_equal(shown, image.repeat(3, axis=0).repeat(3, axis=1))  # every pixel a 3x3 block
 
 
+def noisy_photo(size: int = 64, seed: int = 0) -> np.ndarray:
+    """A photo-like picture: a smooth gradient scene with sensor noise and a flat disc on it."""
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(40, 200, size)
+    scene = np.stack([ramp[None, :].repeat(size, 0), ramp[:, None].repeat(size, 1), np.full((size, size), 120.0)], -1)
+    noisy = scene + rng.normal(0, 12, scene.shape)
+    yy, xx = np.mgrid[:size, :size]
+    noisy[(yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 4) ** 2] = (20, 220, 20)
+    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+
+
+def png_bytes(image: np.ndarray) -> int:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", optimize=True)
+    return len(buffer.getvalue())
+
+
+def test_a_photo_is_stored_as_jpeg_close_to_the_original_and_smaller_than_png() -> None:
+    photo = P.draw_outline(noisy_photo(), np.pad(np.ones((32, 32), dtype=bool), 16))
+    uri = P.image_uri(photo)
+    decoded = np.asarray(decode_picture(uri).convert("RGB"))
+    assert uri.startswith(JPEG_URI)
+    assert len(base64.b64decode(uri[len(JPEG_URI):])) < png_bytes(photo) / 2
+    assert psnr(decoded, photo) > 30
+    outline = P.mask_outline(np.pad(np.ones((32, 32), dtype=bool), 16))
+    # Full-resolution colour: the 1-px cyan outline stays cyan (with 4:2:0 it is off by ~80 levels).
+    assert np.abs(decoded[outline].astype(int) - P.OUTLINE_RGB).mean() < 12
+
+
+def test_a_flat_synthetic_picture_is_stored_as_lossless_png() -> None:
+    flat = np.zeros((64, 64, 3), dtype=np.uint8)
+    flat[16:48, 16:48] = (255, 0, 0)
+    uri = P.image_uri(flat)
+    assert uri.startswith(PNG_URI)
+    assert np.array_equal(np.asarray(decode_picture(uri).convert("RGB")), flat)
+
+
+def test_sample_pictures_of_a_64px_photo_are_small() -> None:
+    photo = noisy_photo()
+    mask = np.zeros((64, 64), dtype=bool)
+    mask[16:48, 16:48] = True
+    cam = np.outer(np.hanning(8), np.hanning(8)).astype(np.float32)
+    pictures = P.sample_pictures(photo, mask, cam)
+    image, overlay = decode_picture(pictures.image), decode_picture(pictures.overlay)
+    assert (image.format, image.size) == ("JPEG", (64, 64))  # the page enlarges it (CSS pixelated)
+    assert (overlay.format, overlay.size) == ("JPEG", (192, 192))
+    # The photo as a 192 px PNG, as before, is ~17 kB of base64 here.
+    assert len(pictures.image) < 8_000 and len(pictures.overlay) < 16_000
+    variant = decode_picture(P.variant_uri(photo))
+    assert variant.size == (64, 64)
+
+
 def test_broken_tex_in_a_class_name_is_drawn_literally() -> None:
     result = check_result(kept=0)
     records = result.candidates[0].records
     assert MATH in records.classes
     uri = P.class_accuracy_plot(records, records)  # raises ValueError if "$\x$" were parsed as TeX
-    assert decode_png(uri).format == "PNG"
+    assert any(MATH in t for t in svg_texts(decode_svg(uri)))
 
 
 def test_many_classes_show_the_worst_only() -> None:
@@ -465,7 +551,7 @@ def test_many_classes_show_the_worst_only() -> None:
     nan = np.full(n, np.nan)
     records = Records(classes=tuple(f"class{i}" for i in range(c)), ids=tuple(map(str, range(n))), labels=labels,
                       probs=probs, energy=nan, mask_area=nan, pointing_hit=nan, rank_accuracy=nan)
-    assert decode_png(P.class_accuracy_plot(records)).format == "PNG"
+    assert "Accuracy per class (worst 20 of 100)" in svg_texts(decode_svg(P.class_accuracy_plot(records)))
 
 
 # --- context ---------------------------------------------------------------------------
@@ -586,7 +672,7 @@ def test_class_plot_draws_present_classes_only() -> None:
     order = P.worst_present(P.class_accuracy(records), P.class_counts(records), P.MAX_CLASS_BARS)
     assert order.tolist() == [0, 1, 4]
     assert P.worst_present(P.class_accuracy(records), P.class_counts(records), 2).tolist() == [1, 0]
-    assert decode_png(P.class_accuracy_plot(records)).format == "PNG"
+    assert "Accuracy per class" in svg_texts(decode_svg(P.class_accuracy_plot(records)))
 
 
 def test_class_deltas_are_bounded_to_the_worst_present() -> None:

@@ -86,7 +86,9 @@ def test_report_dom_has_every_section_and_only_inline_resources(report: Path, tm
     assert dom.find_all("script") == []
     sources = [str(tag["src"]) for tag in dom.find_all(src=True)]
     links = [str(tag["href"]) for tag in dom.find_all(href=True)]
-    assert len(sources) > 20 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert len(sources) > 20 and all(s.startswith(("data:image/png;base64,", "data:image/jpeg;base64,",
+                                                    "data:image/svg+xml,")) for s in sources)
+    assert any(s.startswith("data:image/svg+xml,") for s in sources)  # the plots
     assert all(h.startswith("#") for h in links)
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*https?:""", report.read_text(encoding="utf-8"), re.I)
 

@@ -1,17 +1,20 @@
-"""Pictures for the report: PNG data URIs of images, Grad-CAM overlays and small matplotlib plots.
+"""Pictures for the report: data URIs of images, Grad-CAM overlays and small matplotlib plots.
 
-Everything is rendered off-screen (Agg) into inline ``data:`` URIs, so the report
-opens from a CI artifact with no network and no files beside it.
+Everything is rendered off-screen into inline ``data:`` URIs, so the report opens from a CI artifact with
+no network and no files beside it. Plots are SVG (lines, bars and text stay sharp at any zoom and weigh
+less than a 2x PNG); sample pictures are PNG or JPEG, whichever is smaller (see ``image_uri``).
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import matplotlib
 import numpy as np
@@ -22,13 +25,19 @@ from PIL import Image
 from gate.metrics.classification import bin_edges, calibration_bin_index, expected_calibration_error
 from gate.records import Records
 
-# Pictures are drawn with their longest side in [MIN_SIDE, MAX_SIDE] pixels. Larger images are downscaled,
-# so 24 kept samples with a few pictures each keep the report at a few MB even for 224x224 review sets;
-# smaller ones (a 64x64 review set) are enlarged for display only by a whole factor (64 -> 192), by nearest
-# neighbour so no detail is invented and the PNG stays small; the map is upsampled bilinearly, as Grad-CAM
-# maps are. People see every picture at >= 160 px.
+# Pictures are shown with their longest side in [MIN_SIDE, MAX_SIDE] pixels. Larger images are downscaled,
+# so 24 kept samples with a few pictures each keep the report small even for 224x224 review sets. Smaller
+# ones (a 64x64 review set) are enlarged for display by a whole factor (64 -> 192): the photo and the probe
+# variants are stored at their own size and the page enlarges them (CSS image-rendering: pixelated, the
+# same nearest-neighbour blocks, a ninth of the pixels to store); the Grad-CAM overlay is stored enlarged,
+# because its bilinearly upsampled map has detail finer than the photo's pixels.
 MIN_SIDE = 160
 MAX_SIDE = 192
+# JPEG qualities, both with full-resolution colour (4:4:4): with halved colour (4:2:0) the 1-px cyan outline
+# is off by ~80 grey levels, with 4:4:4 by ~5. On the shipped review set the photos decode at PSNR >= 32 dB
+# (noisy scenes) and the overlays at >= 35 dB (the palette PNGs they replace: >= 37 dB), 3-5x smaller.
+PHOTO_QUALITY = 90  # stored small and enlarged 3x by the page, so artefacts are magnified: a high quality
+OVERLAY_QUALITY = 85  # stored at the shown size; smooth colour blends are what JPEG compresses best
 CAM_COLORMAP = "inferno"  # perceptually uniform; readable in greyscale
 OUTLINE_RGB = (0, 255, 255)  # cyan stands out against both photos and inferno
 OVERLAY_ALPHA = 0.55
@@ -36,15 +45,12 @@ RELIABILITY_BINS = 15  # the same bins as the ``ece`` score
 MAX_CLASS_BARS = 20  # beyond this the per-class plot shows the worst present classes only
 FIGSIZE = (4.5, 3.25)  # inches at CSS_DPI: the size the page shows
 CSS_DPI = 96  # a CSS inch
-DPI = 2 * CSS_DPI  # drawn at twice the shown size, so text stays sharp on high-DPI screens and when zoomed
 GOOD, BAD, NEUTRAL = "#2e7d32", "#c62828", "#78909c"
 
 _RC: dict[Any, Any] = {
     "text.parse_math": False,  # class names with "$" must print literally, not as TeX
     "font.size": 9,
     "axes.titlesize": 10,
-    "figure.dpi": DPI,
-    "savefig.dpi": DPI,
 }
 
 
@@ -56,18 +62,24 @@ def png_data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def image_uri(image: np.ndarray, palette: bool = False) -> str:
-    """A uint8 HxWx3 array as a PNG data URI (already at thumbnail size).
+def _encode(picture: Image.Image, image_format: str, **options: Any) -> bytes:
+    buffer = io.BytesIO()
+    picture.save(buffer, format=image_format, **options)
+    return buffer.getvalue()
 
-    ``palette``: 256 colours (median cut), for Grad-CAM overlays: at display size their smooth blends make
-    the largest PNGs of the report, and a palette halves them with no visible change at that size.
+
+def image_uri(image: np.ndarray, quality: int = PHOTO_QUALITY) -> str:
+    """A uint8 HxWx3 array (at its stored size) as a data URI: PNG or JPEG, whichever is smaller.
+
+    Photos and Grad-CAM blends come out 3-5x smaller as JPEG; flat synthetic pictures (a few colours, large
+    areas) are smaller as PNG, and then lose nothing.
     """
     picture = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
-    if palette:
-        picture = picture.quantize(256, method=Image.Quantize.MEDIANCUT)
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG", optimize=True)
-    return png_data_uri(buffer.getvalue())
+    png = _encode(picture, "PNG", optimize=True)
+    jpeg = _encode(picture, "JPEG", quality=quality, subsampling=0, optimize=True)
+    if len(png) <= len(jpeg):
+        return png_data_uri(png)
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
 
 def thumbnail_size(height: int, width: int, max_side: int = MAX_SIDE, min_side: int = MIN_SIDE) -> tuple[int, int]:
@@ -81,9 +93,14 @@ def thumbnail_size(height: int, width: int, max_side: int = MAX_SIDE, min_side: 
     return height * factor, width * factor
 
 
-def thumbnail(image: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
-    """A uint8 HxWx3 image at display size: Lanczos when shrinking, nearest neighbour when enlarging."""
+def thumbnail(image: np.ndarray, max_side: int = MAX_SIDE, enlarge: bool = True) -> np.ndarray:
+    """A uint8 HxWx3 image at display size: Lanczos when shrinking, nearest neighbour when enlarging.
+
+    ``enlarge=False``: a small image is kept at its own size, for the page to enlarge.
+    """
     height, width = thumbnail_size(image.shape[0], image.shape[1], max_side=max_side)
+    if not enlarge and height >= image.shape[0]:
+        return np.asarray(image, dtype=np.uint8)
     if (height, width) == image.shape[:2]:
         return np.asarray(image, dtype=np.uint8)
     shrink = height < image.shape[0]
@@ -147,19 +164,20 @@ class SamplePictures:
 
 
 def sample_pictures(image: np.ndarray, mask: np.ndarray, cam: np.ndarray) -> SamplePictures:
-    """Thumbnail-sized pictures of a kept sample."""
-    small = thumbnail(image)
-    small_mask = _resize_mask(mask, small.shape[:2])
-    small_cam = _resize_map(np.asarray(cam, dtype=np.float32), small.shape[:2])
+    """Pictures of a kept sample: the photo at its stored size, the overlay at display size."""
+    photo = thumbnail(image, enlarge=False)
+    shown = thumbnail(image)
+    shown_mask = _resize_mask(mask, shown.shape[:2])
+    shown_cam = _resize_map(np.asarray(cam, dtype=np.float32), shown.shape[:2])
     return SamplePictures(
-        image=image_uri(draw_outline(small, small_mask)),
-        overlay=image_uri(cam_overlay(small, small_cam, small_mask), palette=True),
+        image=image_uri(draw_outline(photo, _resize_mask(mask, photo.shape[:2]))),
+        overlay=image_uri(cam_overlay(shown, shown_cam, shown_mask), quality=OVERLAY_QUALITY),
     )
 
 
 def variant_uri(image: np.ndarray) -> str:
-    """A probe variant (uint8 HxWx3) as a thumbnail data URI."""
-    return image_uri(thumbnail(image))
+    """A probe variant (uint8 HxWx3) as a data URI at its stored size."""
+    return image_uri(thumbnail(image, enlarge=False))
 
 
 # --- numbers behind the plots ---------------------------------------------------
@@ -236,15 +254,28 @@ def worst_present(accuracy: np.ndarray, counts: np.ndarray, limit: int) -> np.nd
 @contextmanager
 def _figure() -> Iterator[tuple[Figure, Axes]]:
     with matplotlib.rc_context(_RC):
-        figure = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+        figure = Figure(figsize=FIGSIZE, layout="constrained")
         yield figure, figure.add_subplot()
 
 
+def svg_data_uri(svg: str) -> str:
+    """``data:image/svg+xml,...`` for SVG text: percent-encoded, which is smaller than base64 for markup.
+
+    Whitespace runs become one space (SVG text collapses them anyway) and go between tags; what the
+    page's attribute quoting or the URI syntax would trip on (``<>"'&#%`` and controls) is %-escaped.
+    """
+    root = svg[svg.index("<svg"):]  # the XML declaration and DOCTYPE are optional in an image
+    compact = re.sub(r">\s+<", "><", re.sub(r"\s+", " ", root)).strip()
+    return "data:image/svg+xml," + quote(compact, safe=" /=:;,.-()[]{}!*+~@$?")
+
+
 def _figure_uri(figure: Figure) -> str:
-    with matplotlib.rc_context(_RC):
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=DPI)
-    return png_data_uri(buffer.getvalue())
+    # Text stays text (a few kB per plot instead of glyph outlines), in matplotlib's font list, which
+    # starts with DejaVu Sans, the font it measured the layout with; no date, so reruns are identical.
+    with matplotlib.rc_context({**_RC, "svg.fonttype": "none", "svg.hashsalt": "xgate"}):
+        buffer = io.StringIO()
+        figure.savefig(buffer, format="svg", metadata={"Date": None})
+    return svg_data_uri(buffer.getvalue())
 
 
 def reliability_plot(records: Records) -> str:
@@ -324,7 +355,7 @@ def class_accuracy_plot(records: Records, baseline: Records | None = None) -> st
 
 @dataclass(frozen=True)
 class PlotImage:
-    """One plot of the report: a title, its alt text and the PNG data URI (drawn at 2x its shown size)."""
+    """One plot of the report: a title, its alt text and the SVG data URI."""
 
     key: str
     title: str
