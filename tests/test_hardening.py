@@ -559,6 +559,8 @@ CASES: tuple[Case, ...] = (
     Case("json-equals-report", "environment", "--json and --report the same file",
          _args("--json", "same.out", "--report", "same.out"), 2, ("same.out", "same file"),
          stale_files=("junit.xml",), before_engine=True),
+    Case("frame-cache-under-a-file", "environment", "--frame-cache inside a file",
+         _out_blocked("--frame-cache", "blocker/frames"), 2, ("blocker", "--frame-cache")),
     Case("tracking-unreachable", "environment", "MLflow server unreachable: verdict kept, entry outboxed",
          _tracking_down(), 0),
     Case("tracking-required", "environment", "--require-tracking with the server unreachable",
