@@ -185,7 +185,10 @@ def cache_rates(review_set: ReviewSet, geometry: Geometry, chunks: list[list[int
                 load(review_set, np.asarray(rows), {}, [geometry], cache=reading)
 
         read_all()  # warm-up (page cache)
-        return {"frames read from a --frame-cache entry (image + mask), calling thread": count / timed(read_all),
+        reading_rate = count / timed(read_all)
+        for plan in opened:
+            plan.finish(complete=False)  # closes the entry's files
+        return {"frames read from a --frame-cache entry (image + mask), calling thread": reading_rate,
                 "opening that entry (sha256 of every frame), per image of the set": count / opening}
 
 

@@ -46,6 +46,14 @@ def _entries(cache: Path) -> list[Path]:
     return sorted(p for p in cache.iterdir())
 
 
+def _usable(root: Path, review_set: ReviewSet, geometry: Geometry) -> bool:
+    """Whether the entry opens (and passes its checks); closes it again."""
+    store = frame_cache.open_store(root, review_set.digest, geometry, review_set.size)
+    if store is not None:
+        store.close()
+    return store is not None
+
+
 def test_second_gate_reads_the_frames_the_first_wrote_and_gets_the_same_records(
     partly_masked: ReviewSet, untrained_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -82,7 +90,10 @@ def test_stored_frames_equal_the_framed_batch(partly_masked: ReviewSet, tmp_path
     store = frame_cache.open_store(tmp_path, partly_masked.digest, geometry, partly_masked.size)
     assert store is not None
     picked = np.array([5, 1, 0, 17])  # any rows, in any order (probe partners)
+    # Another gate replacing (here: deleting) the entry on disk cannot change what this one reads.
+    shutil.rmtree(tmp_path / frame_cache.entry_name(frame_cache.entry_key(partly_masked.digest, geometry)))
     images, masks, void = store.frame(picked)
+    store.close()
     torch.testing.assert_close(images, expected.images[picked], rtol=0, atol=0)
     assert torch.equal(masks, expected.masks[picked]) and torch.equal(void, expected.void[picked])
     # picked[1] is sample 1 (a void band), picked[2] sample 0 (no mask), picked[0] sample 5 (a mask)
@@ -101,7 +112,7 @@ def _written_entry(review_set: ReviewSet, root: Path, geometry: Geometry) -> Pat
 def test_a_damaged_or_mismatched_entry_is_not_used(partly_masked: ReviewSet, tmp_path: Path, damage: str) -> None:
     geometry = Geometry(size=(32, 32))
     entry = _written_entry(partly_masked, tmp_path, geometry)
-    assert frame_cache.open_store(tmp_path, partly_masked.digest, geometry, partly_masked.size) is not None
+    assert _usable(tmp_path, partly_masked, geometry)
     images, meta_path = entry / "images.u8", entry / "meta.json"
     meta = json.loads(meta_path.read_text())
     if damage == "flip a pixel":
@@ -129,7 +140,7 @@ def test_a_damaged_or_mismatched_entry_is_not_used(partly_masked: ReviewSet, tmp
         images.write_bytes(bytes(data))
         meta["sha256"]["images.u8"] = "f" * 64
         meta_path.write_text(json.dumps(meta))
-    assert frame_cache.open_store(tmp_path, partly_masked.digest, geometry, partly_masked.size) is None
+    assert not _usable(tmp_path, partly_masked, geometry)
 
 
 def test_a_damaged_entry_is_decoded_around_and_replaced(
@@ -145,7 +156,7 @@ def test_a_damaged_entry_is_decoded_around_and_replaced(
     (again,) = engine.run([cand], partly_masked, _options(cache))
     assert again.frames == "cache-written"  # the damaged entry was not read, and a good one replaced it
     _same_records(first, again)
-    assert frame_cache.open_store(cache, partly_masked.digest, Geometry(size=(32, 32)), partly_masked.size)
+    assert _usable(cache, partly_masked, Geometry(size=(32, 32)))
 
 
 def test_only_a_gate_over_the_whole_set_writes_and_a_failed_one_leaves_nothing(
@@ -209,7 +220,7 @@ def test_a_writer_missing_rows_commits_nothing(small_set: ReviewSet, tmp_path: P
     to_frame(decode(small_set, np.arange(small_set.size - 1)), geometry, writer=writer)  # the last row missing
     assert not writer.commit()
     assert _entries(tmp_path) == []
-    assert frame_cache.open_store(tmp_path, small_set.digest, geometry, small_set.size) is None
+    assert not _usable(tmp_path, small_set, geometry)
 
 
 def test_the_cli_reads_its_frame_cache_and_says_so(tmp_path: Path, small_set: ReviewSet,
@@ -233,3 +244,22 @@ def test_the_cli_reads_its_frame_cache_and_says_so(tmp_path: Path, small_set: Re
     assert [r["environment"]["frames"] for r in results] == ["cache-written", "cache-read"]
     assert results[0]["candidates"][0]["scores"] == results[1]["candidates"][0]["scores"]
     assert len(_entries(tmp_path / "frames")) == 1
+
+
+def test_a_commit_keeps_a_good_entry_another_gate_put_in_place(small_set: ReviewSet, tmp_path: Path) -> None:
+    geometry = Geometry(size=(32, 32))
+    frames = to_frame(decode(small_set, np.arange(small_set.size)), geometry)
+    writers = [frame_cache.start_writer(tmp_path, small_set.digest, geometry, small_set.size) for _ in range(2)]
+    for writer in writers:  # two gates framing the same set at once
+        writer.write(np.arange(small_set.size), (frames.images * 255).round().to(torch.uint8), frames.masks,
+                     frames.void)
+    assert writers[0].commit()
+    entry = tmp_path / frame_cache.entry_name(frame_cache.entry_key(small_set.digest, geometry))
+    first = (entry / "images.u8").stat().st_ino
+    reader = frame_cache.open_store(tmp_path, small_set.digest, geometry, small_set.size)
+    assert reader is not None
+    assert writers[1].commit()  # the same entry is already there and good: the reader's files stay
+    assert _entries(tmp_path) == [entry] and (entry / "images.u8").stat().st_ino == first
+    images, _, _ = reader.frame(np.arange(3))
+    reader.close()
+    torch.testing.assert_close(images, frames.images[:3], rtol=0, atol=0)

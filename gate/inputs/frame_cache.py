@@ -29,6 +29,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from threading import Lock
+from typing import BinaryIO
 
 import numpy as np
 import PIL
@@ -58,10 +59,14 @@ def entry_name(key: dict[str, object]) -> str:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
+        return _sha256_of(handle)
+
+
+def _sha256_of(handle: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    while chunk := handle.read(_CHUNK):
+        digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -94,25 +99,34 @@ class _Layout:
 
 
 class FrameStore:
-    """A complete, verified entry: frames of any rows, read from disk."""
+    """A complete, verified entry: frames of any rows, read from the files it verified.
 
-    def __init__(self, folder: Path, layout: _Layout) -> None:
-        self.folder, self.layout = folder, layout
+    The two data files stay open from their checksum to the gate's last read, so a concurrent gate
+    replacing or deleting the entry on disk cannot change or break what this gate reads.
+    """
+
+    def __init__(self, folder: Path, layout: _Layout, files: dict[str, BinaryIO]) -> None:
+        self.folder, self.layout, self.files = folder, layout, files
 
     def frame(self, rows: np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
         """Pixels (float32 [B, 3, h, w] in [0, 1]), masks and void masks (bool [B, h, w]) of ``rows``."""
         layout = self.layout
         images = np.empty((len(rows), layout.image_bytes), dtype=np.uint8)
         bits = np.empty((len(rows), layout.mask_bytes), dtype=np.uint8)
-        with (self.folder / IMAGES).open("rb") as pixels_file, (self.folder / MASKS).open("rb") as masks_file:
-            for i, row in enumerate(int(r) for r in rows):
-                images[i] = np.frombuffer(os.pread(pixels_file.fileno(), layout.image_bytes,
-                                                   row * layout.image_bytes), dtype=np.uint8)
-                bits[i] = np.frombuffer(os.pread(masks_file.fileno(), layout.mask_bytes,
-                                                 row * layout.mask_bytes), dtype=np.uint8)
+        pixels_file, masks_file = self.files[IMAGES].fileno(), self.files[MASKS].fileno()
+        for i, row in enumerate(int(r) for r in rows):  # positional reads: safe from several threads
+            images[i] = np.frombuffer(os.pread(pixels_file, layout.image_bytes, row * layout.image_bytes),
+                                      dtype=np.uint8)
+            bits[i] = np.frombuffer(os.pread(masks_file, layout.mask_bytes, row * layout.mask_bytes),
+                                    dtype=np.uint8)
         pixels = torch.from_numpy(images).reshape(len(rows), 3, layout.height, layout.width)
         masks, void = layout.unpacked(bits)
         return pixels_to_frame(pixels), masks, void
+
+    def close(self) -> None:
+        """Close the entry's files."""
+        for handle in self.files.values():
+            handle.close()
 
 
 class FrameWriter:
@@ -155,9 +169,15 @@ class FrameWriter:
                     "sha256": {name: _sha256(self.folder / name) for name in (IMAGES, MASKS)}}
             (self.folder / META).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
             target = self.root / entry_name(self.key)
-            shutil.rmtree(target, ignore_errors=True)  # a broken entry this gate did not use
+            existing = _verified(target, self.key, self.layout)
+            if existing is not None:  # another gate put a good entry in place meanwhile: keep it (and its readers)
+                for handle in existing.values():
+                    handle.close()
+                self.discard()
+                return True
+            shutil.rmtree(target, ignore_errors=True)  # a broken entry no gate can use
             self.folder.rename(target)
-        except OSError:  # a full disk, or another gate put the same entry in place first
+        except OSError:  # a full disk, or another gate renamed its entry in place first
             self.discard()
             return False
         return True
@@ -191,28 +211,37 @@ def _layout_of(meta: dict[str, object]) -> _Layout | None:
 def open_store(root: Path, digest: str, geometry: Geometry, count: int) -> FrameStore | None:
     """The entry for this review set and geometry, if it exists, matches and passes its checksums."""
     key = entry_key(digest, geometry)
+    height, width = geometry.size
     folder = root / entry_name(key)
+    files = _verified(folder, key, _Layout(count=count, height=height, width=width))
+    return None if files is None else FrameStore(folder, _Layout(count=count, height=height, width=width), files)
+
+
+def _verified(folder: Path, key: dict[str, object], layout: _Layout) -> dict[str, BinaryIO] | None:
+    """The entry's data files, open and checked against its meta.json (None: absent, mismatched or damaged)."""
     try:
         if not (folder / META).is_file() or (folder / META).stat().st_size > MAX_META_BYTES:
             return None  # not a file we wrote (a FIFO, a huge file): never read it
         meta = json.loads((folder / META).read_text())
     except (OSError, ValueError):
         return None
-    layout = _layout_of(meta) if isinstance(meta, dict) else None
-    if layout is None or any(meta.get(k) != v for k, v in key.items()):
-        return None
-    if (layout.count, layout.height, layout.width) != (count, *geometry.size):
+    if not isinstance(meta, dict) or _layout_of(meta) != layout or any(meta.get(k) != v for k, v in key.items()):
         return None
     sums = meta.get("sha256")
-    expected_bytes = {IMAGES: layout.image_bytes * count, MASKS: layout.mask_bytes * count}
-    for name, size in expected_bytes.items():
-        path = folder / name
-        try:
-            if path.stat().st_size != size or not isinstance(sums, dict) or _sha256(path) != sums.get(name):
-                return None
-        except OSError:
-            return None
-    return FrameStore(folder, layout)
+    expected_bytes = {IMAGES: layout.image_bytes * layout.count, MASKS: layout.mask_bytes * layout.count}
+    files: dict[str, BinaryIO] = {}
+    try:
+        for name, size in expected_bytes.items():
+            handle: BinaryIO = (folder / name).open("rb")
+            files[name] = handle
+            if os.fstat(handle.fileno()).st_size != size or not isinstance(sums, dict) \
+                    or _sha256_of(handle) != sums.get(name):
+                raise ValueError(name)
+    except (OSError, ValueError):
+        for handle in files.values():
+            handle.close()
+        return None
+    return files
 
 
 def start_writer(root: Path, digest: str, geometry: Geometry, count: int) -> FrameWriter:
@@ -229,7 +258,12 @@ class CachePlan:
     writers: dict[Geometry, FrameWriter]
 
     def finish(self, complete: bool) -> list[Geometry]:
-        """Commit the writers' entries if the gate framed every sample (``complete``); the geometries committed."""
+        """Close the entries read; commit the writers' if the gate framed every sample (``complete``).
+
+        Returns the geometries whose entries were committed.
+        """
+        for store in self.stores.values():
+            store.close()
         committed = []
         for geometry, writer in self.writers.items():
             if complete and writer.commit():
