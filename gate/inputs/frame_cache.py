@@ -279,11 +279,17 @@ def plan(root: Path, digest: str, count: int, geometries: list[Geometry], write:
 
     A folder that cannot be created or written is a usage error naming it (the user asked for it).
     """
+    cache = CachePlan(stores={}, writers={})
     try:
         root.mkdir(parents=True, exist_ok=True)
-        stores = {g: s for g in geometries if (s := open_store(root, digest, g, count)) is not None}
-        writers = {g: start_writer(root, digest, g, count) for g in geometries if write and g not in stores}
+        for geometry in geometries:
+            store = open_store(root, digest, geometry, count)
+            if store is not None:
+                cache.stores[geometry] = store
+            elif write:
+                cache.writers[geometry] = start_writer(root, digest, geometry, count)
     except OSError as exc:
+        cache.finish(complete=False)  # close what was opened, remove what was started
         raise UsageError(f"cannot use it as a frame cache: {exc.strerror or exc}", path=root,
                          field="--frame-cache") from None
-    return CachePlan(stores=stores, writers=writers)
+    return cache
