@@ -229,6 +229,11 @@ def _delta_interval(
     if cand_form is not None and base_form is not None:
         paired = intervals.difference_form(cand_form, base_form)
         return percentile_interval(intervals.resampled_values(paired, reps=reps, seed=seed), confidence)
+    cand_rank = intervals.agreeing_rank_form(candidate, score, scores[0][score])
+    base_rank = intervals.agreeing_rank_form(baseline, score, scores[1][score])
+    if cand_rank is not None and base_rank is not None:  # aurc, selective_accuracy@c: each model's own order
+        values = intervals.paired_ranked_values(cand_rank, base_rank, reps=reps, seed=seed)
+        return percentile_interval(values, confidence)
 
     one_score = only_score(score_fn, score)
 

@@ -131,6 +131,18 @@ def ranked_values(form: RankForm, *, reps: int, seed: int) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0)
 
 
+def paired_ranked_values(candidate: RankForm, baseline: RankForm, *, reps: int, seed: int) -> np.ndarray:
+    """``candidate − baseline`` on each of ``reps`` bootstrap resamples, the same resamples for both (paired)."""
+    n = candidate.order.size
+    step = max(1, _RANK_BLOCK_ENTRIES // n)
+    out = []
+    for counts in _resampled_counts(n, reps, seed):
+        for start in range(0, counts.shape[0], step):
+            block = counts[start:start + step]
+            out.append(candidate.finish(block[:, candidate.order]) - baseline.finish(block[:, baseline.order]))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
 def rank_form(records: Records, score: str) -> RankForm | None:
     """``aurc`` or ``selective_accuracy@c`` as a :class:`RankForm` (see the module docstring), else None."""
     # The score functions' own order: equal confidences stay in index order.

@@ -110,6 +110,13 @@ def flip_correct(records: Records, count: int) -> Records:
     return make_records(records.labels, preds, conf, energy=records.energy)
 
 
+def saturated(records: Records, every: int) -> Records:
+    """The same predictions with every ``every``-th confidence exactly 1.0 (ties, as a saturated softmax gives)."""
+    conf = records.confidence.copy()
+    conf[::every] = 1.0
+    return make_records(records.labels, records.preds, conf, energy=records.energy)
+
+
 def test_identical_records_have_zero_deltas() -> None:
     base = baseline_600()
     comparison = compare(base, base, scores)
@@ -211,19 +218,39 @@ def registry_interval(cand: Records, base: Records, score: str, *, reps: int, se
                       confidence: float) -> Interval:
     """Reference: the metrics registry on every resample, via the same bootstrap."""
     def statistic(idx: np.ndarray) -> float:
-        one = (score,)
+        one, idx = (score,), np.sort(idx)  # sample order within a resample: confidence ties as gate.intervals
         return compute_scores(cand.take(idx), only=one)[score] - compute_scores(base.take(idx), only=one)[score]
 
     return paired_bootstrap(statistic, cand.size, reps=reps, seed=seed, confidence=confidence)
 
 
-def test_scores_without_a_sum_form_use_score_fn_per_resample() -> None:
+def test_scores_without_a_form_use_score_fn_per_resample() -> None:
     base = baseline_600()
     cand = flip_correct(base, 10)
     counting = CountingScores(registry)
-    interval = delta_interval(cand, base, "aurc", counting, confidence=0.95, reps=40, seed=0)
+    score = "alignment.lift.correct"  # a mean over the correct samples only: no sum or rank form
+    interval = delta_interval(cand, base, score, counting, confidence=0.95, reps=40, seed=0)
     assert counting.calls == 2 + 2 * 40
-    assert interval == registry_interval(cand, base, "aurc", reps=40, seed=0, confidence=0.95)
+    assert interval == registry_interval(cand, base, score, reps=40, seed=0, confidence=0.95)
+
+
+@pytest.mark.parametrize("score", ["aurc", "selective_accuracy@0.8"])
+@pytest.mark.parametrize("ties", [False, True])
+def test_rank_scores_are_paired_rank_forms_equal_to_the_registry_per_resample(score: str, ties: bool) -> None:
+    base = baseline_600()
+    flipped = flip_correct(base, 10)
+    # The candidate ranks the samples differently from the baseline: its confidences are shuffled.
+    shuffled = np.random.default_rng(7).permutation(flipped.confidence)
+    cand = make_records(flipped.labels, flipped.preds, shuffled, energy=flipped.energy)
+    if ties:  # saturated softmax: many confidences exactly 1.0, in both models
+        cand, base = (saturated(r, every=3) for r in (cand, base))
+        assert (cand.confidence == 1.0).sum() == (base.confidence == 1.0).sum() == 200
+    counting = CountingScores(registry)
+    fast = delta_interval(cand, base, score, counting, confidence=0.95, reps=300, seed=4)
+    assert counting.calls == 2  # the full-set check only
+    slow = registry_interval(cand, base, score, reps=300, seed=4, confidence=0.95)
+    assert (fast.low, fast.high) == (pytest.approx(slow.low, abs=1e-12), pytest.approx(slow.high, abs=1e-12))
+    assert fast.low < fast.high
 
 
 def test_registry_with_another_definition_falls_back_to_score_fn() -> None:
@@ -338,8 +365,9 @@ def test_interval_for_caches() -> None:
     comparison = compare(flip_correct(base, 5), base, CountingScores(registry))
     counting = comparison.score_fn
     assert isinstance(counting, CountingScores) and counting.calls == 2
-    first = comparison.interval_for("aurc", confidence=0.95, reps=10)  # aurc: score_fn on every resample
+    score = "alignment.lift.correct"  # score_fn on every resample
+    first = comparison.interval_for(score, confidence=0.95, reps=10)
     assert counting.calls == 2 + 2 * 10  # full-set scores reused from compare()
-    assert comparison.interval_for("aurc", confidence=0.95, reps=10) is first
+    assert comparison.interval_for(score, confidence=0.95, reps=10) is first
     assert counting.calls == 2 + 2 * 10
     assert isinstance(comparison, Comparison)
