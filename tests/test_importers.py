@@ -27,6 +27,7 @@ from pycocotools.coco import COCO
 from gate import review_set
 from gate.cli import _run
 from gate.errors import ReviewSetError
+from gate.inputs import coco as coco_import
 from gate.inputs import importers
 from gate.review_set import ReviewSet
 
@@ -113,7 +114,7 @@ def by_id(pinned: ReviewSet) -> dict[str, int]:
 
 def test_coco_export_to_a_pinned_set(tmp_path: Path, export: tuple[Path, Path]) -> None:
     json_path, photos = export
-    found = importers.coco(json_path, photos)
+    found = coco_import.coco(json_path, photos)
     pinned = review_set.build_from(found.entries, tmp_path / "set", source=json_path)
     index = by_id(pinned)
     assert pinned.classes == ("cat", "dog")
@@ -145,7 +146,7 @@ def test_coco_export_to_a_pinned_set(tmp_path: Path, export: tuple[Path, Path]) 
 
 def test_split_and_folder_labels(tmp_path: Path, export: tuple[Path, Path]) -> None:
     json_path, photos = export
-    found = importers.coco(json_path, photos, multi_class="split", unlabelled="folder")
+    found = coco_import.coco(json_path, photos, multi_class="split", unlabelled="folder")
     pinned = review_set.build_from(found.entries, tmp_path / "set", source=json_path)
     index = by_id(pinned)
     assert {"cat/f", "dog/f", "cat/cat/e"} <= set(index)
@@ -194,7 +195,7 @@ def test_bad_coco_names_the_json_and_field(
     json_path, photos = export
     edit(json_path, change)
     with pytest.raises(ReviewSetError) as info:
-        importers.coco(json_path, photos)
+        coco_import.coco(json_path, photos)
     assert info.value.path == str(json_path)
     assert info.value.field == field
     assert needle in info.value.message
@@ -549,7 +550,7 @@ def test_fuzzed_coco_gives_masks_or_input_errors(fuzz_photos: Path, changes: lis
         path = Path(tmp) / "x.json"
         path.write_text(json.dumps(doc))
         only_input_errors(lambda: review_set.build_from(
-            importers.coco(path, fuzz_photos, multi_class="split", unlabelled="folder").entries, Path(tmp) / "out",
+            coco_import.coco(path, fuzz_photos, multi_class="split", unlabelled="folder").entries, Path(tmp) / "out",
             source=path))
 
 

@@ -46,6 +46,7 @@ def review_set_build(
 ) -> None:
     """Pin SOURCE/images/<class>/* + SOURCE/masks/<class>/* (or a COCO JSON, or a boxes CSV) as a review set."""
     from gate.inputs import importers
+    from gate.inputs.coco import coco as import_coco
     from gate.review_set import build_from
 
     chosen = [flag for flag, given in (("SOURCE", source), ("--coco", coco), ("--boxes", boxes)) if given]
@@ -56,7 +57,7 @@ def review_set_build(
     if source is None and (voc or voc_classes or allow_missing_masks):
         raise click.UsageError("--voc, --voc-classes and --allow-missing-masks apply to a SOURCE folder")
     if coco is not None and images_dir is not None:
-        found = importers.coco(coco, images_dir, multi_class=multi_class, unlabelled=unlabelled)
+        found = import_coco(coco, images_dir, multi_class=multi_class, unlabelled=unlabelled)
     elif boxes is not None and images_dir is not None:
         found = importers.boxes(boxes, images_dir, multi_class=multi_class)
     else:

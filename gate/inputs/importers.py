@@ -10,9 +10,9 @@ masks) plus notes for the person (what was skipped and why). The writer,
   255 void, any other index object, or with a class list only the class's own
   index, other objects void); with ``allow_missing_masks``, an image without a
   mask file is a sample without a mask.
-- ``coco``: a COCO JSON (polygons, RLE compressed or not, boxes), decoded by
-  pycocotools. The class is the category of the image's objects, the mask the
-  union of that category's instances.
+- ``coco`` (in :mod:`gate.inputs.coco`): a COCO JSON (polygons, RLE compressed
+  or not, boxes), decoded by pycocotools. The class is the category of the
+  image's objects, the mask the union of that category's instances.
 - ``boxes``: a CSV ``image,label,x0,y0,x1,y1`` (pixel corners, x0 <= x < x1);
   an image's boxes of one label are united; a row with the four coordinates
   empty gives a sample without a mask.
@@ -25,12 +25,10 @@ Annotation coordinates are in the image as displayed (EXIF orientation applied).
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 import numpy as np
 
@@ -197,142 +195,8 @@ def _files_by_stem(folder: Path) -> dict[str, Path]:
     return found
 
 
-# ----------------------------------------------------------------------------- COCO
-
-
-def coco(
-    json_path: str | Path, images_dir: str | Path, *, multi_class: str = "skip", unlabelled: str = "skip"
-) -> ImportResult:
-    """Samples from a COCO instances JSON whose ``file_name``s are relative to ``images_dir``.
-
-    ``unlabelled`` says what to do with an image that has no annotation: "skip"
-    it (counted in the notes), "folder" (its label is the first folder of its
-    file_name, which must name a category; it has no mask), or "error".
-    """
-    json_path, images_dir = Path(json_path), Path(images_dir)
-    data = _read_json(json_path)
-    categories = _coco_categories(json_path, data)
-    images_by_id = _coco_images(json_path, data, images_dir)
-    objects = _coco_objects(json_path, data, categories, images_by_id)
-    entries: list[Entry] = []
-    skipped_multi = skipped_unlabelled = 0
-    for image_id, image in images_by_id.items():
-        by_label = objects.get(image_id, {})
-        stem = str(PurePosixPath(image.file_name).with_suffix(""))
-        if not by_label:
-            label = _unlabelled_label(json_path, image, unlabelled, set(categories.values()))
-            skipped_unlabelled += label is None
-            if label is not None:
-                entries.append(Entry(f"{label}/{stem}", label, image.path, image.file_name,
-                                     source=f"{json_path}: {image.where}"))
-            continue
-        if len(by_label) > 1 and multi_class == "skip":
-            skipped_multi += 1
-            continue
-        for label, anns in sorted(by_label.items()):
-            where = f"{json_path}: {image.where}"
-            entries.append(Entry(f"{label}/{stem}", label, image.path, image.file_name,
-                                 draw=_coco_reader(json_path, image, anns), source=where))
-    notes = []
-    if skipped_multi:
-        notes.append(f"{json_path}: {skipped_multi} images with objects of several categories skipped "
-                     "(--multi-class split gives one sample per category)")
-    if skipped_unlabelled:
-        notes.append(f"{json_path}: {skipped_unlabelled} images without annotations skipped "
-                     "(--unlabelled folder takes their class from their folder)")
-    if not entries:
-        raise ReviewSetError("no samples: no image has an annotation", path=json_path, field="annotations")
-    return ImportResult(tuple(entries), tuple(notes))
-
-
-def _coco_objects(
-    json_path: Path, data: dict[str, Any], categories: dict[int, str], images_by_id: dict[int, _CocoImage]
-) -> dict[int, dict[str, list[tuple[int, Any]]]]:
-    """image id -> label -> [(index in annotations, annotation)], each annotation checked."""
-    objects: dict[int, dict[str, list[tuple[int, Any]]]] = {}
-    for index, ann in enumerate(_list(json_path, data, "annotations")):
-        where = f"annotations[{index}]"
-        if not isinstance(ann, dict):
-            raise ReviewSetError("must be an object", path=json_path, field=where)
-        image_id, category_id = ann.get("image_id"), ann.get("category_id")
-        if not _is_int(image_id) or image_id not in images_by_id:
-            raise ReviewSetError(f"image_id {image_id!r} is not in images", path=json_path, field=f"{where}.image_id")
-        if not _is_int(category_id) or category_id not in categories:
-            raise ReviewSetError(f"category_id {category_id!r} is not in categories", path=json_path,
-                                 field=f"{where}.category_id")
-        _check_annotation(json_path, where, ann, images_by_id[image_id])
-        objects.setdefault(image_id, {}).setdefault(categories[category_id], []).append((index, ann))
-    return objects
-
-
-@dataclass(frozen=True)
-class _CocoImage:
-    where: str  # "images[i]"
-    file_name: str
-    path: Path
-    height: int
-    width: int
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ReviewSetError(f"unreadable COCO file ({type(exc).__name__})", path=path) from None
-    except ValueError as exc:
-        raise ReviewSetError(f"not JSON ({exc})", path=path) from None
-    if not isinstance(data, dict):
-        raise ReviewSetError("a COCO file is a JSON object with images, annotations and categories", path=path)
-    return data
-
-
-def _list(path: Path, data: dict[str, Any], key: str) -> list[Any]:
-    value = data.get(key)
-    if not isinstance(value, list):
-        raise ReviewSetError("must be a list", path=path, field=key)
-    return value
-
-
-def _coco_categories(path: Path, data: dict[str, Any]) -> dict[int, str]:
-    categories = {}
-    for index, cat in enumerate(_list(path, data, "categories")):
-        where = f"categories[{index}]"
-        if not isinstance(cat, dict) or not _is_int(cat.get("id")):
-            raise ReviewSetError("needs an integer id", path=path, field=f"{where}.id")
-        name = cat.get("name")
-        if not isinstance(name, str) or not name.strip():
-            raise ReviewSetError("needs a name", path=path, field=f"{where}.name")
-        categories[int(cat["id"])] = name
-    return categories
-
-
-def _coco_images(path: Path, data: dict[str, Any], images_dir: Path) -> dict[int, _CocoImage]:
-    found: dict[int, _CocoImage] = {}
-    names: set[str] = set()
-    for index, item in enumerate(_list(path, data, "images")):
-        where = f"images[{index}]"
-        if not isinstance(item, dict) or not _is_int(item.get("id")):
-            raise ReviewSetError("needs an integer id", path=path, field=f"{where}.id")
-        for key in ("width", "height"):
-            if not _is_int(item.get(key)) or item[key] < 1:
-                raise ReviewSetError("must be a positive integer", path=path, field=f"{where}.{key}")
-        file_name = item.get("file_name")
-        if not isinstance(file_name, str) or not file_name:
-            raise ReviewSetError("needs a file_name", path=path, field=f"{where}.file_name")
-        image_path = _inside(images_dir, file_name, path, f"{where}.file_name")
-        if item["id"] in found or file_name in names:
-            raise ReviewSetError("listed twice", path=path, field=f"{where}.id" if item["id"] in found
-                                 else f"{where}.file_name")
-        names.add(file_name)
-        height, width = images.display_size(image_path)
-        if (height, width) != (item["height"], item["width"]):
-            raise ReviewSetError(f"says {item['width']}x{item['height']} but {image_path} is {width}x{height} "
-                                 "(as displayed, EXIF orientation applied)", path=path, field=f"{where}.width")
-        found[int(item["id"])] = _CocoImage(where, file_name, image_path, height, width)
-    return found
-
-
-def _inside(folder: Path, rel: str, json_path: Path, where: str) -> Path:
+def inside_folder(folder: Path, rel: str, json_path: Path, where: str) -> Path:
+    """``folder / rel`` for a relative path that stays inside ``folder``, else an error naming the annotation file."""
     pure = PurePosixPath(rel)
     if pure.is_absolute() or ".." in pure.parts or "\\" in rel:
         raise ReviewSetError(f"{rel!r} must be a path inside {folder}", path=json_path, field=where)
@@ -342,88 +206,6 @@ def _inside(folder: Path, rel: str, json_path: Path, where: str) -> Path:
     if not file.resolve().is_relative_to(folder.resolve()):
         raise ReviewSetError(f"{rel!r} resolves outside {folder}", path=json_path, field=where)
     return file
-
-
-def _check_annotation(path: Path, where: str, ann: dict[str, Any], image: _CocoImage) -> None:
-    segm = ann.get("segmentation")
-    if isinstance(segm, list) and segm:
-        for number, polygon in enumerate(segm):
-            if (not isinstance(polygon, list) or len(polygon) < 6 or len(polygon) % 2
-                    or not all(_finite(v) for v in polygon)):
-                raise ReviewSetError("a polygon is a list of at least 3 x,y pairs", path=path,
-                                     field=f"{where}.segmentation[{number}]")
-    elif isinstance(segm, dict):
-        size, counts = segm.get("size"), segm.get("counts")
-        if size != [image.height, image.width]:
-            raise ReviewSetError(f"RLE size {size!r} differs from the image's [{image.height}, {image.width}]",
-                                 path=path, field=f"{where}.segmentation.size")
-        if not (isinstance(counts, str) or (isinstance(counts, list) and all(_is_int(c) and c >= 0 for c in counts))):
-            raise ReviewSetError("RLE counts must be a string or a list of integers >= 0", path=path,
-                                 field=f"{where}.segmentation.counts")
-        if isinstance(counts, list) and sum(counts) != image.height * image.width:
-            raise ReviewSetError(f"RLE counts sum to {sum(counts)}, not {image.height * image.width} pixels",
-                                 path=path, field=f"{where}.segmentation.counts")
-    elif segm in (None, []):
-        bbox = ann.get("bbox")
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_finite(v) for v in bbox)
-                and bbox[2] > 0 and bbox[3] > 0):
-            raise ReviewSetError("no segmentation and no usable bbox [x, y, width, height]", path=path,
-                                 field=f"{where}.bbox")
-    else:
-        raise ReviewSetError("must be polygons, an RLE object or empty", path=path, field=f"{where}.segmentation")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _finite(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _coco_reader(path: Path, image: _CocoImage, anns: list[tuple[int, Any]]) -> Callable[[], Drawn]:
-    def draw() -> Drawn:
-        union = np.zeros((image.height, image.width), dtype=bool)
-        for index, ann in anns:
-            union |= _coco_mask(path, f"annotations[{index}]", ann, image)
-        if not union.any():
-            raise ReviewSetError("the objects of this image cover no pixel", path=path,
-                                 field=f"annotations[{anns[0][0]}]")
-        return Drawn(union)
-    return draw
-
-
-def _coco_mask(path: Path, where: str, ann: dict[str, Any], image: _CocoImage) -> np.ndarray:
-    from pycocotools import mask as coco_mask  # a C extension: paid only when a COCO file is read
-
-    height, width, segm = image.height, image.width, ann.get("segmentation")
-    try:
-        if isinstance(segm, list) and segm:
-            rle = coco_mask.merge(coco_mask.frPyObjects(segm, height, width))
-        elif isinstance(segm, dict) and isinstance(segm["counts"], list):
-            rle = coco_mask.frPyObjects(segm, height, width)  # uncompressed RLE -> compressed
-        elif isinstance(segm, dict):
-            rle = segm
-        else:
-            boxes = np.array([ann["bbox"]], dtype=np.float64)
-            rle = coco_mask.merge(coco_mask.frPyObjects(boxes, height, width))
-        return np.asarray(coco_mask.decode(rle), dtype=bool)
-    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
-        raise ReviewSetError(f"cannot decode ({type(exc).__name__}: {exc})", path=path,
-                             field=f"{where}.segmentation") from None
-
-
-def _unlabelled_label(path: Path, image: _CocoImage, unlabelled: str, names: set[str]) -> str | None:
-    if unlabelled == "skip":
-        return None
-    if unlabelled == "error":
-        raise ReviewSetError("image has no annotation (--unlabelled skip or folder)", path=path,
-                             field=f"{image.where}.file_name")
-    parts = PurePosixPath(image.file_name).parts
-    if len(parts) < 2 or parts[0] not in names:
-        raise ReviewSetError(f"image has no annotation and its folder {parts[0] if len(parts) > 1 else ''!r} "
-                             "names no category (--unlabelled folder)", path=path, field=f"{image.where}.file_name")
-    return parts[0]
 
 
 # ----------------------------------------------------------------------------- boxes CSV
@@ -470,7 +252,7 @@ def _box_rows(path: Path, images_dir: Path) -> dict[str, dict[str, tuple[int, Pa
                 rel, label = row.get("image") or "", (row.get("label") or "").strip()
                 if not label:
                     raise ReviewSetError("empty label", path=where, field="label")
-                image = _inside(images_dir, rel, Path(where), "image")
+                image = inside_folder(images_dir, rel, Path(where), "image")
                 _, _, found = rows.setdefault(rel, {}).setdefault(label, (line, image, []))
                 box = _box_of(where, row)
                 if box is not None:
