@@ -263,3 +263,23 @@ def test_a_commit_keeps_a_good_entry_another_gate_put_in_place(small_set: Review
     images, _, _ = reader.frame(np.arange(3))
     reader.close()
     torch.testing.assert_close(images, frames.images[:3], rtol=0, atol=0)
+
+
+def test_unfinished_entries_of_dead_gates_are_removed_and_live_ones_kept(small_set: ReviewSet, tmp_path: Path) -> None:
+    import os
+    import time
+
+    geometry = Geometry(size=(32, 32))
+    dead = frame_cache.start_writer(tmp_path, small_set.digest, geometry, small_set.size)
+    live = frame_cache.start_writer(tmp_path, small_set.digest, geometry, small_set.size)
+    frames = to_frame(decode(small_set, np.arange(4)), geometry)
+    for writer in (dead, live):
+        writer.write(np.arange(4), (frames.images * 255).round().to(torch.uint8), frames.masks, frames.void)
+        writer._close()  # as a killed gate leaves it: files written, never committed or discarded
+    week_ago = time.time() - 7 * 24 * 3600
+    for path in (dead.folder, *dead.folder.iterdir()):
+        os.utime(path, (week_ago, week_ago))
+    cache = frame_cache.plan(tmp_path, small_set.digest, small_set.size, [geometry], write=False)
+    cache.finish(complete=False)
+    assert not dead.folder.exists() and live.folder.is_dir()  # a gate still writing keeps its folder
+    live.discard()

@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ from gate.inputs.preprocess import Geometry, pixels_to_frame
 FORMAT = 1
 IMAGES, MASKS, META = "images.u8", "masks.u8", "meta.json"
 MAX_META_BYTES = 64 * 1024  # ours is < 1 KB
+STALE_AFTER_S = 6 * 3600  # an unfinished entry untouched this long belongs to a gate that died
 _CHUNK = 1 << 20
 
 
@@ -282,6 +284,7 @@ def plan(root: Path, digest: str, count: int, geometries: list[Geometry], write:
     cache = CachePlan(stores={}, writers={})
     try:
         root.mkdir(parents=True, exist_ok=True)
+        remove_stale(root)
         for geometry in geometries:
             store = open_store(root, digest, geometry, count)
             if store is not None:
@@ -293,3 +296,21 @@ def plan(root: Path, digest: str, count: int, geometries: list[Geometry], write:
         raise UsageError(f"cannot use it as a frame cache: {exc.strerror or exc}", path=root,
                          field="--frame-cache") from None
     return cache
+
+
+def remove_stale(root: Path, max_age_s: float = STALE_AFTER_S) -> list[Path]:
+    """Remove the unfinished entries of gates that died (SIGKILL, a lost runner): untouched for ``max_age_s``.
+
+    A live gate writes its temporary folder at least once per batch, so its newest file is never that old.
+    """
+    now = time.time()
+    removed = []
+    for folder in root.glob(".tmp-*"):
+        try:
+            newest = max([folder.stat().st_mtime, *(f.stat().st_mtime for f in folder.iterdir())])
+        except OSError:  # removed meanwhile, or unreadable: leave it
+            continue
+        if now - newest > max_age_s:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
