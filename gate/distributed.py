@@ -33,6 +33,11 @@ class Shard:
         """Rank 0 decides, writes outputs and logs."""
         return self.rank == 0
 
+    @property
+    def launch(self) -> str | None:
+        """The id all ranks of this torchrun launch share (``TORCHELASTIC_RUN_ID``), None when there is none."""
+        return os.environ.get("TORCHELASTIC_RUN_ID") or None
+
     def indices(self, size: int) -> np.ndarray:
         """This rank's consecutive block of rows ``0..size-1`` (blocks differ in length by at most one)."""
         import numpy as np  # here, not at import: the CLI imports this module on every call

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from gate import probes as probe_ops
-from gate.candidate import Candidate
+from gate.candidate import Candidate, InputSpec
 from gate.errors import ReviewSetError, UsageError
 from gate.gradcam import explain, upsample
 from gate.inputs import frame_cache
@@ -90,8 +90,13 @@ def run(
     options: EngineOptions = EngineOptions(),
     progress: Progress | None = None,
     indices: np.ndarray | None = None,
+    shared_cache: str | None = None,
 ) -> list[ModelRun]:
-    """Run every candidate over the review set (or the rows ``indices``) in one pass of decoded batches."""
+    """Run every candidate over the review set (or the rows ``indices``) in one pass of decoded batches.
+
+    ``shared_cache`` (a torchrun launch id, with ``options.frame_cache``): this rank writes its block into the
+    launch's shared cache entries and leaves them for rank 0 to commit (gate.inputs.frame_cache.commit_shared).
+    """
     device = resolve_device(options.device)
     order = np.arange(review_set.size) if indices is None else np.asarray(indices, dtype=np.int64)
     partners = masked_partners(review_set, options.seed) if "background" in options.probes else {}
@@ -101,9 +106,11 @@ def run(
     native = native_size(review_set) if any(min(c.input.size) <= 0 for c in candidates) else (0, 0)
     states = [_ModelState(c, review_set, options, device, partners, fixed, native) for c in candidates]
     geometries = list(dict.fromkeys(state.geometry for state in states))  # each framed once per batch
-    # Only a gate over the whole set (not a shard or a subset) writes a cache entry; any gate reads one.
+    # A gate over the whole set writes a cache entry, and so do the ranks of a launch together; a gate over a
+    # subset does not. Any gate reads one.
     cache = (frame_cache.plan(Path(options.frame_cache), review_set.digest, review_set.size, geometries,
-                              write=indices is None) if options.frame_cache else None)
+                              write=indices is None or shared_cache is not None, shared=shared_cache)
+             if options.frame_cache else None)
     loader = loaded_batches(review_set, order, options.batch_size, partners, geometries, options.workers,
                             pin=device.type == "cuda", cache=cache)
     done, complete = 0, False
@@ -118,9 +125,24 @@ def run(
                     progress(done, len(order))
         complete = True
     finally:
-        written = cache.finish(complete) if cache is not None else []
+        written: list[Geometry] = []
+        if cache is not None and shared_cache is not None:
+            cache.leave()  # rank 0 commits the launch's entries once every rank is done
+        elif cache is not None:
+            written = cache.finish(complete)
     source = _frame_source(cache, written)
     return [replace(state.finish(order), frames=source) for state in states]
+
+
+def frame_geometries(candidates: Sequence[Candidate], review_set: ReviewSet) -> list[Geometry]:
+    """The geometries :func:`run` frames the review set in for these candidates, each once."""
+    native = native_size(review_set) if any(min(c.input.size) <= 0 for c in candidates) else (0, 0)
+    return list(dict.fromkeys(_geometry_of(c.input, native) for c in candidates))
+
+
+def _geometry_of(spec: InputSpec, native: tuple[int, int]) -> Geometry:
+    size = (int(spec.size[0]), int(spec.size[1])) if min(spec.size) > 0 else native
+    return replace(spec, size=size).geometry
 
 
 def _frame_source(cache: frame_cache.CachePlan | None, written: list[Geometry]) -> str:
@@ -265,8 +287,8 @@ class _ModelState:
             if "sanity" in options.probes else None
         )
         spec = self.candidate.input
-        self.size: tuple[int, int] = (int(spec.size[0]), int(spec.size[1])) if min(spec.size) > 0 else native
-        self.geometry = replace(spec, size=self.size).geometry
+        self.geometry = _geometry_of(spec, native)
+        self.size: tuple[int, int] = self.geometry.size
         self.mean = torch.tensor(spec.mean, device=device)[None, :, None, None]
         self.std = torch.tensor(spec.std, device=device)[None, :, None, None]
         width = len(self.candidate.outputs)

@@ -24,7 +24,7 @@ from gate import policy as policy_io
 from gate.candidate import Candidate
 from gate.distributed import Shard
 from gate.errors import CandidateError, GateError, PolicyError, UsageError
-from gate.inputs import safe_import
+from gate.inputs import frame_cache, safe_import
 from gate.layers import expected_layout
 from gate.metrics.registry import compute_scores
 from gate.records import Records
@@ -104,9 +104,10 @@ def run_gate_sharded(
     """
     prepared = _prepare(request, distributed.device_for(shard, request.engine.device))
     block = shard.indices(prepared.review_set.size)
+    shared = shard.launch if prepared.options.frame_cache else None  # the ranks fill the frame cache together
     try:
         mine: list[engine.ModelRun] | GateError = engine.run(
-            prepared.models, prepared.review_set, prepared.options, progress, indices=block)
+            prepared.models, prepared.review_set, prepared.options, progress, indices=block, shared_cache=shared)
     except GateError as exc:
         mine = exc
     except Exception as exc:  # any failure must still reach rank 0, as an internal error
@@ -116,10 +117,26 @@ def run_gate_sharded(
         return None
     failed = [part for part in gathered if isinstance(part, GateError)]
     if failed:
+        _finish_shared_cache(prepared, shared, complete=False)
         raise failed[0]
     runs = [engine.merge_runs(parts, prepared.review_set, prepared.options)
             for parts in distributed.transpose(gathered)]
+    if _finish_shared_cache(prepared, shared, complete=True):
+        runs = [replace(run, frames="cache-read+written" if run.frames == "cache-read" else "cache-written")
+                for run in runs]
     return _decide(prepared, runs)
+
+
+def _finish_shared_cache(prepared: _Prepared, shared: str | None, *, complete: bool) -> bool:
+    """Rank 0, every rank done: commit the frame-cache entries the ranks wrote (or drop them); True if any."""
+    if shared is None or prepared.options.frame_cache is None:
+        return False
+    root, review_set = Path(prepared.options.frame_cache), prepared.review_set
+    geometries = engine.frame_geometries(prepared.models, review_set)
+    if not complete:
+        frame_cache.discard_shared(root, review_set.digest, geometries, shared)
+        return False
+    return bool(frame_cache.commit_shared(root, review_set.digest, review_set.size, geometries, shared))
 
 
 def _prepare(request: GateRequest, device: str) -> _Prepared:

@@ -56,6 +56,24 @@ def test_torchrun_two_ranks_give_the_single_process_result(tmp_path: Path, small
     assert sharded.stdout.count("xgate check:") == 1
 
 
+@pytest.mark.slow
+def test_torchrun_ranks_fill_the_frame_cache_that_the_next_launch_reads(tmp_path: Path, small_set: ReviewSet,
+                                                                      untrained_checkpoint: Path) -> None:
+    policy = pinned_policy(tmp_path, small_set, [{"score": "accuracy", "min": 0.0}], probes=("background",))
+    common = ["check", str(untrained_checkpoint), "--policy", str(policy), "--no-mlflow", "--batch-size", "8",
+              "--frame-cache", "frames"]
+    docs = []
+    for out in ("first", "second"):
+        done = _run(["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "gate", *common,
+                     "--out", out], tmp_path)
+        assert done.returncode == 0, done.stderr
+        docs.append(json.loads((tmp_path / out / "result.json").read_text()))
+    assert [d["environment"]["frames"] for d in docs] == ["cache-written", "cache-read"]
+    assert docs[0]["candidates"][0]["scores"] == docs[1]["candidates"][0]["scores"]
+    entries = sorted(p.name for p in (tmp_path / "frames").iterdir())
+    assert len(entries) == 1 and not entries[0].startswith(".")  # one entry, no rank's part left behind
+
+
 def test_cuda_asked_for_without_one_is_a_usage_error_before_joining(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 

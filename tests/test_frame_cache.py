@@ -283,3 +283,34 @@ def test_unfinished_entries_of_dead_gates_are_removed_and_live_ones_kept(small_s
     cache.finish(complete=False)
     assert not dead.folder.exists() and live.folder.is_dir()  # a gate still writing keeps its folder
     live.discard()
+
+
+def test_ranks_of_one_launch_fill_one_entry_together(partly_masked: ReviewSet, untrained_checkpoint: Path,
+                                                    tmp_path: Path) -> None:
+    cand = candidate_io.load(untrained_checkpoint)
+    cache = tmp_path / "cache"
+    (uncached,) = engine.run([cand], partly_masked, _options(None))
+    blocks = np.array_split(np.arange(partly_masked.size), 2)
+    for block in blocks:  # two torchrun ranks, one after the other here
+        (part,) = engine.run([cand], partly_masked, _options(cache), indices=block, shared_cache="launch-1")
+        assert part.frames == "decoded"  # not committed yet: rank 0 does it once every rank is done
+    geometries = engine.frame_geometries([cand], partly_masked)
+    assert frame_cache.commit_shared(cache, partly_masked.digest, partly_masked.size, geometries,
+                                     "launch-1") == geometries
+    assert [p.name.startswith(".") for p in _entries(cache)] == [False]  # the entry, no part files left over
+    (read,) = engine.run([cand], partly_masked, _options(cache))
+    assert read.frames == "cache-read"
+    _same_records(uncached, read)
+
+
+def test_a_shared_entry_missing_a_ranks_block_is_not_committed(small_set: ReviewSet, untrained_checkpoint: Path,
+                                                               tmp_path: Path) -> None:
+    cand = candidate_io.load(untrained_checkpoint)
+    cache = tmp_path / "cache"
+    first, _ = np.array_split(np.arange(small_set.size), 2)
+    engine.run([cand], small_set, _options(cache), indices=first, shared_cache="launch-2")  # rank 1 never came
+    (folder,) = _entries(cache)
+    (folder / "part-forged.json").write_text("[[0, 999999], [-5, 3], \"all\"]")  # out of range: ignored
+    geometries = engine.frame_geometries([cand], small_set)
+    assert frame_cache.commit_shared(cache, small_set.digest, small_set.size, geometries, "launch-2") == []
+    assert _entries(cache) == []  # dropped, not committed half-written

@@ -60,7 +60,8 @@ def gate_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Forwards in float32 or under bf16 autocast (maps and scores stay float32)."),
         click.option("--frame-cache", type=click.Path(path_type=Path, file_okay=False), envvar="XGATE_FRAME_CACHE",
                      help="Folder keeping the framed review set between gates on this runner (read when there, "
-                          "written by a gate over the whole set; checked by sha256). Env: XGATE_FRAME_CACHE."),
+                          "written by a gate over the whole set or by a torchrun launch's ranks together; checked "
+                          "by sha256). Env: XGATE_FRAME_CACHE."),
         click.option("--seed", default=0, show_default=True, type=int, help="Seed for pairings and bootstrap."),
         click.option("--arch", help="Architecture for a bare state_dict."),
         click.option("--classes", help="Comma-separated names of every model output, in output order (for a "

@@ -21,6 +21,7 @@ docs/security.md.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -44,6 +45,7 @@ from gate.inputs.preprocess import Geometry, pixels_to_frame
 FORMAT = 1
 IMAGES, MASKS, META = "images.u8", "masks.u8", "meta.json"
 MAX_META_BYTES = 64 * 1024  # ours is < 1 KB
+PART_PREFIX = "part-"  # a rank's record of the rows it wrote into a shared entry
 STALE_AFTER_S = 6 * 3600  # an unfinished entry untouched this long belongs to a gate that died
 _CHUNK = 1 << 20
 
@@ -134,10 +136,12 @@ class FrameStore:
 class FrameWriter:
     """Fills a new entry from framed batches (from worker threads); :meth:`commit` puts it in place."""
 
-    def __init__(self, root: Path, key: dict[str, object], layout: _Layout) -> None:
+    def __init__(self, root: Path, key: dict[str, object], layout: _Layout, shared: str | None = None) -> None:
         self.root, self.key, self.layout = root, key, layout
-        self.folder = root / f".tmp-{entry_name(key)}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.folder.mkdir(parents=True)
+        # Shared: the torchrun ranks of one launch write their blocks into one folder (see commit_shared).
+        self.folder = root / (_shared_folder_name(key, shared) if shared else
+                              f".tmp-{entry_name(key)}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        self.folder.mkdir(parents=True, exist_ok=shared is not None)
         self.written = np.zeros(layout.count, dtype=bool)
         self.lock = Lock()
         self.files = {name: os.open(self.folder / name, os.O_WRONLY | os.O_CREAT, 0o644) for name in (IMAGES, MASKS)}
@@ -159,10 +163,26 @@ class FrameWriter:
         with self.lock:
             self.written[np.asarray(rows, dtype=np.int64)] = True
 
-    def commit(self) -> bool:
-        """Put the entry in place if every row was written; False (and nothing left behind) otherwise."""
+    def leave(self) -> None:
+        """Close this rank's part of a shared entry and record which rows it wrote, for the rank that commits."""
         self._close()
-        if not self.written.all():
+        rows = np.flatnonzero(self.written)
+        if not rows.size:
+            return
+        starts = rows[np.r_[True, np.diff(rows) > 1]]
+        ends = rows[np.r_[np.diff(rows) > 1, True]] + 1
+        part = self.folder / f"{PART_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}.json"
+        with contextlib.suppress(OSError):  # a full disk: the entry is then not committed
+            part.write_text(json.dumps([[int(a), int(b)] for a, b in zip(starts, ends, strict=True)]))
+
+    def commit(self) -> bool:
+        """Put the entry in place if every row was written; False (and nothing left behind) otherwise.
+
+        The rows written are this writer's and, in a shared folder, those the other ranks recorded.
+        """
+        self._close()
+        written = self.written | self._written_by_others()
+        if not written.all():
             self.discard()
             return False
         try:
@@ -183,6 +203,20 @@ class FrameWriter:
             self.discard()
             return False
         return True
+
+    def _written_by_others(self) -> np.ndarray:
+        written = np.zeros(self.layout.count, dtype=bool)
+        for part in self.folder.glob(f"{PART_PREFIX}*.json"):
+            try:
+                ranges = json.loads(part.read_text()) if part.stat().st_size <= MAX_META_BYTES else []
+                part.unlink()
+            except (OSError, ValueError):
+                continue
+            for pair in ranges if isinstance(ranges, list) else []:
+                if (isinstance(pair, list) and len(pair) == 2 and all(type(v) is int for v in pair)
+                        and 0 <= pair[0] < pair[1] <= self.layout.count):
+                    written[pair[0]:pair[1]] = True
+        return written
 
     def discard(self) -> None:
         """Remove the unfinished entry."""
@@ -246,10 +280,37 @@ def _verified(folder: Path, key: dict[str, object], layout: _Layout) -> dict[str
     return files
 
 
-def start_writer(root: Path, digest: str, geometry: Geometry, count: int) -> FrameWriter:
-    """A writer for a new entry of this review set and geometry (``count`` samples)."""
+def start_writer(root: Path, digest: str, geometry: Geometry, count: int, shared: str | None = None) -> FrameWriter:
+    """A writer for a new entry of this review set and geometry (``count`` samples); ``shared``: see plan."""
     height, width = geometry.size
-    return FrameWriter(root, entry_key(digest, geometry), _Layout(count=count, height=height, width=width))
+    return FrameWriter(root, entry_key(digest, geometry), _Layout(count=count, height=height, width=width), shared)
+
+
+def _shared_folder_name(key: dict[str, object], shared: str) -> str:
+    launch = "".join(c for c in shared if c.isalnum() or c in "-_")[:64] or "run"
+    return f".tmp-{entry_name(key)}-shared-{launch}"
+
+
+def commit_shared(root: Path, digest: str, count: int, geometries: list[Geometry], shared: str) -> list[Geometry]:
+    """After every rank of launch ``shared`` left its part: commit the entries whose rows they all wrote.
+
+    Called by one rank only, once the others have finished (after the gather). The geometries committed.
+    """
+    committed = []
+    for geometry in geometries:
+        key = entry_key(digest, geometry)
+        if not (root / _shared_folder_name(key, shared)).is_dir():
+            continue  # read from an entry, or never started
+        writer = start_writer(root, digest, geometry, count, shared)  # opens the folder the ranks filled
+        if writer.commit():
+            committed.append(geometry)
+    return committed
+
+
+def discard_shared(root: Path, digest: str, geometries: list[Geometry], shared: str) -> None:
+    """Remove the parts the ranks of launch ``shared`` left (a rank failed: the entry is not complete)."""
+    for geometry in geometries:
+        shutil.rmtree(root / _shared_folder_name(entry_key(digest, geometry), shared), ignore_errors=True)
 
 
 @dataclass
@@ -275,11 +336,22 @@ class CachePlan:
         self.writers = {}
         return committed
 
+    def leave(self) -> None:
+        """Close the entries read; leave this rank's part of the shared entries (see commit_shared)."""
+        for store in self.stores.values():
+            store.close()
+        for writer in self.writers.values():
+            writer.leave()
+        self.writers = {}
 
-def plan(root: Path, digest: str, count: int, geometries: list[Geometry], write: bool) -> CachePlan:
+
+def plan(root: Path, digest: str, count: int, geometries: list[Geometry], write: bool,
+         shared: str | None = None) -> CachePlan:
     """Open the entries that exist for ``geometries``; start writers for the others when ``write``.
 
-    A folder that cannot be created or written is a usage error naming it (the user asked for it).
+    ``shared`` (a torchrun launch id): the writers of all ranks share one folder per entry, each writing its
+    block; they :meth:`CachePlan.leave` it and one rank commits it (:func:`commit_shared`). A folder that
+    cannot be created or written is a usage error naming it (the user asked for it).
     """
     cache = CachePlan(stores={}, writers={})
     try:
@@ -290,7 +362,7 @@ def plan(root: Path, digest: str, count: int, geometries: list[Geometry], write:
             if store is not None:
                 cache.stores[geometry] = store
             elif write:
-                cache.writers[geometry] = start_writer(root, digest, geometry, count)
+                cache.writers[geometry] = start_writer(root, digest, geometry, count, shared)
     except OSError as exc:
         cache.finish(complete=False)  # close what was opened, remove what was started
         raise UsageError(f"cannot use it as a frame cache: {exc.strerror or exc}", path=root,
