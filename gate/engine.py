@@ -70,7 +70,7 @@ class ModelRun:
     records: Records
     gallery: Gallery
     seconds: float
-    frames: str = "decoded"  # where the frames came from (_frame_source): "decoded", "cache-read", ...
+    frames: str = "decoded"  # where the frames came from (frame_source): "decoded", "cache-read", ...
 
 
 def resolve_device(name: str) -> torch.device:
@@ -103,7 +103,7 @@ def run(
     if options.precision not in PRECISIONS:
         raise UsageError(f"unknown precision {options.precision!r} (fp32 or bf16)", field="--precision")
     fixed = fixed_ids(review_set, options.fixed_per_class, options.fixed_total)
-    native = native_size(review_set) if any(min(c.input.size) <= 0 for c in candidates) else (0, 0)
+    native = _native_size_for(candidates, review_set)
     states = [_ModelState(c, review_set, options, device, partners, fixed, native) for c in candidates]
     geometries = list(dict.fromkeys(state.geometry for state in states))  # each framed once per batch
     # A gate over the whole set writes a cache entry, and so do the ranks of a launch together; a gate over a
@@ -130,14 +130,19 @@ def run(
             cache.leave()  # rank 0 commits the launch's entries once every rank is done
         elif cache is not None:
             written = cache.finish(complete)
-    source = _frame_source(cache, written)
+    source = frame_source(read=cache is not None and bool(cache.stores), written=bool(written))
     return [replace(state.finish(order), frames=source) for state in states]
 
 
 def frame_geometries(candidates: Sequence[Candidate], review_set: ReviewSet) -> list[Geometry]:
     """The geometries :func:`run` frames the review set in for these candidates, each once."""
-    native = native_size(review_set) if any(min(c.input.size) <= 0 for c in candidates) else (0, 0)
+    native = _native_size_for(candidates, review_set)
     return list(dict.fromkeys(_geometry_of(c.input, native) for c in candidates))
+
+
+def _native_size_for(candidates: Sequence[Candidate], review_set: ReviewSet) -> tuple[int, int]:
+    # Only a model that names no input size takes the review set's (which costs decoding its first image).
+    return native_size(review_set) if any(min(c.input.size) <= 0 for c in candidates) else (0, 0)
 
 
 def _geometry_of(spec: InputSpec, native: tuple[int, int]) -> Geometry:
@@ -145,11 +150,10 @@ def _geometry_of(spec: InputSpec, native: tuple[int, int]) -> Geometry:
     return replace(spec, size=size).geometry
 
 
-def _frame_source(cache: frame_cache.CachePlan | None, written: list[Geometry]) -> str:
+def frame_source(*, read: bool, written: bool) -> str:
     """How the frames were had: "decoded", "cache-read", "cache-written" or "cache-read+written"."""
-    read = cache is not None and bool(cache.stores)
     return {(False, False): "decoded", (True, False): "cache-read", (False, True): "cache-written",
-            (True, True): "cache-read+written"}[(read, bool(written))]
+            (True, True): "cache-read+written"}[(read, written)]
 
 
 def keep_samples(

@@ -122,24 +122,24 @@ class RankForm:
         return float(self.finish(np.ones((1, self.order.size)))[0])
 
 
+def _count_blocks(n: int, reps: int, seed: int) -> Iterator[np.ndarray]:
+    """The resamples' counts [rows, n] in blocks of at most ``_RANK_BLOCK_ENTRIES`` counts."""
+    step = max(1, _RANK_BLOCK_ENTRIES // n)
+    for counts in _resampled_counts(n, reps, seed):
+        for start in range(0, counts.shape[0], step):
+            yield counts[start:start + step]
+
+
 def ranked_values(form: RankForm, *, reps: int, seed: int) -> np.ndarray:
     """The form's value on each of ``reps`` bootstrap resamples (those of ``bootstrap_index_chunks``)."""
-    n = form.order.size
-    step = max(1, _RANK_BLOCK_ENTRIES // n)
-    out = [form.finish(counts[start:start + step][:, form.order])
-           for counts in _resampled_counts(n, reps, seed) for start in range(0, counts.shape[0], step)]
+    out = [form.finish(block[:, form.order]) for block in _count_blocks(form.order.size, reps, seed)]
     return np.concatenate(out) if out else np.zeros(0)
 
 
 def paired_ranked_values(candidate: RankForm, baseline: RankForm, *, reps: int, seed: int) -> np.ndarray:
     """``candidate − baseline`` on each of ``reps`` bootstrap resamples, the same resamples for both (paired)."""
-    n = candidate.order.size
-    step = max(1, _RANK_BLOCK_ENTRIES // n)
-    out = []
-    for counts in _resampled_counts(n, reps, seed):
-        for start in range(0, counts.shape[0], step):
-            block = counts[start:start + step]
-            out.append(candidate.finish(block[:, candidate.order]) - baseline.finish(block[:, baseline.order]))
+    out = [candidate.finish(block[:, candidate.order]) - baseline.finish(block[:, baseline.order])
+           for block in _count_blocks(candidate.order.size, reps, seed)]
     return np.concatenate(out) if out else np.zeros(0)
 
 

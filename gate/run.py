@@ -122,7 +122,7 @@ def run_gate_sharded(
     runs = [engine.merge_runs(parts, prepared.review_set, prepared.options)
             for parts in distributed.transpose(gathered)]
     if _finish_shared_cache(prepared, shared, complete=True):
-        runs = [replace(run, frames="cache-read+written" if run.frames == "cache-read" else "cache-written")
+        runs = [replace(run, frames=engine.frame_source(read=run.frames == "cache-read", written=True))
                 for run in runs]
     return _decide(prepared, runs)
 

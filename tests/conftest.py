@@ -10,7 +10,7 @@ import torch
 import yaml
 from torch import nn
 
-from gate import archs, candidate, shapes
+from gate import archs, candidate, engine, shapes
 from gate.review_set import ReviewSet, build
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,3 +123,20 @@ def partly_masked(small_set: ReviewSet, tmp_path_factory: pytest.TempPathFactory
     Image.fromarray(void).save(root / "void1.png")
     rows[1]["void"] = "void1.png"
     return write_rows(root, rows)
+
+
+def assert_same_runs(a: engine.ModelRun, b: engine.ModelRun) -> None:
+    """Two engine runs with equal records, probe predictions, gallery and kept pictures (exactly)."""
+    ra, rb = a.records, b.records
+    assert ra.ids == rb.ids
+    for name in ("probs", "energy", "mask_area", "pointing_hit", "rank_accuracy", "pred", "top_prob",
+                 "second_prob", "has_mask", "sanity_similarity"):
+        np.testing.assert_array_equal(getattr(ra, name), getattr(rb, name), err_msg=name)
+    assert ra.probe_preds.keys() == rb.probe_preds.keys() and ra.probe_preds
+    for name in ra.probe_preds:
+        np.testing.assert_array_equal(ra.probe_preds[name], rb.probe_preds[name], err_msg=name)
+    assert a.gallery == b.gallery and ra.kept.keys() == rb.kept.keys() and ra.kept
+    for key, kept in ra.kept.items():
+        np.testing.assert_array_equal(kept.image, rb.kept[key].image, err_msg=key)
+        np.testing.assert_array_equal(kept.mask, rb.kept[key].mask, err_msg=key)
+        np.testing.assert_array_equal(kept.cam, rb.kept[key].cam, err_msg=key)

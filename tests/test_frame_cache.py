@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import assert_same_runs
 
 from gate import candidate as candidate_io
 from gate import engine
@@ -26,22 +27,6 @@ def _options(cache: Path | None, **changes: object) -> engine.EngineOptions:
     return engine.EngineOptions(**{**vars(base), **changes})  # type: ignore[arg-type]
 
 
-def _same_records(a: engine.ModelRun, b: engine.ModelRun) -> None:
-    ra, rb = a.records, b.records
-    assert ra.ids == rb.ids
-    for name in ("probs", "energy", "mask_area", "pointing_hit", "rank_accuracy", "pred", "has_mask",
-                 "sanity_similarity"):
-        np.testing.assert_array_equal(getattr(ra, name), getattr(rb, name), err_msg=name)
-    assert ra.probe_preds.keys() == rb.probe_preds.keys() and ra.probe_preds
-    for name in ra.probe_preds:
-        np.testing.assert_array_equal(ra.probe_preds[name], rb.probe_preds[name], err_msg=name)
-    assert a.gallery == b.gallery and ra.kept.keys() == rb.kept.keys() and ra.kept
-    for key, kept in ra.kept.items():
-        np.testing.assert_array_equal(kept.image, rb.kept[key].image, err_msg=key)
-        np.testing.assert_array_equal(kept.mask, rb.kept[key].mask, err_msg=key)
-        np.testing.assert_array_equal(kept.cam, rb.kept[key].cam, err_msg=key)
-
-
 def _entries(cache: Path) -> list[Path]:
     return sorted(p for p in cache.iterdir())
 
@@ -54,7 +39,7 @@ def _usable(root: Path, review_set: ReviewSet, geometry: Geometry) -> bool:
     return store is not None
 
 
-def test_second_gate_reads_the_frames_the_first_wrote_and_gets_the_same_records(
+def test_second_gate_reads_the_frames_the_first_wrote_and_gets_theassert_same_runs(
     partly_masked: ReviewSet, untrained_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cand = candidate_io.load(untrained_checkpoint)
@@ -77,8 +62,8 @@ def test_second_gate_reads_the_frames_the_first_wrote_and_gets_the_same_records(
     assert second.frames == "cache-read"
     # partly_masked has samples without masks and a void band: all come back as they were framed.
     assert not partly_masked.has_mask.all()
-    _same_records(uncached, first)
-    _same_records(uncached, second)
+    assert_same_runs(uncached, first)
+    assert_same_runs(uncached, second)
 
 
 def test_stored_frames_equal_the_framed_batch(partly_masked: ReviewSet, tmp_path: Path) -> None:
@@ -155,7 +140,7 @@ def test_a_damaged_entry_is_decoded_around_and_replaced(
     (entry / "images.u8").write_bytes(bytes(data))
     (again,) = engine.run([cand], partly_masked, _options(cache))
     assert again.frames == "cache-written"  # the damaged entry was not read, and a good one replaced it
-    _same_records(first, again)
+    assert_same_runs(first, again)
     assert _usable(cache, partly_masked, Geometry(size=(32, 32)))
 
 
@@ -169,7 +154,7 @@ def test_only_a_gate_over_the_whole_set_writes_and_a_failed_one_leaves_nothing(
     engine.run([cand], small_set, _options(cache))  # a whole-set gate writes the entry ...
     (read,) = engine.run([cand], small_set, _options(cache), indices=np.arange(10))
     assert read.frames == "cache-read"  # ... which a shard then reads
-    _same_records(part, read)
+    assert_same_runs(part, read)
     for entry in _entries(cache):
         shutil.rmtree(entry)
 
@@ -211,7 +196,7 @@ def test_models_with_two_geometries_get_two_entries(small_set: ReviewSet, untrai
     second = engine.run([cand, other], small_set, _options(cache))
     assert [r.frames for r in second] == ["cache-read"] * 2
     for a, b in zip(first, second, strict=True):
-        _same_records(a, b)
+        assert_same_runs(a, b)
 
 
 def test_a_writer_missing_rows_commits_nothing(small_set: ReviewSet, tmp_path: Path) -> None:
@@ -300,7 +285,7 @@ def test_ranks_of_one_launch_fill_one_entry_together(partly_masked: ReviewSet, u
     assert [p.name.startswith(".") for p in _entries(cache)] == [False]  # the entry, no part files left over
     (read,) = engine.run([cand], partly_masked, _options(cache))
     assert read.frames == "cache-read"
-    _same_records(uncached, read)
+    assert_same_runs(uncached, read)
 
 
 def test_a_shared_entry_missing_a_ranks_block_is_not_committed(small_set: ReviewSet, untrained_checkpoint: Path,

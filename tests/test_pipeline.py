@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_same_runs
 from PIL import Image
 
 from gate import candidate as candidate_io
@@ -19,26 +20,11 @@ ROOT = Path(__file__).resolve().parents[1]
 PROBES = frozenset({"background", "sanity"})
 
 
-def _records_equal(a: engine.ModelRun, b: engine.ModelRun) -> None:
-    ra, rb = a.records, b.records
-    assert ra.ids == rb.ids
-    for name in ("probs", "energy", "mask_area", "pointing_hit", "rank_accuracy", "pred", "top_prob",
-                 "second_prob", "sanity_similarity"):
-        np.testing.assert_array_equal(getattr(ra, name), getattr(rb, name), err_msg=name)
-    assert ra.probe_preds.keys() == rb.probe_preds.keys() and ra.probe_preds
-    for name in ra.probe_preds:
-        np.testing.assert_array_equal(ra.probe_preds[name], rb.probe_preds[name], err_msg=name)
-    assert a.gallery == b.gallery and ra.kept.keys() == rb.kept.keys()
-    for key, kept in ra.kept.items():
-        np.testing.assert_array_equal(kept.cam, rb.kept[key].cam)
-        np.testing.assert_array_equal(kept.image, rb.kept[key].image)
-
-
 def test_workers_give_the_same_records_as_the_calling_thread(small_set: ReviewSet, untrained_checkpoint: Path) -> None:
     cand = candidate_io.load(untrained_checkpoint)
     runs = {w: engine.run([cand], small_set, engine.EngineOptions(batch_size=8, probes=PROBES, workers=w))[0]
             for w in (0, 2)}
-    _records_equal(runs[0], runs[2])
+    assert_same_runs(runs[0], runs[2])
     # A progress callback sees the batches in order, whatever the workers.
     seen: list[tuple[int, int]] = []
     options = engine.EngineOptions(batch_size=20, workers=3)

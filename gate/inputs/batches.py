@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -100,17 +100,14 @@ def native_size(review_set: ReviewSet) -> tuple[int, int]:
 def decode(review_set: ReviewSet, indices: np.ndarray) -> Batch:
     """The samples at ``indices``, decoded at their own size (masks and void masks None where absent)."""
     rows = [int(i) for i in indices]
-    samples = [review_set.samples[i] for i in rows]
-    return Batch(indices=np.asarray(indices, dtype=np.int64), sample_ids=tuple(s.sample_id for s in samples),
-                 labels=np.array([s.label for s in samples], dtype=np.int64),
-                 images=[review_set.load_image(i) for i in rows], masks=[review_set.load_mask(i) for i in rows],
-                 voids=[review_set.load_void(i) for i in rows])
+    return replace(described(review_set, indices), images=[review_set.load_image(i) for i in rows],
+                   masks=[review_set.load_mask(i) for i in rows], voids=[review_set.load_void(i) for i in rows],
+                   mask_flags=None)
 
 
 def described(review_set: ReviewSet, indices: np.ndarray) -> Batch:
     """The samples at ``indices`` without their pixels (every frame of them comes from a cache)."""
-    rows = [int(i) for i in indices]
-    samples = [review_set.samples[i] for i in rows]
+    samples = [review_set.samples[int(i)] for i in indices]
     return Batch(indices=np.asarray(indices, dtype=np.int64), sample_ids=tuple(s.sample_id for s in samples),
                  labels=np.array([s.label for s in samples], dtype=np.int64), images=[], masks=[], voids=[],
                  mask_flags=np.array([bool(s.mask) for s in samples], dtype=bool))

@@ -10,8 +10,8 @@ frame is ``pixels / 255``, exactly as :func:`gate.inputs.preprocess.image_to_fra
 so a cached gate's records equal an uncached one's bit for bit.
 
 Safety: an entry is written only by a gate that framed every sample (not a
-shard, not a subset), into a temporary folder renamed into place when complete,
-so a killed gate leaves no half entry. Each file's sha256 is in the entry's
+subset), or by all the ranks of one torchrun launch together, into a temporary
+folder renamed into place when complete, so a killed gate leaves no half entry. Each file's sha256 is in the entry's
 ``meta.json`` and is checked when the entry is opened; an entry that fails the
 check, or whose meta does not match, is not used (the gate decodes as without
 a cache) and is replaced. The review set itself is still verified against its
@@ -186,10 +186,6 @@ class FrameWriter:
             self.discard()
             return False
         try:
-            meta = {**self.key, "count": self.layout.count, "height": self.layout.height,
-                    "width": self.layout.width,
-                    "sha256": {name: _sha256(self.folder / name) for name in (IMAGES, MASKS)}}
-            (self.folder / META).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
             target = self.root / entry_name(self.key)
             existing = _verified(target, self.key, self.layout)
             if existing is not None:  # another gate put a good entry in place meanwhile: keep it (and its readers)
@@ -197,6 +193,10 @@ class FrameWriter:
                     handle.close()
                 self.discard()
                 return True
+            meta = {**self.key, "count": self.layout.count, "height": self.layout.height,
+                    "width": self.layout.width,
+                    "sha256": {name: _sha256(self.folder / name) for name in (IMAGES, MASKS)}}
+            (self.folder / META).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
             shutil.rmtree(target, ignore_errors=True)  # a broken entry no gate can use
             self.folder.rename(target)
         except OSError:  # a full disk, or another gate renamed its entry in place first
@@ -244,13 +244,17 @@ def _layout_of(meta: dict[str, object]) -> _Layout | None:
     return _Layout(count=count, height=height, width=width)
 
 
+def _layout(geometry: Geometry, count: int) -> _Layout:
+    height, width = geometry.size
+    return _Layout(count=count, height=height, width=width)
+
+
 def open_store(root: Path, digest: str, geometry: Geometry, count: int) -> FrameStore | None:
     """The entry for this review set and geometry, if it exists, matches and passes its checksums."""
-    key = entry_key(digest, geometry)
-    height, width = geometry.size
+    key, layout = entry_key(digest, geometry), _layout(geometry, count)
     folder = root / entry_name(key)
-    files = _verified(folder, key, _Layout(count=count, height=height, width=width))
-    return None if files is None else FrameStore(folder, _Layout(count=count, height=height, width=width), files)
+    files = _verified(folder, key, layout)
+    return None if files is None else FrameStore(folder, layout, files)
 
 
 def _verified(folder: Path, key: dict[str, object], layout: _Layout) -> dict[str, BinaryIO] | None:
@@ -282,8 +286,7 @@ def _verified(folder: Path, key: dict[str, object], layout: _Layout) -> dict[str
 
 def start_writer(root: Path, digest: str, geometry: Geometry, count: int, shared: str | None = None) -> FrameWriter:
     """A writer for a new entry of this review set and geometry (``count`` samples); ``shared``: see plan."""
-    height, width = geometry.size
-    return FrameWriter(root, entry_key(digest, geometry), _Layout(count=count, height=height, width=width), shared)
+    return FrameWriter(root, entry_key(digest, geometry), _layout(geometry, count), shared)
 
 
 def _shared_folder_name(key: dict[str, object], shared: str) -> str:
