@@ -22,9 +22,10 @@ from typing import TypeVar
 import torch
 from bench_gradcam import best_of  # run as a script: benchmarks/ is on sys.path
 
-from gate import archs, engine, shapes
-from gate.candidate import Candidate, InputSpec
-from gate.review_set import ReviewSet, build, open_review_set
+from gate.engine import core as engine
+from gate.inputs import archs, shapes
+from gate.inputs.candidate import Candidate, InputSpec
+from gate.inputs.review_set import ReviewSet, build, open_review_set
 
 T = TypeVar("T")
 

@@ -17,9 +17,9 @@ from collections.abc import Callable
 
 import torch
 
-from gate import layers
-from gate.archs import build_model
-from gate.gradcam import explain
+from gate.engine import layers
+from gate.engine.gradcam import explain
+from gate.inputs.archs import build_model
 
 
 def timed(call: Callable[[], object]) -> float:

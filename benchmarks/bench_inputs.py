@@ -89,11 +89,11 @@ def bench_report(listed: int, per_class: int, device: str) -> dict[str, float]:
     """Gate a random 1000-class tiny_cnn on a review set covering ``listed`` classes; report size and time."""
     import yaml
 
-    from gate import candidate
-    from gate.archs import tiny_cnn
-    from gate.engine import EngineOptions
-    from gate.report import render_report
-    from gate.review_set import build
+    from gate.engine.core import EngineOptions
+    from gate.inputs import candidate
+    from gate.inputs.archs import tiny_cnn
+    from gate.inputs.review_set import build
+    from gate.outputs.report import render_report
     from gate.run import GateRequest, run_gate
 
     rng = np.random.default_rng(1)

@@ -42,13 +42,14 @@ from bench_engine import peak_rss_during, rss_mib  # run as a script: benchmarks
 from bench_gradcam import timed
 from PIL import Image
 
-from gate import archs, engine, probes, shapes
-from gate import candidate as candidate_io
-from gate.gradcam import explain
-from gate.inputs import frame_cache
+from gate.engine import core as engine
+from gate.engine import probes
+from gate.engine.gradcam import explain
+from gate.inputs import archs, frame_cache, shapes
+from gate.inputs import candidate as candidate_io
 from gate.inputs.batches import load
 from gate.inputs.preprocess import Geometry
-from gate.review_set import ReviewSet, build, open_review_set
+from gate.inputs.review_set import ReviewSet, build, open_review_set
 from gate.run import GateRequest, run_gate
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -254,7 +255,7 @@ def memory_child(root: str) -> None:
     """In a fresh process: RSS before, and the highest RSS sampled every 5 ms while the engine runs."""
     from dataclasses import replace
 
-    from gate.candidate import Candidate, InputSpec
+    from gate.inputs.candidate import Candidate, InputSpec
 
     review_set = open_review_set(Path(root))
     torch.manual_seed(0)

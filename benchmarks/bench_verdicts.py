@@ -27,11 +27,13 @@ import numpy as np
 import torch
 from bench_gradcam import best_of  # run as a script: benchmarks/ is on sys.path
 
-from gate import candidate as candidate_io
-from gate import engine, intervals, probes, stats
+from gate.decide import intervals, stats
+from gate.engine import core as engine
+from gate.engine import probes
+from gate.inputs import candidate as candidate_io
+from gate.inputs.review_set import open_review_set
 from gate.metrics.registry import compute_scores
 from gate.records import Records
-from gate.review_set import open_review_set
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_SET = REPO / "review_sets" / "shapes-v1"

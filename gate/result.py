@@ -29,7 +29,7 @@ class RuleResult:
     higher_is_better: bool
     interval: tuple[float, float] | None = None  # bound used by confidence / vs_baseline rules
     # Rules with a confidence: False when this review set cannot settle the rule at that confidence (``note``
-    # says why, in one wording: gate.intervals.decidability); None for rules without a confidence.
+    # says why, in one wording: gate.decide.intervals.decidability); None for rules without a confidence.
     decidable: bool | None = None
     note: str = ""
 
@@ -44,7 +44,7 @@ class CandidateInfo:
     arch: str
     target_layer: str
     meta: Mapping[str, Any] = field(default_factory=dict)
-    target_layout: str = ""  # "spatial", "tokens" or "channels_last" (gate.layers)
+    target_layout: str = ""  # "spatial", "tokens" or "channels_last" (gate.engine.layers)
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class CandidateResult:
     rules: tuple[RuleResult, ...]
     records: Records
     gallery: Gallery = Gallery()
-    comparison: Mapping[str, Any] | None = None  # gate.compare.Comparison.to_json()
+    comparison: Mapping[str, Any] | None = None  # gate.decide.compare.Comparison.to_json()
     timings: Mapping[str, float] = field(default_factory=dict)
 
     @property

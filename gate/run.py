@@ -18,18 +18,19 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
-from gate import candidate as candidate_io
-from gate import distributed, engine
-from gate import policy as policy_io
-from gate.candidate import Candidate
-from gate.distributed import Shard
+from gate.decide import policy as policy_io
+from gate.engine import core as engine
+from gate.engine import distributed
+from gate.engine.distributed import Shard
+from gate.engine.layers import expected_layout
 from gate.errors import CandidateError, GateError, PolicyError, UsageError
+from gate.inputs import candidate as candidate_io
 from gate.inputs import frame_cache, safe_import
-from gate.layers import expected_layout
+from gate.inputs.candidate import Candidate
+from gate.inputs.review_set import ReviewSet, open_review_set
 from gate.metrics.registry import compute_scores
 from gate.records import Records
 from gate.result import CandidateInfo, CandidateResult, GateResult, PolicyInfo, ReviewSetInfo
-from gate.review_set import ReviewSet, open_review_set
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ import torch
 import yaml
 from torch import nn
 
-from gate import archs, candidate, engine, shapes
-from gate.review_set import ReviewSet, build
+from gate.engine import core as engine
+from gate.inputs import archs, candidate, shapes
+from gate.inputs.review_set import ReviewSet, build
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_SET = REPO / "review_sets" / "shapes-v1"
@@ -101,7 +102,7 @@ def without_masks(small_set: ReviewSet, root: Path, every: int) -> list[dict[str
 def write_rows(root: Path, rows: list[dict[str, str]]) -> ReviewSet:
     import csv
 
-    from gate.review_set import open_review_set, write_sums
+    from gate.inputs.review_set import open_review_set, write_sums
 
     with open(root / "samples.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["id", "image", "mask", "label", "void"], lineterminator="\n")

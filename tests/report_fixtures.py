@@ -129,7 +129,7 @@ def rules_of(scores: dict[str, float]) -> tuple[RuleResult, ...]:
 
 
 def comparison_of(candidate: Records, baseline: Records) -> dict[str, object]:
-    """A ``gate.compare``-shaped mapping computed from the two record sets."""
+    """A ``gate.decide.compare``-shaped mapping computed from the two record sets."""
     c, b = candidate.correct, baseline.correct
     class_deltas = {
         name: float(c[candidate.labels == i].mean() - b[candidate.labels == i].mean())

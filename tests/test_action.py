@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gate.github import OUTPUT_KEYS, TRACKING_OUTPUT_KEYS
-from gate.review_set import ReviewSet
+from gate.inputs.review_set import ReviewSet
+from gate.outputs.github import OUTPUT_KEYS, TRACKING_OUTPUT_KEYS
 from tests.conftest import REPO, pinned_policy
 
 ACTION = REPO / "action.yml"

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from gate.archs import build_model, cifar_resnet18, default_target_layer, tiny_cnn
 from gate.errors import CandidateError
 from gate.inputs import safe_import
+from gate.inputs.archs import build_model, cifar_resnet18, default_target_layer, tiny_cnn
 
 FACTORY_MODULE = '''
 from torch import nn

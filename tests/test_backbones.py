@@ -18,12 +18,14 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from gate import candidate as candidate_io
-from gate import engine, layers, shapes
-from gate.archs import build_model, default_target_layer
-from gate.gradcam import Explained, explain, upsample
+from gate.engine import core as engine
+from gate.engine import layers
+from gate.engine.gradcam import Explained, explain, upsample
+from gate.inputs import candidate as candidate_io
+from gate.inputs import shapes
+from gate.inputs.archs import build_model, default_target_layer
+from gate.inputs.review_set import ReviewSet, build
 from gate.metrics import alignment
-from gate.review_set import ReviewSet, build
 
 
 @dataclass(frozen=True)
@@ -223,7 +225,7 @@ def test_zero_maps_are_explained_in_the_report_and_the_layout_recorded(
 ) -> None:
     from bs4 import BeautifulSoup
 
-    from gate.report.html import render_report
+    from gate.outputs.report.html import render_report
     from gate.run import GateRequest, run_gate
     from tests.conftest import pinned_policy
 

@@ -7,7 +7,7 @@ import torch
 
 from gate.inputs.batches import Batch, Frames, loaded_batches, to_frame
 from gate.inputs.preprocess import Geometry
-from gate.review_set import ReviewSet
+from gate.inputs.review_set import ReviewSet
 
 
 def _batch() -> Batch:

@@ -14,12 +14,11 @@ import pytest
 import torch
 from torch import nn
 
-from gate import candidate
-from gate.archs import tiny_cnn
-from gate.candidate import Candidate, InputSpec
 from gate.errors import CandidateError
-from gate.inputs import safe_import
-from gate.review_set import ReviewSet
+from gate.inputs import candidate, safe_import
+from gate.inputs.archs import tiny_cnn
+from gate.inputs.candidate import Candidate, InputSpec
+from gate.inputs.review_set import ReviewSet
 from tests.conftest import pinned_policy
 
 CLASSES = ("circle", "square", "triangle")

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from gate import archs, candidate
-from gate.review_set import ReviewSet
+from gate.inputs import archs, candidate
+from gate.inputs.review_set import ReviewSet
 from tests.conftest import REPO, SHIPPED_SET, STRICT, pinned_policy, save_tiny
 
 
@@ -251,7 +251,7 @@ def test_check_prints_where_the_mlflow_run_is(monkeypatch: pytest.MonkeyPatch, c
     import gate.tracking
     from gate.cli import gating
     from gate.tracking import TrackingOutcome
-    from gate.tracking_plan import TrackingConfig
+    from gate.tracking.plan import TrackingConfig
 
     done = TrackingOutcome(logged=True, run_ids=("r1", "r2"), registered_version=None, outboxed=None, warning=None,
                            experiment_id="3")

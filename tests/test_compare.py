@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from gate.compare import (
+from gate.decide.compare import (
     Comparison,
     Migration,
     check_paired,
@@ -18,10 +18,10 @@ from gate.compare import (
     non_inferior,
     superior,
 )
+from gate.decide.stats import Interval, paired_bootstrap
 from gate.errors import InputError, PolicyError
 from gate.metrics.registry import compute_scores
 from gate.records import Records
-from gate.stats import Interval, paired_bootstrap
 
 CLASSES = ("circle", "square", "star", "tri")
 
@@ -218,7 +218,7 @@ def registry_interval(cand: Records, base: Records, score: str, *, reps: int, se
                       confidence: float) -> Interval:
     """Reference: the metrics registry on every resample, via the same bootstrap."""
     def statistic(idx: np.ndarray) -> float:
-        one, idx = (score,), np.sort(idx)  # sample order within a resample: confidence ties as gate.intervals
+        one, idx = (score,), np.sort(idx)  # sample order within a resample: confidence ties as gate.decide.intervals
         return compute_scores(cand.take(idx), only=one)[score] - compute_scores(base.take(idx), only=one)[score]
 
     return paired_bootstrap(statistic, cand.size, reps=reps, seed=seed, confidence=confidence)

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gate.distributed import Shard, transpose
-from gate.review_set import ReviewSet
+from gate.engine.distributed import Shard, transpose
+from gate.inputs.review_set import ReviewSet
 from tests.conftest import pinned_policy, save_tiny, train_tiny
 
 
@@ -77,7 +77,7 @@ def test_torchrun_ranks_fill_the_frame_cache_that_the_next_launch_reads(tmp_path
 def test_cuda_asked_for_without_one_is_a_usage_error_before_joining(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from gate.distributed import start
+    from gate.engine.distributed import start
     from gate.errors import UsageError
 
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -88,7 +88,7 @@ def test_cuda_asked_for_without_one_is_a_usage_error_before_joining(monkeypatch:
 
 
 def test_outside_torchrun_there_is_no_shard(monkeypatch: pytest.MonkeyPatch) -> None:
-    from gate.distributed import device_for, start
+    from gate.engine.distributed import device_for, start
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert start("cuda") is None  # not joined; the engine reports a missing GPU itself
@@ -99,7 +99,7 @@ def test_outside_torchrun_there_is_no_shard(monkeypatch: pytest.MonkeyPatch) -> 
 def _sharded(tmp_path: Path, small_set: ReviewSet, untrained_checkpoint: Path, monkeypatch: pytest.MonkeyPatch,
              rank: int, other_rank_sends: object) -> tuple[object, list[object]]:
     """run_gate_sharded on ``rank`` of 2, with the other rank's gathered payload faked."""
-    from gate import distributed
+    from gate.engine import distributed
     from gate.run import GateRequest, run_gate_sharded
 
     sent: list[object] = []
@@ -131,7 +131,7 @@ def test_a_failing_rank_sends_its_error_instead_of_waiting(tmp_path: Path, small
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     import pickle
 
-    from gate import engine
+    from gate.engine import core as engine
     from gate.errors import GateError
 
     def broken(*args: object, **kwargs: object) -> None:

@@ -1,4 +1,4 @@
-"""docs/scores.md documents exactly the registered scores and is what gate.docs generates."""
+"""docs/scores.md documents exactly the registered scores and is what gate.metrics.docs generates."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from gate.docs import render_scores_markdown
+from gate.metrics.docs import render_scores_markdown
 from gate.metrics.registry import GROUPS, ScoreSpec, all_specs
 
 SCORES_MD = Path(__file__).resolve().parents[1] / "docs" / "scores.md"
-REGENERATE = "regenerate it with `python -m gate.docs > docs/scores.md`"
+REGENERATE = "regenerate it with `python -m gate.metrics.docs > docs/scores.md`"
 ROW = re.compile(r"^\|\s*`([^`]+)`\s*\|")
 
 

@@ -12,12 +12,13 @@ import torch
 from conftest import without_masks, write_rows
 from torch import nn
 
-from gate import candidate as candidate_io
-from gate import engine, probes
+from gate.engine import core as engine
+from gate.engine import probes
 from gate.errors import ModelOutputError, UsageError
+from gate.inputs import candidate as candidate_io
+from gate.inputs.review_set import ReviewSet
 from gate.metrics.registry import compute_scores
 from gate.records import PROBE_VARIANTS
-from gate.review_set import ReviewSet
 
 
 class CountingNet(nn.Module):
@@ -150,7 +151,7 @@ def test_cuda_without_a_gpu_is_a_usage_error() -> None:
 
 def _edge_explainer(model: nn.Module, layer: str, inputs: torch.Tensor, target: Any = None) -> Any:
     """An 'explainer' that ignores the model: image edges, the classic failed sanity check."""
-    from gate.gradcam import Explained
+    from gate.engine.gradcam import Explained
 
     with torch.no_grad():
         logits = model(inputs)
@@ -164,7 +165,7 @@ def _edge_explainer(model: nn.Module, layer: str, inputs: torch.Tensor, target: 
 def test_sanity_separates_a_trained_model_from_a_model_blind_explainer(
     honest_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gate.review_set import open_review_set
+    from gate.inputs.review_set import open_review_set
     from tests.conftest import SHIPPED_SET
 
     review = open_review_set(SHIPPED_SET)
@@ -255,7 +256,7 @@ OUTPUTS = ("x0", "circle", "x1", "cross", "square", "triangle")  # the shapes cl
 
 def _six_output_candidate(small_set: ReviewSet) -> tuple[candidate_io.Candidate, np.ndarray]:
     """A tiny_cnn with six outputs, two outside the review set, biased so that about half its answers are x0."""
-    from gate import archs
+    from gate.inputs import archs
 
     torch.manual_seed(11)
     model = archs.tiny_cnn(len(OUTPUTS), width=12).eval()

@@ -11,13 +11,13 @@ import pytest
 import torch
 from conftest import assert_same_runs
 
-from gate import candidate as candidate_io
-from gate import engine
+from gate.engine import core as engine
 from gate.errors import GateError, UsageError
+from gate.inputs import candidate as candidate_io
 from gate.inputs import frame_cache
 from gate.inputs.batches import decode, to_frame
 from gate.inputs.preprocess import Geometry
-from gate.review_set import ReviewSet
+from gate.inputs.review_set import ReviewSet
 
 PROBES = frozenset({"background", "sanity"})
 

@@ -17,9 +17,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gate import candidate, policy
+from gate.decide import policy
 from gate.errors import InputError
-from gate.review_set import open_review_set
+from gate.inputs import candidate
+from gate.inputs.review_set import open_review_set
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -71,8 +72,8 @@ def test_policy_loader_on_generated_text(tmp_path: Path, text: str) -> None:
 @pytest.fixture(scope="module")
 def tiny_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A pinned 4-sample set of 8×8 images to corrupt."""
-    from gate import shapes
-    from gate.review_set import build
+    from gate.inputs import shapes
+    from gate.inputs.review_set import build
 
     root = tmp_path_factory.mktemp("fuzzset")
     plain = shapes.write_plain(shapes.generate(4, bias=0.5, seed=1, size=16), root / "plain")

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from report_fixtures import XSS, check_result, select_result
 
-from gate.github import (
+from gate.outputs.files import default_paths
+from gate.outputs.github import (
     SUMMARY_LIMIT,
     TRUNCATED_NOTE,
     emit_github,
@@ -21,7 +22,6 @@ from gate.github import (
     write_step_summary,
     write_tracking_outputs,
 )
-from gate.outputs import default_paths
 from gate.result import GateResult, RuleResult
 
 

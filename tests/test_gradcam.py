@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet18
 
+from gate.engine.gradcam import explain, hooked, upsample
 from gate.errors import CandidateError
-from gate.gradcam import explain, hooked, upsample
 
 
 @pytest.fixture(scope="module")

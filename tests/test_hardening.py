@@ -187,7 +187,7 @@ def _module_arch(source: str, attr: str, *, inside: bool, package: bool = False,
 
 
 SIDE_EFFECT = "open(MARKER, 'w').close()  # runs at import\n"
-GOOD_FACTORY = ("from gate.archs import tiny_cnn\n\n\n"
+GOOD_FACTORY = ("from gate.inputs.archs import tiny_cnn\n\n\n"
                 "def make(num_classes=4):\n    return tiny_cnn(num_classes, width=12)\n")
 REEXPORT = "from os import system  # a trusted module that imports a dangerous name\n"
 
@@ -217,7 +217,7 @@ def _fault_model(forward: str, outputs: int = 4, probes: str = "") -> Callable[[
 
 
 def _more_outputs(ws: Workspace) -> list[str]:
-    from gate import archs
+    from gate.inputs import archs
 
     state = archs.tiny_cnn(5, width=12).state_dict()
     return ws.check(ws.v1("five.pt", arch_kwargs={"num_classes": 5, "width": 12}, state_dict=state))
@@ -226,7 +226,7 @@ def _more_outputs(ws: Workspace) -> list[str]:
 def _pickled(ws: Workspace) -> list[str]:
     import torch
 
-    from gate import archs
+    from gate.inputs import archs
 
     torch.save(archs.tiny_cnn(4, width=12), ws.root / "pickled.pt")
     return ws.check(ws.root / "pickled.pt")
@@ -748,7 +748,7 @@ def test_a_signal_mid_evaluation_exits_cleanly_and_leaves_no_result(
 
 def test_an_internal_error_exits_3_with_one_line(workspace: Workspace, monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    from gate import engine
+    from gate.engine import core as engine
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise ZeroDivisionError("a bug")

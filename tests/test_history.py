@@ -16,9 +16,7 @@ from bs4 import BeautifulSoup
 from test_tracking import MlflowServer, server  # noqa: F401 - the server fixture
 from tracking_fixtures import candidate, gate_result, kept_sample, make_records, write_outputs
 
-from gate.history_rows import HistoryRow, format_history, rule_count
-from gate.outbox import map_png
-from gate.report.history import render_history
+from gate.outputs.report.history import render_history
 from gate.result import CandidateResult, GateResult, PolicyInfo, RuleResult
 from gate.tracking import (
     fetch_maps,
@@ -27,8 +25,10 @@ from gate.tracking import (
     log_gate,
     write_history_html,
 )
+from gate.tracking.outbox import map_png
+from gate.tracking.plan import TrackingConfig, plan_entry, read_thresholds, run_url, threshold_params, where_to_see
 from gate.tracking.reading import _history_row, _shared_map_ids
-from gate.tracking_plan import TrackingConfig, plan_entry, read_thresholds, run_url, threshold_params, where_to_see
+from gate.tracking.rows import HistoryRow, format_history, rule_count
 
 THRESHOLDS = {"strict": 0.9, "lenient": 0.75}
 

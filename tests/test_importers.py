@@ -24,12 +24,11 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
 
-from gate import review_set
 from gate.cli import _run
 from gate.errors import ReviewSetError
 from gate.inputs import coco as coco_import
-from gate.inputs import importers
-from gate.review_set import ReviewSet
+from gate.inputs import importers, review_set
+from gate.inputs.review_set import ReviewSet
 
 
 def photo(path: Path, width: int, height: int, seed: int) -> Path:

@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from gate import candidate
-from gate.archs import tiny_cnn
 from gate.cli import _run
-from gate.inputs import safetensors_io
+from gate.inputs import candidate, safetensors_io
+from gate.inputs.archs import tiny_cnn
 
 
 def xgate(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

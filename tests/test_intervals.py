@@ -13,11 +13,11 @@ import pytest
 import yaml
 from scipy.stats import binomtest
 
-from gate import intervals, stats
-from gate import policy as policy_io
+from gate.decide import intervals, stats
+from gate.decide import policy as policy_io
+from gate.inputs.review_set import ReviewSet
 from gate.metrics.registry import compute_scores
 from gate.records import Records
-from gate.review_set import ReviewSet
 
 CLASSES = ("circle", "square", "star", "tri")
 PROBES = frozenset({"background", "sanity"})
@@ -318,7 +318,7 @@ def test_a_registry_with_another_aurc_falls_back_to_every_resample() -> None:
 
 
 def test_console_line_shows_the_bound_and_the_note(tmp_path: Path) -> None:
-    from gate.report.summary import _rule_line
+    from gate.outputs.summary import _rule_line
 
     small = synthetic(600).take(np.arange(20))
     rules = evaluate(small, [{"score": "ece", "max": 0.15, "confidence": 0.95}], tmp_path, {"overall": 30})
@@ -332,7 +332,7 @@ def test_console_line_shows_the_bound_and_the_note(tmp_path: Path) -> None:
 def test_two_gate_runs_give_identical_numbers(small_set: ReviewSet, untrained_checkpoint: Path,
                                               tmp_path: Path) -> None:
     """Pairings, sanity copies and bootstraps are seeded: the same inputs give the same result, bit for bit."""
-    from gate import engine
+    from gate.engine import core as engine
     from gate.run import GateRequest, run_gate
     from tests.conftest import pinned_policy
 
@@ -372,7 +372,7 @@ def test_shipped_gating_policies_bound_every_threshold_and_set_min_samples(name:
 
 
 def test_report_row_shows_the_interval_and_the_note(tmp_path: Path) -> None:
-    from gate.report.context import rule_row
+    from gate.outputs.report.context import rule_row
 
     small = synthetic(600).take(np.arange(20))
     rule = evaluate(small, [{"score": "alignment.lift", "min": 2.25, "confidence": 0.95}],

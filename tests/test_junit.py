@@ -6,7 +6,7 @@ from pathlib import Path
 from junitparser import Failure, JUnitXml
 from report_fixtures import XSS, check_result, select_result
 
-from gate.junit import write_junit
+from gate.outputs.junit import write_junit
 from gate.result import GateResult
 
 

@@ -12,10 +12,10 @@ from torchvision.models import convnext_tiny, resnet18, swin_t
 from torchvision.models.vision_transformer import EncoderBlock
 from torchvision.ops.misc import Permute
 
-from gate import layers
-from gate.archs import tiny_cnn
+from gate.engine import layers
+from gate.engine.gradcam import explain, upsample
 from gate.errors import CandidateError
-from gate.gradcam import explain, upsample
+from gate.inputs.archs import tiny_cnn
 
 
 class TinyViT(nn.Module):
@@ -254,7 +254,7 @@ def test_listing_counts_calls_and_check_layer() -> None:
 
 @pytest.fixture(scope="module")
 def resnet_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
-    from gate import candidate
+    from gate.inputs import candidate
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("layers") / "r18.pt"

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from gate.localisation import energy_in_mask, localise, pointing_hit, rank_accuracy
+from gate.engine.localisation import energy_in_mask, localise, pointing_hit, rank_accuracy
 from gate.metrics.registry import compute_scores
 from gate.records import Records
 

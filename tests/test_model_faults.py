@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from gate.engine.model_faults import OutputCheck
 from gate.errors import ModelOutputError
-from gate.model_faults import OutputCheck
 
 CHECK = OutputCheck(path="cand.pt", width=3)
 

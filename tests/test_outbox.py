@@ -15,8 +15,8 @@ from PIL import Image
 from tracking_fixtures import MODEL, candidate, gate_result, kept_sample, make_records, write_outputs
 
 from gate.errors import InputError
-from gate.outbox import map_png, pending_entries, read_manifest, stage_entry, write_samples_csv
-from gate.tracking_plan import TrackingConfig, plan_entry
+from gate.tracking.outbox import map_png, pending_entries, read_manifest, stage_entry, write_samples_csv
+from gate.tracking.plan import TrackingConfig, plan_entry
 
 # --- staging ---------------------------------------------------------------------------------------
 

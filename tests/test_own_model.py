@@ -25,9 +25,9 @@ from torchvision.models import resnet18
 from torchvision.transforms import v2
 
 from gate.cli import _run
-from gate.engine import EngineOptions
+from gate.engine.core import EngineOptions
 from gate.inputs.pack import PackRequest, Preprocessing, pack
-from gate.review_set import open_review_set
+from gate.inputs.review_set import open_review_set
 from gate.run import GateRequest, run_gate
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,11 +11,11 @@ from torch import nn
 from torchvision.models import ResNet50_Weights
 from torchvision.transforms import InterpolationMode
 
-from gate import candidate
-from gate.archs import tiny_cnn
 from gate.cli import _run
 from gate.errors import CandidateError, UsageError
+from gate.inputs import candidate
 from gate.inputs import pack as pack_module
+from gate.inputs.archs import tiny_cnn
 from gate.inputs.pack import PackRequest, Preprocessing, pack, read_classes, read_state_dict
 
 CLASSES = ("cat", "dog", "bird")

@@ -11,10 +11,10 @@ import pytest
 from conftest import assert_same_runs
 from PIL import Image
 
-from gate import candidate as candidate_io
-from gate import engine
+from gate.engine import core as engine
 from gate.errors import GateError
-from gate.review_set import ReviewSet, Sample
+from gate.inputs import candidate as candidate_io
+from gate.inputs.review_set import ReviewSet, Sample
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBES = frozenset({"background", "sanity"})

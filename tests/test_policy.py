@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import yaml
 
-from gate import policy as policy_mod
+from gate.decide import policy as policy_mod
+from gate.decide.policy import Evidence, Policy, check_classes, evaluate, rank_key
+from gate.decide.stats import wilson_interval
 from gate.errors import PolicyError, UsageError
+from gate.inputs.review_set import digest_of
 from gate.metrics.registry import compute_scores
-from gate.policy import Evidence, Policy, check_classes, evaluate, rank_key
 from gate.records import Records
-from gate.review_set import digest_of
-from gate.stats import wilson_interval
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("circle", "square")
@@ -307,7 +307,7 @@ def test_rank_by_accepts_a_single_name_and_refuses_unknown(tmp_path: Path) -> No
 
 
 def _wilson_low(successes: int, n: int, z: float = 1.6448536269514722) -> float:
-    # Written out here, independent of gate.stats: the one-sided 95% Wilson lower bound.
+    # Written out here, independent of gate.decide.stats: the one-sided 95% Wilson lower bound.
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
@@ -325,7 +325,7 @@ def test_class_accuracy_bound_counts_only_that_class(tmp_path: Path) -> None:
 
 
 def test_bootstrap_bounds_are_one_sided_at_the_rule_confidence(tmp_path: Path) -> None:
-    from gate.stats import bootstrap_index_chunks
+    from gate.decide.stats import bootstrap_index_chunks
 
     recs = records(24, 30)
     loaded = load_rules(tmp_path, [{"score": "nll", "max": 1.0, "confidence": 0.9}])

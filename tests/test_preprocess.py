@@ -16,10 +16,10 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms import v2
 
-from gate import engine
-from gate.candidate import Candidate, InputSpec
+from gate.engine import core as engine
+from gate.inputs.candidate import Candidate, InputSpec
 from gate.inputs.preprocess import Geometry, image_to_frame, mask_to_frame
-from gate.review_set import ReviewSet, open_review_set, write_sums
+from gate.inputs.review_set import ReviewSet, open_review_set, write_sums
 from tests.conftest import pinned_policy
 
 CLASSES = ("cat", "dog", "fox")
@@ -160,8 +160,8 @@ def _check(tmp_path: Path, candidate_file: Path, policy: Path, *extra: str) -> d
 
 
 def test_check_on_a_bare_state_dict_with_resize_equals_the_v1_checkpoint(tmp_path: Path, photos: ReviewSet) -> None:
-    from gate import candidate
-    from gate.archs import build_model
+    from gate.inputs import candidate
+    from gate.inputs.archs import build_model
 
     torch.manual_seed(3)
     model = build_model("resnet18", {"num_classes": 3})

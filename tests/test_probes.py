@@ -7,9 +7,7 @@ from scipy.stats import spearmanr
 from torch import Tensor, nn
 from torchvision.models import resnet18
 
-from gate.archs import tiny_cnn
-from gate.errors import GateError, ReviewSetError
-from gate.probes import (
+from gate.engine.probes import (
     RandomisedCopy,
     mixed,
     only_fg,
@@ -20,6 +18,8 @@ from gate.probes import (
     remove_object,
     spearman_rows,
 )
+from gate.errors import GateError, ReviewSetError
+from gate.inputs.archs import tiny_cnn
 
 RED = torch.tensor([1.0, 0.0, 0.0])
 

@@ -18,10 +18,10 @@ from PIL import Image
 from report_fixtures import CLASSES, MATH, XSS, check_result, make_records, select_result
 from torchmetrics.functional.classification import multiclass_calibration_error
 
+from gate.outputs.report import build_context, render_report
+from gate.outputs.report import plots as P
+from gate.outputs.report.context import fmt, migration_rows, score_group
 from gate.records import Records
-from gate.report import build_context, render_report
-from gate.report import plots as P
-from gate.report.context import fmt, migration_rows, score_group
 from gate.result import GateResult
 
 DATA_URI = "data:image/"  # any inline picture
@@ -676,7 +676,7 @@ def test_class_plot_draws_present_classes_only() -> None:
 
 
 def test_class_deltas_are_bounded_to_the_worst_present() -> None:
-    from gate.report.context import comparison_view
+    from gate.outputs.report.context import comparison_view
 
     deltas = {f"c{i}": (i - 50) / 100 for i in range(100)}
     deltas.update({"absent": float("nan"), "absent2": None})  # type: ignore[dict-item]
@@ -717,7 +717,7 @@ def test_a_1000_class_report_stays_small() -> None:
 @pytest.fixture(scope="module")
 def thirty_class_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A pinned review set of 30 classes (c0000, c0003, ...), 2 tiny 16x16 photos each, with disc masks."""
-    from gate.review_set import build
+    from gate.inputs.review_set import build
 
     root = tmp_path_factory.mktemp("many")
     rng = np.random.default_rng(5)
@@ -735,8 +735,8 @@ def thirty_class_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def random_candidate(path: Path, n_classes: int, seed: int) -> Path:
-    from gate import candidate
-    from gate.archs import tiny_cnn
+    from gate.inputs import candidate
+    from gate.inputs.archs import tiny_cnn
 
     torch.manual_seed(seed)
     model = tiny_cnn(num_classes=n_classes, width=4)
@@ -747,8 +747,8 @@ def random_candidate(path: Path, n_classes: int, seed: int) -> Path:
 def gate_report(tmp_path: Path, review_set: Path, candidates: list[Path], command: str) -> tuple[GateResult, str]:
     import yaml
 
-    from gate.engine import EngineOptions
-    from gate.review_set import open_review_set
+    from gate.engine.core import EngineOptions
+    from gate.inputs.review_set import open_review_set
     from gate.run import GateRequest, run_gate
 
     policy = tmp_path / "policy.yaml"
@@ -798,7 +798,7 @@ def test_showroom_flags_the_scene_reader_and_not_the_honest_model(tmp_path: Path
     answers "circle" to every empty scene: right for circles, but its default, so never a red card."""
     import shutil
 
-    from gate.review_set import build
+    from gate.inputs.review_set import build
 
     source = REPO / "review_sets" / "shapes-v1"
     plain = tmp_path / "plain"
@@ -845,7 +845,7 @@ def test_every_registered_score_says_its_value_in_words() -> None:
      ("sanity.randomization_similarity", "c1-rule-1"), ("made_up", "c1-rule-1")],
 )
 def test_a_failed_rule_links_to_its_evidence(score: str, anchor: str) -> None:
-    from gate.report.reasons import reasons
+    from gate.outputs.report.reasons import reasons
     from gate.result import RuleResult
 
     def rule(passed: bool) -> RuleResult:
@@ -860,7 +860,7 @@ def test_a_failed_rule_links_to_its_evidence(score: str, anchor: str) -> None:
 def test_a_one_class_gallery_makes_room_for_the_other_kept_classes() -> None:
     from report_fixtures import kept_sample
 
-    from gate.report.samples import stratify
+    from gate.outputs.report.samples import stratify
 
     rng = np.random.default_rng(0)
 

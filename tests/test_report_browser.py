@@ -14,8 +14,8 @@ from bs4 import BeautifulSoup
 from PIL import Image
 from report_fixtures import check_result, select_result
 
-from gate.outputs import default_paths, write_outputs
-from gate.report import render_report
+from gate.outputs.files import default_paths, write_outputs
+from gate.outputs.report import render_report
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ import re
 import shutil
 from pathlib import Path
 
-from gate.review_set import ReviewSet
+from gate.inputs.review_set import ReviewSet
 from gate.run import GateRequest, run_gate
 from tests.conftest import REPO, pinned_policy
 

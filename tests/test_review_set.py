@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gate import review_set, shapes
 from gate.errors import ReviewSetError
-from gate.review_set import ReviewSet
+from gate.inputs import review_set, shapes
+from gate.inputs.review_set import ReviewSet
 
 N = 8  # two samples of each of the four shape classes
 

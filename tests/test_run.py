@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from gate import archs, candidate
 from gate.errors import CandidateError, PolicyError, UsageError
-from gate.review_set import ReviewSet
+from gate.inputs import archs, candidate
+from gate.inputs.review_set import ReviewSet
 from gate.run import GateRequest, run_gate
 from tests.conftest import pinned_policy, save_tiny, train_tiny
 
@@ -112,7 +112,7 @@ def test_vs_baseline_rule_without_a_baseline_is_refused_before_running(
     def no_engine(*args: object, **kwargs: object) -> None:
         raise AssertionError("the engine ran before the usage error")
 
-    monkeypatch.setattr("gate.engine.run", no_engine)
+    monkeypatch.setattr("gate.engine.core.run", no_engine)
     with pytest.raises(PolicyError) as info:
         run_gate(request(policy, untrained_checkpoint, command="check"))
     assert info.value.exit_code == 2 and info.value.path == str(policy) and info.value.field == "rules"
@@ -160,7 +160,7 @@ def test_comparison_reports_the_accuracy_interval_the_rule_used(
 def test_bare_state_dict_takes_arch_classes_and_input_size_from_the_options(
     tmp_path: Path, small_set: ReviewSet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gate import shapes
+    from gate.inputs import shapes
     from gate.run import LoadOptions
 
     bare = tmp_path / "bare.pt"
@@ -175,7 +175,7 @@ def test_bare_state_dict_takes_arch_classes_and_input_size_from_the_options(
         seen.extend(c.input.size for c in candidates)
         raise Stop
 
-    monkeypatch.setattr("gate.engine.run", capture)
+    monkeypatch.setattr("gate.engine.core.run", capture)
     load = LoadOptions(arch="tiny_cnn", classes=shapes.CLASSES, input_size=(24, 40))
     with pytest.raises(Stop):
         run_gate(GateRequest(command="check", candidates=(bare,), policy=policy, load=load))
@@ -186,8 +186,8 @@ def test_sharded_blocks_join_in_rank_order(tmp_path: Path, small_set: ReviewSet,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     # Two ranks simulated in one process: the gather hands rank 0 both blocks in rank order. The joined result
     # must be the single-process one sample for sample (scores alone would not notice blocks joined reversed).
-    from gate import distributed
-    from gate.distributed import Shard
+    from gate.engine import distributed
+    from gate.engine.distributed import Shard
     from gate.run import run_gate_sharded
 
     policy = pinned_policy(tmp_path, small_set, ANY_ACCURACY, probes=("background",))

@@ -14,10 +14,9 @@ from safetensors.torch import save as st_save
 from safetensors.torch import save_file
 from torch import nn
 
-from gate import candidate
-from gate.archs import tiny_cnn
 from gate.errors import CandidateError
-from gate.inputs import safetensors_io
+from gate.inputs import candidate, safetensors_io
+from gate.inputs.archs import tiny_cnn
 
 CLASSES = ["circle", "square", "triangle"]
 KWARGS = {"num_classes": 3, "width": 4}

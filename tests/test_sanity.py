@@ -10,12 +10,14 @@ import pytest
 import torch
 from torch import nn
 
-from gate import archs, engine, probes, shapes
-from gate import candidate as candidate_io
+from gate.engine import core as engine
+from gate.engine import probes
+from gate.inputs import archs, shapes
+from gate.inputs import candidate as candidate_io
+from gate.inputs.review_set import ReviewSet
 from gate.metrics import sanity
 from gate.metrics.registry import compute_scores
 from gate.records import Records
-from gate.review_set import ReviewSet
 from tests.conftest import SHIPPED_SET
 
 NAN = math.nan
@@ -106,7 +108,7 @@ def test_sanity_values_do_not_depend_on_batches_and_are_seeded(small_set: Review
 @pytest.mark.slow
 def test_shipped_cheater_sanity_score_is_stable_across_seeds() -> None:
     """The least stable shipped candidate (per-copy spread ≈ 0.024): five --seed values within 0.05."""
-    from gate.review_set import open_review_set
+    from gate.inputs.review_set import open_review_set
 
     torch.set_num_threads(1)
     review = open_review_set(SHIPPED_SET)

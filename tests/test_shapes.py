@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 from scipy.stats import chi2_contingency
 
-from gate import shapes
 from gate.errors import DataError
+from gate.inputs import shapes
 
 
 def test_same_arguments_give_byte_identical_samples() -> None:
@@ -159,7 +159,7 @@ def test_generate_validates_arguments(kwargs: dict[str, float], field: str) -> N
 
 
 def test_reserved_digest_is_the_shipped_review_set() -> None:
-    from gate.review_set import digest_of
+    from gate.inputs.review_set import digest_of
     from tests.conftest import SHIPPED_SET
 
     assert digest_of(SHIPPED_SET) in shapes.RESERVED_DIGESTS

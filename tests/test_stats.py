@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from gate import stats
+from gate.decide import stats
+from gate.decide.stats import mcnemar_exact_p, paired_bootstrap, percentile_interval, wilson_interval
 from gate.errors import GateError
-from gate.stats import mcnemar_exact_p, paired_bootstrap, percentile_interval, wilson_interval
 
 Z95 = 1.6448536269514722  # one-sided 95%: Φ⁻¹(0.95)
 

@@ -11,8 +11,8 @@ import pytest
 from report_fixtures import check_result, select_result
 
 from gate.cli import progress
-from gate.github import summary_markdown
-from gate.report.summary import GREEN, RED, RESET, YELLOW, format_summary
+from gate.outputs.github import summary_markdown
+from gate.outputs.summary import GREEN, RED, RESET, YELLOW, format_summary
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

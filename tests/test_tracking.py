@@ -20,7 +20,6 @@ import pytest
 from tracking_fixtures import CLASSES, MODEL, candidate, gate_result, write_outputs
 
 from gate.errors import InputError, TrackingError
-from gate.outbox import map_png
 from gate.result import GateResult
 from gate.tracking import (
     history,
@@ -29,7 +28,8 @@ from gate.tracking import (
     mlflow_env,
     sync,
 )
-from gate.tracking_plan import TrackingConfig
+from gate.tracking.outbox import map_png
+from gate.tracking.plan import TrackingConfig
 
 
 def closed_port() -> int:
@@ -46,7 +46,7 @@ def sha256_of(path: Path) -> str:
 
 
 def test_importing_tracking_does_not_import_mlflow() -> None:
-    code = "import sys, gate.tracking, gate.report.history; sys.exit('mlflow' in sys.modules)"
+    code = "import sys, gate.tracking, gate.outputs.report.history; sys.exit('mlflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
@@ -127,8 +127,8 @@ def test_registered_baseline_uri_must_name_an_alias_or_version() -> None:
 def checkpoints(tmp_path: Path) -> list[Path]:
     import torch
 
-    from gate.archs import tiny_cnn
-    from gate.candidate import save
+    from gate.inputs.archs import tiny_cnn
+    from gate.inputs.candidate import save
 
     torch.manual_seed(0)
     return [save(tmp_path / "cands" / f"v{i}.pt", tiny_cnn(4, width=4), arch="tiny_cnn", classes=CLASSES,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from tracking_fixtures import MODEL, candidate, gate_result, rule
 
-from gate.review_set import ReviewSet
-from gate.tracking_plan import TrackingConfig, metric_key, metrics_of, plan_entry
+from gate.inputs.review_set import ReviewSet
+from gate.tracking.plan import TrackingConfig, metric_key, metrics_of, plan_entry
 
 # --- planning --------------------------------------------------------------------------------
 
@@ -139,7 +139,7 @@ def test_fixed_map_names_are_each_class_kept_prefix(labels: list[int], kept: set
     import numpy as np
     from tracking_fixtures import kept_sample, make_records
 
-    from gate.tracking_plan import fixed_map_names
+    from gate.tracking.plan import fixed_map_names
 
     records = replace(make_records(), ids=("a", "b", "c", "d"), labels=np.array(labels, dtype=np.int64),
                       kept={i: kept_sample(i, 0, 0, seed=1) for i in sorted(kept)})
@@ -147,9 +147,9 @@ def test_fixed_map_names_are_each_class_kept_prefix(labels: list[int], kept: set
 
 
 def test_fixed_maps_tag_names_the_engines_fixed_samples(small_set: ReviewSet, untrained_checkpoint: Path) -> None:
-    from gate import candidate as candidate_io
-    from gate import engine
-    from gate.tracking_plan import FIXED_MAPS_TAG, fixed_map_names, safe_file_name
+    from gate.engine import core as engine
+    from gate.inputs import candidate as candidate_io
+    from gate.tracking.plan import FIXED_MAPS_TAG, fixed_map_names, safe_file_name
 
     cand = candidate_io.load(untrained_checkpoint)
     (run,) = engine.run([cand], small_set, engine.EngineOptions(batch_size=16, gallery_size=2, fixed_per_class=2))

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from gate import candidate, review_set, shapes
 from gate.errors import CandidateError, DataError, ReviewSetError
+from gate.inputs import candidate, review_set, shapes
 from gate.train import RECIPES, TrainConfig, train
 from gate.train.augment import bgmix_batch, cutmix_batch, cutmix_box, remove_object, smooth_targets
 from gate.train.data import load_data

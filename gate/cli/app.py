@@ -33,7 +33,7 @@ def cli() -> None:
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point: run the CLI and turn errors into one line and an exit code (under torchrun: rank 0's)."""
-    from gate.distributed import agree_exit_code, launched_by_torchrun  # light: no torch or numpy at import
+    from gate.engine.distributed import agree_exit_code, launched_by_torchrun  # light: no torch or numpy at import
 
     with _sigterm_as_interrupt():
         code = _run(argv)

@@ -51,9 +51,10 @@ def select(candidates: tuple[Path, ...], **options: Any) -> None:
 
 
 def _gate(command: str, candidates: Sequence[Path], options: dict[str, Any]) -> NoReturn:
-    from gate import distributed, outputs
-    from gate.engine import EngineOptions
-    from gate.report import format_summary
+    from gate.engine import distributed
+    from gate.engine.core import EngineOptions
+    from gate.outputs import files as outputs
+    from gate.outputs.report import format_summary
     from gate.run import GateRequest, LoadOptions, run_gate, run_gate_sharded
 
     tracking = _tracking_config(options)
@@ -103,7 +104,7 @@ def _gate(command: str, candidates: Sequence[Path], options: dict[str, Any]) -> 
 def _tracking_config(options: dict[str, Any]) -> Any:
     if options["no_mlflow"]:
         return None
-    from gate.tracking_plan import TrackingConfig
+    from gate.tracking.plan import TrackingConfig
 
     return TrackingConfig(uri=options.get("tracking_uri"), experiment=options.get("experiment"),
                           register=options.get("register"), alias=options["alias"],
@@ -115,7 +116,7 @@ def _baseline_path(baseline: str | None, tracking: Any) -> Path | None:
         return None
     if baseline.startswith("models:/"):
         from gate.tracking import load_registered_baseline
-        from gate.tracking_plan import TrackingConfig
+        from gate.tracking.plan import TrackingConfig
 
         config = tracking if tracking is not None else TrackingConfig()
         return load_registered_baseline(baseline, config)
@@ -123,7 +124,7 @@ def _baseline_path(baseline: str | None, tracking: Any) -> Path | None:
 
 
 def _github(result: Any, paths: Any) -> None:
-    from gate.github import emit_github
+    from gate.outputs.github import emit_github
 
     for line in emit_github(result, paths, os.environ):
         click.echo(line)
@@ -139,14 +140,14 @@ def _track(result: Any, paths: Any, tracking: Any, candidates: Sequence[Path]) -
     elif outcome.logged:
         click.echo(f"MLflow: logged {len(outcome.run_ids)} run(s) to {tracking.uri or _default_uri()}")
     if outcome.logged and outcome.run_ids:  # the first run: a select's parent, which lists its candidates
-        from gate.tracking_plan import where_to_see
+        from gate.tracking.plan import where_to_see
 
         click.echo(f"MLflow: {where_to_see(tracking.resolved_uri(), outcome.experiment_id, outcome.run_ids[0])}")
     if outcome.registered_version:
         click.echo(f"MLflow: registered {tracking.register} version {outcome.registered_version} "
                    f"as @{tracking.alias}")
     if outcome.logged:
-        from gate.github import emit_tracking
+        from gate.outputs.github import emit_tracking
 
         emit_tracking(outcome.run_ids, tracking.resolved_uri(), os.environ)
 
@@ -168,7 +169,7 @@ Examples:
 def history(experiment: str | None, limit: int, html_path: Path | None, tracking_uri: str | None) -> None:
     """List past gate runs from MLflow, newest first."""
     from gate.tracking import history_table, write_history_html
-    from gate.tracking_plan import TrackingConfig
+    from gate.tracking.plan import TrackingConfig
 
     config = TrackingConfig(uri=tracking_uri, require=True)
     click.echo(history_table(config, experiment=experiment, limit=limit))
@@ -181,7 +182,7 @@ def history(experiment: str | None, limit: int, html_path: Path | None, tracking
 def sync(tracking_uri: str | None) -> None:
     """Upload gate runs that were kept in the local outbox while MLflow was unreachable."""
     from gate.tracking import sync as sync_outbox
-    from gate.tracking_plan import TrackingConfig
+    from gate.tracking.plan import TrackingConfig
 
     count = sync_outbox(TrackingConfig(uri=tracking_uri, require=True))
     click.echo(f"uploaded {count} run(s) from the outbox")

@@ -134,10 +134,10 @@ def layers_command(candidate: Path, arch: str | None, classes: str | None, input
                    target_layer: str | None, maps_only: bool, trust_pickle: bool,
                    allow_arch_module: tuple[str, ...]) -> None:
     """List CANDIDATE's layers with their output shapes on a sample input, which give a map, and the default."""
-    from gate import layers
-    from gate.candidate import load
+    from gate.engine import layers
     from gate.errors import UsageError
     from gate.inputs import safe_import
+    from gate.inputs.candidate import load
 
     names = tuple(c.strip() for c in classes.split(",")) if classes else None
     with safe_import.allowing(allow_arch_module):

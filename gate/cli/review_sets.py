@@ -47,7 +47,7 @@ def review_set_build(
     """Pin SOURCE/images/<class>/* + SOURCE/masks/<class>/* (or a COCO JSON, or a boxes CSV) as a review set."""
     from gate.inputs import importers
     from gate.inputs.coco import coco as import_coco
-    from gate.review_set import build_from
+    from gate.inputs.review_set import build_from
 
     chosen = [flag for flag, given in (("SOURCE", source), ("--coco", coco), ("--boxes", boxes)) if given]
     if len(chosen) != 1:
@@ -78,7 +78,7 @@ def review_set_build(
 @click.option("--digest", help="Also require this digest.")
 def review_set_verify(path: Path, digest: str | None) -> None:
     """Check every file of a review set against SHA256SUMS and print its digest."""
-    from gate.review_set import open_review_set
+    from gate.inputs.review_set import open_review_set
 
     opened = open_review_set(path, expected_digest=digest)
     click.echo(f"{opened.root}: OK, {opened.size} samples, digest {opened.digest}")
@@ -99,8 +99,8 @@ def review_set_synth(bias: float, count: int, seed: int, size: int, name: str | 
     """Generate coloured shapes on textured scenes (exact masks) and pin them as a review set."""
     import tempfile
 
-    from gate import shapes
-    from gate.review_set import build
+    from gate.inputs import shapes
+    from gate.inputs.review_set import build
 
     with tempfile.TemporaryDirectory() as tmp:
         plain = shapes.write_plain(shapes.iter_generate(count, bias=bias, seed=seed, size=size), Path(tmp))

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from gate.inputs.frame_cache import CachePlan, FrameStore, FrameWriter
 from gate.inputs.preprocess import Geometry, image_to_pixels, mask_to_frame, pixels_to_frame
-from gate.review_set import ReviewSet
+from gate.inputs.review_set import ReviewSet
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Each importer reads one kind of source and returns an ``ImportResult``: the
 samples in a fixed order (``Entry``: image file, class, and how to get the
 masks) plus notes for the person (what was skipped and why). The writer,
-``gate.review_set.build_from``, copies the images and writes 8-bit PNG masks.
+``gate.inputs.review_set.build_from``, copies the images and writes 8-bit PNG masks.
 
 - ``plain``: ``images/<class>/<name>`` + ``masks/<class>/<stem>.*`` (nonzero =
   object); with ``voc``, the masks are Pascal-VOC palette PNGs (0 background,

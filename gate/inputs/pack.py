@@ -25,11 +25,11 @@ from typing import Any
 
 import torch
 
-from gate.archs import default_target_layer
-from gate.candidate import FORMAT, IMAGENET_MEAN, IMAGENET_STD, Candidate, unwrapped_state
-from gate.candidate import load as load_candidate
 from gate.errors import CandidateError, UsageError
 from gate.inputs import safetensors_io
+from gate.inputs.archs import default_target_layer
+from gate.inputs.candidate import FORMAT, IMAGENET_MEAN, IMAGENET_STD, Candidate, unwrapped_state
+from gate.inputs.candidate import load as load_candidate
 
 # torchvision's ImageClassification eval transform for its ImageNet weights (e.g. ResNet50_Weights.IMAGENET1K_V1).
 PRESETS: Mapping[str, Mapping[str, Any]] = {

@@ -1,8 +1,8 @@
 """MLflow tracking: one run per candidate per gate call, an outbox when MLflow fails, history and sync.
 
 A gate call is first *planned* (params, metrics, tags, which run gets a registry
-alias: ``gate.tracking_plan``) and *staged* (artifacts written to a folder beside a
-JSON manifest: ``gate.outbox``); the same upload code here then sends it to MLflow,
+alias: ``gate.tracking.plan``) and *staged* (artifacts written to a folder beside a
+JSON manifest: ``gate.tracking.outbox``); the same upload code here then sends it to MLflow,
 either at once or later from the outbox. So a tracking failure never loses a result:
 the staged folder is moved to the outbox and ``xgate sync`` uploads it exactly once.
 The package also reads past runs back (history, maps, registered baselines).

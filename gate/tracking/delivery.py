@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gate.errors import CandidateError, InputError, TrackingError, reason
-from gate.outbox import (
+from gate.result import GateResult
+from gate.tracking.client import client_for, mlflow_env
+from gate.tracking.outbox import (
     claim,
     discard_staged,
     move_to_outbox,
@@ -22,9 +24,7 @@ from gate.outbox import (
     staging_folder,
     write_manifest,
 )
-from gate.result import GateResult
-from gate.tracking.client import client_for, mlflow_env
-from gate.tracking_plan import (
+from gate.tracking.plan import (
     ENTRY_TAG,
     EntryPlan,
     RunPlan,

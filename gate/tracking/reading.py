@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gate.errors import InputError, TrackingError, reason
-from gate.history_rows import KEY_SCORES, KIND_SELECT, HistoryRow, format_history
 from gate.tracking.client import client_for, mlflow_env
-from gate.tracking_plan import (
+from gate.tracking.plan import (
     FIXED_MAPS_TAG,
     KIND_TAG,
     TrackingConfig,
@@ -20,6 +19,7 @@ from gate.tracking_plan import (
     safe_file_name,
     threshold_keys,
 )
+from gate.tracking.rows import KEY_SCORES, KIND_SELECT, HistoryRow, format_history
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -90,7 +90,7 @@ def history_table(config: TrackingConfig, *, experiment: str | None, limit: int 
 
 def write_history_html(config: TrackingConfig, path: Path, *, experiment: str | None, limit: int = 20) -> Path:
     """Write the HTML history page (runs, score trends, maps across versions) to ``path``."""
-    from gate.report.history import render_history
+    from gate.outputs.report.history import render_history
 
     rows = history(config, experiment=experiment, limit=limit)
     html = render_history(rows, fetch_maps(config, rows))

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gate.probes import dilated_box
+from gate.engine.probes import dilated_box
 
 PAD = 4
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gate import shapes
 from gate.errors import DataError
+from gate.inputs import shapes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -84,7 +84,7 @@ def _load_folder(root: Path, image_size: int, need_masks: bool) -> TrainData:
 def _load_review_set(root: Path, image_size: int) -> TrainData:
     # The review set's own reader: the pin, the path rules and the image decoding (EXIF, 16-bit, ...) are the
     # gate's, and its class order is kept so the candidate matches it without remapping.
-    from gate.review_set import open_review_set
+    from gate.inputs.review_set import open_review_set
 
     review = open_review_set(root)
     if review.digest in shapes.RESERVED_DIGESTS:

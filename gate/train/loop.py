@@ -33,9 +33,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gate import __version__
-from gate.archs import build_model
-from gate.candidate import save
 from gate.errors import DataError
+from gate.inputs.archs import build_model
+from gate.inputs.candidate import save
 from gate.train.augment import bgmix_batch, cutmix_batch, random_crop_flip, smooth_targets
 from gate.train.data import TrainData, load_data
 

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from gate.metrics.registry import get_spec, say
-from gate.report import plots
-from gate.report.classes import ClassTable, class_table, present_deltas, worst_deltas
-from gate.report.formatting import fmt, fmt_signed
-from gate.report.reasons import Reason, anchor_prefix, reasons, rule_anchor
-from gate.report.samples import (
+from gate.outputs.report import plots
+from gate.outputs.report.classes import ClassTable, class_table, present_deltas, worst_deltas
+from gate.outputs.report.formatting import fmt, fmt_signed
+from gate.outputs.report.reasons import Reason, anchor_prefix, reasons, rule_anchor
+from gate.outputs.report.samples import (
     GalleryView,
     ShowroomRow,
     galleries,
@@ -244,7 +244,7 @@ def migration_rows(migration: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
 
 
 def comparison_view(comparison: Mapping[str, Any]) -> ComparisonView:
-    """The ``gate.compare`` JSON for one candidate, formatted."""
+    """The ``gate.decide.compare`` JSON for one candidate, formatted."""
     migration = comparison.get("migration", {})
     deltas = comparison.get("deltas", {})
     class_deltas = present_deltas(comparison.get("class_deltas", {}))

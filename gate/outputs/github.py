@@ -7,10 +7,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from gate.errors import InputError
-from gate.junit import failure_message
-from gate.outputs import OutputPaths
-from gate.report.formatting import fmt
-from gate.report.reasons import reasons
+from gate.outputs.files import OutputPaths
+from gate.outputs.junit import failure_message
+from gate.outputs.report.formatting import fmt
+from gate.outputs.report.reasons import reasons
 from gate.result import CandidateResult, GateResult, RuleResult
 
 MAX_ANNOTATIONS = 10  # GitHub shows about ten annotations per step; the rest go into one count line

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import jinja2
 
-from gate.report.context import ReportContext, build_context
+from gate.outputs.report.context import ReportContext, build_context
 from gate.result import GateResult
 
 TEMPLATES = Path(__file__).parent / "templates"

@@ -23,7 +23,7 @@ import numpy as np
 from gate.errors import InputError, reason
 from gate.records import PROBE_VARIANTS, KeptSample, Records
 from gate.result import CandidateResult, GateResult
-from gate.tracking_plan import OUTBOX_FORMAT, EntryPlan, safe_file_name
+from gate.tracking.plan import OUTBOX_FORMAT, EntryPlan, safe_file_name
 
 MANIFEST = "manifest.json"
 # Output files are logged under fixed names, whatever --report/--json/--junit called them,
@@ -92,7 +92,7 @@ def map_png(sample: KeptSample) -> bytes:
 
     from PIL import Image
 
-    from gate.report.plots import cam_overlay, draw_outline
+    from gate.outputs.report.plots import cam_overlay, draw_outline
 
     image = np.asarray(sample.image, dtype=np.uint8)
     mask = np.asarray(sample.mask, dtype=bool)

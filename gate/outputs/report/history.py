@@ -21,9 +21,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from gate.history_rows import KEY_SCORES, KIND_SELECT, RUN_ID_CHARS, HistoryRow, rule_count
-from gate.report.html import environment
-from gate.report.plots import BAD, GOOD, png_data_uri
+from gate.outputs.report.html import environment
+from gate.outputs.report.plots import BAD, GOOD, png_data_uri
+from gate.tracking.rows import KEY_SCORES, KIND_SELECT, RUN_ID_CHARS, HistoryRow, rule_count
 
 # Lineage colours (matplotlib's tab10) and one line style per policy, so "which model" and "which policy"
 # read apart; the policy's threshold is drawn in its own style.

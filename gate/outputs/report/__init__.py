@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gate.report.context import ReportContext, build_context
-from gate.report.html import render_context, render_report
-from gate.report.summary import format_summary
+from gate.outputs.report.context import ReportContext, build_context
+from gate.outputs.report.html import render_context, render_report
+from gate.outputs.summary import format_summary
 
 __all__ = ["ReportContext", "build_context", "format_summary", "render_context", "render_report"]

@@ -1,6 +1,6 @@
 """docs/scores.md, generated from the score registry (the one place scores are declared).
 
-Regenerate with ``python -m gate.docs > docs/scores.md``; tests/test_docs.py fails when it is stale.
+Regenerate with ``python -m gate.metrics.docs > docs/scores.md``; tests/test_docs.py fails when it is stale.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from gate.metrics.registry import CLASS_PLACEHOLDER, GROUPS, ScoreSpec, all_spec
 HEADER = """# Scores
 
 Every score a policy can name, generated from `gate/metrics/registry.py` by
-`python -m gate.docs > docs/scores.md` (do not edit by hand; a test checks it).
+`python -m gate.metrics.docs > docs/scores.md` (do not edit by hand; a test checks it).
 
 - **Direction**: whether a higher or a lower value is better (report arrows, `select`, baseline rules).
 - **Proportion**: a share of samples; a rule with `confidence:` tests its Wilson bound instead of the value.

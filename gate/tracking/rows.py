@@ -1,7 +1,7 @@
 """Past gate runs as rows: what ``gate.tracking`` reads back from MLflow and the history page and table show.
 
 A neutral home for ``HistoryRow`` so that the MLflow side (``gate.tracking``) and the page
-(``gate.report.history``) do not import each other. No MLflow, no Jinja2 here.
+(``gate.outputs.report.history``) do not import each other. No MLflow, no Jinja2 here.
 """
 
 from __future__ import annotations

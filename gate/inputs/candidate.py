@@ -19,11 +19,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from gate.archs import build_model, default_target_layer
+from gate.engine.layers import find_layer
 from gate.errors import CandidateError
 from gate.inputs import safetensors_io
+from gate.inputs.archs import build_model, default_target_layer
 from gate.inputs.preprocess import INTERPOLATIONS, Geometry
-from gate.layers import find_layer
 
 FORMAT = "xgate.candidate/v1"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

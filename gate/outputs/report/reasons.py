@@ -3,7 +3,7 @@
 The sentence comes from the score registry (``gate.metrics.registry.say``); the evidence is the part of the
 report that shows the failure (the showroom for background scores, the galleries for alignment, a plot for
 calibration and per-class accuracy, the baseline section for deltas, else the rule's own row). Plain data,
-no Jinja2: the job summary (gate/github.py) prints the same sentences.
+no Jinja2: the job summary (gate/outputs/github.py) prints the same sentences.
 """
 
 from __future__ import annotations

@@ -115,7 +115,7 @@ def _call(factory: Callable[..., nn.Module], arch: str, kwargs: dict[str, Any]) 
 
 
 def default_target_layer(model: nn.Module) -> str:
-    """The family's layer (gate.layers: torchvision families, ViT, Swin), else the last ``Conv2d``."""
-    from gate.layers import default_layer
+    """The family's layer (gate.engine.layers: torchvision families, ViT, Swin), else the last ``Conv2d``."""
+    from gate.engine.layers import default_layer
 
     return default_layer(model)

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gate.engine.layers import SPATIAL, Layout, find_layer, layout_of
 from gate.errors import CandidateError
-from gate.layers import SPATIAL, Layout, find_layer, layout_of
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def hooked(model: nn.Module, layer_name: str) -> Iterator[Capture]:
 def explain(model: nn.Module, layer_name: str, inputs: Tensor, target: Tensor | None = None) -> Explained:
     """One forward: logits and the Grad-CAM of ``target`` (default: the predicted class) per sample.
 
-    The layer's output may be spatial, ViT tokens or channels-last (gate.layers); the map is computed on
+    The layer's output may be spatial, ViT tokens or channels-last (gate.engine.layers); the map is computed on
     its grid, with class/register tokens dropped.
     """
     with hooked(model, layer_name) as capture, torch.enable_grad():

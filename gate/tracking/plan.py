@@ -2,7 +2,7 @@
 
 A gate call becomes an ``EntryPlan``: one ``RunPlan`` per MLflow run with its params,
 metrics, tags and registry aliases. Planning is pure (no files written, no server
-asked); ``EntryPlan.to_json`` is the outbox manifest that ``gate.outbox`` stages.
+asked); ``EntryPlan.to_json`` is the outbox manifest that ``gate.tracking.outbox`` stages.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gate.errors import GateError, InputError, UsageError
-from gate.junit import junit_tree
-from gate.report.html import render_report
+from gate.outputs.junit import junit_tree
+from gate.outputs.report.html import render_report
 from gate.result import GateResult
 
 

@@ -1,6 +1,6 @@
 """The report's pictures of samples: gallery tiles and the showroom of probe variants.
 
-Views are frozen dataclasses the templates read; pictures are rendered here (gate.report.plots).
+Views are frozen dataclasses the templates read; pictures are rendered here (gate.outputs.report.plots).
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from gate.outputs.report import plots
+from gate.outputs.report.formatting import fmt
 from gate.records import NO_VARIANT, PROBE_VARIANTS, KeptSample, Records
-from gate.report import plots
-from gate.report.formatting import fmt
 from gate.result import CandidateResult
 
 GALLERY_TITLES: Mapping[str, tuple[str, str]] = {

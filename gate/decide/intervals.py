@@ -1,6 +1,6 @@
 """Intervals for scores: Wilson for shares of samples, a seeded vectorised bootstrap for the rest.
 
-``confidence`` means what :mod:`gate.stats` says: each end of an interval is a one-sided bound at that
+``confidence`` means what :mod:`gate.decide.stats` says: each end of an interval is a one-sided bound at that
 level, so a ``min`` rule reads ``low`` and a ``max`` rule reads ``high``.
 
 Most scores are a function of a few sums over samples: a mean is Σ num / Σ weight, ECE and its kin are
@@ -21,7 +21,7 @@ A form is used only when it reproduces the registry's value on the full set; oth
 the score function on every resample, with the resample's indices sorted: a resample is a multiset, so
 that changes nothing but the order of equal confidences, which then falls in original-index order as on
 the rank forms' path (the two agree exactly, ties included). Every path draws its resamples from
-:func:`gate.stats.bootstrap_index_chunks`, so a seed gives the same resamples everywhere.
+:func:`gate.decide.stats.bootstrap_index_chunks`, so a seed gives the same resamples everywhere.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from functools import partial
 
 import numpy as np
 
-from gate import stats
+from gate.decide import stats
+from gate.decide.stats import Interval
 from gate.records import Records
-from gate.stats import Interval
 
 ScoreFn = Callable[[Records], Mapping[str, float]]
 

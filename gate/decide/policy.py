@@ -26,8 +26,8 @@ from gate.records import Records
 from gate.result import RuleResult
 
 if TYPE_CHECKING:
-    from gate.compare import Comparison
-    from gate.intervals import Bounds
+    from gate.decide.compare import Comparison
+    from gate.decide.intervals import Bounds
 
 PROBES = ("background", "sanity")
 MAX_POLICY_BYTES = 256 * 1024  # a policy is a few kilobytes; a bigger file is a mistake or an attack
@@ -267,7 +267,7 @@ class Evidence:
     @cached_property
     def comparison(self) -> Comparison | None:
         """The paired comparison with the baseline (None without one), built once for every rule and output."""
-        from gate import compare
+        from gate.decide import compare
 
         return None if self.baseline is None else compare.compare(self.records, self.baseline, self.score_fn)
 
@@ -337,7 +337,7 @@ def _evaluate_rule(rule: Rule, evidence: Evidence) -> RuleResult:
 
 
 def _baseline_rule(rule: Rule, test: BaselineTest, evidence: Evidence) -> RuleResult:
-    from gate import compare
+    from gate.decide import compare
 
     comparison = evidence.comparison
     assert comparison is not None
@@ -364,15 +364,15 @@ def _baseline_rule(rule: Rule, test: BaselineTest, evidence: Evidence) -> RuleRe
 
 
 def _decidability(op: str, threshold: float, bounds: Bounds) -> tuple[bool, str]:
-    from gate import intervals
+    from gate.decide import intervals
 
     return intervals.decidability(op, threshold, bounds)
 
 
 def confidence_interval(score: str, spec: ScoreSpec, evidence: Evidence, confidence: float) -> Bounds:
     """Bounds whose lower (upper) end is the one-sided bound at ``confidence``: Wilson for shares of samples,
-    else a seeded vectorised bootstrap over samples (:mod:`gate.intervals`)."""
-    from gate import intervals  # lazily: scipy is not paid by `xgate --help`
+    else a seeded vectorised bootstrap over samples (:mod:`gate.decide.intervals`)."""
+    from gate.decide import intervals  # lazily: scipy is not paid by `xgate --help`
 
     return intervals.score_interval(evidence.records, score, evidence.score_fn, confidence=confidence,
                                     seed=evidence.seed, proportion=spec.proportion)

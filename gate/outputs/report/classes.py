@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from gate.outputs.report import plots
+from gate.outputs.report.formatting import fmt
 from gate.records import Records
-from gate.report import plots
-from gate.report.formatting import fmt
 
 # Rows of the per-class table and of the per-class deltas: the worst classes present in the review set.
 # A 1000-class model stays readable and small; every per-class score is in result.json.

@@ -6,7 +6,7 @@ samples, and seeded paired-bootstrap intervals for ``delta.<score>`` that non-in
 superiority rules read. Scores come from a ``score_fn`` passed in (the metrics registry, partially
 applied), so this module does not depend on the registry.
 
-``confidence`` has the meaning documented in :mod:`gate.stats`: each end of an interval is a
+``confidence`` has the meaning documented in :mod:`gate.decide.stats`: each end of an interval is a
 one-sided bound at that level.
 """
 
@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from gate import intervals
+from gate.decide import intervals
+from gate.decide.intervals import only_score
+from gate.decide.stats import Interval, mcnemar_exact_p, paired_bootstrap, percentile_interval
 from gate.errors import GateError, InputError, PolicyError
-from gate.intervals import only_score
 from gate.records import Records
 from gate.result import json_number
-from gate.stats import Interval, mcnemar_exact_p, paired_bootstrap, percentile_interval
 
 ScoreFn = Callable[[Records], Mapping[str, float]]
 
@@ -65,7 +65,7 @@ class Comparison:
         key = f"delta.{score}@{confidence:g}"
         if key not in self.intervals:
             if self.candidate is None or self.baseline is None or self.score_fn is None:
-                raise GateError("this comparison was built without records; use gate.compare.compare", field=key)
+                raise GateError("this comparison was built without records; use gate.decide.compare.compare", field=key)
             self.intervals[key] = _delta_interval(
                 self.candidate, self.baseline, score, self.score_fn,
                 scores=(self.candidate_scores, self.baseline_scores),
@@ -176,7 +176,7 @@ def delta_interval(
     """Seeded paired-bootstrap interval of ``score(candidate) - score(baseline)``.
 
     Each resample indexes both models with the same rows. Scores with a sum form (means and shares,
-    ECE/OE/MCE, balanced and worst-class accuracy: :mod:`gate.intervals`) are bootstrapped vectorised,
+    ECE/OE/MCE, balanced and worst-class accuracy: :mod:`gate.decide.intervals`) are bootstrapped vectorised,
     after checking that the form reproduces ``score_fn`` on the full set; any other score (aurc, ...)
     calls ``score_fn`` on every resample. Both paths see the same resamples for the same seed.
     """
@@ -238,7 +238,7 @@ def _delta_interval(
     one_score = only_score(score_fn, score)
 
     def statistic(index: np.ndarray) -> float:
-        # Sorted as in gate.intervals: order-dependent scores (aurc) then break confidence ties by sample order.
+        # Sorted as in gate.decide.intervals: order-dependent scores (aurc) then break confidence ties by sample order.
         ordered = np.sort(index)
         return float(one_score(candidate.take(ordered))[score]) - float(one_score(baseline.take(ordered))[score])
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gate.report.context import fmt, fmt_signed
+from gate.outputs.report.context import fmt, fmt_signed
 from gate.result import CandidateResult, GateResult, RuleResult
 
-if TYPE_CHECKING:  # gate.outputs imports the report package; the summary only reads the three paths
-    from gate.outputs import OutputPaths
+if TYPE_CHECKING:  # gate.outputs.files imports the report package; the summary only reads the three paths
+    from gate.outputs.files import OutputPaths
 
 MAX_RULE_LINES = 20  # check: one candidate's rules, failed first
 MAX_FAILED_LINES = 12  # select: per rejected candidate, so six of them fit on one screen
@@ -40,7 +40,7 @@ def _rule_line(rule: RuleResult, color: bool = False) -> str:
     shown = fmt(rule.value)
     if rule.interval is not None:  # a rule with a confidence tests its bound, not the value
         shown += f", bound {fmt(rule.interval[0] if rule.op == '>=' else rule.interval[1])}"
-    note = paint(f"  ({rule.note})", YELLOW, color) if rule.note else ""  # gate.intervals' wording
+    note = paint(f"  ({rule.note})", YELLOW, color) if rule.note else ""  # gate.decide.intervals' wording
     return f"  {mark}  {rule.rule_id}: {shown} vs {fmt(rule.threshold)}{note}"
 
 

@@ -1,0 +1,1 @@
+"""Deciding: the policy, its intervals and statistics, and the comparison with a baseline."""

@@ -1,0 +1,1 @@
+"""What people read: result files, JUnit, GitHub output, the console summary and the HTML report."""
