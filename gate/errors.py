@@ -21,9 +21,9 @@ class GateError(Exception):
         super().__init__(self.one_line())
 
     def one_line(self) -> str:
-        """``path: field: message`` with the missing parts left out."""
+        """``path: field: message`` with the missing parts left out, on one line whatever the parts hold."""
         parts = [p for p in (self.path, self.field) if p]
-        return ": ".join([*parts, self.message])
+        return flat(": ".join([*parts, self.message]))
 
 
 class InputError(GateError):
@@ -64,6 +64,20 @@ class TrackingError(GateError):
 
 class Terminated(KeyboardInterrupt):  # noqa: N818  # named for the signal, like KeyboardInterrupt
     """SIGTERM, raised where the program is so that cleanup runs exactly as for Ctrl-C (exit 143, not 130)."""
+
+
+# Every character str.splitlines() breaks a line at (GitHub's log splits at \n and \r).
+_LINE_BREAKS = {0x0A: "\\n", 0x0D: "\\r", 0x0B: "\\x0b", 0x0C: "\\x0c", 0x1C: "\\x1c", 0x1D: "\\x1d",
+                0x1E: "\\x1e", 0x85: "\\x85", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def flat(text: str) -> str:
+    """``text`` on one line: every line break written as an escape (``\\n``, ``\\r``, ``\\u2028``).
+
+    A file name is chosen by whoever names the file; printed raw, a newline in it would start a line of its
+    own (a ``::warning`` workflow command in a GitHub Actions log, a fake ``xgate: error``).
+    """
+    return text.translate(_LINE_BREAKS)
 
 
 def reason(exc: BaseException) -> str:

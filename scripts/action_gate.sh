@@ -15,6 +15,9 @@
 # xgate itself writes the job summary, the ::error annotations and the step outputs (verdict, selected, report,
 # json, junit, mlflow-run-id, mlflow-run-ids, mlflow-run-url); this script adds exit-code and exits with it
 # (0 in advisory mode when the policy failed). Bad inputs exit 2, as xgate does.
+# A candidate is a file name from the repository, chosen by whoever writes to it: it goes after `--`, so a file
+# named `--frame-cache=.pt` or `-h.pt` is a candidate, never an option, and every text this script puts into a
+# workflow command is escaped (a name with a newline cannot start a `::warning` line of its own).
 set -uo pipefail
 shopt -s nullglob globstar
 
@@ -24,8 +27,14 @@ output() {  # key value: one step output, when run as a GitHub Actions step
   fi
 }
 
+escape() {  # text: escaped as a workflow command's message (%25, %0D, %0A as GitHub documents)
+  local text=${1//%/%25}
+  text=${text//$'\r'/%0D}
+  printf '%s' "${text//$'\n'/%0A}"
+}
+
 fail() {  # message: an error annotation, exit code 2 (bad input) as an output, then exit 2
-  echo "::error title=xgate::$1"
+  echo "::error title=xgate::$(escape "$1")"
   output exit-code 2
   exit 2
 }
@@ -114,7 +123,8 @@ if [ -n "$torchrun" ] && [ "$torchrun" != 1 ]; then
   runner=(torchrun --standalone --nproc-per-node "$torchrun" -m gate)  # rank 0 writes outputs; all exit alike
 fi
 
-"${runner[@]}" "$command" "${candidates[@]}" "${options[@]}" "${extra[@]}"
+# Options first, then `--`: whatever a candidate's name looks like, xgate reads it as a candidate.
+"${runner[@]}" "$command" "${options[@]}" "${extra[@]}" -- "${candidates[@]}"
 code=$?
 output exit-code "$code"
 if [ "$code" -eq 1 ] && [ "$fail_on" = never ]; then

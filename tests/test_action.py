@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -149,8 +150,10 @@ def _step(tmp_path: Path, stub_exit: int | None = None, **inputs: str
     """
     output, summary = tmp_path / "output.txt", tmp_path / "summary.md"
     path = f"{BIN}:/usr/bin:/bin"
+    # PYTHONPATH: the real xgate runs the code under test (this tree), not whatever copy is installed.
     env = {"GITHUB_ACTIONS": "true", "CI": "true", "GITHUB_OUTPUT": str(output), "GITHUB_STEP_SUMMARY": str(summary),
-           "HOME": str(tmp_path), **{f"XGATE_{k.upper()}": v for k, v in inputs.items()}}
+           "GITHUB_WORKSPACE": str(tmp_path), "HOME": str(tmp_path), "PYTHONPATH": str(REPO),
+           **{f"XGATE_{k.upper()}": v for k, v in inputs.items()}}
     if stub_exit is not None:
         stubs = tmp_path / "stubs"
         stubs.mkdir(exist_ok=True)
@@ -186,15 +189,49 @@ def test_a_glob_of_candidates_is_expanded_in_order(tmp_path: Path) -> None:
     done, outputs, _ = _step(tmp_path, 0, command="select", candidates="models/*.pt\nmodels/**/c.pt",
                              policy="p.yaml")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert _args(tmp_path) == ["xgate", "select", "models/a.pt", "models/b.pt", "models/v2/c.pt",
-                               "--policy", "p.yaml", "--out", "xgate-out", "--no-mlflow"]
+    assert _args(tmp_path) == ["xgate", "select", "--policy", "p.yaml", "--out", "xgate-out", "--no-mlflow", "--",
+                               "models/a.pt", "models/b.pt", "models/v2/c.pt"]
     assert outputs == {"exit-code": "0"}
+
+
+def test_a_double_star_glob_reaches_every_depth(tmp_path: Path) -> None:
+    # globstar: without it `**` is `*` and models/v2/deep/d.pt would be silently skipped.
+    _models(tmp_path, "a.pt")
+    (tmp_path / "models" / "v2" / "deep").mkdir(parents=True)
+    (tmp_path / "models" / "v2" / "deep" / "d.pt").write_bytes(b"")
+    done, _, _ = _step(tmp_path, 0, command="select", candidates="models/**/*.pt", policy="p.yaml")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _args(tmp_path)[-3:] == ["--", "models/a.pt", "models/v2/deep/d.pt"]
+
+
+HOSTILE_NAMES = ("--frame-cache=.pt", "-h.pt", "x\n::warning title=pwned::injected.pt", "y\r::notice::z%0A.pt")
+
+
+def test_file_names_that_look_like_options_or_commands_stay_candidates(tmp_path: Path) -> None:
+    (tmp_path / "a.pt").write_bytes(b"")
+    for name in HOSTILE_NAMES:
+        (tmp_path / name).write_bytes(b"")
+    done, _, _ = _step(tmp_path, 0, command="select", candidates="*.pt", policy="p.yaml")
+    assert done.returncode == 0, done.stdout + done.stderr
+    args = (tmp_path / "args.txt").read_text().split("\n")  # names with a newline span two records
+    separator = args.index("--")
+    assert "--policy" in args[:separator] and not any(a.startswith("--frame") for a in args[:separator])
+    assert "--frame-cache=.pt" in args[separator:] and "-h.pt" in args[separator:]
+
+
+def test_a_candidate_name_with_a_newline_cannot_inject_a_workflow_command(tmp_path: Path) -> None:
+    _models(tmp_path, "a.pt", "b.pt", "x\n::warning title=pwned::injected.pt", "y\r::notice::z%.pt")
+    done, outputs, _ = _step(tmp_path, 0, candidates="models/*.pt", policy="p.yaml")  # check: several files
+    assert done.returncode == 2 and outputs == {"exit-code": "2"}
+    lines = done.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("::error title=xgate::command check gates one candidate")
+    assert "x%0A::warning title=pwned::injected.pt" in lines[0] and "y%0D::notice::z%25.pt" in lines[0]
 
 
 def test_a_file_named_like_a_glob_is_taken_literally(tmp_path: Path) -> None:
     _models(tmp_path, "model[1].pt", "model1.pt")
     done, _, _ = _step(tmp_path, 0, candidates="models/model[1].pt", policy="p.yaml")
-    assert done.returncode == 0 and _args(tmp_path)[:3] == ["xgate", "check", "models/model[1].pt"]
+    assert done.returncode == 0 and _args(tmp_path)[-2:] == ["--", "models/model[1].pt"]
 
 
 def test_a_glob_that_matches_nothing_is_a_clear_error(tmp_path: Path) -> None:
@@ -216,9 +253,10 @@ def test_quoted_args_survive_and_nothing_is_expanded(tmp_path: Path) -> None:
     args = '--experiment "my exp" --batch-size 64\n# a comment line\n--tracking-uri \'$(id>pwned)\' --seed *\n'
     done, _, _ = _step(tmp_path, 0, candidates='"my model.pt"', policy="p.yaml", args=args, baseline="models:/m@c")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert _args(tmp_path) == ["xgate", "check", "my model.pt", "--policy", "p.yaml", "--out", "xgate-out",
+    assert _args(tmp_path) == ["xgate", "check", "--policy", "p.yaml", "--out", "xgate-out",
                                "--baseline", "models:/m@c", "--no-mlflow", "--experiment", "my exp",
-                               "--batch-size", "64", "--tracking-uri", "$(id>pwned)", "--seed", "*"]
+                               "--batch-size", "64", "--tracking-uri", "$(id>pwned)", "--seed", "*",
+                               "--", "my model.pt"]
     assert not (tmp_path / "pwned").exists()
 
 
@@ -242,7 +280,7 @@ def test_torchrun_runs_one_process_per_gpu_or_n(tmp_path: Path) -> None:
     done, _, _ = _step(tmp_path, 0, candidates="a.pt", policy="p.yaml", torchrun="4")
     assert done.returncode == 0
     assert _args(tmp_path)[:6] == ["torchrun", "--standalone", "--nproc-per-node", "4", "-m", "gate"]
-    assert _args(tmp_path)[6:8] == ["check", "a.pt"]
+    assert _args(tmp_path)[6] == "check" and _args(tmp_path)[-2:] == ["--", "a.pt"]
     _step(tmp_path, 0, candidates="a.pt", policy="p.yaml", torchrun="1")
     assert _args(tmp_path)[:2] == ["xgate", "check"]
 
@@ -318,3 +356,31 @@ def test_select_over_a_glob_logged_to_mlflow_writes_every_declared_output(tmp_pa
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("gate $(id) exp")  # the quoted value arrived whole, unexpanded
     assert experiment is not None and client.get_run(run_ids[0]).info.experiment_id == experiment.experiment_id
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_XGATE, reason="xgate not installed")
+def test_hostile_file_names_beside_real_candidates_gate_only_the_candidates(tmp_path: Path, small_set: ReviewSet,
+                                                                           untrained_checkpoint: Path) -> None:
+    # The attack of issue 21: `--frame-cache=.pt` beside a hidden `.pt/` folder once became an option and made
+    # xgate read a planted cache. Every matched name must be gated as a checkpoint, and the log must hold no
+    # workflow command but xgate's own (names escaped).
+    names = ["a.pt", *HOSTILE_NAMES]
+    for name in names:
+        shutil.copy(untrained_checkpoint, tmp_path / name)
+    (tmp_path / ".pt").mkdir()
+    (tmp_path / ".pt" / "planted").write_text("a crafted cache entry would be here")
+    policy = pinned_policy(tmp_path, small_set, [{"score": "accuracy", "min": 0.9}])
+    done, outputs, summary = _step(tmp_path, command="select", candidates="*.pt", policy=str(policy),
+                                   out="gate-out", args="--device cpu --batch-size 48 --workers 0")
+    assert done.returncode == 1, done.stdout + done.stderr  # 25% accuracy fails, whatever a cache would say
+    assert outputs["verdict"] == "failed"
+    result = json.loads((tmp_path / "gate-out" / "result.json").read_text())
+    assert sorted(c["candidate"]["name"] for c in result["candidates"]) == sorted(names)
+    assert result["environment"]["frames"] == "decoded"
+    assert sorted(p.name for p in (tmp_path / ".pt").iterdir()) == ["planted"]
+    for line in (done.stdout + done.stderr).splitlines():
+        if line.startswith("::"):
+            assert line.startswith("::error title=xgate: "), line  # no ::warning / ::notice of the names
+    assert "x%0A%3A%3Awarning title=pwned%3A%3Ainjected.pt" in done.stdout  # escaped, as a property value
+    assert "\n::warning title=pwned" not in done.stdout + done.stderr and "\n::notice" not in done.stdout + summary

@@ -16,7 +16,7 @@ from typing import NoReturn
 
 import click
 
-from gate.errors import GateError, Terminated
+from gate.errors import GateError, Terminated, flat
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -65,10 +65,17 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+# Set by a gate once its outputs are complete: an interrupt after that (while printing, while logging to
+# MLflow) must not say that no result was written.
+RESULT_WRITTEN: list[str] = []
+
+
 def _interrupted(exc: BaseException | None) -> int:
     terminated = isinstance(exc, Terminated)
     name = "SIGTERM" if terminated else "SIGINT"
-    click.echo(f"xgate: interrupted ({name}); no new result was written", err=True)
+    done = (f"the result was already written ({flat(RESULT_WRITTEN[-1])}); an MLflow record not yet uploaded "
+            "stays in the outbox for `xgate sync`") if RESULT_WRITTEN else "no new result was written"
+    click.echo(f"xgate: interrupted ({name}); {done}", err=True)
     return EXIT_SIGTERM if terminated else EXIT_SIGINT
 
 
@@ -88,14 +95,14 @@ def _run(argv: Sequence[str] | None) -> int:
     except click.ClickException as exc:  # usage errors too: one line, naming the option, as for bad input
         context = getattr(exc, "ctx", None)
         hint = f" (see '{context.command_path} --help')" if context is not None else ""
-        click.echo(f"xgate: error: {exc.format_message()}{hint}", err=True)
+        click.echo(f"xgate: error: {flat(exc.format_message())}{hint}", err=True)
         return exc.exit_code
     except KeyboardInterrupt as exc:
         return _interrupted(exc)
     except Exception as exc:  # an internal error: one line unless debugging
         if os.environ.get("XGATE_DEBUG"):
             traceback.print_exc()
-        click.echo(f"xgate: internal error: {type(exc).__name__}: {exc} (set XGATE_DEBUG=1 for a traceback)",
-                   err=True)
+        click.echo(f"xgate: internal error: {type(exc).__name__}: {flat(str(exc))} (set XGATE_DEBUG=1 for a "
+                   "traceback)", err=True)
         return 3
     return 0

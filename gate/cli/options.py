@@ -38,6 +38,24 @@ def parse_channels(ctx: click.Context, param: click.Parameter, value: str | None
     return numbers
 
 
+def check_frame_cache(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """In GitHub Actions a frame cache inside the checkout comes only from the action's ``frame-cache`` input.
+
+    The checkout holds files anyone with a pull request can name; a cache folder there could be theirs (a
+    crafted entry reads as the review set's frames). XGATE_FRAME_CACHE is what the action sets from its input,
+    which only the workflow's author writes (docs/security.md, "The frame cache").
+    """
+    workspace = os.environ.get("GITHUB_WORKSPACE", "")
+    if value is None or os.environ.get("GITHUB_ACTIONS") != "true" or not workspace:
+        return value
+    if ctx.get_parameter_source(param.name or "") is click.core.ParameterSource.ENVIRONMENT:
+        return value
+    if value.resolve().is_relative_to(Path(workspace).resolve()):
+        raise click.BadParameter(f"{str(value)!r} is inside the checkout ({workspace}); a frame cache there is "
+                                 "taken only from the action's frame-cache input (XGATE_FRAME_CACHE)")
+    return value
+
+
 def gate_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options shared by ``check`` and ``select`` (design.md, 'How it is used')."""
     options = [
@@ -59,6 +77,7 @@ def gate_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
                      help="Forwards in float32 or under bf16 autocast (maps and scores stay float32)."),
         click.option("--frame-cache", type=click.Path(path_type=Path, file_okay=False), envvar="XGATE_FRAME_CACHE",
+                     callback=check_frame_cache,
                      help="Folder keeping the framed review set between gates on this runner (read when there, "
                           "written by a gate over the whole set or by a torchrun launch's ranks together; checked "
                           "by sha256). Env: XGATE_FRAME_CACHE."),

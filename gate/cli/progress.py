@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from gate.errors import flat
+
 
 def quiet() -> bool:
     """No interactive display: stderr is not a terminal, or this is CI (a redrawn bar would flood the log)."""
@@ -109,7 +111,7 @@ def _run_description() -> str:
     world = os.environ.get("WORLD_SIZE", "1")
     ranks = f" × {world} ranks" if world.isdigit() and int(world) > 1 else ""
     named = params.get("candidates") or ((params["candidate"],) if params.get("candidate") else ())
-    names = [Path(str(path)).name for path in named]
+    names = [flat(Path(str(path)).name) for path in named]  # a file name may hold a newline: one line
     shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
     return f"device {device}{ranks}" + (f", candidates {shown}" if shown else "")
 

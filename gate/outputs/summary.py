@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from gate.errors import flat
 from gate.outputs.report.context import fmt, fmt_signed
 from gate.result import CandidateResult, GateResult, RuleResult
 
@@ -145,4 +146,5 @@ def format_summary(result: GateResult, paths: OutputPaths | None, *, color: bool
                 lines.extend(_comparison_lines(candidate, result.baseline.candidate.name))
     if paths is not None:
         lines.extend([f"report: {paths.report}", f"json:   {paths.json}", f"junit:  {paths.junit}"])
-    return "\n".join(lines)
+    # A candidate's name is a file name anyone can choose: a newline in it must not start a line of its own.
+    return "\n".join(flat(line) for line in lines)
