@@ -13,7 +13,7 @@ import click
 from gate.cli.app import cli
 from gate.cli.options import gate_options
 from gate.cli.progress import color, engine_progress
-from gate.errors import InputError
+from gate.errors import InputError, UsageError
 
 CHECK_EXAMPLES = """
 \b
@@ -60,6 +60,7 @@ def _gate(command: str, candidates: Sequence[Path], options: dict[str, Any]) -> 
     tracking = _tracking_config(options)
     paths = outputs.default_paths(
         options["out_dir"], report=options.get("report"), json=options.get("json_path"), junit=options.get("junit"))
+    _refuse_inputs_as_outputs(paths, options, candidates)
     if not distributed.launched_by_torchrun() or os.environ.get("RANK", "0") == "0":
         # Before any work: an unwritable path fails now, and no earlier "passed" survives a failing run.
         outputs.check_paths(paths)
@@ -99,6 +100,26 @@ def _gate(command: str, candidates: Sequence[Path], options: dict[str, Any]) -> 
     if unwritten is not None:
         raise unwritten
     sys.exit(0 if result.passed else 1)
+
+
+def _refuse_inputs_as_outputs(paths: Any, options: dict[str, Any], candidates: Sequence[Path]) -> None:
+    """An output path naming an input (``--json cand.pt``) is refused before check_paths would delete it."""
+    baseline = options.get("baseline")
+    inputs = {"policy": options["policy"], "review-set": options.get("review_set"),
+              "baseline": Path(baseline) if baseline and not baseline.startswith("models:/") else None}
+    named = [*((str(path), path) for path in candidates), *((f"--{k}", v) for k, v in inputs.items() if v)]
+    for field, output in (("report", paths.report), ("json", paths.json), ("junit", paths.junit)):
+        for what, source in named:
+            if _same_file(output, source):
+                raise UsageError(f"--{field} would overwrite an input ({what}); write the outputs elsewhere",
+                                 path=output, field=field)
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    try:
+        return first.resolve() == second.resolve() or (first.exists() and os.path.samefile(first, second))
+    except OSError:
+        return False
 
 
 def _tracking_config(options: dict[str, Any]) -> Any:

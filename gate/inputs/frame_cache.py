@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -47,6 +48,11 @@ IMAGES, MASKS, META = "images.u8", "masks.u8", "meta.json"
 MAX_META_BYTES = 64 * 1024  # ours is < 1 KB
 PART_PREFIX = "part-"  # a rank's record of the rows it wrote into a shared entry
 STALE_AFTER_S = 6 * 3600  # an unfinished entry untouched this long belongs to a gate that died
+# Every folder a gate makes holds this file from its first moment: clean-up and replacement touch only folders
+# that have it and are named as a gate names them, never another folder that happens to sit in DIR.
+MARKER = ".xgate-frame-cache"
+_TEMPORARY = re.compile(r"\.tmp-[0-9a-f]{32}-(?:\d+-[0-9a-f]{8}|shared-[A-Za-z0-9_-]{1,64})")
+_ENTRY = re.compile(r"[0-9a-f]{32}")
 _CHUNK = 1 << 20
 
 
@@ -142,6 +148,7 @@ class FrameWriter:
         self.folder = root / (_shared_folder_name(key, shared) if shared else
                               f".tmp-{entry_name(key)}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         self.folder.mkdir(parents=True, exist_ok=shared is not None)
+        (self.folder / MARKER).touch()
         self.written = np.zeros(layout.count, dtype=bool)
         self.lock = Lock()
         self.files = {name: os.open(self.folder / name, os.O_WRONLY | os.O_CREAT, 0o644) for name in (IMAGES, MASKS)}
@@ -197,8 +204,9 @@ class FrameWriter:
                     "width": self.layout.width,
                     "sha256": {name: _sha256(self.folder / name) for name in (IMAGES, MASKS)}}
             (self.folder / META).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-            shutil.rmtree(target, ignore_errors=True)  # a broken entry no gate can use
-            self.folder.rename(target)
+            if ours(target):
+                shutil.rmtree(target, ignore_errors=True)  # a broken entry no gate can use
+            self.folder.rename(target)  # fails (OSError) on a folder of that name that is not ours
         except OSError:  # a full disk, or another gate renamed its entry in place first
             self.discard()
             return False
@@ -221,7 +229,8 @@ class FrameWriter:
     def discard(self) -> None:
         """Remove the unfinished entry."""
         self._close()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if ours(self.folder):
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     def _close(self) -> None:
         for handle in self.files.values():
@@ -313,7 +322,9 @@ def commit_shared(root: Path, digest: str, count: int, geometries: list[Geometry
 def discard_shared(root: Path, digest: str, geometries: list[Geometry], shared: str) -> None:
     """Remove the parts the ranks of launch ``shared`` left (a rank failed: the entry is not complete)."""
     for geometry in geometries:
-        shutil.rmtree(root / _shared_folder_name(entry_key(digest, geometry), shared), ignore_errors=True)
+        folder = root / _shared_folder_name(entry_key(digest, geometry), shared)
+        if ours(folder):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass
@@ -381,6 +392,8 @@ def remove_stale(root: Path, max_age_s: float = STALE_AFTER_S) -> list[Path]:
     now = time.time()
     removed = []
     for folder in root.glob(".tmp-*"):
+        if not ours(folder):
+            continue  # another program's folder (or a file): never ours to delete
         try:
             newest = max([folder.stat().st_mtime, *(f.stat().st_mtime for f in folder.iterdir())])
         except OSError:  # removed meanwhile, or unreadable: leave it
@@ -389,3 +402,14 @@ def remove_stale(root: Path, max_age_s: float = STALE_AFTER_S) -> list[Path]:
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
+
+
+def ours(folder: Path) -> bool:
+    """True for a folder a gate made here: named as entries and temporary entries are, holding the marker file.
+
+    A symlink is never ours (removing through it would delete what it points to).
+    """
+    name = folder.name
+    if not (_ENTRY.fullmatch(name) or _TEMPORARY.fullmatch(name)) or folder.is_symlink():
+        return False
+    return (folder / MARKER).is_file()
