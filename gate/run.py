@@ -148,9 +148,7 @@ def _prepare(request: GateRequest, device: str) -> _Prepared:
     options = replace(request.engine, probes=policy.probes, device=device)
     # A checkpoint names its arch; only the trusted side (CLI, policy) widens where import paths may come from.
     allowed = (*request.allow_arch_modules, *policy.model.candidate.allow_modules)
-    for prefix in request.allow_arch_modules:
-        if not safe_import.valid_prefix(prefix):
-            raise UsageError(f"{prefix!r} is not a dotted module name", field="--allow-arch-module")
+    safe_import.refuse_prefixes(request.allow_arch_modules)  # never the standard library or an installed package
     with safe_import.allowing(allowed):
         candidates = distinct_names([_load(path, request, policy, review_set) for path in request.candidates])
         baseline = _load(request.baseline, request, policy, review_set) if request.baseline else None

@@ -141,6 +141,8 @@ class Case:
     stale_files: tuple[str, ...] = OUTPUTS  # the files in out/ that are this run's outputs
     before_engine: bool = False  # refused before the evaluation starts (no progress line)
     xfail: str | None = None
+    env: tuple[tuple[str, str], ...] = ()  # environment variables for the run ("ROOT" is the working tree)
+    after: Callable[[Workspace], None] | None = None  # more checks once the run is over (an input kept, ...)
 
 
 def _pwn_kwargs(ws: Workspace, arch: str) -> dict[str, Any]:
@@ -581,6 +583,90 @@ CASES: tuple[Case, ...] = (
 )
 
 
+# --- round two (issue 21): arguments, outputs, the frame cache, allowed modules ---------------------------------
+
+
+def _copy_named(name: str) -> Callable[[Workspace], list[str]]:
+    # A good checkpoint under a hostile name, after `--`: a candidate, never an option.
+    def build(ws: Workspace) -> list[str]:
+        shutil.copyfile(ws.checkpoint, ws.root / name)
+        argv = ws.check(None)
+        return [*argv[:1], *argv[2:], "--", name]
+    return build
+
+
+def _output_on_input(option: str, which: str) -> Callable[[Workspace], list[str]]:
+    def build(ws: Workspace) -> list[str]:
+        target = "good.pt" if which == "candidate" else "policy.yaml"
+        return ws.check(None, option, target)
+    return build
+
+
+def _inputs_kept(ws: Workspace) -> None:
+    assert (ws.root / "good.pt").is_file() and (ws.root / "policy.yaml").is_file(), "an input was deleted"
+
+
+FOREIGN = (".tmp-unrelated-folder", ".tmp-" + "0" * 32 + "-1-abcdef12", "0" * 32)
+
+
+def _foreign_cache_folders(ws: Workspace) -> list[str]:
+    # Folders the frame cache did not make, two days old: one named as its own are, but without its marker.
+    for name in FOREIGN:
+        folder = ws.root / "cache" / name
+        folder.mkdir(parents=True)
+        (folder / "keep.txt").write_text("not the cache's")
+        old = folder.stat().st_mtime - 2 * 86400
+        for path in (folder / "keep.txt", folder):
+            os.utime(path, (old, old))
+    return ws.check(None, "--frame-cache", "cache")
+
+
+def _foreign_kept(ws: Workspace) -> None:
+    for name in FOREIGN:
+        assert (ws.root / "cache" / name / "keep.txt").is_file(), f"the frame cache removed {name}"
+
+
+def _near_prefix(ws: Workspace) -> list[str]:
+    # Allowed prefix `xg_<uid>_` must not admit module `xg_<uid>_N`: prefixes match whole path components.
+    name = ws.module(GOOD_FACTORY + SIDE_EFFECT, inside=False)
+    cand = ws.v1("mod.pt", arch=f"{name}:make", arch_kwargs={"num_classes": 4})
+    return ws.check(cand, "--allow-arch-module", name.rstrip("0123456789"))
+
+
+ROUND_TWO: tuple[Case, ...] = (
+    Case("cli-option-like-name", "cli", "a candidate named -h.pt after --", _copy_named("-h.pt"), 0),
+    Case("cli-frame-cache-like-name", "cli", "a candidate named --frame-cache=.pt after --",
+         _copy_named("--frame-cache=.pt"), 0, after=lambda ws: _no_folder(ws, ".pt")),
+    Case("cli-newline-name", "cli", "a missing candidate whose name holds a newline and ::warning",
+         lambda ws: ws.check(ws.root / "x\n::warning title=pwned::y.pt"), 2, ("x\\n::warning",)),
+    Case("frame-cache-in-checkout", "environment", "--frame-cache inside the GitHub checkout (not the action input)",
+         _args("--frame-cache=.pt"), 2, ("--frame-cache", "checkout"), stale_ok=True,
+         env=(("GITHUB_ACTIONS", "true"), ("GITHUB_WORKSPACE", "ROOT"))),
+    Case("frame-cache-foreign-folders", "environment", "2-day-old folders in the cache folder that it did not make",
+         _foreign_cache_folders, 0, after=_foreign_kept),
+    Case("json-is-candidate", "environment", "--json naming the candidate", _output_on_input("--json", "candidate"),
+         2, ("good.pt", "json", "input"), stale_ok=True, before_engine=True, after=_inputs_kept),
+    Case("report-is-policy", "environment", "--report naming the policy", _output_on_input("--report", "policy"), 2,
+         ("policy.yaml", "report", "input"), stale_ok=True, before_engine=True, after=_inputs_kept),
+    Case("policy-allow-stdlib", "policy", "candidate.allow_modules: [subprocess]",
+         _policy_extra("candidate: {allow_modules: [subprocess]}\n"), 2,
+         ("policy.yaml", "allow_modules", "standard library")),
+    Case("policy-allow-installed", "policy", "candidate.allow_modules: [torch] (an installed package)",
+         _policy_extra("candidate: {allow_modules: [torch.hub]}\n"), 2,
+         ("policy.yaml", "allow_modules", "installed package")),
+    Case("cli-allow-stdlib", "cli", "--allow-arch-module os", _args("--allow-arch-module", "os"), 2,
+         ("--allow-arch-module", "standard library")),
+    Case("arch-prefix-not-a-component", "checkpoint", "allowed prefix xg_N_ and a module xg_N_0 outside the tree",
+         _near_prefix, 2, ("mod.pt", "arch", "outside the working tree")),
+)
+
+
+def _no_folder(ws: Workspace, name: str) -> None:
+    assert not (ws.root / name).exists(), f"{name} was used as a frame cache"
+
+CASES = CASES + ROUND_TWO
+
+
 # --- running a case ---------------------------------------------------------------------------------------------
 
 
@@ -608,12 +694,29 @@ def workspace(tmp_path: Path, small_set: Any, untrained_checkpoint: Path,
             sys.modules.pop(key, None)
 
 
+CASE_TIMEOUT_S = 120  # a case that blocks (a FIFO read) fails here instead of hanging the suite
+
+
+class Hung(Exception):
+    """The CLI did not return within CASE_TIMEOUT_S."""
+
+
+def _hung(signum: int, frame: object) -> None:
+    raise Hung(f"the CLI did not return within {CASE_TIMEOUT_S} s")
+
+
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Run ``xgate argv`` in-process; returns (exit code, stdout, stderr)."""
+    """Run ``xgate argv`` in-process (failing after CASE_TIMEOUT_S); returns (exit code, stdout, stderr)."""
     from gate.cli import main
 
-    with pytest.raises(SystemExit) as info:
-        main(argv)
+    previous = signal.signal(signal.SIGALRM, _hung)
+    signal.alarm(CASE_TIMEOUT_S)
+    try:
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
     captured = capsys.readouterr()
     code = info.value.code
     return (code if isinstance(code, int) else 1), captured.out, captured.err
@@ -648,10 +751,15 @@ def _param(case: Case) -> Any:
 
 
 @pytest.mark.parametrize("case", [_param(c) for c in CASES])
-def test_corpus_case(case: Case, workspace: Workspace, capsys: pytest.CaptureFixture[str]) -> None:
+def test_corpus_case(case: Case, workspace: Workspace, capsys: pytest.CaptureFixture[str],
+                     monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in case.env:
+        monkeypatch.setenv(name, value.replace("ROOT", str(workspace.root)))
     argv = case.build(workspace)
     code, out, err = run_cli(argv, capsys)
     check_outcome(case, workspace, code, out, err)
+    if case.after is not None:
+        case.after(workspace)
 
 
 # --- properties beyond one case ---------------------------------------------------------------------------------

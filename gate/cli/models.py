@@ -140,6 +140,7 @@ def layers_command(candidate: Path, arch: str | None, classes: str | None, input
     from gate.inputs.candidate import load
 
     names = tuple(c.strip() for c in classes.split(",")) if classes else None
+    safe_import.refuse_prefixes(allow_arch_module)
     with safe_import.allowing(allow_arch_module):
         cand = load(candidate, arch=arch, classes=names, input_size=input_size, trust_pickle=trust_pickle)
     size = cand.input.size

@@ -149,8 +149,9 @@ class CandidateSettings(_Strict):
     @classmethod
     def _module_names(cls, names: list[str]) -> list[str]:
         for name in names:
-            if not safe_import.valid_prefix(name):
-                raise ValueError(f"{name!r} is not a dotted module name")
+            refusal = safe_import.prefix_refusal(name)  # never the standard library or an installed package
+            if refusal:
+                raise ValueError(refusal)
         return names
 
 

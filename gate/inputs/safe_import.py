@@ -72,6 +72,7 @@ def import_factory(arch: str) -> Callable[..., Any]:
     if attr.startswith("__"):
         raise CandidateError(f"arch {arch!r} names a private attribute", field="arch")
     rule = _RULE.get() or ImportRule()
+    _tree_on_path(rule.tree())
     check_module(module_name, rule, arch)
     try:
         module = importlib.import_module(module_name)
@@ -91,23 +92,81 @@ def import_factory(arch: str) -> Callable[..., Any]:
     return factory  # type: ignore[no-any-return]
 
 
+def _tree_on_path(tree: Path) -> None:
+    """Make the working tree importable, as ``python -m gate`` has it (the ``xgate`` console script does not).
+
+    Appended, not prepended: a file in the tree named like a standard or installed module never shadows it
+    (such a name then resolves to the installed module, which is refused).
+    """
+    for entry in sys.path:
+        with contextlib.suppress(OSError, ValueError):
+            if Path(entry or ".").resolve() == tree:
+                return
+    sys.path.append(str(tree))
+
+
+def refuse_prefixes(prefixes: Iterable[str], field: str = "--allow-arch-module") -> None:
+    """A UsageError naming ``field`` for the first prefix that can never be allowed (see prefix_refusal)."""
+    from gate.errors import UsageError
+
+    for prefix in prefixes:
+        refusal = prefix_refusal(prefix)
+        if refusal:
+            raise UsageError(refusal, field=field)
+
+
 def check_module(module_name: str, rule: ImportRule, arch: str) -> None:
-    """Refuse ``module_name`` unless it is under an allowed prefix or its files lie in the working tree."""
-    if _under_prefix(module_name, rule.prefixes):
-        return
+    """Refuse ``module_name`` unless its files lie in the working tree or it is under an allowed prefix.
+
+    The standard library, installed packages and xgate itself are refused even under an allowed prefix:
+    no one can allow ``subprocess`` or ``torch.hub`` (a prefix matches whole module-path components).
+    """
     top = module_name.partition(".")[0]
-    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
-        raise CandidateError(f"arch {arch!r} is not allowed: {top!r} is the standard library; {_HINT}",
-                             field="arch")
-    if top == _OWN_PACKAGE:  # xgate's own code (its CLI, its writers) is not a model factory; built-ins go by name
-        raise CandidateError(f"arch {arch!r} is not allowed: {top!r} is xgate itself (name a built-in arch "
-                             f"instead); {_HINT}", field="arch")
+    refusal = _never_allowed(top)
+    if refusal:
+        raise CandidateError(f"arch {arch!r} is not allowed: {refusal}; {_HINT}", field="arch")
+    outside_ok = _under_prefix(module_name, rule.prefixes)
     spec = _find_spec(top, arch)  # a top-level name: finders only, no package code runs
-    _check_locations(spec, rule, arch, top)
+    _check_locations(spec, rule, arch, top, outside_ok=outside_ok)
     if module_name != top:
-        # The top-level package is now known to be the tree's own code, so importing it (as find_spec does
-        # for the parents of a dotted name) runs only trusted code.
-        _check_locations(_find_spec(module_name, arch), rule, arch, module_name)
+        # The top-level package is now known to be the tree's own (or allowed) code, so importing it (as
+        # find_spec does for the parents of a dotted name) runs only trusted code.
+        _check_locations(_find_spec(module_name, arch), rule, arch, module_name, outside_ok=outside_ok)
+
+
+def _never_allowed(top: str) -> str:
+    """Why a top-level module can never provide an arch ("" when it may)."""
+    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
+        return f"{top!r} is the standard library"
+    if top == _OWN_PACKAGE:  # xgate's own code (its CLI, its writers) is not a model factory; built-ins go by name
+        return f"{top!r} is xgate itself (name a built-in arch instead)"
+    return ""
+
+
+def prefix_refusal(prefix: str) -> str:
+    """Why ``prefix`` cannot be allowed (--allow-arch-module, a policy's allow_modules); "" when it can.
+
+    Not a dotted module name; the standard library or xgate; or an installed package (site-packages, the
+    interpreter's own folders): those hold code no gate should run for a checkpoint, whoever asks.
+    Only finders run (no package code), as for an arch.
+    """
+    if not valid_prefix(prefix):
+        return f"{prefix!r} is not a dotted module name"
+    top = prefix.partition(".")[0]
+    refusal = _never_allowed(top)
+    if refusal:
+        return f"{refusal}, which can never be allowed"
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError, AttributeError):
+        return ""
+    places = [Path(p) for p in ((spec.submodule_search_locations or []) if spec else [])]
+    if spec is not None and spec.origin and spec.has_location:
+        places.append(Path(spec.origin))
+    installed = next((place for place in places if _installed(place.resolve())), None)
+    if installed is not None:
+        return f"{top!r} is an installed package ({installed}), which can never be allowed"
+    return ""
 
 
 def _find_spec(name: str, arch: str) -> Any:
@@ -120,7 +179,7 @@ def _find_spec(name: str, arch: str) -> Any:
     return spec
 
 
-def _check_locations(spec: Any, rule: ImportRule, arch: str, name: str) -> None:
+def _check_locations(spec: Any, rule: ImportRule, arch: str, name: str, outside_ok: bool = False) -> None:
     places = [Path(p) for p in (spec.submodule_search_locations or [])]
     if spec.origin and spec.has_location:
         places.append(Path(spec.origin))
@@ -130,21 +189,18 @@ def _check_locations(spec: Any, rule: ImportRule, arch: str, name: str) -> None:
     tree = rule.tree()
     for place in places:
         resolved = place.resolve()
-        if not resolved.is_relative_to(tree) or _installed(resolved):
+        if (not outside_ok and not resolved.is_relative_to(tree)) or _installed(resolved):
             raise CandidateError(f"arch {arch!r} is not allowed: {name!r} is installed at {place}, outside the "
                                  f"working tree {tree}; {_HINT}", field="arch")
 
 
 def _defined_in_allowed(module_name: str, rule: ImportRule) -> bool:
-    if _under_prefix(module_name, rule.prefixes):
-        return True
     module = sys.modules.get(module_name)
     spec = getattr(module, "__spec__", None)
-    top = module_name.partition(".")[0]
-    if spec is None or top in sys.stdlib_module_names or top == _OWN_PACKAGE:
+    if spec is None or _never_allowed(module_name.partition(".")[0]):
         return False
     try:
-        _check_locations(spec, rule, "", module_name)
+        _check_locations(spec, rule, "", module_name, outside_ok=_under_prefix(module_name, rule.prefixes))
     except CandidateError:
         return False
     return True
