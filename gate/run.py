@@ -46,6 +46,7 @@ class LoadOptions:
     interpolation: str | None = None  # bilinear | bicubic | nearest
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
+    max_input_side: int = candidate_io.DEFAULT_MAX_INPUT_SIDE  # --max-input-side
 
 
 DEFAULT_MAX_CHECKPOINT_MB = 4096.0  # larger than any ViT-H checkpoint; --max-checkpoint-mb changes it
@@ -216,7 +217,7 @@ def _load(path: Path, request: GateRequest, policy: policy_io.Policy, review_set
                                input_size=request.load.input_size, target_layer=layer,
                                trust_pickle=request.load.trust_pickle, resize=request.load.resize,
                                interpolation=request.load.interpolation, mean=request.load.mean,
-                               std=request.load.std)
+                               std=request.load.std, max_input_side=request.load.max_input_side)
     return loaded.aligned_to(review_set.classes)
 
 

@@ -143,6 +143,7 @@ class Case:
     xfail: str | None = None
     env: tuple[tuple[str, str], ...] = ()  # environment variables for the run ("ROOT" is the working tree)
     after: Callable[[Workspace], None] | None = None  # more checks once the run is over (an input kept, ...)
+    quiet: bool = False  # exit 2: the error line is all of stderr (no warnings before it)
 
 
 def _pwn_kwargs(ws: Workspace, arch: str) -> dict[str, Any]:
@@ -633,6 +634,50 @@ def _near_prefix(ws: Workspace) -> list[str]:
     return ws.check(cand, "--allow-arch-module", name.rstrip("0123456789"))
 
 
+def _meta(value: Any) -> Callable[[Workspace], list[str]]:
+    def build(ws: Workspace) -> list[str]:
+        import torch
+
+        meta = value(torch) if callable(value) else value
+        return ws.check(ws.v1("m.pt", meta=meta))
+    return build
+
+
+def _huge_input(command: str) -> Callable[[Workspace], list[str]]:
+    # An `input` of 8192x8192 would allocate ~26 GB per batch: refused before any tensor of that size exists.
+    def build(ws: Workspace) -> list[str]:
+        cand = ws.v1("big.pt", input={"size": [8192, 8192]})
+        return ws.check(cand) if command == "check" else [command, str(cand)]
+    return build
+
+
+def _inspect_meta_list(ws: Workspace) -> list[str]:
+    return ["inspect", str(ws.v1("m.pt", meta=[1, 2]))]
+
+
+def _pack_meta_nan(ws: Workspace) -> list[str]:
+    import torch
+
+    torch.save(ws.payload()["state_dict"], ws.root / "weights.pt")
+    (ws.root / "classes.txt").write_text("circle\ncross\nsquare\ntriangle\n")
+    return ["pack", str(ws.root / "weights.pt"), "--arch", "tiny_cnn", "--arch-kwargs", '{"width": 12}',
+            "--classes", str(ws.root / "classes.txt"), "--size", "32", "--meta", "lr=NaN", "-o",
+            str(ws.root / "packed.pt")]
+
+
+def _no_packed_file(ws: Workspace) -> None:
+    assert not (ws.root / "packed.pt").exists(), "pack wrote a file that would not load"
+
+
+# A pickle that names os.system (protocol 0: GLOBAL, then REDUCE): torch's weights-only reader refuses it.
+SYSTEM_PICKLE = b"cos\nsystem\n(S'touch /tmp/never'\ntR."
+
+
+def _no_gradient(ws: Workspace) -> list[str]:
+    argv = _fault_model("return self.fc(h).detach()")(ws)
+    return [*argv[:3], str(ws.policy("  - {score: alignment.zero_maps, max: 0}\n")), *argv[4:]]
+
+
 ROUND_TWO: tuple[Case, ...] = (
     Case("cli-option-like-name", "cli", "a candidate named -h.pt after --", _copy_named("-h.pt"), 0),
     Case("cli-frame-cache-like-name", "cli", "a candidate named --frame-cache=.pt after --",
@@ -656,6 +701,30 @@ ROUND_TWO: tuple[Case, ...] = (
          ("policy.yaml", "allow_modules", "installed package")),
     Case("cli-allow-stdlib", "cli", "--allow-arch-module os", _args("--allow-arch-module", "os"), 2,
          ("--allow-arch-module", "standard library")),
+    Case("meta-nan", "checkpoint", "meta holding NaN", _meta({"lr": float("nan")}), 2, ("m.pt", "meta.lr", "finite"),
+         before_engine=True),
+    Case("meta-tensor", "checkpoint", "meta holding a tensor", _meta(lambda torch: {"w": torch.ones(2)}), 2,
+         ("m.pt", "meta.w", "Tensor"), before_engine=True),
+    Case("meta-bytes", "checkpoint", "meta holding bytes", _meta({"b": b"x"}), 2, ("m.pt", "meta.b", "bytes"),
+         before_engine=True),
+    Case("meta-tuple-key", "checkpoint", "meta with a tuple key", _meta({(1, 2): "x"}), 2, ("m.pt", "meta", "key"),
+         before_engine=True),
+    Case("meta-not-mapping", "checkpoint", "meta that is a list", _meta([1, 2]), 2, ("m.pt", "meta", "JSON object"),
+         before_engine=True),
+    Case("inspect-meta-not-mapping", "checkpoint", "inspect of a checkpoint whose meta is a list", _inspect_meta_list,
+         2, ("m.pt", "meta"), stale_ok=True),
+    Case("pack-meta-nan", "checkpoint", "pack --meta lr=NaN (would not load)", _pack_meta_nan, 2,
+         ("--meta", "meta.lr", "finite"), stale_ok=True, after=_no_packed_file),
+    Case("input-8192", "checkpoint", "input 8192x8192 (26 GB a batch)", _huge_input("check"), 2,
+         ("big.pt", "input.size", "--max-input-side", "4096"), before_engine=True),
+    Case("layers-input-8192", "checkpoint", "layers on an input of 8192x8192", _huge_input("layers"), 2,
+         ("big.pt", "input.size", "--max-input-side"), stale_ok=True),
+    Case("pickle-os-system", "checkpoint", "a pickle naming os.system (no torch warnings before the line)",
+         _bytes("evil.pt", SYSTEM_PICKLE), 2, ("evil.pt", "pickled"), quiet=True),
+    Case("bad-target-layer", "checkpoint", "target_layer naming no layer", lambda ws: ws.check(ws.v1(
+         "l.pt", target_layer="nope")), 2, ("l.pt", "target_layer")),
+    Case("no-gradient-path", "checkpoint", "forward detaches its logits: zero maps, the alignment rule fails",
+         _no_gradient, 1),
     Case("arch-prefix-not-a-component", "checkpoint", "allowed prefix xg_N_ and a module xg_N_0 outside the tree",
          _near_prefix, 2, ("mod.pt", "arch", "outside the working tree")),
 )
@@ -737,6 +806,7 @@ def check_outcome(case: Case, ws: Workspace, code: int, out: str, err: str) -> N
         assert len(lines) == 1 and err.strip().endswith(lines[0]), err  # progress lines may come before it
         for needle in case.needles:
             assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
+        assert not case.quiet or err.strip() == lines[0], err
         if not case.stale_ok:
             assert not any((folder / name).is_file() for name in case.stale_files), "an earlier result survived"
     else:

@@ -77,7 +77,7 @@ def _gate(command: str, candidates: Sequence[Path], options: dict[str, Any]) -> 
         load=LoadOptions(arch=options.get("arch"), classes=classes, input_size=options.get("input_size"),
                          target_layer=options.get("target_layer"), resize=options.get("resize"),
                          interpolation=options.get("interpolation"), mean=options.get("mean"), std=options.get("std"),
-                         trust_pickle=options["trust_pickle"]),
+                         trust_pickle=options["trust_pickle"], max_input_side=options["max_input_side"]),
     )
     shard = distributed.start(options["device"])
     if shard is None:

@@ -9,7 +9,14 @@ from typing import Any
 import click
 
 from gate.cli.app import cli
-from gate.cli.options import parse_channels, parse_json_object, parse_meta, parse_pack_size, parse_size
+from gate.cli.options import (
+    MAX_INPUT_SIDE,
+    parse_channels,
+    parse_json_object,
+    parse_meta,
+    parse_pack_size,
+    parse_size,
+)
 from gate.cli.progress import quiet, train_bar, train_line
 
 
@@ -130,9 +137,10 @@ Examples:
 @click.option("--trust-pickle", is_flag=True, help="Allow a pickled nn.Module (runs code from the file).")
 @click.option("--allow-arch-module", "allow_arch_module", multiple=True, metavar="PREFIX",
               help="Module prefix an import-path arch may come from (repeatable).")
+@MAX_INPUT_SIDE
 def layers_command(candidate: Path, arch: str | None, classes: str | None, input_size: tuple[int, int] | None,
                    target_layer: str | None, maps_only: bool, trust_pickle: bool,
-                   allow_arch_module: tuple[str, ...]) -> None:
+                   allow_arch_module: tuple[str, ...], max_input_side: int) -> None:
     """List CANDIDATE's layers with their output shapes on a sample input, which give a map, and the default."""
     from gate.engine import layers
     from gate.errors import UsageError
@@ -142,7 +150,8 @@ def layers_command(candidate: Path, arch: str | None, classes: str | None, input
     names = tuple(c.strip() for c in classes.split(",")) if classes else None
     safe_import.refuse_prefixes(allow_arch_module)
     with safe_import.allowing(allow_arch_module):
-        cand = load(candidate, arch=arch, classes=names, input_size=input_size, trust_pickle=trust_pickle)
+        cand = load(candidate, arch=arch, classes=names, input_size=input_size, trust_pickle=trust_pickle,
+                    max_input_side=max_input_side)
     size = cand.input.size
     if min(size) <= 0:
         raise UsageError("the checkpoint has no input size; give --input-size H,W", field="--input-size")

@@ -38,6 +38,12 @@ def parse_channels(ctx: click.Context, param: click.Parameter, value: str | None
     return numbers
 
 
+# A checkpoint's `input` is untrusted: its sides are bounded before any batch of that size is made.
+MAX_INPUT_SIDE = click.option(
+    "--max-input-side", default=4096, show_default=True, type=click.IntRange(1), metavar="PIXELS",
+    help="Refuse a model input (or resize) with a side above this many pixels, before any allocation.")
+
+
 def check_frame_cache(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
     """In GitHub Actions a frame cache inside the checkout comes only from the action's ``frame-cache`` input.
 
@@ -104,6 +110,7 @@ def gate_options(func: Callable[..., Any]) -> Callable[..., Any]:
                           "default: only modules in the working tree."),
         click.option("--max-checkpoint-mb", default=4096.0, show_default=True, type=click.FloatRange(0, min_open=True),
                      help="Refuse checkpoint files larger than this."),
+        MAX_INPUT_SIDE,
         click.option("--no-mlflow", is_flag=True, help="Do not log to MLflow."),
         click.option("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."),
         click.option("--experiment", help="MLflow experiment (default xgate/<review set>/<policy>)."),

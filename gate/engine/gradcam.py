@@ -96,7 +96,10 @@ def explain(model: nn.Module, layer_name: str, inputs: Tensor, target: Tensor | 
         chosen = logits.argmax(1) if target is None else target.to(logits.device)
         # Summing over the batch is exact in eval mode: no op mixes samples.
         objective = logits.gather(1, chosen[:, None]).sum()
-        (grads,) = torch.autograd.grad(objective, output, allow_unused=True)
+        if objective.requires_grad:
+            (grads,) = torch.autograd.grad(objective, output, allow_unused=True)
+        else:  # the forward detaches its logits (or runs under no_grad): no gradient path, so no map (zero maps,
+            grads = torch.zeros_like(output)  # counted and explained in the report as for a dead head)
     if grads is None:
         raise CandidateError(f"target layer {layer_name!r} does not feed the logits", field="target_layer")
     # The map in float32 whatever the forward ran in: under bf16 autocast the layer's output and its

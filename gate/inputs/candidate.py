@@ -11,6 +11,7 @@ import hashlib
 import io
 import math
 import pickle
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,8 +23,10 @@ from torch import nn
 from gate.engine.layers import find_layer
 from gate.errors import CandidateError
 from gate.inputs import safetensors_io
-from gate.inputs.archs import build_model, default_target_layer
+from gate.inputs.archs import build_model, check_plain_kwargs, default_target_layer
 from gate.inputs.preprocess import INTERPOLATIONS, Geometry
+
+DEFAULT_MAX_INPUT_SIDE = 4096  # --max-input-side: 3·4096²·4 bytes = 192 MiB per image of one batch's input
 
 FORMAT = "xgate.candidate/v1"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -179,11 +182,13 @@ def load(
     interpolation: str | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    max_input_side: int = DEFAULT_MAX_INPUT_SIDE,
 ) -> Candidate:
     """Load a candidate; the keyword arguments fill in (or override) what the file lacks.
 
     ``input_size``, ``resize``, ``interpolation``, ``mean`` and ``std`` override the file's ``input``
     field (a bare state_dict has none: squash to the review set's size with ImageNet statistics).
+    ``max_input_side`` bounds the input's sides (and resize) before anything is allocated for them.
     """
     path = Path(path)
     try:
@@ -222,6 +227,7 @@ def load(
         raise CandidateError(f"duplicate class names {list(names)}", path=path, field="classes")
     spec = _overridden(path, file_input or InputSpec(size=(0, 0)), input_size=input_size, resize=resize,
                        interpolation=interpolation, mean=mean, std=std)
+    check_input_side(path, spec, max_input_side, "--input-size" if input_size else "input.size")
     layer = target_layer or file_layer or default_target_layer(model)
     try:
         find_layer(model, layer)  # an unknown name lists close matches
@@ -234,7 +240,9 @@ def load(
 
 def _torch_load(path: Path, data: bytes, trust_pickle: bool) -> Any:
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the globals a pickle names: our one line says it
+            warnings.simplefilter("ignore")
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # torch wraps every weights-only failure alike; only a refused GLOBAL means real pickled objects.
         # Garbage bytes ("Unsupported operand") are corrupt: never advise --trust-pickle for those.
@@ -276,8 +284,37 @@ def _from_v1(
     layer = obj.get("target_layer")
     if layer is not None and not isinstance(layer, str):
         raise CandidateError("'target_layer' must be a string", path=path, field="target_layer")
-    meta = obj.get("meta") or {}
-    return model, arch, tuple(classes), _input_spec(path, obj.get("input")), layer, meta
+    return model, arch, tuple(classes), _input_spec(path, obj.get("input")), layer, checked_meta(path, obj.get("meta"))
+
+
+def checked_meta(path: str | Path, meta: Any) -> dict[str, Any]:
+    """The checkpoint's ``meta``: a JSON object of plain values (finite numbers, strings, lists, objects).
+
+    Checked at load, so that a NaN, a tensor or a tuple key is bad input naming ``meta.KEY`` here, not a
+    result that cannot be written after the whole evaluation.
+    """
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict):
+        raise CandidateError(f"'meta' must be a JSON object of plain values, not {type(meta).__name__}", path=path,
+                             field="meta")
+    try:
+        check_plain_kwargs(meta, "meta")
+    except CandidateError as exc:
+        raise CandidateError(exc.message, path=path, field=exc.field) from None
+    return dict(meta)
+
+
+def check_input_side(path: str | Path, spec: InputSpec, limit: int, field: str) -> None:
+    """Refuse input sides (or a resize) above ``limit`` before any tensor of that size is made."""
+    height, width = spec.size
+    largest = max(height, width, spec.resize or 0)
+    if largest > limit:
+        per_image = 3 * max(height, spec.resize or 0) * max(width, spec.resize or 0) * 4 / 2**20
+        raise CandidateError(f"input {height}x{width}" + (f" (resize {spec.resize})" if spec.resize else "")
+                             + f" is over the --max-input-side limit of {limit} pixels ({per_image:,.0f} MiB of "
+                             "float32 pixels per image of every batch); raise --max-input-side to gate it",
+                             path=path, field=field)
 
 
 INPUT_KEYS = frozenset({"size", "resize", "interpolation", "mean", "std"})

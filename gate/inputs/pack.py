@@ -28,7 +28,7 @@ import torch
 from gate.errors import CandidateError, UsageError
 from gate.inputs import safetensors_io
 from gate.inputs.archs import default_target_layer
-from gate.inputs.candidate import FORMAT, IMAGENET_MEAN, IMAGENET_STD, Candidate, unwrapped_state
+from gate.inputs.candidate import FORMAT, IMAGENET_MEAN, IMAGENET_STD, Candidate, checked_meta, unwrapped_state
 from gate.inputs.candidate import load as load_candidate
 
 # torchvision's ImageClassification eval transform for its ImageNet weights (e.g. ResNet50_Weights.IMAGENET1K_V1).
@@ -96,6 +96,7 @@ class PackResult:
 
 def pack(request: PackRequest) -> PackResult:
     """Write a candidate file from weights + classes + preprocessing, then prove it loads and fits."""
+    checked_meta("--meta", request.meta)  # what load would refuse is never written
     classes = read_classes(request.classes_file)
     state, notes = read_state_dict(request.weights)
     kwargs = {"num_classes": len(classes), **dict(request.arch_kwargs)}
