@@ -22,10 +22,12 @@ from torch import nn
 
 from gate.engine.layers import find_layer
 from gate.errors import CandidateError
-from gate.inputs import safetensors_io
+from gate.inputs import files, safetensors_io
 from gate.inputs.archs import build_model, check_plain_kwargs, default_target_layer
 from gate.inputs.preprocess import INTERPOLATIONS, Geometry
 
+# The reader's bound for weights (inspect, layers, pack); check and select apply --max-checkpoint-mb first.
+MAX_WEIGHTS_BYTES = 64 * 1024**3
 DEFAULT_MAX_INPUT_SIDE = 4096  # --max-input-side: 3·4096²·4 bytes = 192 MiB per image of one batch's input
 
 FORMAT = "xgate.candidate/v1"
@@ -191,10 +193,7 @@ def load(
     ``max_input_side`` bounds the input's sides (and resize) before anything is allocated for them.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise CandidateError(f"cannot read checkpoint: {exc.strerror or exc}", path=path) from None
+    data = files.read_bytes(path, limit=MAX_WEIGHTS_BYTES, error=CandidateError)  # a FIFO or /dev/zero: refused
     sha = hashlib.sha256(data).hexdigest()
     # safetensors (no pickle) is told apart by its first bytes; anything else is read as a torch file.
     obj = safetensors_io.read_payload(path, data) if safetensors_io.is_safetensors(data) else _torch_load(

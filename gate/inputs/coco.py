@@ -9,7 +9,6 @@ the caller's choice (see :mod:`gate.inputs.importers`, which holds the shared
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from gate.errors import ReviewSetError
-from gate.inputs import images
+from gate.inputs import files, images
 from gate.inputs.importers import Drawn, Entry, ImportResult, inside_folder
 
 
@@ -98,12 +97,7 @@ class _CocoImage:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ReviewSetError(f"unreadable COCO file ({type(exc).__name__})", path=path) from None
-    except ValueError as exc:
-        raise ReviewSetError(f"not JSON ({exc})", path=path) from None
+    data = files.read_json(path, error=ReviewSetError)
     if not isinstance(data, dict):
         raise ReviewSetError("a COCO file is a JSON object with images, annotations and categories", path=path)
     return data

@@ -24,7 +24,6 @@ Annotation coordinates are in the image as displayed (EXIF orientation applied).
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -33,7 +32,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from gate.errors import ReviewSetError
-from gate.inputs import images
+from gate.inputs import files, images
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 MULTI_CLASS = ("skip", "split")
@@ -148,10 +147,9 @@ def voc_masks(values: np.ndarray, index: int | None = None) -> Drawn:
 
 def read_class_list(path: str | Path) -> tuple[str, ...]:
     """Class names in palette order, one per line (index 1 first; a first line 'background' is index 0)."""
-    try:
-        names = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ReviewSetError(f"unreadable class list ({type(exc).__name__})", path=path) from None
+    # A byte-order mark (Notepad, spreadsheets) is stripped: kept, it would shift every palette index by one.
+    text = files.read_text(path, error=ReviewSetError)
+    names = [line.strip() for line in text.splitlines() if line.strip()]
     if names and names[0].lower() in ("background", "__background__", "_background_"):
         names = names[1:]
     if not names or len(names) >= VOID_INDEX or len(set(names)) != len(names):
@@ -240,25 +238,21 @@ _Box = tuple[int, tuple[float, float, float, float]]  # (line, (x0, y0, x1, y1))
 
 def _box_rows(path: Path, images_dir: Path) -> dict[str, dict[str, tuple[int, Path, list[_Box]]]]:
     rows: dict[str, dict[str, tuple[int, Path, list[_Box]]]] = {}
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            missing = [c for c in BOX_COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise ReviewSetError(f"missing columns {missing} (want {','.join(BOX_COLUMNS)})", path=path,
-                                     field=missing[0])
-            for line, row in enumerate(reader, start=2):
-                where = f"{path}:{line}"
-                rel, label = row.get("image") or "", (row.get("label") or "").strip()
-                if not label:
-                    raise ReviewSetError("empty label", path=where, field="label")
-                image = inside_folder(images_dir, rel, Path(where), "image")
-                _, _, found = rows.setdefault(rel, {}).setdefault(label, (line, image, []))
-                box = _box_of(where, row)
-                if box is not None:
-                    found.append((line, box))
-    except OSError as exc:
-        raise ReviewSetError(f"unreadable boxes CSV ({type(exc).__name__})", path=path) from None
+    header, records = files.read_csv(path, error=ReviewSetError)
+    missing = [c for c in BOX_COLUMNS if c not in header]
+    if missing:
+        raise ReviewSetError(f"missing columns {missing} (want {','.join(BOX_COLUMNS)}; the header has {header[:8]})",
+                             path=path, field=missing[0])
+    for line, row in records:
+        where = f"{path}:{line}"
+        rel, label = row.get("image") or "", (row.get("label") or "").strip()
+        if not label:
+            raise ReviewSetError("empty label", path=where, field="label")
+        image = inside_folder(images_dir, rel, Path(where), "image")
+        _, _, found = rows.setdefault(rel, {}).setdefault(label, (line, image, []))
+        box = _box_of(where, row)
+        if box is not None:
+            found.append((line, box))
     return rows
 
 

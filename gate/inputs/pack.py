@@ -26,9 +26,17 @@ from typing import Any
 import torch
 
 from gate.errors import CandidateError, UsageError
-from gate.inputs import safetensors_io
+from gate.inputs import files, safetensors_io
 from gate.inputs.archs import default_target_layer
-from gate.inputs.candidate import FORMAT, IMAGENET_MEAN, IMAGENET_STD, Candidate, checked_meta, unwrapped_state
+from gate.inputs.candidate import (
+    FORMAT,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MAX_WEIGHTS_BYTES,
+    Candidate,
+    checked_meta,
+    unwrapped_state,
+)
 from gate.inputs.candidate import load as load_candidate
 
 # torchvision's ImageClassification eval transform for its ImageNet weights (e.g. ResNet50_Weights.IMAGENET1K_V1).
@@ -136,14 +144,8 @@ def read_classes(path: Path) -> tuple[str, ...]:
 
 
 def _read_text(path: Path, what: str) -> str:
-    try:
-        if path.stat().st_size > MAX_CLASSES_FILE_BYTES:
-            raise CandidateError(f"larger than {MAX_CLASSES_FILE_BYTES} bytes", path=path, field=what)
-        return path.read_text(encoding="utf-8-sig")  # tolerate a BOM from spreadsheet exports
-    except OSError as exc:
-        raise CandidateError(f"cannot read: {exc.strerror or exc}", path=path, field=what) from None
-    except UnicodeDecodeError:
-        raise CandidateError("not UTF-8 text", path=path, field=what) from None
+    # The one reader: a FIFO or device refused at once, a BOM from spreadsheet exports stripped.
+    return files.read_text(path, limit=MAX_CLASSES_FILE_BYTES, error=CandidateError, field=what)
 
 
 def _json_classes(path: Path, text: str) -> list[str]:
@@ -168,10 +170,7 @@ def _json_classes(path: Path, text: str) -> list[str]:
 
 def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], tuple[str, ...]]:
     """Tensors by name from a weights file, never unpickling objects; notes say what was unwrapped."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise CandidateError(f"cannot read weights: {exc.strerror or exc}", path=path, field="weights") from None
+    data = files.read_bytes(path, limit=MAX_WEIGHTS_BYTES, error=CandidateError, field="weights")
     if safetensors_io.is_safetensors(data):
         obj: Any = safetensors_io.read_payload(path, data)
     else:
@@ -274,10 +273,7 @@ def describe(path: Path) -> dict[str, Any]:
         raise CandidateError("a bare state_dict, not a candidate: make one with "
                              "'xgate pack WEIGHTS --arch ARCH --classes FILE --preset imagenet -o cand.pt'",
                              path=path, field=exc.field) from None
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise CandidateError(f"cannot read checkpoint: {exc.strerror or exc}", path=path) from None
+    data = files.read_bytes(path, limit=MAX_WEIGHTS_BYTES, error=CandidateError)
     container = "safetensors" if safetensors_io.is_safetensors(data) else "torch, read with weights_only"
     try:
         default_layer: str | None = default_target_layer(loaded.model)

@@ -16,6 +16,7 @@ from yaml.events import NodeEvent
 from yaml.nodes import MappingNode, Node, SequenceNode
 
 from gate.errors import InputError
+from gate.inputs import files
 
 MAX_BYTES = 256 * 1024  # policies and review.yaml files are a few kilobytes
 MAX_DEPTH = 32
@@ -102,15 +103,8 @@ def loads(data: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
 
 
 def read_bounded(path: Path, max_bytes: int, error: type[InputError]) -> bytes:
-    """The file's bytes, refusing (before reading them all) a file larger than ``max_bytes``."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(max_bytes + 1)
-    except OSError as exc:
-        raise error(f"cannot read the file ({exc.strerror or exc})", path=path) from None
-    if len(data) > max_bytes:
-        raise error(f"file larger than {max_bytes // 1024} KiB, the limit for this file", path=path, field="size")
-    return data
+    """The file's bytes, refusing (before reading them) a FIFO, a device or a file larger than ``max_bytes``."""
+    return files.read_bytes(path, limit=max_bytes, error=error)
 
 
 def load_path(
