@@ -111,7 +111,7 @@ def _list(path: Path, data: dict[str, Any], key: str) -> list[Any]:
 
 
 def _coco_categories(path: Path, data: dict[str, Any]) -> dict[int, str]:
-    categories = {}
+    categories: dict[int, str] = {}
     for index, cat in enumerate(_list(path, data, "categories")):
         where = f"categories[{index}]"
         if not isinstance(cat, dict) or not _is_int(cat.get("id")):
@@ -119,6 +119,9 @@ def _coco_categories(path: Path, data: dict[str, Any]) -> dict[int, str]:
         name = cat.get("name")
         if not isinstance(name, str) or not name.strip():
             raise ReviewSetError("needs a name", path=path, field=f"{where}.name")
+        if int(cat["id"]) in categories:  # kept, the second name would silently relabel the first one's objects
+            raise ReviewSetError(f"category id {cat['id']} listed twice ({categories[int(cat['id'])]!r} and "
+                                 f"{name!r})", path=path, field=f"{where}.id")
         categories[int(cat["id"])] = name
     return categories
 
@@ -149,33 +152,92 @@ def _coco_images(path: Path, data: dict[str, Any], images_dir: Path) -> dict[int
     return found
 
 
+# Annotation coordinates may leave the image a little (COCO polygons do), never by more than this many image
+# sides: pycocotools rasterises in C with int arithmetic, and coordinates of 1e9 crash it (a segfault).
+COORDINATE_MARGIN = 1.0
+
+
 def _check_annotation(path: Path, where: str, ann: dict[str, Any], image: _CocoImage) -> None:
+    """Everything pycocotools will be given, checked first (it does not check, and some inputs crash it)."""
     segm = ann.get("segmentation")
     if isinstance(segm, list) and segm:
         for number, polygon in enumerate(segm):
             if (not isinstance(polygon, list) or len(polygon) < 6 or len(polygon) % 2
                     or not all(_finite(v) for v in polygon)):
-                raise ReviewSetError("a polygon is a list of at least 3 x,y pairs", path=path,
+                raise ReviewSetError("a polygon is a list of at least 3 x,y pairs of finite numbers", path=path,
                                      field=f"{where}.segmentation[{number}]")
+            _check_coordinates(path, f"{where}.segmentation[{number}]", polygon, image)
     elif isinstance(segm, dict):
-        size, counts = segm.get("size"), segm.get("counts")
-        if size != [image.height, image.width]:
-            raise ReviewSetError(f"RLE size {size!r} differs from the image's [{image.height}, {image.width}]",
-                                 path=path, field=f"{where}.segmentation.size")
-        if not (isinstance(counts, str) or (isinstance(counts, list) and all(_is_int(c) and c >= 0 for c in counts))):
-            raise ReviewSetError("RLE counts must be a string or a list of integers >= 0", path=path,
-                                 field=f"{where}.segmentation.counts")
-        if isinstance(counts, list) and sum(counts) != image.height * image.width:
-            raise ReviewSetError(f"RLE counts sum to {sum(counts)}, not {image.height * image.width} pixels",
-                                 path=path, field=f"{where}.segmentation.counts")
+        _check_rle(path, f"{where}.segmentation", segm, image)
     elif segm in (None, []):
         bbox = ann.get("bbox")
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(_finite(v) for v in bbox)
                 and bbox[2] > 0 and bbox[3] > 0):
             raise ReviewSetError("no segmentation and no usable bbox [x, y, width, height]", path=path,
                                  field=f"{where}.bbox")
+        x, y, width, height = bbox
+        _check_coordinates(path, f"{where}.bbox", [x, y, x + width, y + height], image)
     else:
         raise ReviewSetError("must be polygons, an RLE object or empty", path=path, field=f"{where}.segmentation")
+
+
+def _check_coordinates(path: Path, where: str, values: list[Any], image: _CocoImage) -> None:
+    """x, y pairs within COORDINATE_MARGIN image sides of the image."""
+    for index, value in enumerate(values):
+        side = image.width if index % 2 == 0 else image.height
+        low, high = -COORDINATE_MARGIN * side, (1 + COORDINATE_MARGIN) * side
+        if not low <= value <= high:
+            axis = "x" if index % 2 == 0 else "y"
+            raise ReviewSetError(f"{axis} = {value!r} is far outside the {image.width}x{image.height} image "
+                                 f"(allowed {low:g} to {high:g})", path=path, field=where)
+
+
+def _check_rle(path: Path, where: str, segm: dict[str, Any], image: _CocoImage) -> None:
+    size, counts = segm.get("size"), segm.get("counts")
+    if size != [image.height, image.width]:
+        raise ReviewSetError(f"RLE size {size!r} differs from the image's [{image.height}, {image.width}]",
+                             path=path, field=f"{where}.size")
+    pixels = image.height * image.width
+    if isinstance(counts, str):
+        runs = compressed_counts(counts)
+        if runs is None:
+            raise ReviewSetError("RLE counts is not a COCO compressed string", path=path, field=f"{where}.counts")
+    elif isinstance(counts, list) and all(_is_int(c) and c >= 0 for c in counts):
+        runs = counts
+    else:
+        raise ReviewSetError("RLE counts must be a string or a list of integers >= 0", path=path,
+                             field=f"{where}.counts")
+    # Empty counts ("") decode to uninitialised memory in pycocotools: the runs must cover the image exactly.
+    if sum(runs) != pixels:
+        raise ReviewSetError(f"RLE counts sum to {sum(runs)} pixels, not the image's {pixels}", path=path,
+                             field=f"{where}.counts")
+
+
+def compressed_counts(text: str) -> list[int] | None:
+    """The run lengths of a COCO compressed RLE string (pycocotools' rleFrString), None if malformed.
+
+    Each count is 6-bit groups (character - 48), 5 data bits and a continuation bit, the last group's
+    fifth bit the sign; from the third count on, the value is a difference to the count two before.
+    """
+    counts: list[int] = []
+    position = 0
+    while position < len(text):
+        value, shift, more = 0, 0, True
+        while more:
+            if position >= len(text) or not 48 <= ord(text[position]) < 48 + 64:
+                return None
+            group = ord(text[position]) - 48
+            value |= (group & 0x1F) << shift
+            more = bool(group & 0x20)
+            position, shift = position + 1, shift + 5
+            if not more and group & 0x10:
+                value |= -1 << shift
+        if len(counts) > 2:
+            value += counts[-2]
+        if value < 0:
+            return None
+        counts.append(value)
+    return counts
 
 
 def _is_int(value: object) -> bool:

@@ -102,11 +102,13 @@ def _plain(
     source: Path, images_dir: Path, masks_dir: Path, allow_missing_masks: bool, voc: bool,
     voc_classes: Sequence[str] | None,
 ) -> ImportResult:
-    entries, unmasked = [], 0
+    entries, unmasked, dropped = [], 0, []
     for class_dir in sorted(p for p in images_dir.iterdir() if p.is_dir()):
         index = _voc_index(class_dir, voc_classes)
         masks = _files_by_stem(masks_dir / class_dir.name)
-        for image in _image_files(class_dir):
+        found, skipped = _image_files(class_dir)
+        dropped.extend(skipped)
+        for image in found:
             mask = masks.get(image.stem)
             if mask is None and not allow_missing_masks:
                 raise ReviewSetError("no mask for image (--allow-missing-masks pins it without one)",
@@ -126,7 +128,7 @@ def _plain(
     if not entries:
         raise ReviewSetError("no images found under images/<class>/", path=source)
     notes = (f"{unmasked} of {len(entries)} images have no mask (scored for metrics only)",) if unmasked else ()
-    return ImportResult(tuple(entries), notes)
+    return ImportResult(tuple(entries), (*notes, *dropped))
 
 
 def voc_masks(values: np.ndarray, index: int | None = None) -> Drawn:
@@ -176,10 +178,25 @@ def _voc_reader(path: Path, index: int | None) -> Callable[[], Drawn]:
     return draw
 
 
-def _image_files(folder: Path) -> list[Path]:
-    # Hidden files (".x.jpg", macOS "._x.jpg" forks) are not photos of the set.
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+def _image_files(folder: Path) -> tuple[list[Path], list[str]]:
+    """The images of a class folder, and a note for each other entry saying why it is not a sample.
+
+    Hidden files (".x.jpg", macOS "._x.jpg" forks) are not photos of the set and go unmentioned; anything
+    else left out (a .gif, a symlink to nothing, a folder) is named, so no image disappears silently.
+    """
+    found, skipped = [], []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if not path.is_file():
+            why = "a symlink to nothing" if path.is_symlink() and not path.exists() else "not a file"
+        elif path.suffix.lower() not in IMAGE_SUFFIXES:
+            why = f"{path.suffix or 'no suffix'} is not an image format read here ({', '.join(IMAGE_SUFFIXES)})"
+        else:
+            found.append(path)
+            continue
+        skipped.append(f"skipped {path}: {why}")
+    return found, skipped
 
 
 def _files_by_stem(folder: Path) -> dict[str, Path]:
