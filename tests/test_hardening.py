@@ -144,6 +144,7 @@ class Case:
     env: tuple[tuple[str, str], ...] = ()  # environment variables for the run ("ROOT" is the working tree)
     after: Callable[[Workspace], None] | None = None  # more checks once the run is over (an input kept, ...)
     quiet: bool = False  # exit 2: the error line is all of stderr (no warnings before it)
+    out_needles: tuple[str, ...] = ()  # in stdout or stderr, whatever the exit code (a note, a warning)
 
 
 def _pwn_kwargs(ws: Workspace, arch: str) -> dict[str, Any]:
@@ -736,6 +737,193 @@ def _no_folder(ws: Workspace, name: str) -> None:
 CASES = CASES + ROUND_TWO
 
 
+# --- round two: importers and the one reader ---------------------------------------------------------------------
+
+
+def _photos(ws: Workspace) -> Path:
+    """Two 32x32 PNGs, src/photos/a.png and b.png."""
+    from PIL import Image
+
+    folder = ws.root / "src" / "photos"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, shade in (("a.png", 60), ("b.png", 180)):
+        Image.new("RGB", (32, 32), (shade, shade, shade)).save(folder / name)
+    return folder
+
+
+def _coco_doc() -> dict[str, Any]:
+    square = [4, 4, 20, 4, 20, 20, 4, 20]
+    return {"images": [{"id": 1, "file_name": "a.png", "width": 32, "height": 32},
+                       {"id": 2, "file_name": "b.png", "width": 32, "height": 32}],
+            "categories": [{"id": 1, "name": "circle"}, {"id": 2, "name": "cross"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": [square]},
+                            {"id": 2, "image_id": 2, "category_id": 2, "segmentation": [square]}]}
+
+
+def _coco(change: Callable[[dict[str, Any]], Any] | None = None, *, text: str | None = None,
+          fifo: bool = False) -> Callable[[Workspace], list[str]]:
+    def build(ws: Workspace) -> list[str]:
+        photos = _photos(ws)
+        path = ws.root / "src" / "instances.json"
+        if fifo:
+            os.mkfifo(path)
+        else:
+            doc = _coco_doc()
+            if change is not None:
+                change(doc)
+            path.write_text(text if text is not None else json.dumps(doc))
+        return ["review-set", "build", "--coco", str(path), "--images", str(photos), "-o", str(ws.root / "built")]
+    return build
+
+
+def _ann(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def change(doc: dict[str, Any]) -> None:
+        doc["annotations"][0][key] = value
+    return change
+
+
+def _boxes(text: bytes | None, *, fifo: bool = False) -> Callable[[Workspace], list[str]]:
+    def build(ws: Workspace) -> list[str]:
+        photos = _photos(ws)
+        path = ws.root / "src" / "boxes.csv"
+        if fifo:
+            os.mkfifo(path)
+        else:
+            path.write_bytes(text or b"")
+        return ["review-set", "build", "--boxes", str(path), "--images", str(photos), "-o", str(ws.root / "built")]
+    return build
+
+
+BOXES = b"image,label,x0,y0,x1,y1\na.png,circle,4,4,20,20\nb.png,cross,4,4,20,20\n"
+
+
+def _voc(classes: bytes | None, *, extra: Callable[[Path], None] | None = None,
+         fifo: bool = False) -> Callable[[Workspace], list[str]]:
+    # A VOC source: circle (palette index 1) and cross (index 2); --voc-classes names them in that order.
+    def build(ws: Workspace) -> list[str]:
+        import numpy as np
+        from PIL import Image
+
+        source = ws.root / "voc"
+        for index, name in ((1, "circle"), (2, "cross")):
+            (source / "images" / name).mkdir(parents=True)
+            (source / "masks" / name).mkdir(parents=True)
+            Image.new("RGB", (32, 32), (index * 60,) * 3).save(source / "images" / name / "x.png")
+            values = np.zeros((32, 32), dtype=np.uint8)
+            values[4:20, 4:20] = index
+            mask = Image.fromarray(values, mode="P")
+            mask.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [0] * (253 * 3))
+            mask.save(source / "masks" / name / "x.png")
+        if extra is not None:
+            extra(source)
+        argv = ["review-set", "build", str(source), "--voc", "-o", str(ws.root / "built")]
+        if classes is not None or fifo:
+            path = ws.root / "classes.txt"
+            if fifo:
+                os.mkfifo(path)
+            else:
+                path.write_bytes(classes or b"")
+            argv += ["--voc-classes", str(path)]
+        return argv
+    return build
+
+
+def _masks_not_empty(ws: Workspace) -> None:
+    import numpy as np
+    from PIL import Image
+
+    masks = sorted((ws.root / "built" / "masks").rglob("*.png"))
+    assert len(masks) == 2 and all(np.asarray(Image.open(m)).any() for m in masks), "a mask came out empty"
+
+
+def _gif_and_dangling(source: Path) -> None:
+    (source / "images" / "circle" / "y.gif").write_bytes(b"GIF89a")
+    (source / "images" / "circle" / "z.png").symlink_to(source / "nowhere.png")
+
+
+def _fifo_arg(command: str) -> Callable[[Workspace], list[str]]:
+    def build(ws: Workspace) -> list[str]:
+        fifo = ws.root / "fifo.pt"
+        os.mkfifo(fifo)
+        if command == "inspect":
+            return ["inspect", str(fifo)]
+        (ws.root / "classes.txt").write_text("circle\ncross\nsquare\ntriangle\n")
+        weights, classes = (fifo, ws.root / "classes.txt") if command == "pack-weights" else (ws.checkpoint, fifo)
+        return ["pack", str(weights), "--arch", "tiny_cnn", "--classes", str(classes), "--size", "32", "-o",
+                str(ws.root / "packed.pt")]
+    return build
+
+
+def _pack_to(target: str) -> Callable[[Workspace], list[str]]:
+    def build(ws: Workspace) -> list[str]:
+        import torch
+
+        torch.save(ws.payload()["state_dict"], ws.root / "weights.pt")
+        (ws.root / "classes.txt").write_text("circle\ncross\nsquare\ntriangle\n")
+        return ["pack", str(ws.root / "weights.pt"), "--arch", "tiny_cnn", "--arch-kwargs", '{"width": 12}',
+                "--classes", str(ws.root / "classes.txt"), "--size", "32", "-o", target]
+    return build
+
+
+SQUARE_1E12 = [-1e12, -1e12, 1e12, -1e12, 1e12, 1e12, -1e12, 1e12]
+
+IMPORTERS: tuple[Case, ...] = (
+    Case("coco-rle-empty-counts", "importer", "COCO RLE with counts '' (was uninitialised memory)",
+         _coco(_ann("segmentation", {"size": [32, 32], "counts": ""})), 2,
+         ("instances.json", "annotations[0].segmentation.counts"), stale_ok=True),
+    Case("coco-rle-short-string", "importer", "COCO compressed RLE covering fewer pixels than the image",
+         _coco(_ann("segmentation", {"size": [32, 32], "counts": "0c0"})), 2,
+         ("instances.json", "segmentation.counts", "1024"), stale_ok=True),
+    Case("coco-duplicate-category", "importer", "COCO category id 1 listed twice (circle, then cross)",
+         _coco(lambda d: d["categories"].__setitem__(1, {"id": 1, "name": "cross"})), 2,
+         ("instances.json", "categories[1].id", "twice"), stale_ok=True),
+    Case("coco-coordinate-1e9", "importer", "COCO polygon with a coordinate of 1e9 (segfaulted pycocotools)",
+         _coco(_ann("segmentation", [[4, 4, 1e9, 4, 20, 20]])), 2,
+         ("instances.json", "annotations[0].segmentation[0]", "outside"), stale_ok=True),
+    Case("coco-polygon-1e12", "importer", "COCO polygon of +-1e12 covering the image",
+         _coco(_ann("segmentation", [SQUARE_1E12])), 2, ("instances.json", "segmentation[0]", "outside"),
+         stale_ok=True),
+    Case("coco-bbox-1e10", "importer", "COCO box of 1e10 pixels",
+         _coco(lambda d: d["annotations"][0].update(segmentation=[], bbox=[0, 0, 1e10, 1e10])), 2,
+         ("instances.json", "annotations[0].bbox", "outside"), stale_ok=True),
+    Case("coco-nan", "importer", "COCO file with a NaN coordinate",
+         _coco(text=json.dumps(_coco_doc()).replace("[4, 4, 20", "[NaN, 4, 20", 1)), 2,
+         ("instances.json", "NaN"), stale_ok=True),
+    Case("coco-deep", "importer", "COCO file nested 100,000 deep (RecursionError)",
+         _coco(text='{"images": ' + "[" * 100_000 + "]" * 100_000 + "}"), 2, ("instances.json", "nested"),
+         stale_ok=True),
+    Case("coco-fifo", "importer", "--coco naming a FIFO (blocked forever)", _coco(fifo=True), 2,
+         ("instances.json", "regular file", "FIFO"), stale_ok=True),
+    Case("boxes-bom", "importer", "boxes CSV starting with a UTF-8 BOM", _boxes(b"\xef\xbb\xbf" + BOXES), 0,
+         stale_ok=True, after=_masks_not_empty),
+    Case("boxes-not-utf8", "importer", "boxes CSV in Latin-1", _boxes(BOXES.replace(b"circle", b"cercl\xe9")), 2,
+         ("boxes.csv", "UTF-8"), stale_ok=True),
+    Case("boxes-huge-field", "importer", "boxes CSV with a 1 MB field", _boxes(BOXES + b"a.png," + b"x" * 2**20), 2,
+         ("boxes.csv", "field larger"), stale_ok=True),
+    Case("boxes-fifo", "importer", "--boxes naming a FIFO", _boxes(None, fifo=True), 2, ("boxes.csv", "FIFO"),
+         stale_ok=True),
+    Case("voc-classes-bom", "importer", "VOC class list with a UTF-8 BOM (shifted every index)",
+         _voc(b"\xef\xbb\xbfcircle\ncross\n"), 0, stale_ok=True, after=_masks_not_empty),
+    Case("voc-classes-fifo", "importer", "--voc-classes naming a FIFO", _voc(None, fifo=True), 2,
+         ("classes.txt", "FIFO"), stale_ok=True),
+    Case("plain-gif-and-dangling-link", "importer", "a .gif and a dangling symlink among the images",
+         _voc(None, extra=_gif_and_dangling), 0, stale_ok=True,
+         out_needles=("y.gif: .gif is not an image format", "z.png: a symlink to nothing")),
+    Case("inspect-fifo", "importer", "inspect of a FIFO", _fifo_arg("inspect"), 2, ("fifo.pt", "FIFO"),
+         stale_ok=True),
+    Case("inspect-dev-zero", "importer", "inspect /dev/zero (read until MemoryError)",
+         lambda ws: ["inspect", "/dev/zero"], 2, ("/dev/zero", "device"), stale_ok=True),
+    Case("pack-fifo-weights", "importer", "pack with a FIFO as weights", _fifo_arg("pack-weights"), 2,
+         ("fifo.pt", "weights", "FIFO"), stale_ok=True),
+    Case("pack-fifo-classes", "importer", "pack with a FIFO as --classes", _fifo_arg("pack-classes"), 2,
+         ("fifo.pt", "classes", "FIFO"), stale_ok=True),
+    Case("pack-to-proc", "importer", "pack -o /proc/out.pt", _pack_to("/proc/out.pt"), 2, ("/proc", "--output"),
+         stale_ok=True),
+)
+
+CASES = CASES + IMPORTERS
+
+
 # --- running a case ---------------------------------------------------------------------------------------------
 
 
@@ -813,6 +1001,8 @@ def check_outcome(case: Case, ws: Workspace, code: int, out: str, err: str) -> N
         assert all((folder / name).is_file() for name in OUTPUTS)
         verdict = json.loads((folder / "result.json").read_text())["verdict"]
         assert verdict == ("passed" if code == 0 else "failed")
+    for needle in case.out_needles:
+        assert needle in out + err, f"{needle!r} not in the output"
 
 
 def _param(case: Case) -> Any:
@@ -838,7 +1028,7 @@ def test_corpus_case(case: Case, workspace: Workspace, capsys: pytest.CaptureFix
 def test_the_corpus_is_large_and_covers_every_category() -> None:
     assert len(CASES) >= 60
     assert len({c.id for c in CASES}) == len(CASES)
-    assert {c.category for c in CASES} == {"checkpoint", "review_set", "policy", "environment", "cli"}
+    assert {c.category for c in CASES} == {"checkpoint", "review_set", "policy", "environment", "cli", "importer"}
     assert not [c for c in CASES if c.exit_code == 3]  # bad input is never an internal error
 
 

@@ -215,7 +215,8 @@ def _write(path: Path, payload: Mapping[str, Any], *, safetensors: bool) -> None
         if safetensors:
             safetensors_io.save(path, payload)
         else:
-            torch.save(dict(payload), path)
+            with open(path, "wb") as handle:  # torch.save(path) turns an unwritable folder into a RuntimeError
+                torch.save(dict(payload), handle)
     except OSError as exc:
         raise UsageError(f"cannot write the candidate: {exc.strerror or exc}", path=path.parent,
                          field="--output") from None
