@@ -248,15 +248,14 @@ def test_check_prints_where_the_mlflow_run_is(monkeypatch: pytest.MonkeyPatch, c
                                               uri: str, line: str) -> None:
     from types import SimpleNamespace
 
-    import gate.tracking
+    import gate.tracking.delivery
     from gate.cli import gating
     from gate.tracking import TrackingOutcome
     from gate.tracking.plan import TrackingConfig
 
     done = TrackingOutcome(logged=True, run_ids=("r1", "r2"), registered_version=None, outboxed=None, warning=None,
                            experiment_id="3")
-    monkeypatch.setattr(gate.tracking, "log_gate", lambda *args: done)
+    monkeypatch.setattr(gate.tracking.delivery, "deliver_staged", lambda *args: done)
     monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
-    paths = SimpleNamespace(report=Path("r.html"), json=Path("r.json"), junit=Path("j.xml"))
-    gating._track(object(), paths, TrackingConfig(uri=uri), [])
+    gating._track(SimpleNamespace(), TrackingConfig(uri=uri))
     assert capsys.readouterr().out.splitlines() == [f"MLflow: logged 2 run(s) to {uri}", line]

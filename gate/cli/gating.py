@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 import click
 
-from gate.cli.app import cli
+from gate.cli.app import RESULT_WRITTEN, cli
 from gate.cli.options import gate_options
 from gate.cli.progress import color, engine_progress
 from gate.errors import InputError, UsageError
@@ -57,6 +57,7 @@ def _gate(command: str, candidates: Sequence[Path], options: dict[str, Any]) -> 
     from gate.outputs.report import format_summary
     from gate.run import GateRequest, LoadOptions, run_gate, run_gate_sharded
 
+    RESULT_WRITTEN.clear()
     tracking = _tracking_config(options)
     paths = outputs.default_paths(
         options["out_dir"], report=options.get("report"), json=options.get("json_path"), junit=options.get("junit"))
@@ -90,13 +91,23 @@ def _gate(command: str, candidates: Sequence[Path], options: dict[str, Any]) -> 
     try:
         outputs.write_outputs(result, paths)
         unwritten = None
+        RESULT_WRITTEN.append(str(paths.json))
     except InputError as exc:  # the disk filled up since check_paths: still keep the record in MLflow/the outbox
         unwritten = exc
-    click.echo(format_summary(result, None if unwritten else paths, color=color()), color=color())
-    if unwritten is None:
-        _github(result, paths)
-    if tracking is not None:
-        _track(result, paths, tracking, candidates)
+    # Staged before anything is printed: a signal at any moment from here on keeps the MLflow record.
+    staged = _stage(result, paths, tracking, candidates) if tracking is not None else None
+    try:
+        click.echo(format_summary(result, None if unwritten else paths, color=color()), color=color())
+        if unwritten is None:
+            _github(result, paths)
+        if staged is not None:
+            _track(staged, tracking)
+    except BaseException:
+        if staged is not None:
+            from gate.tracking.delivery import keep_staged
+
+            keep_staged(staged, "interrupted before the upload")
+        raise
     if unwritten is not None:
         raise unwritten
     sys.exit(0 if result.passed else 1)
@@ -151,11 +162,17 @@ def _github(result: Any, paths: Any) -> None:
         click.echo(line)
 
 
-def _track(result: Any, paths: Any, tracking: Any, candidates: Sequence[Path]) -> None:
-    from gate.tracking import log_gate
+def _stage(result: Any, paths: Any, tracking: Any, candidates: Sequence[Path]) -> Any:
+    from gate.tracking.delivery import stage_gate
 
     files = {Path(p).name: Path(p) for p in candidates}
-    outcome = log_gate(result, {"report": paths.report, "json": paths.json, "junit": paths.junit}, tracking, files)
+    return stage_gate(result, {"report": paths.report, "json": paths.json, "junit": paths.junit}, tracking, files)
+
+
+def _track(staged: Any, tracking: Any) -> None:
+    from gate.tracking.delivery import deliver_staged
+
+    outcome = deliver_staged(staged)
     if outcome.warning:
         click.echo(f"xgate: warning: {outcome.warning}", err=True)
     elif outcome.logged:

@@ -64,22 +64,57 @@ def log_gate(
     ``candidate_files`` maps a candidate name to its checkpoint (logged when it is registered).
     Raises TrackingError only when ``config.require`` is set.
     """
+    return deliver_staged(stage_gate(result, outputs, config, candidate_files))
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A gate call staged in the outbox (hidden), ready to upload; ``folder`` None when staging failed."""
+
+    plan: EntryPlan
+    folder: Path | None
+    config: TrackingConfig
+    error: str = ""
+
+
+def stage_gate(
+    result: GateResult, outputs: Mapping[str, Path], config: TrackingConfig, candidate_files: Mapping[str, Path]
+) -> Staged:
+    """Stage the record of a gate call inside the outbox (hidden from sync), before anything can interrupt it.
+
+    The CLI calls this before it prints the verdict's lines: from then on an interrupt keeps the record
+    (:func:`keep_staged`), and :func:`deliver_staged` uploads it.
+    """
     plan = plan_entry(result, config)
-    # Staged inside the outbox (hidden) BEFORE any upload: an interrupt or a crash mid-upload keeps the record.
     staging = staging_folder(config.outbox, plan.entry_id)
     try:
-        try:
-            stage_entry(staging, plan, result, outputs, candidate_files)
-        except Exception as exc:  # a result we cannot stage must not cost the verdict
-            discard_staged(staging, config.outbox)
-            return _failed(config, f"could not prepare the MLflow run ({reason(exc)})", None)
-        return _deliver(staging, plan, config)
-    except BaseException:  # Ctrl-C or SIGTERM during the upload: hand the staged record to the outbox
-        if staging.is_dir():
-            with contextlib.suppress(Exception):
-                write_manifest(staging, replace(plan, error="interrupted during the upload"))
-                move_to_outbox(staging, plan.entry_id, config.outbox)
+        stage_entry(staging, plan, result, outputs, candidate_files)
+    except Exception as exc:  # a result we cannot stage must not cost the verdict
+        discard_staged(staging, config.outbox)
+        return Staged(plan, None, config, f"could not prepare the MLflow run ({reason(exc)})")
+    except BaseException:  # interrupted while staging: what was staged goes to the outbox
+        keep_staged(Staged(plan, staging, config), "interrupted while staging")
         raise
+    return Staged(plan, staging, config)
+
+
+def deliver_staged(staged: Staged) -> TrackingOutcome:
+    """Upload a staged gate call (or move it to the outbox on failure or interrupt)."""
+    if staged.folder is None:
+        return _failed(staged.config, staged.error, None)
+    try:
+        return _deliver(staged.folder, staged.plan, staged.config)
+    except BaseException:  # Ctrl-C or SIGTERM during the upload: hand the staged record to the outbox
+        keep_staged(staged, "interrupted during the upload")
+        raise
+
+
+def keep_staged(staged: Staged, why: str) -> None:
+    """Move a staged record that was not delivered to the outbox for ``xgate sync`` (nothing if already gone)."""
+    if staged.folder is not None and staged.folder.is_dir():
+        with contextlib.suppress(Exception):
+            write_manifest(staged.folder, replace(staged.plan, error=why))
+            move_to_outbox(staged.folder, staged.plan.entry_id, staged.config.outbox)
 
 
 def sync(config: TrackingConfig) -> int:
