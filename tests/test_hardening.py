@@ -12,6 +12,7 @@ equal (regenerate with ``python tests/test_hardening.py > /tmp/table.md``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -19,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -1112,6 +1114,53 @@ def test_a_signal_mid_evaluation_exits_cleanly_and_leaves_no_result(
     assert err.strip().splitlines()[-1].startswith(f"xgate: interrupted ({name})")
     assert not any((workspace.root / "out" / n).exists() for n in OUTPUTS)  # the earlier "passed" is gone too
     assert not list(workspace.root.rglob(".*.tmp"))
+
+
+def _gate_process(workspace: Workspace, *extra: str) -> subprocess.Popen[str]:
+    argv = [sys.executable, "-m", "gate", *[a for a in workspace.check(None, *extra) if a != "--no-mlflow"]]
+    env = {"PATH": "/usr/bin:/bin", "CI": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO),
+           "HOME": str(workspace.root)}
+    # A background job's children inherit SIGINT ignored: give the gate the default disposition.
+    return subprocess.Popen(argv, cwd=workspace.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def _kept_records(root: Path) -> int:
+    """Outbox entries plus finished MLflow runs in root/mlflow.db."""
+    import sqlite3
+
+    outbox = root / ".xgate" / "outbox"
+    entries = [p for p in outbox.iterdir() if not p.name.startswith(".")] if outbox.is_dir() else []
+    runs = 0
+    if (root / "mlflow.db").is_file():
+        with contextlib.closing(sqlite3.connect(root / "mlflow.db")) as db:
+            runs = db.execute("SELECT count(*) FROM runs WHERE status = 'FINISHED'").fetchone()[0]
+    return len(entries) + runs
+
+
+AFTER_LINES = [("report:", 0.0, signal.SIGINT), ("json:", 0.1, signal.SIGTERM), ("junit:", 0.5, signal.SIGINT)]
+
+
+@pytest.mark.parametrize(("prefix", "delay", "signum"), AFTER_LINES, ids=["report-0", "json-0.1", "junit-0.5"])
+def test_a_signal_after_the_verdict_keeps_the_mlflow_record(workspace: Workspace, prefix: str, delay: float,
+                                                            signum: int) -> None:
+    # The record is staged before the first output line: a signal at any moment after it keeps the record
+    # (in the outbox, or uploaded), and the message says the result was written.
+    proc = _gate_process(workspace, "--tracking-uri", f"sqlite:///{workspace.root / 'mlflow.db'}")
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith(prefix):
+            time.sleep(delay)
+            proc.send_signal(signum)
+            break
+    out, err = proc.communicate(timeout=300)
+    assert seen and seen[-1].startswith(prefix), "".join(seen) + out + err
+    assert proc.returncode in (0, 130, 143), err  # 0: the signal came after the gate had finished
+    assert "Traceback" not in err and "no new result was written" not in err, err
+    assert (workspace.root / "out" / "result.json").is_file()
+    assert _kept_records(workspace.root) >= 1, err
 
 
 def test_an_internal_error_exits_3_with_one_line(workspace: Workspace, monkeypatch: pytest.MonkeyPatch,
