@@ -19,7 +19,7 @@ from gate.inputs import candidate, safe_import
 from gate.inputs.archs import tiny_cnn
 from gate.inputs.candidate import Candidate, InputSpec
 from gate.inputs.review_set import ReviewSet
-from tests.conftest import pinned_policy
+from tests.conftest import REPO, pinned_policy
 
 CLASSES = ("circle", "square", "triangle")
 KWARGS = {"num_classes": 3, "width": 4}
@@ -309,7 +309,7 @@ def test_import_path_arch_round_trip(tmp_path: Path, user_arch: str, batch: torc
 
 def _xgate(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gate", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env={"PATH": "/usr/bin:/bin", "CI": "true"})
+                          timeout=300, env={"PATH": "/usr/bin:/bin", "CI": "true", "PYTHONPATH": str(REPO)})
 
 
 def _six_outputs(tmp_path: Path, names: tuple[str, ...]) -> Path:

@@ -20,7 +20,7 @@ from tests.conftest import REPO, SHIPPED_SET, STRICT, pinned_policy, save_tiny
 def xgate(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """Run the CLI in a subprocess, as a user would."""
     return subprocess.run([sys.executable, "-m", "gate", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env={"PATH": "/usr/bin:/bin", "CI": "true"})
+                          timeout=300, env={"PATH": "/usr/bin:/bin", "CI": "true", "PYTHONPATH": str(REPO)})
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:

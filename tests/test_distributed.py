@@ -12,7 +12,7 @@ import pytest
 
 from gate.engine.distributed import Shard, transpose
 from gate.inputs.review_set import ReviewSet
-from tests.conftest import pinned_policy, save_tiny, train_tiny
+from tests.conftest import REPO, pinned_policy, save_tiny, train_tiny
 
 
 @pytest.mark.parametrize(("size", "world"), [(10, 3), (48, 2), (2, 4), (0, 2)])
@@ -30,7 +30,8 @@ def test_only_rank_0_is_main_and_transpose() -> None:
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300,
-                          env={"PATH": "/usr/bin:/bin", "CI": "true", "OMP_NUM_THREADS": "1"})
+                          env={"PATH": "/usr/bin:/bin", "CI": "true", "OMP_NUM_THREADS": "1",
+                               "PYTHONPATH": str(REPO)})
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_same_runs
+from conftest import REPO, assert_same_runs
 
 from gate.engine import core as engine
 from gate.errors import GateError, UsageError
@@ -218,7 +218,7 @@ def test_the_cli_reads_its_frame_cache_and_says_so(tmp_path: Path, small_set: Re
     policy = pinned_policy(tmp_path, small_set, [{"score": "accuracy", "min": 0.0}], probes=("background",))
     results = []
     for run, flag in enumerate((["--frame-cache", "frames"], [])):  # the option, then XGATE_FRAME_CACHE
-        env = {"PATH": "/usr/bin:/bin", "CI": "true"}
+        env = {"PATH": "/usr/bin:/bin", "CI": "true", "PYTHONPATH": str(REPO)}
         if not flag:
             env["XGATE_FRAME_CACHE"] = str(tmp_path / "frames")
         done = subprocess.run([sys.executable, "-m", "gate", "check", str(untrained_checkpoint), "--policy",

@@ -1232,3 +1232,150 @@ def test_reliability_doc_lists_the_corpus() -> None:
 
 if __name__ == "__main__":
     print(corpus_table())
+
+
+# --- the faults the suite let through (issue 21, item 9): each test kills one, and scripts/mutate.py runs it -----
+
+
+def test_strict_yaml_compares_keys_after_resolution() -> None:
+    # `1` and `0x1` are the same integer, `true` and `yes` the same boolean (YAML 1.1): duplicates, not two keys.
+    from gate.inputs.strict_yaml import StrictYamlError, loads
+
+    for text in (b"{1: a, 0x1: b}", b"{true: a, yes: b}"):
+        with pytest.raises(StrictYamlError, match="duplicate key"):
+            loads(text)
+    assert loads(b"{1: a, '1': b}") == {1: "a", "1": "b"}  # an int and a string are two keys
+
+
+def _cache_entry(root: Path, geometry: Any, masks: Any) -> None:
+    """Write and commit a frame-cache entry of len(masks) samples framed in ``geometry``."""
+    import numpy as np
+    import torch
+
+    from gate.inputs import frame_cache
+
+    count, (height, width) = len(masks), geometry.size
+    writer = frame_cache.start_writer(root, "sha256:" + "a" * 64, geometry, count)
+    pixels = torch.arange(count * 3 * height * width, dtype=torch.int64).remainder(251).to(torch.uint8)
+    writer.write(np.arange(count), pixels.reshape(count, 3, height, width), masks, ~masks)
+    assert writer.commit()
+
+
+def test_the_frame_cache_reads_back_masks_of_odd_sizes(tmp_path: Path) -> None:
+    # 33x33 masks are 1089 bits: rows rounded down to whole bytes would lose a bit and never read back.
+    import torch
+
+    from gate.inputs import frame_cache
+    from gate.inputs.preprocess import Geometry
+
+    geometry = Geometry(size=(33, 33))
+    masks = torch.rand(3, 33, 33, generator=torch.Generator().manual_seed(0)) > 0.5
+    _cache_entry(tmp_path, geometry, masks)
+    store = frame_cache.open_store(tmp_path, "sha256:" + "a" * 64, geometry, 3)
+    assert store is not None, "the entry written was not read back"
+    try:
+        _, read, void = store.frame(torch.arange(3).numpy())
+    finally:
+        store.close()
+    assert torch.equal(read, masks) and torch.equal(void, ~masks)
+
+
+def test_the_frame_cache_key_holds_the_resize(tmp_path: Path) -> None:
+    # A resize+crop model must never read the frames of a squash model of the same size.
+    import torch
+
+    from gate.inputs import frame_cache
+    from gate.inputs.preprocess import Geometry
+
+    _cache_entry(tmp_path, Geometry(size=(16, 16)), torch.zeros(2, 16, 16, dtype=torch.bool))
+    assert frame_cache.open_store(tmp_path, "sha256:" + "a" * 64, Geometry(size=(16, 16), resize=20), 2) is None
+    squash = frame_cache.open_store(tmp_path, "sha256:" + "a" * 64, Geometry(size=(16, 16)), 2)
+    assert squash is not None
+    squash.close()
+
+
+def _records(labels: list[int], correct: list[bool], classes: tuple[str, ...]) -> Any:
+    import numpy as np
+
+    from gate.records import Records
+
+    n, k = len(labels), len(classes)
+    truth = np.asarray(labels, dtype=np.int64)
+    preds = np.where(correct, truth, (truth + 1) % k)
+    probs = np.full((n, k), 0.1 / max(k - 1, 1), dtype=np.float32)
+    probs[np.arange(n), preds] = 0.9 - np.arange(n) * (0.4 / max(n, 1))  # confidence falls with the index
+    nan = np.full(n, np.nan)
+    return Records(classes=classes, ids=tuple(f"s{i}" for i in range(n)), labels=truth, probs=probs, energy=nan,
+                   mask_area=np.full(n, 0.25), pointing_hit=nan, rank_accuracy=nan)
+
+
+def test_min_samples_is_at_least_not_more_than() -> None:
+    from gate.decide.policy import MinSamples, _sample_size_rules
+
+    records = _records([i % 2 for i in range(300)], [True] * 300, ("a", "b"))
+    (rule,) = _sample_size_rules(MinSamples(overall=300), records)
+    assert rule.passed and rule.value == 300.0  # 300 samples meet "at least 300"
+    (rule,) = _sample_size_rules(MinSamples(overall=301), records)
+    assert not rule.passed and rule.note == "failed: review set too small"
+
+
+def test_min_samples_per_class_sees_an_empty_last_class() -> None:
+    from gate.decide.policy import MinSamples, _sample_size_rules
+
+    records = _records([0, 1, 2] * 4, [True] * 12, ("a", "b", "c", "d"))  # no sample of "d"
+    (rule,) = _sample_size_rules(MinSamples(per_class=1), records)
+    assert not rule.passed and rule.value == 0.0 and "'d'" in rule.message
+
+
+def test_too_small_is_decided_at_exactly_the_needed_count() -> None:
+    # One-sided 95%: z² = 1.6449² = 2.7055; a floor of 0.9 needs n/(n + z²) >= 0.9, n >= 24.35: 25 samples.
+    from gate.decide.intervals import Bounds, decidability, needed_trials
+    from gate.decide.stats import wilson_interval
+
+    assert needed_trials(">=", 0.9, 0.95) == 25
+    interval = wilson_interval(25, 25, 0.95)
+    assert interval.low == pytest.approx(25 / (25 + 1.6448536269514722 ** 2), abs=1e-9)
+    assert decidability(">=", 0.9, Bounds(interval, "wilson", trials=25)) == (True, "")
+    decided, note = decidability(">=", 0.9, Bounds(wilson_interval(24, 24, 0.95), "wilson", trials=24))
+    assert not decided and "too small" in note
+
+
+def test_selective_accuracy_rounds_the_kept_count() -> None:
+    # 60% of 6 samples is 3.6: 4 kept (3 right of 4: 0.75), not 3 (1.0).
+    import numpy as np
+
+    from gate.decide.intervals import _selective_accuracy
+    from gate.metrics.classification import selective_accuracy
+
+    records = _records([0, 1, 0, 1, 0, 1], [True, True, True, False, False, False], ("a", "b"))
+    assert selective_accuracy(0.6)(records) == 0.75
+    correct = np.array([1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
+    assert _selective_accuracy(correct, 0.6, np.ones((1, 6)))[0] == 0.75
+
+
+# A model from the tree with a fifth output the review set does not have ("other"): a flat corner (the
+# only-FG variant's grey fill) says "circle", anything else says "other".
+FLAT_SAYS_CIRCLE = ("out = self.fc(h) * 0\n        flat = (x[:, :, :4, :4].flatten(1).std(1) < 1e-6).float()[:, None]\n"
+                    "        return out + 5 * flat * torch.eye(5)[0] + 5 * (1 - flat) * torch.eye(5)[4]")
+
+
+def test_probe_variants_take_the_argmax_over_every_output_and_are_not_swapped(
+        workspace: Workspace, capsys: pytest.CaptureFixture[str]) -> None:
+    # With the argmax over the review set's classes only, "other" could never win and the scene alone
+    # would say "circle"; with only_fg and only_bg swapped, the two accuracies trade places.
+    argv = _fault_model(FLAT_SAYS_CIRCLE, outputs=5, probes="background")(workspace)
+    workspace.v1("fault.pt", **{k: v for k, v in _fault_payload(workspace).items()})
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    scores = json.loads((workspace.root / "out" / "result.json").read_text())["candidates"][0]["scores"]
+    assert scores["accuracy"] == 0.0  # the originals say "other", never a review-set class
+    assert scores["background.only_bg_accuracy"] == 0.0
+    assert scores["background.only_fg_accuracy"] == pytest.approx(0.25, abs=0.1)  # the circles
+
+
+def _fault_payload(ws: Workspace) -> dict[str, Any]:
+    import torch
+
+    payload = dict(torch.load(ws.root / "fault.pt", weights_only=True))
+    return {"classes": ["circle", "cross", "square", "triangle", "other"], "state_dict": payload["state_dict"],
+            "arch": payload["arch"], "arch_kwargs": payload["arch_kwargs"], "target_layer": "conv"}

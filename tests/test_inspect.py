@@ -14,6 +14,7 @@ import torch
 from gate.cli import _run
 from gate.inputs import candidate, safetensors_io
 from gate.inputs.archs import tiny_cnn
+from tests.conftest import REPO
 
 
 def xgate(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -77,7 +78,8 @@ def test_a_corrupt_candidate_exits_2_in_one_line(tmp_path: Path) -> None:
     path = tmp_path / "broken.pt"
     path.write_bytes(b"PK\x03\x04 not really a zip")
     result = subprocess.run([sys.executable, "-m", "gate", "inspect", str(path)], capture_output=True, text=True,
-                            timeout=120, cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "CI": "true"})
+                            timeout=120, cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "CI": "true",
+                                                                   "PYTHONPATH": str(REPO)})
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"xgate: error: {path}: corrupt or unreadable checkpoint")

@@ -20,7 +20,7 @@ from gate.engine import core as engine
 from gate.inputs.candidate import Candidate, InputSpec
 from gate.inputs.preprocess import Geometry, image_to_frame, mask_to_frame
 from gate.inputs.review_set import ReviewSet, open_review_set, write_sums
-from tests.conftest import pinned_policy
+from tests.conftest import REPO, pinned_policy
 
 CLASSES = ("cat", "dog", "fox")
 # (height, width, file type): several sizes and aspect ratios, PNG and JPEG.
@@ -153,7 +153,7 @@ def _check(tmp_path: Path, candidate_file: Path, policy: Path, *extra: str) -> d
     out = tmp_path / candidate_file.stem
     result = subprocess.run([sys.executable, "-m", "gate", "check", str(candidate_file), "--policy", str(policy),
                              "--no-mlflow", "--out", str(out), *extra], capture_output=True, text=True, timeout=300,
-                            env={"PATH": "/usr/bin:/bin", "CI": "true"})
+                            env={"PATH": "/usr/bin:/bin", "CI": "true", "PYTHONPATH": str(REPO)})
     assert result.returncode in (0, 1), result.stderr
     scores: dict[str, float] = json.loads((out / "result.json").read_text())["candidates"][0]["scores"]
     return scores
