@@ -25,6 +25,7 @@ Annotation coordinates are in the image as displayed (EXIF orientation applied).
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
@@ -152,6 +153,9 @@ def read_class_list(path: str | Path) -> tuple[str, ...]:
     # A byte-order mark (Notepad, spreadsheets) is stripped: kept, it would shift every palette index by one.
     text = files.read_text(path, error=ReviewSetError)
     names = [line.strip() for line in text.splitlines() if line.strip()]
+    hidden = next((name for name in names if any(unicodedata.category(c) in ("Cc", "Cf") for c in name)), None)
+    if hidden is not None:  # a second BOM, a zero-width space: a name that looks right and matches no folder
+        raise ReviewSetError(f"class name {hidden!r} holds an invisible character", path=path)
     if names and names[0].lower() in ("background", "__background__", "_background_"):
         names = names[1:]
     if not names or len(names) >= VOID_INDEX or len(set(names)) != len(names):
