@@ -1163,6 +1163,19 @@ def test_a_signal_after_the_verdict_keeps_the_mlflow_record(workspace: Workspace
     assert _kept_records(workspace.root) >= 1, err
 
 
+@pytest.mark.skipif(not os.access(Path(sys.executable).parent / "xgate", os.X_OK), reason="xgate not installed")
+def test_a_working_tree_arch_works_from_the_console_script(workspace: Workspace) -> None:
+    # The `xgate` console script has its own folder on sys.path, not the current one (python -m gate has it):
+    # a factory in the working tree must import all the same, as documented.
+    name = workspace.module(GOOD_FACTORY)
+    cand = workspace.v1("mod.pt", arch=f"{name}:make", arch_kwargs={"num_classes": 4})
+    done = subprocess.run([str(Path(sys.executable).parent / "xgate"), "inspect", str(cand)], cwd=workspace.root,
+                          capture_output=True, text=True, timeout=300,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert f"arch:         {name}:make" in done.stdout
+
+
 def test_an_internal_error_exits_3_with_one_line(workspace: Workspace, monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     from gate.engine import core as engine
