@@ -63,24 +63,27 @@ def demo_rows() -> list[HistoryRow]:
 # --- console table ----------------------------------------------------------------------------------
 
 
-def test_history_table_fits_120_columns_with_policy_experiment_run_and_select() -> None:
+def test_history_table_fits_120_columns_with_policy_experiment_run_commit_and_select() -> None:
     rows = [replace(r, run_id=r.run_id + "0123456789abcdef", experiment="xgate/a-very-long-review-set-name-v12/"
-                    + r.policy, candidate=r.candidate.replace(".pt", "-with-a-long-lineage-name.pt"))
+                    + r.policy, candidate=r.candidate.replace(".pt", "-with-a-long-lineage-name.pt"), commit="1a2b3c4")
             for r in demo_rows()]
     lines = format_history(rows).splitlines()
     assert max(len(line) for line in lines) <= 120
-    assert lines[0].split()[:8] == ["started", "(UTC)", "kind", "run", "experiment", "policy", "candidate", "verdict"]
+    assert lines[0].split()[:9] == ["started", "(UTC)", "kind", "run", "commit", "experiment", "policy", "candidate",
+                                    "verdict"] or lines[0].split()[5].endswith("…")
     select, newest = lines[1].split(), lines[2].split()
-    assert select[:4] == ["2026-01-01", "09:00", "select", "sel01234"]
-    assert newest[2:4] == ["candidate", "b4012345"]  # run ids cut to 8 characters
-    assert newest[4].startswith("xgate/a-very") and newest[4].endswith("…") and newest[5] == "lenient"
+    assert select[:5] == ["2026-01-01", "09:00", "select", "sel01234", "1a2b3c4"]
+    assert newest[2:5] == ["candidate", "b4012345", "1a2b3c4"]  # run ids cut to 8 characters
+    assert newest[5].startswith("xgate/") and newest[5].endswith("…") and newest[6] == "lenient"
+    assert newest[7].startswith("cheater-with") and newest[7].endswith("…")  # the lineage's start is kept
     assert " ".join(newest[-7:]) == "failed 0.700 2.700 - 1 of 12"
 
 
 def test_history_table_short_rows_are_not_cut() -> None:
-    lines = format_history(demo_rows()[-1:]).splitlines()
-    assert lines[1].split() == ["2026-01-01", "01:00", "candidate", "a1", "xgate/shapes-v1/strict", "strict",
-                                "cutmix.pt", "failed", "0.880", "2.880", "-", "1", "of", "12"]
+    lines = format_history([replace(demo_rows()[-1], commit="1a2b3c4", experiment="xgate/s1/strict")]).splitlines()
+    assert lines[1].split() == ["2026-01-01", "01:00", "candidate", "a1", "1a2b3c4", "xgate/s1/strict",
+                                "strict", "cutmix.pt", "failed", "0.880", "2.880", "-", "1", "of", "12"]
+    assert format_history(demo_rows()[-1:]).splitlines()[1].split()[4] == "-"  # a run without a commit
     assert format_history([]) == "no gate runs found"
 
 
@@ -114,7 +117,9 @@ def test_history_page_draws_one_trend_line_per_candidate_per_policy_with_thresho
     assert "strict: >= 0.9" in caption and "lenient: >= 0.75" in caption
     assert not figures["alignment.lift"].select("svg g[id^=t1-threshold]")  # no policy gates lift here
     # Threshold labels are drawn as text in the SVG, readable by a person and by this test.
-    assert {"strict >= 0.9", "lenient >= 0.75"} <= {t.get_text(strip=True) for t in accuracy.select("svg text")}
+    texts = {t.get_text(strip=True) for t in accuracy.select("svg text")}
+    assert {"strict: >= 0.9", "lenient: >= 0.75"} <= texts
+    assert {"01-01 01:00", "01-01 08:00"} <= texts  # runs without a commit are named by their date
 
     ids = [tag["id"] for tag in soup.find_all(id=True)]
     assert len(ids) == len(set(ids))  # several inline SVGs, no id twice
@@ -124,8 +129,8 @@ def test_history_page_draws_one_trend_line_per_candidate_per_policy_with_thresho
     runs = soup.select("table.runs tbody tr")
     assert [r["data-kind"] for r in runs] == ["select", *["candidate"] * 8]
     first = [td.get_text(" ", strip=True) for td in runs[1].find_all("td")]
-    assert first[:9] == ["8", "2026-01-01 08:00", "candidate", "b4", "xgate/shapes-v1/lenient", "lenient",
-                         "cheater.pt", "", "failed"]
+    assert first[:10] == ["8", "2026-01-01 08:00", "–", "candidate", "b4", "xgate/shapes-v1/lenient", "lenient",
+                          "cheater.pt", "", "failed"]
     assert runs[0].find("td").get_text(strip=True) == ""  # a select parent is not on the trend plots
     assert first[-2] == "1 of 12 rules failed accuracy >= 0.75"
     headers = [th["data-run-id"] for th in soup.select("table.maps thead th[data-run-id]")]
@@ -133,6 +138,7 @@ def test_history_page_draws_one_trend_line_per_candidate_per_policy_with_thresho
     maps = {r["data-sample-id"]: r for r in soup.select("table.maps tbody tr")}
     assert len(maps["s0"].find_all("img")) == 8
     assert len(maps["s_3"].find_all("img")) == 1
+    assert all(img["src"].startswith("data:image/jpeg;base64,") for img in soup.select("table.maps img"))
 
 
 def test_scores_outside_the_key_ones_get_a_trend_when_a_policy_gates_them() -> None:
