@@ -3,6 +3,7 @@ policies' thresholds, the fixed samples' maps across versions), and what a real 
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import urllib.request
@@ -11,12 +12,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from bs4 import BeautifulSoup
 from test_tracking import MlflowServer, server  # noqa: F401 - the server fixture
 from tracking_fixtures import candidate, gate_result, kept_sample, make_records, write_outputs
 
-from gate.outputs.report.history import render_history
+from gate.outputs.report.history import jpeg_thumbnail, lineages_of, render_history, spread, tick_label, trend_figure
 from gate.result import CandidateResult, GateResult, PolicyInfo, RuleResult
 from gate.tracking import (
     fetch_maps,
@@ -28,7 +30,7 @@ from gate.tracking import (
 from gate.tracking.outbox import map_png
 from gate.tracking.plan import TrackingConfig, plan_entry, read_thresholds, run_url, threshold_params, where_to_see
 from gate.tracking.reading import _history_row, _shared_map_ids
-from gate.tracking.rows import HistoryRow, format_history, rule_count
+from gate.tracking.rows import KEY_SCORES, MAP_RUNS, HistoryRow, format_history, map_rows, rule_count
 
 THRESHOLDS = {"strict": 0.9, "lenient": 0.75}
 
@@ -327,3 +329,100 @@ def test_server_has_the_new_metrics_params_and_tags(tmp_path: Path, monkeypatch:
         assert response.status == 200
     assert json.loads(Path(MlflowClient(server.url).download_artifacts(
         run.info.run_id, "result.json", str(tmp_path / "dl"))).read_text())["command"] == "check"
+
+
+# --- history by commit: the x-axis, labels that never overprint, a page that stays small -------------------
+
+
+def test_spread_moves_close_labels_apart_as_little_as_possible() -> None:
+    assert spread([0.3, 0.7], 0.1) == [0.3, 0.7]  # far apart: unmoved
+    assert spread([0.5, 0.5, 0.52], 0.1) == pytest.approx([0.5, 0.6, 0.7])
+    assert spread([0.52, 0.5], 0.1) == pytest.approx([0.6, 0.5])  # order of the input is kept
+    assert spread([0.9, 0.95], 0.1, top=0.92) == pytest.approx([0.82, 0.92])  # the highest stays inside
+    assert spread([], 0.1) == []
+
+
+def test_threshold_labels_of_close_policies_do_not_overlap() -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    lines = {"strict": 0.9, "release": 0.9, "lenient": 0.89, "loose": 0.5}
+    rows = [replace(row(f"r{n}", n, "m.pt", "strict", 0.85 + 0.01 * n, thresholds={"accuracy": ((">=", value),)}),
+                    policy=policy) for n, (policy, value) in enumerate(lines.items())]
+    rows += [replace(r, run_id=r.run_id + "b", start_time=r.start_time.replace(day=2)) for r in rows]
+    figure, _, labels = trend_figure(0, "accuracy", rows, lineages_of(rows))
+    FigureCanvasAgg(figure)
+    figure.draw_without_rendering()
+    texts = [t for t in figure.axes[0].texts if (t.get_gid() or "").startswith("t0-label")]
+    assert sorted(t.get_text() for t in texts) == sorted(labels) == sorted(
+        ["strict: >= 0.9", "release: >= 0.9", "lenient: >= 0.89", "loose: >= 0.5"])
+    boxes = [t.get_window_extent() for t in texts]
+    overlapping = [(a.get_text(), b.get_text()) for i, a in enumerate(texts) for j, b in enumerate(texts)
+                   if i < j and boxes[i].overlaps(boxes[j])]
+    assert overlapping == []
+    axes_box = figure.axes[0].get_window_extent()
+    assert all(axes_box.y0 <= box.y0 and box.y1 <= axes_box.y1 + 1 for box in boxes)  # inside the plot
+
+
+def test_the_x_axis_names_runs_by_commit_else_date_and_thins_its_labels() -> None:
+    rows = [row(f"r{n}", n % 24, "m.pt", "strict", 0.9, commit=f"{n:07x}" if n % 2 else "",
+                start_time=datetime(2026, 1, 1 + n // 24, n % 24, tzinfo=UTC)) for n in range(30)]
+    figure, _, _ = trend_figure(0, "accuracy", rows, lineages_of(rows))
+    axes = figure.axes[0]
+    ticks = [t.get_text() for t in axes.get_xticklabels()]
+    assert list(axes.get_xticks()) == [1, 4, 7, 10, 13, 16, 19, 22, 25, 28]  # at most MAX_TICKS labels
+    assert ticks[:3] == ["01-01 00:00", "0000003", "01-01 06:00"]
+    assert tick_label(rows[1]) == "0000001" and axes.get_xlabel().startswith("commit")
+
+
+def realistic_map(n: int, sample: int) -> bytes:
+    """A map panel as the engine stores it, from a shipped review-set image (64 px), its map moving per run."""
+    from PIL import Image
+
+    from gate.records import KeptSample
+
+    files = sorted((Path(__file__).resolve().parents[1] / "review_sets" / "shapes-v1" / "images").rglob("*.png"))
+    image = np.asarray(Image.open(files[sample % len(files)]).convert("RGB").resize((64, 64)))
+    yy, xx = np.mgrid[0:64, 0:64]
+    cam = np.exp(-((yy - 20 - n % 20) ** 2 + (xx - 30) ** 2) / 60.0).astype(np.float32)
+    mask = np.zeros((64, 64), dtype=bool)
+    mask[18:44, 20:46] = True
+    return map_png(KeptSample(sample_id=f"s{sample}", image=image, mask=mask, cam=cam, label=0, pred=0,
+                              confidence=0.9))
+
+
+def test_the_history_page_of_fifty_runs_stays_under_one_megabyte() -> None:
+    policies = ("strict", "lenient")
+    rows = []
+    for n in range(50):
+        policy = policies[n % 2]
+        scores = {name: 0.5 + 0.01 * ((n * 7 + k) % 40) for k, name in enumerate(KEY_SCORES)}
+        rows.append(row(f"run{n:02d}" + "0" * 24, n % 24, ("cutmix.pt", "cheater.pt")[n // 2 % 2], policy,
+                        scores["accuracy"], scores=scores, commit=f"{n * 2654435761 % 16**7:07x}", branch="main",
+                        start_time=datetime(2026, 1, 1 + n // 24, n % 24, tzinfo=UTC),
+                        thresholds={s: ((">=", THRESHOLDS[policy]),) for s in KEY_SCORES}))
+    rows = rows[::-1]  # newest first, as history() returns them
+    shown = [r.run_id for r in map_rows(rows)]
+    maps = {f"s{k}": {run: realistic_map(n, k) for n, run in enumerate(shown)} for k in range(8)}
+    html = render_history(rows, maps)
+    assert len(html.encode("utf-8")) <= 1_000_000, len(html.encode("utf-8"))
+    soup = BeautifulSoup(html, "html.parser")
+    assert len(soup.select("table.runs tbody tr")) == 50 and len(soup.select("figure.trend")) == len(KEY_SCORES)
+    assert len(soup.select("table.maps thead th[data-run-id]")) == MAP_RUNS == len(shown)
+    assert len(soup.select("table.maps img")) == 8 * MAP_RUNS
+    assert f"of the {MAP_RUNS} newest of 50 runs" in " ".join(soup.select_one("#maps p").get_text().split())
+    # The cells hold whole words: the runs table does not wrap (it scrolls), whatever the shared style says.
+    assert re.search(r"table\.runs th, table\.runs td \{[^}]*white-space: nowrap", soup.style.get_text())
+    assert soup.select_one("table.runs tbody tr td.commit").get_text() == rows[0].commit
+
+
+def test_a_damaged_map_artifact_shows_a_dash_and_the_page_still_renders() -> None:
+    assert jpeg_thumbnail(b"not a png") is None
+    good = jpeg_thumbnail(map_png(kept_sample("s0", 0, 0, seed=1)))
+    assert good is not None and good[:3] == b"\xff\xd8\xff"  # a JPEG
+    from PIL import Image
+
+    assert Image.open(io.BytesIO(good)).width == 160
+    rows = demo_rows()
+    soup = BeautifulSoup(render_history(rows, {"s0": {"a1": b"garbage"}}), "html.parser")
+    cells = soup.select("table.maps tbody tr[data-sample-id=s0] td")
+    assert [c.get_text(strip=True) for c in cells] == ["–"] * 8 and not soup.select("table.maps img")
