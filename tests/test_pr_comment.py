@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +30,7 @@ from gate.outputs.pr_comment import (
 )
 from gate.result import CandidateResult, RuleResult
 
+REPO = Path(__file__).resolve().parents[1]
 TOKEN = "ghs_secretTOKEN1234567890"
 HOSTILE = "<img src=x onerror=alert(1)> [click](javascript:alert(1)) @org/team **bold** | `code`"
 
@@ -310,3 +314,32 @@ def test_a_bad_pull_request_number_in_the_event_is_bad_input(tmp_path: Path, git
     (tmp_path / "event.json").write_text(json.dumps({"pull_request": {"number": "7; rm -rf /"}}))
     code, printed = run_step(env)
     assert code == 2 and "pull_request.number" in printed[0] and github.requests == []
+
+
+# --- the action step -------------------------------------------------------------------------------------------
+
+
+def test_the_action_comments_after_the_upload_with_inputs_through_env_only() -> None:
+    import yaml
+
+    action = yaml.safe_load((REPO / "action.yml").read_text())
+    assert action["inputs"]["comment"]["default"] == "false"
+    steps = action["runs"]["steps"]
+    names = [step.get("name") for step in steps]
+    comment = steps[names.index("Comment on the pull request")]
+    assert names.index("Comment on the pull request") > names.index("Upload the report")  # the artifact URL exists
+    assert comment["if"] == "always() && inputs.comment != 'false'"  # a failed gate is commented too
+    assert comment["run"] == 'python "$GITHUB_ACTION_PATH/scripts/action_comment.py"'
+    assert comment["env"]["GITHUB_TOKEN"] == "${{ github.token }}"
+    assert comment["env"]["XGATE_ARTIFACT_URL"] == "${{ steps.upload.outputs.artifact-url }}"
+    assert comment["env"]["XGATE_MLFLOW_RUN_URL"] == "${{ steps.gate.outputs.mlflow-run-url }}"
+    assert "comment: true" in (REPO / "README.md").read_text()
+
+
+def test_the_script_posts_the_comment(tmp_path: Path, github: FakeGitHub) -> None:
+    env = {**env_for(tmp_path, github, result_json()), "PATH": os.environ["PATH"],
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "action_comment.py")], env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0 and done.stdout == "::notice title=xgate::commented on pull request #7\n"
+    assert TOKEN not in done.stdout + done.stderr and len(github.ours()) == 1
