@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -109,3 +112,29 @@ def test_malformed_ci_variables_are_bad_input_naming_the_variable(env: dict[str,
 def test_result_json_carries_the_source() -> None:
     source = SourceInfo(commit=SHA, branch="main", origin="GITHUB_SHA")
     assert source.to_json() == {"commit": SHA, "short": "0123456", "branch": "main", "from": "GITHUB_SHA"}
+
+
+def test_a_gate_of_a_committed_candidate_carries_its_commit_in_result_json_and_the_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_set: Any, untrained_checkpoint: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bs4 import BeautifulSoup
+
+    from gate.cli import main
+    from tests.conftest import pinned_policy
+
+    for variable in ("GITHUB_SHA", "CI_COMMIT_SHA"):
+        monkeypatch.delenv(variable, raising=False)
+    checkpoint = repository(tmp_path / "models", branch="release")
+    shutil.copyfile(untrained_checkpoint, checkpoint)
+    git(tmp_path / "models", "commit", "-q", "-am", "the trained weights")
+    head = git(tmp_path / "models", "rev-parse", "HEAD")
+    policy = pinned_policy(tmp_path, small_set, [{"score": "accuracy", "min": 0.0}])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as done:
+        main(["check", str(checkpoint), "--policy", str(policy), "--no-mlflow", "--device", "cpu", "--out", "out"])
+    assert done.value.code == 0, capsys.readouterr().err
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["source"] == {"commit": head, "short": head[:7], "branch": "release", "from": "git"}
+    soup = BeautifulSoup((tmp_path / "out" / "report.html").read_text(), "html.parser")
+    assert soup.select_one("#source-commit").get_text() == f"{head[:7]} on release"
