@@ -19,7 +19,7 @@ from test_tracking import MlflowServer, server  # noqa: F401 - the server fixtur
 from tracking_fixtures import candidate, gate_result, kept_sample, make_records, write_outputs
 
 from gate.outputs.report.history import jpeg_thumbnail, lineages_of, render_history, spread, tick_label, trend_figure
-from gate.result import CandidateResult, GateResult, PolicyInfo, RuleResult
+from gate.result import CandidateResult, GateResult, PolicyInfo, RuleResult, SourceInfo
 from gate.tracking import (
     fetch_maps,
     history,
@@ -263,6 +263,7 @@ def test_history_of_a_store_two_candidates_two_policies(tmp_path: Path, monkeypa
             ("cutmix.pt", "lenient", 0.93), ("cheater.pt", "lenient", 0.70)]
     for hour, (path, policy, accuracy) in enumerate(plan):
         result = gate(path, policy, accuracy, f"2026-01-01T{hour:02d}:00:00+00:00", f"g{hour}")
+        result = replace(result, source=SourceInfo(commit=f"{hour}abc" * 10, branch=f"b{hour}"))
         assert log_gate(result, write_outputs(result, tmp_path / f"o{hour}"), config, {}).logged
     picked = [gate(p, "strict", a, "2026-01-01T09:00:00+00:00", f"s{a}") for p, a in (("cutmix.pt", 0.94),
                                                                                     ("cheater.pt", 0.97))]
@@ -272,7 +273,7 @@ def test_history_of_a_store_two_candidates_two_policies(tmp_path: Path, monkeypa
 
     rows = history(config, experiment=None)
     assert [(r.kind, r.candidate) for r in rows[:3]] == [  # the select parent first, then its candidates
-        ("select", "select (2 candidates)"), ("candidate", "cheater.pt"), ("candidate", "cutmix.pt")]
+        ("select", "select of 2"), ("candidate", "cheater.pt"), ("candidate", "cutmix.pt")]
     assert rows[1].parent_run_id == rows[2].parent_run_id == rows[0].run_id
     assert [(r.candidate, r.policy) for r in rows[3:5]] == [("cheater.pt", "lenient"), ("cutmix.pt", "lenient")]
     lenient = rows[3]
@@ -293,6 +294,16 @@ def test_history_of_a_store_two_candidates_two_policies(tmp_path: Path, monkeypa
     table = history_table(config, experiment=None)
     assert max(len(line) for line in table.splitlines()) <= 120 and "lenient" in table
     assert table.splitlines()[1].split()[2:4] == ["select", rows[0].run_id[:8]]
+    # By commit: a prefix of the full SHA finds that gate's run, and only it.
+    (third,) = history(config, experiment=None, commit="3abc3ab")
+    assert (third.commit, third.branch, third.candidate, third.policy) == ("3abc3ab", "b3", "cheater.pt", "lenient")
+    assert history(config, experiment=None, commit="3ABC3ABC3ABC")[0].run_id == third.run_id  # case does not matter
+    assert history(config, experiment=None, commit="ffff") == []
+    lines = history_table(config, experiment=None, commit="3abc").splitlines()
+    assert len(lines) == 2 and lines[1].split()[4] == "3abc3ab"
+    page = write_history_html(config, tmp_path / "by-commit.html", experiment=None, commit="3abc3ab")
+    soup = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser")
+    assert [r["data-run-id"] for r in soup.select("table.runs tbody tr")] == [third.run_id]
 
 
 @pytest.mark.slow
@@ -313,6 +324,18 @@ def test_server_has_the_new_metrics_params_and_tags(tmp_path: Path, monkeypatch:
 
     run = MlflowClient(server.url).get_run(outcome.run_ids[0])
     metrics, params, tags = run.data.metrics, run.data.params, run.data.tags
+    # What a person browsing the MLflow UI sees: the run name, the description, the Source and Version columns.
+    assert run.info.run_name == "failed · v2.pt"
+    assert tags["mlflow.note.content"] == (
+        "**failed**: 1 of 1 rules failed · policy strict · review set shapes-v1 · commit 1111111 on main\n\n"
+        "- accuracy >= 0.9: 0.88 is below 0.9")
+    assert (tags["mlflow.source.name"], tags["mlflow.source.type"]) == ("xgate check @ 1111111", "LOCAL")
+    assert (tags["mlflow.source.git.commit"], tags["mlflow.source.git.branch"]) == ("1" * 40, "main")
+    assert (tags["xgate.commit"], params["git.commit"], params["git.branch"]) == ("1111111", "1111111", "main")
+    found = MlflowClient(server.url).search_runs([outcome.experiment_id],
+                                                 filter_string="tags.`xgate.commit` = '1111111'")
+    assert [r.info.run_id for r in found] == [run.info.run_id]
+    assert [r.run_id for r in history(config, experiment=None, commit="11111")] == [run.info.run_id]
     assert (metrics["passed"], metrics["rules.total"], metrics["rules.failed"]) == (0.0, 1.0, 1.0)
     assert (metrics["bound.accuracy.low"], metrics["bound.accuracy.high"]) == (0.85, 0.91)
     assert metrics["delta.accuracy_at_0.95.low"] == -0.03 and metrics["mcnemar_p"] == 0.25
