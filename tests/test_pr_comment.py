@@ -300,12 +300,24 @@ def test_not_a_pull_request_is_a_notice_and_no_request(tmp_path: Path, github: F
     ({"XGATE_COMMENT": "yes"}, "comment must be true or false"),
     ({"GITHUB_REPOSITORY": "o/r/../x"}, "GITHUB_REPOSITORY"),
     ({"GITHUB_API_URL": "file:///etc/passwd"}, "GITHUB_API_URL"),
-    ({"XGATE_RESULT": "/nonexistent/result.json"}, "result.json"),
-], ids=["comment-yes", "repository", "api-url", "no-result"])
+    ({"XGATE_RESULT": "__file__"}, "not an xgate result"),
+], ids=["comment-yes", "repository", "api-url", "not-a-result"])
 def test_bad_inputs_exit_2_with_one_error_line(tmp_path: Path, github: FakeGitHub, change: dict[str, str],
                                                needle: str) -> None:
+    if change.get("XGATE_RESULT") == "__file__":
+        (tmp_path / "other.json").write_text('{"verdict": "passed"}')
+        change = {"XGATE_RESULT": str(tmp_path / "other.json")}
     code, printed = run_step({**env_for(tmp_path, github, result_json()), **change})
     assert code == 2 and len(printed) == 1 and printed[0].startswith("::error title=xgate::") and needle in printed[0]
+    assert github.requests == []
+
+
+def test_no_result_or_comment_false_posts_nothing_and_passes(tmp_path: Path, github: FakeGitHub) -> None:
+    env = env_for(tmp_path, github, result_json())
+    assert run_step({**env, "XGATE_RESULT": str(tmp_path / "missing.json")}) == (
+        0, ["::notice title=xgate::no missing.json, the gate did not finish: no comment"])
+    assert run_step({**env, "XGATE_COMMENT": "false"}) == (0, [])
+    assert run_step({**env, "XGATE_COMMENT": ""}) == (0, [])
     assert github.requests == []
 
 

@@ -318,10 +318,15 @@ def read_result(path: Path) -> Mapping[str, Any]:
 def comment_from_env(env: Mapping[str, str], echo: Callable[[str], None]) -> int:
     """The action's comment step: 0 when commented or skipped (with a notice), 2 on bad input.
 
+    Skipped: ``comment`` false or empty, not a pull request, no result.json (the gate step failed before
+    writing it and says why), no token, a read-only token (fork), the API unreachable (a warning).
+
     Reads XGATE_COMMENT (must be "true"), XGATE_RESULT, XGATE_ARTIFACT_URL, XGATE_MLFLOW_RUN_URL,
     XGATE_COMMENT_KEY (the artifact name) and GitHub's GITHUB_TOKEN, GITHUB_EVENT_PATH, GITHUB_REPOSITORY,
     GITHUB_API_URL. A failed request is a warning: the gate's verdict is the step before, not this.
     """
+    if env.get("XGATE_COMMENT", "true") in ("", "false"):
+        return 0
     try:
         if env.get("XGATE_COMMENT", "true") != "true":
             raise InputError(f"comment must be true or false, got {env.get('XGATE_COMMENT', '')[:40]!r}",
@@ -333,7 +338,11 @@ def comment_from_env(env: Mapping[str, str], echo: Callable[[str], None]) -> int
         if not target.token:
             echo("::warning title=xgate::no GITHUB_TOKEN: no comment on the pull request")
             return 0
-        result = read_result(Path(env.get("XGATE_RESULT") or "xgate-out/result.json"))
+        path = Path(env.get("XGATE_RESULT") or "xgate-out/result.json")
+        if not path.exists():  # the gate stopped before writing it (bad input): its own step says why
+            echo(f"::notice title=xgate::no {path.name}, the gate did not finish: no comment")
+            return 0
+        result = read_result(path)
     except InputError as exc:
         echo(f"::error title=xgate::{_one_line(exc.one_line())}")
         return 2
