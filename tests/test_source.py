@@ -101,7 +101,8 @@ def test_ci_variables_win_over_the_repository(tmp_path: Path) -> None:
     ({"CI_COMMIT_SHA": "$(id)"}, "CI_COMMIT_SHA"),
     ({"GITHUB_SHA": SHA, "GITHUB_REF_NAME": "main\n::error::x"}, "GITHUB_REF_NAME"),
     ({"GITHUB_SHA": SHA, "GITHUB_HEAD_REF": "b" * 256}, "GITHUB_HEAD_REF"),
-], ids=["word", "newline", "short", "not-hex", "shell", "branch-newline", "branch-long"])
+    ({"GITHUB_SHA": SHA, "GITHUB_HEAD_REF": "ok", "GITHUB_REF_NAME": "7/merge\r"}, "GITHUB_REF_NAME"),
+], ids=["word", "newline", "short", "not-hex", "shell", "branch-newline", "branch-long", "unused-branch-bad"])
 def test_malformed_ci_variables_are_bad_input_naming_the_variable(env: dict[str, str], field: str) -> None:
     with pytest.raises(InputError) as info:
         read_source(None, env)

@@ -69,15 +69,13 @@ def _commit(value: str, variable: str) -> str:
 
 
 def _ci_branch(env: Mapping[str, str], variables: tuple[str, ...]) -> str:
+    """The first branch variable that is set; every one that is set must be a plain name (checked first)."""
     for variable in variables:
         value = env.get(variable, "")
-        if not value:
-            continue
-        if not _plain_branch(value):
+        if value and not _plain_branch(value):
             raise InputError(f"${variable} is not a branch name (a control character, or over {BRANCH_MAX} "
                              f"characters): {value[:80]!r}", field=variable)
-        return value
-    return ""
+    return next((env[variable] for variable in variables if env.get(variable)), "")
 
 
 def _plain_branch(name: str) -> bool:
