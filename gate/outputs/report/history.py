@@ -244,7 +244,8 @@ def _label_thresholds(axes: Axes, score_index: int, lines: Sequence[tuple[str, f
     places = spread([(value - low) / ((high - low) or 1.0) for _, value in lines], LABEL_GAP)
     for number, ((label, _), place) in enumerate(zip(lines, places, strict=True)):
         text = axes.annotate(label, xy=(1.0, place), xycoords="axes fraction", xytext=(-4, 2),
-                             textcoords="offset points", ha="right", va="bottom", fontsize=8, color=THRESHOLD_COLOUR)
+                             textcoords="offset points", ha="right", va="bottom", fontsize=8, color=THRESHOLD_COLOUR,
+                             bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 0.5})
         text.set_gid(f"t{score_index}-label{number}")
 
 
