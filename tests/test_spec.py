@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gate.decide import intervals, stats
-from gate.metrics.registry import HISTORY_SCORES, all_specs, compute_scores, get_spec, value_of
+from gate.metrics.registry import HISTORY_SCORES, all_specs, compute_scores, get_spec, spec_of, value_of
 from gate.metrics.spec import RankForm, ScoreSpec, SumForm
 from gate.outputs.report import plots
 from gate.records import Records
@@ -20,13 +20,15 @@ PROBES = frozenset({"background", "sanity"})
 
 def every_case(n: int = 97, seed: int = 0) -> Records:
     """Records that reach every branch: NaN alignment values, samples without a mask, a class without
-    samples, confidences tied at 1.0 and at float32(0.9), NaN sanity entries over three copies."""
+    samples, confidences tied at 1.0 (some of them wrong) and at float32(0.9), NaN sanity entries over three
+    copies."""
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % 4
     conf = rng.uniform(0.3, 0.999, size=n)
     conf[::9] = 1.0
     conf[::13] = np.float32(0.9)
     preds = np.where(rng.random(n) < conf, labels, (labels + 1) % 4)
+    preds[::18] = (labels[::18] + 1) % 4  # wrong at confidence 1.0
     probs = np.tile(((1 - conf) / 4)[:, None], (1, 5))
     probs[np.arange(n), preds] = conf
     energy = np.where(rng.random(n) < 0.15, np.nan, rng.random(n))
@@ -48,7 +50,7 @@ NAMES = sorted(POINT)
 
 
 def test_every_spec_has_concrete_names_here() -> None:
-    covered = {get_spec(name).name for name in NAMES}  # type: ignore[union-attr]
+    covered = {spec_of(name).name for name in NAMES}
     assert covered == {spec.name for spec in all_specs()}
 
 
@@ -60,7 +62,7 @@ def _full_set_value(form: SumForm | RankForm) -> float:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_the_features_with_every_sample_counted_once_give_the_point_value(name: str) -> None:
-    form = get_spec(name).form_of(RECORDS, name)  # type: ignore[union-attr]
+    form = spec_of(name).form_of(RECORDS, name)
     assert _full_set_value(form) == pytest.approx(POINT[name], rel=1e-12, abs=1e-12, nan_ok=True)
     assert form.value() == POINT[name] or (math.isnan(form.value()) and math.isnan(POINT[name]))
 
@@ -73,7 +75,7 @@ def _resampled(form: SumForm | RankForm, counts: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_a_resample_is_the_score_of_the_resampled_records(name: str) -> None:
-    form = get_spec(name).form_of(RECORDS, name)  # type: ignore[union-attr]
+    form = spec_of(name).form_of(RECORDS, name)
     rows = next(stats.bootstrap_index_chunks(RECORDS.size, 6, seed=5))
     counts = np.stack([np.bincount(row, minlength=RECORDS.size) for row in rows]).astype(np.float64)
     fast = _resampled(form, counts)

@@ -24,7 +24,7 @@ import numpy as np
 from gate.decide import stats
 from gate.decide.stats import Interval
 from gate.errors import PolicyError
-from gate.metrics.registry import get_spec
+from gate.metrics.registry import spec_of
 from gate.metrics.spec import Form, RankForm, SumForm, ratio, ratio_form
 from gate.records import Records
 
@@ -33,9 +33,10 @@ DEFAULT_REPS = 2000
 
 def form_of(records: Records, score: str) -> Form:
     """The form of concrete score ``score`` on ``records`` (PolicyError for a name the registry lacks)."""
-    spec = get_spec(score)
-    if spec is None or score.startswith("delta."):
-        raise PolicyError(f"unknown score {score!r}", field="score")
+    try:
+        spec = spec_of(score)
+    except KeyError:
+        raise PolicyError(f"unknown score {score!r}", field="score") from None
     return spec.form_of(records, score)
 
 
@@ -121,9 +122,8 @@ def score_interval(records: Records, score: str, *, confidence: float, reps: int
     """The interval of ``score`` on ``records``: Wilson for a plain share of samples, else the bootstrap."""
     if records.size == 0:
         return Bounds(Interval(math.nan, math.nan, confidence), "bootstrap")
-    spec = get_spec(score)
     form = form_of(records, score)
-    counts = proportion_counts(form) if spec is not None and spec.proportion else None
+    counts = proportion_counts(form) if spec_of(score).proportion else None
     if counts is not None:
         return Bounds(stats.wilson_interval(counts[0], counts[1], confidence=confidence), "wilson", counts[1])
     if isinstance(form, SumForm):

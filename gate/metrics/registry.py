@@ -17,7 +17,7 @@ from gate.metrics.spec import CLASS_PLACEHOLDER, GROUPS, ScoreSpec
 from gate.records import Records
 
 __all__ = ["CLASS_PLACEHOLDER", "GROUPS", "SPECS", "ScoreSpec", "all_specs", "compute_scores", "get_spec",
-           "known_names", "say", "value_of"]
+           "known_names", "say", "spec_of", "value_of"]
 
 # Documentation order.
 SPECS: tuple[ScoreSpec, ...] = (*CLASSIFICATION, *ALIGNMENT, *BACKGROUND, *SANITY)
@@ -41,12 +41,17 @@ def get_spec(name: str) -> ScoreSpec | None:
     return next((spec for spec in _FAMILIES if spec.member(base) is not None), None)
 
 
-def value_of(name: str, records: Records) -> float:
-    """The point value of concrete score ``name`` on ``records`` (KeyError for an unknown name)."""
+def spec_of(name: str) -> ScoreSpec:
+    """The spec behind concrete score ``name`` (KeyError for a name no spec has, ``delta.`` names included)."""
     spec = get_spec(name)
     if spec is None or name.startswith("delta."):
         raise KeyError(name)
-    return spec.form_of(records, name).value()
+    return spec
+
+
+def value_of(name: str, records: Records) -> float:
+    """The point value of concrete score ``name`` on ``records`` (KeyError for an unknown name)."""
+    return spec_of(name).form_of(records, name).value()
 
 
 def known_names(classes: Collection[str], probes: Collection[str]) -> tuple[str, ...]:

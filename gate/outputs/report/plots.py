@@ -30,6 +30,7 @@ from gate.metrics.classification import (
     ece_from_sums,
     per_class_accuracy,
 )
+from gate.metrics.registry import spec_of
 from gate.records import Records
 
 # Pictures are shown with their longest side in [MIN_SIDE, MAX_SIDE] pixels. Larger images are downscaled,
@@ -49,6 +50,7 @@ CAM_COLORMAP = "inferno"  # perceptually uniform; readable in greyscale
 OUTLINE_RGB = (0, 255, 255)  # cyan stands out against both photos and inferno
 OVERLAY_ALPHA = 0.55
 RELIABILITY_BINS = ECE_BINS  # the ``ece`` score's bins
+CLASS_LIFT = spec_of("alignment.lift.class.<class>")
 MAX_CLASS_BARS = 20  # beyond this the per-class plot shows the worst present classes only
 FIGSIZE = (4.5, 3.25)  # inches at CSS_DPI: the size the page shows
 CSS_DPI = 96  # a CSS inch
@@ -229,14 +231,9 @@ def class_accuracy(records: Records) -> np.ndarray:
 
 
 def class_lift(records: Records) -> np.ndarray:
-    """Mean lift per class over the samples scored for alignment; NaN where a class has none."""
-    lift = records.lift
-    scored = np.isfinite(lift)
-    n_classes = len(records.classes)
-    counts = np.bincount(records.labels[scored], minlength=n_classes)
-    sums = np.bincount(records.labels[scored], weights=lift[scored], minlength=n_classes)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.asarray(sums / counts, dtype=np.float64)
+    """Mean lift per class (review-set order), as the ``alignment.lift.class.<class>`` scores; NaN for none."""
+    values = CLASS_LIFT.values(records)
+    return np.array([values[CLASS_LIFT.expand(name)] for name in records.classes], dtype=np.float64)
 
 
 def worst_present(accuracy: np.ndarray, counts: np.ndarray, limit: int) -> np.ndarray:
