@@ -41,7 +41,7 @@ class Pairing:
     candidate_scores: Mapping[str, float]
     baseline_scores: Mapping[str, float]
     # (score, confidence) -> interval; a cache filled by interval_for, in the order the rules asked.
-    intervals: dict[tuple[str, float], Interval] = field(default_factory=dict)
+    computed: dict[tuple[str, float], Interval] = field(default_factory=dict)
 
     @property
     def deltas(self) -> dict[str, float]:
@@ -52,13 +52,13 @@ class Pairing:
     def interval_for(self, score: str, *, confidence: float, reps: int = 2000, seed: int = 0) -> Interval:
         """Paired-bootstrap interval of ``delta.<score>``, computed once and recorded for the outputs."""
         key = (score, confidence)
-        if key not in self.intervals:
+        if key not in self.computed:
             if score not in self.candidate_scores or score not in self.baseline_scores:
                 raise PolicyError(f"score {score!r} is not computed for both the candidate and the baseline",
                                   field="score")
-            self.intervals[key] = intervals.paired_interval(self.candidate, self.baseline, score,
+            self.computed[key] = intervals.paired_interval(self.candidate, self.baseline, score,
                                                             confidence=confidence, reps=reps, seed=seed)
-        return self.intervals[key]
+        return self.computed[key]
 
     def result(self) -> Comparison:
         """The comparison as the result carries it (with every interval computed so far)."""
@@ -71,7 +71,7 @@ class Pairing:
             class_deltas=class_accuracy_deltas(self.candidate, self.baseline),
             mcnemar_p=mcnemar_exact_p(migration.regressed, migration.corrected),
             intervals=tuple(DeltaInterval(score, confidence, iv.low, iv.high)
-                            for (score, confidence), iv in self.intervals.items()),
+                            for (score, confidence), iv in self.computed.items()),
         )
 
 
