@@ -28,7 +28,7 @@ from gate.outputs.pr_comment import (
     post_comment,
     safe_url,
 )
-from gate.result import CandidateResult, RuleResult
+from gate.result import CandidateResult, Comparison, DeltaInterval, Migration, RuleResult
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "ghs_secretTOKEN1234567890"
@@ -127,10 +127,11 @@ def failing(name: str = "cheater.pt") -> CandidateResult:
              rule("alignment.lift >= 2", True, "fine"),
              rule("background.only_bg_accuracy <= 0.4", False, "the scene alone is answered right on 92%"))
     cand = candidate(name, False)
-    return replace(cand, rules=rules, comparison={
-        "deltas": {"delta.accuracy": 0.013}, "candidate_scores": {"accuracy": 0.913},
-        "baseline_scores": {"accuracy": 0.9}, "migration": {"corrected": 12, "regressed": 8},
-        "mcnemar_p": 0.4119, "intervals": {"delta.accuracy@0.95": {"low": -0.004, "high": 0.03, "confidence": 0.95}}})
+    return replace(cand, rules=rules, comparison=Comparison(
+        deltas={"delta.accuracy": 0.013}, candidate_scores={"accuracy": 0.913}, baseline_scores={"accuracy": 0.9},
+        migration=Migration(corrected=12, regressed=8, still_wrong=3, still_right=377,
+                            still_wrong_confidence_dropped=0.5),
+        class_deltas={}, mcnemar_p=0.4119, intervals=(DeltaInterval("accuracy", 0.95, -0.004, 0.03),)))
 
 
 def result_json(cand: CandidateResult | None = None) -> dict[str, Any]:
