@@ -1213,6 +1213,23 @@ def test_a_working_tree_arch_works_from_the_console_script(workspace: Workspace)
     assert f"arch:         {name}:make" in done.stdout
 
 
+def test_a_candidate_name_with_a_newline_cannot_start_a_line(workspace: Workspace, capsys: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # In GitHub Actions every line of the log is read for workflow commands: the summary, the progress and the
+    # annotations must keep a file name on its line (escaped), whatever it holds.
+    name = "x\n::warning title=pwned::y.pt"
+    shutil.copyfile(workspace.checkpoint, workspace.root / name)
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_OUTPUT", str(workspace.root / "gh-output"))
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(workspace.root / "gh-summary"))
+    argv = workspace.check(None, policy=workspace.policy("  - {score: accuracy, min: 0.99}\n"))
+    code, out, err = run_cli([*argv[:1], *argv[2:], "--", name], capsys)
+    assert code == 1, err
+    commands = [line for line in (out + err).splitlines() if line.startswith("::")]
+    assert commands and all(line.startswith("::error title=xgate: x%0A%3A%3Awarning") for line in commands)
+    assert "x\\n::warning title=pwned::y.pt" in out  # the summary names it, escaped
+
+
 def test_an_internal_error_exits_3_with_one_line(workspace: Workspace, monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     from gate.engine import core as engine
