@@ -20,7 +20,8 @@ Examples:
   xgate train --recipe cutmix --data review_sets/shapes-train --epochs 10 -o cand.pt
 """)
 @click.option("--recipe", required=True, help="baseline, cutmix or bgmix.")
-@click.option("--data", required=True, help="synth:shapes?bias=B&n=N&seed=S, an ImageFolder tree or a review set.")
+@click.option("--data", required=True,
+              help="synth:shapes?bias=B&n=N&seed=S[&shortcut=frame|tag|cast], an ImageFolder tree or a review set.")
 @click.option("--arch", default="tiny_cnn", show_default=True, help="Built-in, torchvision name or pkg.mod:factory.")
 @click.option("--epochs", default=8, show_default=True, type=click.IntRange(1))
 @click.option("--seed", default=0, show_default=True, type=int)

@@ -93,9 +93,13 @@ Example (the shipped review set):
 @click.option("--n", "count", required=True, type=click.IntRange(2), help="Number of samples.")
 @click.option("--seed", required=True, type=int)
 @click.option("--size", default=64, show_default=True, type=click.IntRange(16))
+@click.option("--shortcut", type=click.Choice(["frame", "tag", "cast"]), help="Add a class-coded shortcut.")
+@click.option("--shortcut-bias", default=1.0, show_default=True, type=click.FloatRange(0, 1),
+              help="Share of samples whose shortcut matches their class.")
 @click.option("--name", help="Name recorded in review.yaml (default: the folder's name).")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path))
-def review_set_synth(bias: float, count: int, seed: int, size: int, name: str | None, output: Path) -> None:
+def review_set_synth(bias: float, count: int, seed: int, size: int, shortcut: str | None, shortcut_bias: float,
+                     name: str | None, output: Path) -> None:
     """Generate coloured shapes on textured scenes (exact masks) and pin them as a review set."""
     import tempfile
 
@@ -103,7 +107,11 @@ def review_set_synth(bias: float, count: int, seed: int, size: int, name: str | 
     from gate.inputs.review_set import build
 
     with tempfile.TemporaryDirectory() as tmp:
-        plain = shapes.write_plain(shapes.iter_generate(count, bias=bias, seed=seed, size=size), Path(tmp))
+        samples = shapes.iter_generate(count, bias=bias, seed=seed, size=size, shortcut=shortcut,
+                                       shortcut_bias=shortcut_bias)
+        plain = shapes.write_plain(samples, Path(tmp))
         description = f"shapes generator: bias={bias}, n={count}, seed={seed}, size={size}"
+        if shortcut is not None:
+            description += f", shortcut={shortcut}, shortcut_bias={shortcut_bias}"
         built = build(plain, output, name=name, description=description)
     click.echo(f"{built.root}: {built.size} samples, digest {built.digest}")
