@@ -13,6 +13,10 @@ import numpy as np
 
 # Background probe variants, in the order the engine runs them.
 PROBE_VARIANTS: tuple[str, ...] = ("only_fg", "only_bg", "mixed_same", "mixed_rand")
+# Swap probes (gate.engine.swaps): each is a probe of its own and one variant, built for every sample.
+SWAP_VARIANTS: tuple[str, ...] = ("border", "corners", "lighting")
+# Records.pairings key of the swap probes' partner (one partner per sample, shared by the three).
+SWAP_PARTNER = "swap"
 
 
 # Records.preds for a prediction the review set does not hold (an output of the model outside its classes).

@@ -35,7 +35,7 @@ import numpy as np
 
 from gate.decide import stats
 from gate.decide.stats import Interval
-from gate.records import Records
+from gate.records import SWAP_VARIANTS, Records
 
 ScoreFn = Callable[[Records], Mapping[str, float]]
 
@@ -293,6 +293,10 @@ def sum_form(records: Records, score: str) -> SumForm | None:
         return _alignment_form(records, score)
     if group == "background":
         return _background_form(records, score)
+    if group in SWAP_VARIANTS and group in records.probe_preds:
+        from gate.metrics import swaps  # numpy-only, like every metric
+
+        return ratio_form(*swaps.features(records, score))
     if score == "sanity.randomization_similarity" and records.sanity_similarity is not None:
         return _nan_mean_form(records.sanity_similarity)
     if score in ("ece", "overconfidence_error", "mce"):

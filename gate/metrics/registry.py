@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from gate.records import Records
 
 CLASS_PLACEHOLDER = "<class>"
-GROUPS: tuple[str, ...] = ("classification", "calibration", "alignment", "background", "sanity")
+GROUPS: tuple[str, ...] = ("classification", "calibration", "alignment", "background", "shortcuts", "sanity")
 
 
 _UNIT = (0.0, 1.0)
@@ -29,7 +29,8 @@ SCORE_RANGES: dict[str, tuple[float, float]] = {
                      "sanity.randomization_similarity.spread"), _NON_NEGATIVE),
     "brier": (0.0, 2.0),  # multi-class: sum over classes of (p - y)^2 is at most 2
     **dict.fromkeys(("background.bg_gap", "background.only_bg_chance_adjusted",
-                     "sanity.randomization_similarity"), _SIGNED_UNIT),
+                     "sanity.randomization_similarity", "border.accuracy_drop", "corners.accuracy_drop",
+                     "lighting.accuracy_drop"), _SIGNED_UNIT),
 }
 
 
@@ -71,6 +72,15 @@ WORDS: dict[str, str] = {
     "background.mixed_rand_accuracy": "on another class's scene the object is recognised {pct} of the time",
     "background.bg_gap": "a matching scene adds {pct} to accuracy: the scene, not the object, carries the answer",
     "background.flip_rate": "the answer changes on {pct} of samples when the object moves to another scene",
+    "border.flip_rate": "the answer changes on {pct} of samples when the border comes from another class's image",
+    "border.accuracy": "with another class's border the model answers right on {pct} of samples",
+    "border.accuracy_drop": "another class's border costs {pct} of accuracy",
+    "corners.flip_rate": "the answer changes on {pct} of samples when the corners come from another class's image",
+    "corners.accuracy": "with another class's corners the model answers right on {pct} of samples",
+    "corners.accuracy_drop": "another class's corners cost {pct} of accuracy",
+    "lighting.flip_rate": "the answer changes on {pct} of samples under another class's lighting",
+    "lighting.accuracy": "under another class's lighting the model answers right on {pct} of samples",
+    "lighting.accuracy_drop": "another class's lighting costs {pct} of accuracy",
     "sanity.randomization_similarity": "maps stay {value} similar (Spearman) when the top layers are randomised",
     "sanity.randomization_similarity.spread": "the sanity similarity varies by {value} across random copies",
 }
@@ -109,7 +119,7 @@ class ScoreSpec:
     group: str
     compute: Callable[[Records], float | Mapping[str, float]]
     proportion: bool = False  # a share of samples: Wilson bounds apply
-    probe: str | None = None  # "background" | "sanity": computed only when the policy enables it
+    probe: str | None = None  # "background" | "sanity" | a swap probe: computed only when the policy enables it
 
     @property
     def range(self) -> tuple[float, float]:
@@ -136,7 +146,7 @@ def all_specs() -> tuple[ScoreSpec, ...]:
     from gate.metrics import alignment, classification
 
     groups: list[Iterable[ScoreSpec]] = [classification.SCORES, alignment.SCORES]
-    for module_name in ("background", "sanity"):
+    for module_name in ("background", "swaps", "sanity"):
         groups.append(_optional_scores(module_name))
     return tuple(spec for group in groups for spec in group)
 

@@ -26,7 +26,8 @@ from gate.outputs.report.samples import (
 from gate.result import CandidateResult, GateResult, PolicyInfo, ReviewSetInfo, RuleResult
 
 BASELINE_GROUP = "versus baseline"
-SCORE_GROUPS: tuple[str, ...] = ("classification", "calibration", "alignment", "background", "sanity", BASELINE_GROUP)
+SCORE_GROUPS: tuple[str, ...] = ("classification", "calibration", "alignment", "background", "shortcuts", "sanity",
+                                  BASELINE_GROUP)
 MIGRATION_LABELS: tuple[tuple[str, str], ...] = (
     ("corrected", "corrected (baseline wrong, candidate right)"),
     ("regressed", "regressed (baseline right, candidate wrong)"),

@@ -27,6 +27,7 @@ _BY_GROUP: dict[str, tuple[str, str]] = {
     "calibration": ("plot-reliability", "the reliability diagram"),
     "alignment": ("galleries", "the Grad-CAM galleries"),
     "background": ("showroom", "the showroom"),
+    "shortcuts": ("shortcuts", "the shortcut probes' flipped samples"),
 }
 
 
