@@ -190,7 +190,8 @@ def test_shortcut_leaves_the_plain_sample_outside_its_region(kind: str) -> None:
             continue
         region = shapes.shortcut_region(kind, 40)
         assert np.array_equal(c.image[~region], p.image[~region])
-        assert np.abs(c.image[region].astype(float) - shapes._CUE_COLOURS[c.label]).max() <= 6
+        colour = shapes.tag_pattern(c.label, region) if kind == "tag" else shapes._CUE_COLOURS[c.label]
+        assert np.abs(c.image[region].astype(float) - np.broadcast_to(colour, c.image.shape)[region]).max() <= 6
         assert np.array_equal(c.mask, p.mask & ~region)
 
 
@@ -198,8 +199,17 @@ def test_shortcut_regions_by_hand() -> None:
     frame = shapes.shortcut_region("frame", 40)  # 5% of 40 = 2 px band
     assert frame[:2].all() and frame[-2:].all() and frame[:, :2].all() and frame[:, -2:].all()
     assert not frame[2:-2, 2:-2].any()
-    tag = shapes.shortcut_region("tag", 40)  # 10% of 40 = a 4 px square, bottom-right
-    assert tag[-4:, -4:].all() and tag.sum() == 16
+    tag = shapes.shortcut_region("tag", 40)  # 12% of 40 = a 5 px square, bottom-right
+    assert tag[-5:, -5:].all() and tag.sum() == 25
+
+
+def test_tag_patterns_by_hand() -> None:
+    region = np.zeros((6, 6), dtype=bool)
+    region[2:6, 2:6] = True  # a 4 × 4 tag: halves of 2 px
+    white = [shapes.tag_pattern(cue, region)[2:, 2:, 0] > 128 for cue in range(4)]
+    assert not white[0].any() and white[1].all()
+    assert np.array_equal(white[2], np.array([[False, False, True, True]] * 4))
+    assert np.array_equal(white[3], np.array([[False] * 4] * 2 + [[True] * 4] * 2))
 
 
 def test_shortcut_bias_zero_draws_cues_independent_of_class() -> None:

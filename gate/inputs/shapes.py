@@ -62,7 +62,8 @@ _CUE_COLOURS = np.array([(230, 40, 40), (40, 200, 60), (50, 80, 230), (240, 220,
 # Colour casts, one per class: an additive shift of the channels (0-255), about one scene palette step.
 _CASTS = np.array([(30, -15, -15), (-15, 30, -15), (-15, -15, 30), (22, 22, -30)], dtype=np.float64)
 FRAME_WIDTH = 0.05  # share of the side: inside the swap probe's 6% band
-TAG_SIZE = 0.10  # share of each side: inside the corners probe's 15% patch
+TAG_SIZE = 0.12  # share of each side: inside the corners probe's 15% patch
+_TAG_BLACK, _TAG_WHITE = 15.0, 240.0
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,8 @@ def with_shortcut(sample: ShapeSample, kind: str, shortcut_bias: float, *, seed:
         image = image + _CASTS[cue]
         return replace(sample, image=np.clip(np.rint(image), 0, 255).astype(np.uint8), cue=cue)
     region = shortcut_region(kind, size)
-    image[region] = _CUE_COLOURS[cue] + rng.integers(-_NOISE, _NOISE + 1, size=(int(region.sum()), 3))
+    painted = tag_pattern(cue, region) if kind == "tag" else np.broadcast_to(_CUE_COLOURS[cue], image.shape)
+    image[region] = painted[region] + rng.integers(-_NOISE, _NOISE + 1, size=(int(region.sum()), 3))
     image = np.clip(image, 0, 255).astype(np.uint8)
     return replace(sample, image=image, mask=sample.mask & ~region, cue=cue)
 
@@ -125,6 +127,22 @@ def shortcut_region(kind: str, size: int) -> np.ndarray:
     else:
         raise DataError(f"expected a shortcut in {list(SHORTCUTS)} with a region, got {kind!r}", field="shortcut")
     return region
+
+
+def tag_pattern(cue: int, region: np.ndarray) -> np.ndarray:
+    """float [H, W, 3]: the tag of class ``cue`` over the bounding box of ``region`` (black and white).
+
+    Black, white, black|white (split left-right) or black/white (split top-bottom): achromatic, so that no
+    object (always saturated and bright) nor scene (muted mid-tones) looks like one; a left-right flip of
+    the third is still a left-right split.
+    """
+    ys, xs = np.nonzero(region)
+    y0, x0 = ys.min(), xs.min()
+    h, w = ys.max() + 1 - y0, xs.max() + 1 - x0
+    yy, xx = np.mgrid[0:region.shape[0], 0:region.shape[1]]
+    white = {0: np.zeros(region.shape, dtype=bool), 1: np.ones(region.shape, dtype=bool),
+             2: (xx - x0) >= w / 2, 3: (yy - y0) >= h / 2}[cue]
+    return np.where(white[:, :, None], _TAG_WHITE, _TAG_BLACK).astype(np.float64)
 
 
 def make_sample(index: int, *, bias: float, seed: int, size: int = 64) -> ShapeSample:
