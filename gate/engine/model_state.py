@@ -13,6 +13,7 @@ from torch import Tensor
 
 from gate.engine import probes as probe_ops
 from gate.engine import swaps
+from gate.engine.atlas import AtlasSums
 from gate.engine.gallery import GallerySelector, finish_gallery
 from gate.engine.gradcam import explain, upsample
 from gate.engine.localisation import localise
@@ -73,6 +74,7 @@ class ModelState:
         self.check = OutputCheck(path=self.candidate.path, width=width)
         self.rows: dict[str, list[np.ndarray]] = {}
         self.gallery = GallerySelector(options.gallery_size, fixed, self.candidate.outputs)
+        self.atlas = AtlasSums(len(review_set.classes), self.size)
         self.seconds = 0.0
 
     def normalise(self, images: Tensor) -> Tensor:
@@ -100,6 +102,7 @@ class ModelState:
         self._append("has_mask", batch.has_mask)
         for name in ("energy", "mask_area", "pointing_hit", "rank_accuracy"):
             self._append(name, getattr(local, name).numpy())
+        self.atlas.add(cam, outputs.pred, frame.masks, frame.has_mask)
         variants = self._variants(frame, frames) if self.background and batch.has_mask.any() else {}
         with self.autocast():
             variant_preds = {name: self._predict(x, batch, name) for name, x in variants.items()}
@@ -207,6 +210,7 @@ class ModelState:
             second_prob=column["second_prob"].astype(np.float32),
             outside_sq=column["outside_sq"].astype(np.float64),
             has_mask=column["has_mask"].astype(bool),
+            atlas=self.atlas.atlas(),
         )
         return finish_gallery(records, self.options.gallery_size, self.gallery.fixed, self.seconds)
 

@@ -23,7 +23,7 @@ _NON_NEGATIVE = (0.0, math.inf)
 SCORE_RANGES: dict[str, tuple[float, float]] = {
     **dict.fromkeys(("balanced_accuracy", "worst_class_accuracy", "ece", "overconfidence_error", "mce",
                      "mean_confidence_wrong", "aurc", "alignment.energy", "alignment.rank_accuracy",
-                     "alignment.energy.correct", "alignment.energy.wrong"), _UNIT),
+                     "alignment.energy.correct", "alignment.energy.wrong", "atlas.off_object_share"), _UNIT),
     **dict.fromkeys(("nll", "alignment.lift", "alignment.lift.correct", "alignment.lift.wrong",
                      "alignment.lift.class.<class>", "alignment.excluded", "alignment.zero_maps",
                      "sanity.randomization_similarity.spread"), _NON_NEGATIVE),
@@ -65,6 +65,7 @@ WORDS: dict[str, str] = {
     "alignment.energy.correct": "on right answers {pct} of the map's mass lies on the object",
     "alignment.energy.wrong": "on wrong answers {pct} of the map's mass lies on the object",
     "alignment.lift.class.<class>": "for this class the map puts {times} the uniform mass on the object",
+    "atlas.off_object_share": "{pct} of the mean map lies where objects (almost) never are",
     "background.only_fg_accuracy": "with the scene removed the model answers right on {pct} of samples",
     "background.only_bg_accuracy": "the scene alone gives the right answer {pct} of the time",
     "background.only_bg_chance_adjusted": "the scene alone beats chance by {pct} of the possible margin",
@@ -146,7 +147,7 @@ def all_specs() -> tuple[ScoreSpec, ...]:
     from gate.metrics import alignment, classification
 
     groups: list[Iterable[ScoreSpec]] = [classification.SCORES, alignment.SCORES]
-    for module_name in ("background", "swaps", "sanity"):
+    for module_name in ("atlas", "background", "swaps", "sanity"):
         groups.append(_optional_scores(module_name))
     return tuple(spec for group in groups for spec in group)
 
