@@ -144,6 +144,7 @@ def test_parse_synth_source(source: str, expected: dict[str, float]) -> None:
         ("synth:shapes?bias=1&n=2&seed=1&colour=red", "colour"),
         ("synth:shapes?bias=1&n=2&seed=1&shortcut=watermark", "shortcut"),
         ("synth:shapes?bias=1&n=2&seed=1&shortcut=", "shortcut"),
+        ("synth:shapes?bias=1&n=2&seed=1&shortcut=frame,,tag", "shortcut"),
         ("synth:shapes?bias=1&n=2&seed=1&shortcut=frame&shortcut_bias=1.5", "shortcut_bias"),
         ("synth:shapes?bias=1&n=2&seed=1&shortcut=frame&shortcut_bias=nan", "shortcut_bias"),
         ("synth:shapes?bias=1&n=2&seed=1&shortcut_bias=0.5", "shortcut_bias"),
@@ -199,8 +200,8 @@ def test_shortcut_regions_by_hand() -> None:
     frame = shapes.shortcut_region("frame", 40)  # 5% of 40 = 2 px band
     assert frame[:2].all() and frame[-2:].all() and frame[:, :2].all() and frame[:, -2:].all()
     assert not frame[2:-2, 2:-2].any()
-    tag = shapes.shortcut_region("tag", 40)  # 12% of 40 = a 5 px square, bottom-right
-    assert tag[-5:, -5:].all() and tag.sum() == 25
+    tag = shapes.shortcut_region("tag", 40)  # 15% of 40 = a 6 px square, bottom-right
+    assert tag[-6:, -6:].all() and tag.sum() == 36
 
 
 def test_tag_patterns_by_hand() -> None:
@@ -221,3 +222,14 @@ def test_shortcut_bias_zero_draws_cues_independent_of_class() -> None:
     assert chi2_contingency(table).pvalue > 0.01
     tied = shapes.generate(40, bias=0.0, seed=8, size=16, shortcut="cast", shortcut_bias=1.0)
     assert all(s.cue == s.label for s in tied)
+
+
+def test_several_shortcuts_draw_independent_cues() -> None:
+    both = shapes.generate(6, bias=0.0, seed=2, size=32, shortcut="frame,tag", shortcut_bias=1.0)
+    plain = shapes.generate(6, bias=0.0, seed=2, size=32)
+    frame, tag = shapes.shortcut_region("frame", 32), shapes.shortcut_region("tag", 32)
+    for b, p in zip(both, plain, strict=True):
+        assert np.array_equal(b.image[~(frame | tag)], p.image[~(frame | tag)])
+        assert np.abs(b.image[tag].astype(float) - shapes.tag_pattern(b.label, tag)[tag]).max() <= 6
+    with pytest.raises(DataError):
+        shapes.generate(2, bias=0.0, seed=2, shortcut="frame,frame")

@@ -14,6 +14,7 @@ class-coloured ``frame`` round the image, a class-coloured ``tag`` in the
 bottom-right corner, or a class-coded colour ``cast`` over the whole image.
 ``shortcut_bias`` is the share of samples whose shortcut matches their class
 (the others carry a random class's), so 0 gives the artefact without the cue.
+Several kinds, comma-separated ("frame,tag,cast"), draw their cues independently.
 The shortcut draws from a generator of its own: the image under it, and every
 sample without one, stay byte-identical to the plain stream.
 """
@@ -62,7 +63,7 @@ _CUE_COLOURS = np.array([(230, 40, 40), (40, 200, 60), (50, 80, 230), (240, 220,
 # Colour casts, one per class: an additive shift of the channels (0-255), about one scene palette step.
 _CASTS = np.array([(30, -15, -15), (-15, 30, -15), (-15, -15, 30), (22, 22, -30)], dtype=np.float64)
 FRAME_WIDTH = 0.05  # share of the side: inside the swap probe's 6% band
-TAG_SIZE = 0.12  # share of each side: inside the corners probe's 15% patch
+TAG_SIZE = 0.15  # share of each side: the corners probe's patch (15%, rounded up) covers it
 _TAG_BLACK, _TAG_WHITE = 15.0, 240.0
 
 
@@ -89,9 +90,12 @@ def iter_generate(n: int, *, bias: float, seed: int, size: int = 64, shortcut: s
     """The samples of :func:`generate`, one at a time."""
     _validate(n, bias, seed, size)
     _validate_shortcut(shortcut, shortcut_bias)
+    kinds = () if shortcut is None else tuple(shortcut.split(","))
     for index in range(n):
         sample = make_sample(index, bias=bias, seed=seed, size=size)
-        yield sample if shortcut is None else with_shortcut(sample, shortcut, shortcut_bias, seed=seed, index=index)
+        for kind in kinds:
+            sample = with_shortcut(sample, kind, shortcut_bias, seed=seed, index=index)
+        yield sample
 
 
 def with_shortcut(sample: ShapeSample, kind: str, shortcut_bias: float, *, seed: int, index: int) -> ShapeSample:
@@ -100,7 +104,10 @@ def with_shortcut(sample: ShapeSample, kind: str, shortcut_bias: float, *, seed:
     A frame or tag drawn over the object takes those pixels out of the mask (they are no longer object).
     """
     _validate_shortcut(kind, shortcut_bias)
-    rng = np.random.default_rng([seed, index, 2])
+    if kind not in SHORTCUTS:
+        raise DataError(f"expected one shortcut of {list(SHORTCUTS)}, got {kind!r}", field="shortcut")
+    # One stream per kind: several kinds on one sample draw their cues independently.
+    rng = np.random.default_rng([seed, index, 2 + SHORTCUTS.index(kind)])
     cue = sample.label if rng.random() < shortcut_bias else int(rng.integers(len(CLASSES)))
     image = sample.image.astype(np.float64)
     size = image.shape[0]
@@ -252,8 +259,10 @@ def _validate(n: int, bias: float, seed: int, size: int) -> None:
 
 
 def _validate_shortcut(shortcut: str | None, shortcut_bias: float) -> None:
-    if shortcut is not None and shortcut not in SHORTCUTS:
-        raise DataError(f"expected shortcut in {list(SHORTCUTS)}, got {shortcut!r}", field="shortcut")
+    kinds = [] if shortcut is None else shortcut.split(",")
+    if shortcut is not None and (not set(kinds) <= set(SHORTCUTS) or len(set(kinds)) != len(kinds)):
+        raise DataError(f"expected shortcut in {list(SHORTCUTS)} (or several, comma-separated, once each), "
+                        f"got {shortcut!r}", field="shortcut")
     if not 0.0 <= shortcut_bias <= 1.0:
         raise DataError(f"expected shortcut_bias in [0, 1], got {shortcut_bias}", field="shortcut_bias")
 
