@@ -23,6 +23,7 @@ from gate.outputs.report.samples import (
     only_bg_default,
     showroom,
 )
+from gate.outputs.report.shortcuts import ShortcutView, shortcut_views
 from gate.result import CandidateResult, GateResult, PolicyInfo, ReviewSetInfo, RuleResult
 
 BASELINE_GROUP = "versus baseline"
@@ -145,6 +146,7 @@ class ReportContext:
     environment: tuple[tuple[str, str], ...]
     timings: tuple[tuple[str, str], ...]
     classes: ClassTable | None = None
+    shortcuts: tuple[ShortcutView, ...] = ()  # gate/outputs/report/shortcuts.py
 
     @property
     def has_showroom(self) -> bool:
@@ -307,4 +309,6 @@ def build_context(result: GateResult) -> ReportContext:
         environment=tuple((str(k), str(v)) for k, v in result.environment.items()),
         timings=tuple((str(k), f"{v:.2f} s") for k, v in result.timings.items()),
         classes=class_table(columns, records, len(ranked)) if ranked and records[0].size else None,
+        shortcuts=shortcut_views([c.candidate.name for c in ranked], [anchor_prefix(n) for n in range(len(ranked))],
+                                 [c.records for c in ranked]),
     )
