@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -144,3 +145,56 @@ def test_the_atlas_of_a_corner_glancer_names_that_corner(small_set: ReviewSet) -
     assert compute_scores(run.records)["atlas.off_object_share"] > 0.9
     per_class = atlas.by_class.sum(axis=(1, 2))
     np.testing.assert_allclose(per_class, atlas.class_count)  # each predicted-class sum holds unit masses
+
+
+def _cornered_records() -> Records:
+    from gate.records import KeptSample
+
+    mean = np.full((8, 8), 0.2 / 60)
+    mean[6:, 6:] = 0.2  # 80% of the mass in the bottom-right 2 × 2 cells
+    frequency = np.zeros((8, 8))
+    frequency[2:6, 2:6] = 0.5
+    image = np.zeros((8, 8, 3), dtype=np.uint8)
+    kept = KeptSample(sample_id="s0", image=image, mask=np.zeros((8, 8), dtype=bool), cam=np.zeros((8, 8)),
+                      label=0, pred=0, confidence=0.9, variants={"corners": image + 255, "lighting": image},
+                      variant_preds={"corners": 1, "lighting": 0}, pred_name="a")
+    nan = np.full(1, np.nan)
+    return Records(classes=("a", "b"), ids=("s0",), labels=np.zeros(1, dtype=int),
+                   probs=np.array([[0.9, 0.1]], dtype=np.float32), energy=nan, mask_area=nan, pointing_hit=nan,
+                   rank_accuracy=nan, kept={"s0": kept},
+                   atlas=Atlas(total=mean * 5, count=5, by_class=np.stack([mean * 5, np.zeros((8, 8))]),
+                               class_count=np.array([5, 0]), mask_sum=frequency * 4, mask_count=4))
+
+
+def test_the_report_section_shows_the_atlas_and_the_flipped_sample() -> None:
+    from bs4 import BeautifulSoup
+
+    from gate.outputs.report.html import environment
+    from gate.outputs.report.shortcuts import shortcut_views
+
+    views = shortcut_views(["cand.pt"], ["c0"], [_cornered_records()])
+    (view,) = views
+    assert view.atlas is not None and view.atlas.hot_spot == "bottom-right corner, 5% of the image"
+    # 3 hot cells of 0.2 hold half the mass: 3/64 of the grid; off-object: all but the 16 centre cells (0.2/60 each).
+    assert view.atlas.off_object == "95% of the atlas lies where objects never are"
+    assert view.atlas.per_class == (("a", "bottom-right corner, 5% of the image", 5),)
+    (row,) = view.flips
+    assert [(p.probe, p.pred, p.flipped) for p in row.panels] == [("corners", "b", True), ("lighting", "a", False)]
+    html = environment().get_template("_shortcuts.j2").render(ctx=type("Ctx", (), {"shortcuts": views}))
+    soup = BeautifulSoup(html, "html.parser")
+    assert soup.select_one("#c0-shortcuts").get_text() == "cand.pt"
+    assert "bottom-right corner" in soup.select_one(".atlas figcaption").get_text()
+    assert [f["data-variant"] for f in soup.select(".showroom-row figure[data-variant]")] == ["corners", "lighting"]
+
+
+def test_mlflow_staging_writes_the_atlas(tmp_path: Path) -> None:
+    import json
+
+    from gate.tracking.outbox import write_atlas
+
+    written = write_atlas(_cornered_records(), tmp_path / "atlas")
+    assert [p.name for p in written] == ["atlas.png", "atlas.json"]
+    summary = json.loads((tmp_path / "atlas" / "atlas.json").read_text())
+    assert summary["hot_spot"] == "bottom-right corner, 5% of the image" and summary["samples"] == 5
+    assert summary["off_object_share"] == pytest.approx(1 - 16 * 0.2 / 60)
+    assert write_atlas(_records(None), tmp_path / "none") == []
