@@ -109,16 +109,22 @@ def test_the_atlas_of_the_tag_cheater_names_its_corner(models: dict[str, Path],
     plain = shapes.write_plain(shapes.generate(120, bias=0.0, seed=778, size=32, shortcut="tag"), root / "plain")
     masked: ReviewSet = build(plain, root / "set", name="tag-masked")
     options = engine.EngineOptions(batch_size=64, gallery_size=1, fixed_per_class=0)
-    shares = {}
+    shares, corner = {}, {}
+    tag = shapes.shortcut_region("tag", 32)
     for name in ("tag", "honest"):
         (run,) = engine.run([candidate_io.load(models[name])], masked, options)
         atlas = run.records.atlas
-        assert atlas is not None
+        assert atlas is not None and atlas.mean.shape == (32, 32)
         shares[name] = compute_scores(run.records)["atlas.off_object_share"]
+        corner[name] = float(atlas.mean[tag].sum())
         if name == "tag":
             spot = hot_spot(atlas.mean)
             assert spot is not None and spot.place == "bottom-right corner", spot
-    assert shares["tag"] >= 3 * shares["honest"], shares
+    # The atlas puts >= 3x the honest model's mass on the tag (measured 0.084 vs 0.018 on 400 samples), but
+    # the off-object share only ~1.3x: tiny_cnn's maps are blurry, and the ring where objects never are is
+    # ~30% of the frame, which any spread-out map covers (benchmarks/RESULTS.md, "Swap probes").
+    assert corner["tag"] >= 3 * corner["honest"], corner
+    assert shares["tag"] > shares["honest"], shares
 
 
 def test_the_scene_cheater_is_caught_by_the_background_probes_not_by_border_or_corners() -> None:
