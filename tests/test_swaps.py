@@ -202,3 +202,16 @@ def test_records_take_and_concat_keep_swap_columns() -> None:
     both = Records.concat([records, records.take(np.array([2]))])
     assert both.probe_preds["lighting"].tolist() == [1, 1, 2, 2]
     assert both.pairings[SWAP_PARTNER].tolist() == [1, 2, 0, 0]
+
+
+def test_swap_partners_framed_from_the_frame_cache_give_the_same_answers(small_set: ReviewSet,
+                                                                        tmp_path: Path) -> None:
+    options = engine.EngineOptions(batch_size=16, probes=frozenset(SWAP_VARIANTS), seed=2)
+    (plain,) = engine.run([_corner_candidate()], small_set, options)
+    cached = replace(options, frame_cache=str(tmp_path / "frames"))
+    (written,) = engine.run([_corner_candidate()], small_set, cached)
+    (read,) = engine.run([_corner_candidate()], small_set, cached)
+    assert (written.frames, read.frames) == ("cache-written", "cache-read")
+    for probe in SWAP_VARIANTS:
+        np.testing.assert_array_equal(written.records.probe_preds[probe], plain.records.probe_preds[probe])
+        np.testing.assert_array_equal(read.records.probe_preds[probe], plain.records.probe_preds[probe])
