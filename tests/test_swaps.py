@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -104,12 +103,11 @@ def test_scores_by_hand_with_an_answer_outside_the_review_set() -> None:
     assert scores["corners.accuracy"] == pytest.approx(1 / 5)
     assert scores["corners.accuracy_drop"] == pytest.approx(3 / 5 - 1 / 5)
     assert "border.flip_rate" not in scores  # only the enabled probes
-    bounds = intervals.score_interval(records, "corners.flip_rate", partial(compute_scores, probes={"corners"}),
-                                      confidence=0.95, proportion=True)
+    bounds = intervals.score_interval(records, "corners.flip_rate", confidence=0.95)
     assert bounds.method == "wilson" and bounds.trials == 5
     assert bounds.interval == stats.wilson_interval(2, 5, confidence=0.95)
-    drop = intervals.sum_form(records, "corners.accuracy_drop")
-    assert drop is not None and drop.value() == pytest.approx(0.4)
+    drop = intervals.score_interval(records, "corners.accuracy_drop", confidence=0.95)
+    assert drop.method == "bootstrap" and drop.interval.low < 0.4 < drop.interval.high
 
 
 def test_registry_declares_the_nine_scores_with_their_probe() -> None:
@@ -120,9 +118,11 @@ def test_registry_declares_the_nine_scores_with_their_probe() -> None:
             spec = next(s for s in swap_scores.SCORES if s.name == f"{probe}.{kind}")
             assert (spec.higher_is_better, spec.probe, spec.group) == (higher, probe, "shortcuts")
             assert spec.words and spec.proportion == (kind != "accuracy_drop")
+            assert spec.evidence is not None and spec.evidence.anchor == "shortcuts"
+            assert spec.range == ((-1.0, 1.0) if kind == "accuracy_drop" else (0.0, 1.0))
     assert not any(n.startswith("border.") for n in known_names(("a",), probes={"background"}))
     with pytest.raises(GateError):
-        swap_scores.features(_records([0], [0], {}), "border.flip_rate")
+        swap_scores.flip_rate_form("border", _records([0], [0], {}))
 
 
 OUTPUTS = ("x0", "circle", "x1", "cross", "square", "triangle")  # the shapes classes among six outputs

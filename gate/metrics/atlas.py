@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gate.metrics.registry import ScoreSpec
+from gate.metrics.spec import UNIT, ScoreSpec, SumForm
+from gate.metrics.swaps import SHORTCUTS
 from gate.records import Atlas, Records
 
 HOT_SPOT_MASS = 0.5
@@ -85,14 +86,25 @@ def off_object_share(atlas: Atlas | None, level: float = OFF_OBJECT_LEVEL) -> fl
     return float(atlas.mean[frequency < level].sum())
 
 
-def atlas_off_object_share(records: Records) -> float:
-    """``atlas.off_object_share`` of the records (NaN for a resample, which carries no atlas)."""
-    return off_object_share(records.atlas)
+def _first(sums: np.ndarray) -> np.ndarray:
+    return np.asarray(sums[:, 0])
+
+
+def off_object_form(records: Records) -> SumForm:
+    """``atlas.off_object_share`` as a form: the value from the atlas's sums; no per-sample features.
+
+    The atlas is a sum over the whole set, not one number per sample: a resample (which carries no atlas)
+    gets NaN features, so the score has a point value and no interval.
+    """
+    value = off_object_share(records.atlas)
+    size = records.size
+    return SumForm(np.array([value]), _first, lambda: np.full((size, 1), np.nan))
 
 
 SCORES: tuple[ScoreSpec, ...] = (
     ScoreSpec("atlas.off_object_share", False,
               "Share of the mean Grad-CAM map where objects (almost) never are: a fixed off-object hot spot "
               "(needs masks on some samples; no interval).",
-              "alignment", atlas_off_object_share),
+              "alignment", off_object_form, bounds=UNIT,
+              words="{pct} of the mean map lies where objects (almost) never are", evidence=SHORTCUTS),
 )
