@@ -155,6 +155,7 @@ class ReportContext:
     timings: tuple[tuple[str, str], ...]
     classes: ClassTable | None = None
     shortcuts: tuple[ShortcutView, ...] = ()  # gate/outputs/report/shortcuts.py
+    source: str = ""  # the commit gated, "1a2b3c4 on main"; "" when none (gate.result.SourceInfo.label)
 
     @property
     def has_showroom(self) -> bool:
@@ -316,4 +317,5 @@ def build_context(result: GateResult) -> ReportContext:
         classes=class_table(columns, records, len(ranked)) if ranked and records[0].size else None,
         shortcuts=shortcut_views([c.candidate.name for c in ranked], [anchor_prefix(n) for n in range(len(ranked))],
                                  [c.records for c in ranked]),
+        source="" if result.source is None else result.source.label,
     )
