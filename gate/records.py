@@ -59,7 +59,7 @@ class Records:
     rank_accuracy: np.ndarray  # float64 [N]: |top-K(cam) ∩ mask| / K, K = |mask|; NaN where excluded
     probe_preds: Mapping[str, np.ndarray] = field(default_factory=dict)  # variant -> int64 [N] (NO_VARIANT: none)
     pairings: Mapping[str, np.ndarray] = field(default_factory=dict)  # variant -> int64 [N] partner index, -1 none
-    sanity_similarity: np.ndarray | None = None  # float64 [N]: Spearman(map, randomised map)
+    sanity_similarity: np.ndarray | None = None  # float64 [N, copies] (or [N] for one copy): Spearman(map, copy's map)
     kept: Mapping[str, KeptSample] = field(default_factory=dict)
     pred: np.ndarray | None = None  # int64 [N]: argmax over ALL outputs as a review-set index, OUTSIDE if none
     top_prob: np.ndarray | None = None  # float32 [N]: max of the full softmax
