@@ -165,12 +165,15 @@ def gate_request(
 
 
 def load_policy(policy: PolicyLike, review_set: ReviewSetLike = None) -> policy_io.Policy:
-    """A ``Policy`` from a path, a ``Policy`` or a dict (a dict without ``review_set`` names the one given)."""
+    """A ``Policy`` from a path, a ``Policy`` or a dict.
+
+    A dict may leave out ``name`` (it is then "policy") and ``review_set`` (then the one given, unpinned).
+    """
     if isinstance(policy, policy_io.Policy):
         return policy
     if not isinstance(policy, Mapping):
         return policy_io.load(policy)
-    doc = dict(policy)
+    doc = {"name": "policy", **policy}
     if "review_set" not in doc and review_set is not None:
         root = review_set.root if isinstance(review_set, ReviewSet) else Path(review_set)
         doc["review_set"] = {"path": str(root)}  # no digest: pinning stays the caller's (or allow_unpinned)
@@ -206,7 +209,7 @@ def weights_sha256(model: nn.Module) -> str:
     for key, value in sorted(model.state_dict().items()):
         tensor = value.detach().cpu().contiguous()
         digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
 
 
