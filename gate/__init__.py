@@ -58,8 +58,10 @@ _LAZY: dict[str, tuple[str, str]] = {
 }
 
 __all__ = [
-    "CandidateError", "GateError", "InputError", "ModelOutputError", "PolicyError", "ReviewSetError", "Settings",
-    "TrackingError", "UsageError", "__version__", *_LAZY,
+    "Candidate", "CandidateError", "GateError", "GateResult", "InputError", "InputSpec", "ModelOutputError", "Policy",
+    "PolicyError", "ReviewSet", "ReviewSetError", "Settings", "TrackingError", "UsageError", "__version__", "check",
+    "energy_in_mask", "explain", "lift", "load_candidate", "load_policy", "open_review_set", "pointing_game",
+    "save_candidate", "select",
 ]
 
 

@@ -19,8 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from gate.decide import policy as policy_io
-from gate.engine import distributed
-from gate.engine import gradcam
+from gate.engine import distributed, gradcam
 from gate.engine.core import EngineOptions, Progress
 from gate.engine.layers import find_layer
 from gate.engine.localisation import localise
@@ -131,8 +130,8 @@ def with_overrides(settings: Settings | None, overrides: Mapping[str, Any]) -> S
 
 
 def gate_request(
-    command: str, models: Sequence[tuple[str, Model]], policy: PolicyLike, review_set: ReviewSetLike, baseline: Model | None,
-    settings: Settings, *, classes: Sequence[str] | None = None, input: InputSpec | None = None,  # noqa: A002
+    command: str, models: Sequence[tuple[str, Model]], policy: PolicyLike, review_set: ReviewSetLike,
+    baseline: Model | None, settings: Settings, *, classes: Sequence[str] | None = None, input: InputSpec | None = None,  # noqa: A002
 ) -> GateRequest:
     """What ``run_gate`` needs: the policy read, in-memory models made candidates, settings as options."""
     loaded = load_policy(policy, review_set)

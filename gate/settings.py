@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from gate.errors import UsageError
 
@@ -161,10 +161,14 @@ def _check(item: Setting, value: Any) -> None:
         raise UsageError(f"expected {base}, got {value!r}"[:200], field=item.name)
     if item.choices and value not in item.choices:
         raise UsageError(f"expected one of {list(item.choices)}, got {value!r}"[:200], field=item.name)
-    if numeric and item.minimum is not None and (value < item.minimum or item.above and value == item.minimum
-                                                 or value != value):
+    if numeric and item.minimum is not None and _below(cast(float, value), item.minimum, item.above):
         bound = f"above {item.minimum:g}" if item.above else f"at least {item.minimum:g}"
         raise UsageError(f"expected a number {bound}, got {value!r}", field=item.name)
+
+
+def _below(value: float, minimum: float, above: bool) -> bool:
+    """True when ``value`` is under ``minimum`` (or equal to it where ``above``), or NaN."""
+    return not (value > minimum if above else value >= minimum)
 
 
 def _check_tuple(item: Setting, base: str, value: Any) -> None:

@@ -41,7 +41,7 @@ def parse_channels(ctx: click.Context, param: click.Parameter, value: str | None
 
 def gate_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options shared by ``check`` and ``select``: the inputs, then one option per row of ``gate.settings``."""
-    options = [
+    options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         click.option("--policy", "policy", required=True, type=click.Path(path_type=Path),
                      help="Policy YAML (rules, pinned review set, probes)."),
         click.option("--baseline", help="Model in production: a checkpoint or models:/NAME@ALIAS."),
@@ -78,7 +78,7 @@ def _click_type(item: Setting, kind: str) -> Any:
     if kind in ("int", "float") and item.minimum is None:
         return int if kind == "int" else float
     if kind == "int":
-        return click.IntRange(int(item.minimum), min_open=item.above)
+        return click.IntRange(None if item.minimum is None else int(item.minimum), min_open=item.above)
     if kind == "float":
         return click.FloatRange(item.minimum, min_open=item.above)
     if kind == "Path":

@@ -11,7 +11,7 @@ import torch
 from gate.errors import UsageError
 from gate.records import Records
 from gate.result import Gallery
-from gate.settings import DEFAULTS, PRECISIONS
+from gate.settings import DEFAULTS
 
 Progress = Callable[[int, int], None]
 
@@ -30,7 +30,7 @@ class EngineOptions:
     fixed_per_class: int = 2  # samples per class always kept: the same ids across model versions
     fixed_total: int = FIXED_TOTAL  # ... but at most this many in all, spread over the classes (fixed_ids)
     workers: int = 0  # threads decoding and framing the next batches (0: in the calling thread; a gate's: Settings)
-    precision: str = DEFAULTS.precision  # "bf16": the forwards under autocast; maps, probabilities and scores in float32
+    precision: str = DEFAULTS.precision  # "bf16": forwards under autocast; maps, probabilities and scores in float32
     frame_cache: str | None = None  # folder keeping framed review sets between gates (gate.inputs.frame_cache)
 
 
