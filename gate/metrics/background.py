@@ -21,7 +21,8 @@ def _variant(records: Records, variant: str) -> np.ndarray:
     if preds is None:
         # The engine runs every variant when the probe is enabled; a missing one is a bug, not bad input.
         raise GateError(f"records have no predictions for background variant {variant!r}")
-    return np.asarray(preds, dtype=np.int64)[records.masked]
+    masked: np.ndarray = np.asarray(preds, dtype=np.int64)[records.masked]
+    return masked
 
 
 def _share(hits: np.ndarray) -> float:
