@@ -55,7 +55,7 @@ def _gate(command: str, candidates: Sequence[Path], options: dict[str, Any]) -> 
     from gate.api import gate_request, run_sharded
     from gate.engine import distributed
     from gate.outputs import files as outputs
-    from gate.outputs.report import format_summary
+    from gate.outputs.summary import format_summary
     from gate.settings import SETTINGS, Settings
 
     settings = Settings(**{item.name: options[item.name] for item in SETTINGS}).checked()
