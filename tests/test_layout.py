@@ -106,8 +106,11 @@ def test_import_graph_sees_imports_inside_functions(tmp_path: Path) -> None:
 
 
 def test_no_import_circle_in_gate() -> None:
-    cycle = find_cycle(import_graph())
-    assert cycle is None, " -> ".join(cycle or [])
+    graph, cycles = import_graph(), []
+    while (cycle := find_cycle(graph)) is not None:  # every circle, each broken at its last edge to go on
+        cycles.append(" -> ".join(cycle))
+        graph[cycle[-2]].discard(cycle[-1])
+    assert not cycles, cycles
 
 
 def test_no_module_over_400_lines() -> None:
