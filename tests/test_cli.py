@@ -274,3 +274,19 @@ def test_check_prints_where_the_mlflow_run_is(monkeypatch: pytest.MonkeyPatch, c
     paths = SimpleNamespace(report=Path("r.html"), json=Path("r.json"), junit=Path("j.xml"))
     gating._track(object(), paths, TrackingConfig(uri=uri), [])
     assert capsys.readouterr().out.splitlines() == [f"MLflow: logged 2 run(s) to {uri}", line]
+
+
+def test_a_closed_output_pipe_ends_quietly() -> None:
+    """``xgate history | head``: the reader leaves early; click's main ends it with exit 1 and not a word
+    (no traceback, no "internal error", no "Exception ignored" at shutdown)."""
+    script = ("import sys, click\nfrom gate.cli import app\n"
+              "@app.cli.command()\ndef spam() -> None:\n    for _ in range(20000):\n        click.echo('x' * 80)\n"
+              "sys.exit(app._run(['spam']))\n")
+    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env={"PATH": "/usr/bin:/bin", **python_path()}) as process:
+        assert process.stdout is not None and process.stderr is not None
+        assert process.stdout.read(100) == b"x" * 80 + b"\n" + b"x" * 19
+        process.stdout.close()  # what head does once it has its lines
+        stderr = process.stderr.read().decode()
+        assert process.wait(timeout=60) == 1, stderr
+    assert stderr == ""
