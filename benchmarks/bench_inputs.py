@@ -89,12 +89,11 @@ def bench_report(listed: int, per_class: int, device: str) -> dict[str, float]:
     """Gate a random 1000-class tiny_cnn on a review set covering ``listed`` classes; report size and time."""
     import yaml
 
-    from gate.engine.core import EngineOptions
+    import gate
     from gate.inputs import candidate
     from gate.inputs.archs import tiny_cnn
     from gate.inputs.review_set import build
     from gate.outputs.report import render_report
-    from gate.run import GateRequest, run_gate
 
     rng = np.random.default_rng(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -119,8 +118,7 @@ def bench_report(listed: int, per_class: int, device: str) -> dict[str, float]:
                                                                           "digest": pinned.digest},
                                           "probes": ["background"], "rules": [{"score": "accuracy", "min": 0.0}]}))
         started = time.perf_counter()
-        result = run_gate(GateRequest(command="check", candidates=(path,), policy=policy,
-                                      engine=EngineOptions(device=device, batch_size=64)))
+        result = gate.check(path, policy, device=device, batch_size=64, workers=0)
         gated = time.perf_counter() - started
         started = time.perf_counter()
         html = render_report(result)
