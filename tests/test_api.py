@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -194,3 +195,29 @@ def test_public_names_are_exported_explicitly() -> None:
                                  "InputSpec", "GateResult", "GateError", "Settings"}
     with pytest.raises(AttributeError):
         gate.no_such_name  # noqa: B018
+
+
+PYTHON_MD = Path(__file__).resolve().parents[1] / "docs" / "python.md"
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", PYTHON_MD.read_text(), flags=re.MULTILINE | re.DOTALL)
+
+
+def test_python_md_blocks_compile() -> None:
+    blocks = python_blocks()
+    assert len(blocks) >= 6
+    for block in blocks:
+        compile(block, str(PYTHON_MD), "exec")
+
+
+@pytest.mark.slow
+def test_python_md_examples_run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/python.md runs as written, block after block in one namespace, from the repository's root."""
+    monkeypatch.chdir(PYTHON_MD.parents[1])
+    namespace: dict[str, Any] = {}
+    for block in python_blocks():
+        exec(compile(block, str(PYTHON_MD), "exec"), namespace)  # noqa: S102  # the page's own examples
+    printed = capsys.readouterr().out
+    assert "batch_size: expected a number at least 1, got 0" in printed
+    assert "bgmix.pt" in printed and "epoch 2: " in printed
