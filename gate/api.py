@@ -43,7 +43,7 @@ def check(
     review_set: ReviewSetLike = None,
     *,
     classes: Sequence[str] | None = None,
-    input: InputSpec | None = None,  # noqa: A002  # the name the checkpoint format gives it
+    input: InputSpec | None = None,  # the name the checkpoint format gives it
     baseline: Model | None = None,
     name: str = "model",
     settings: Settings | None = None,
@@ -73,7 +73,7 @@ def select(
     review_set: ReviewSetLike = None,
     *,
     classes: Sequence[str] | None = None,
-    input: InputSpec | None = None,  # noqa: A002
+    input: InputSpec | None = None,
     baseline: Model | None = None,
     settings: Settings | None = None,
     progress: Progress | None = None,
@@ -95,7 +95,7 @@ def select(
 
 def _gate(
     command: str, named: Sequence[tuple[str, Model]], policy: PolicyLike, review_set: ReviewSetLike, *,
-    classes: Sequence[str] | None, input: InputSpec | None, baseline: Model | None,  # noqa: A002
+    classes: Sequence[str] | None, input: InputSpec | None, baseline: Model | None,
     settings: Settings | None, progress: Progress | None, overrides: Mapping[str, Any],
 ) -> GateResult:
     chosen = with_overrides(settings, overrides)
@@ -131,7 +131,7 @@ def with_overrides(settings: Settings | None, overrides: Mapping[str, Any]) -> S
 
 def gate_request(
     command: str, models: Sequence[tuple[str, Model]], policy: PolicyLike, review_set: ReviewSetLike,
-    baseline: Model | None, settings: Settings, *, classes: Sequence[str] | None = None, input: InputSpec | None = None,  # noqa: A002
+    baseline: Model | None, settings: Settings, *, classes: Sequence[str] | None = None, input: InputSpec | None = None,
 ) -> GateRequest:
     """What ``run_gate`` needs: the policy read, in-memory models made candidates, settings as options."""
     loaded = load_policy(policy, review_set)
@@ -181,7 +181,7 @@ def load_policy(policy: PolicyLike, review_set: ReviewSetLike = None) -> policy_
 
 
 def from_module(
-    model: nn.Module, *, classes: Sequence[str] | None, input: InputSpec | None,  # noqa: A002
+    model: nn.Module, *, classes: Sequence[str] | None, input: InputSpec | None,
     name: str = "model", target_layer: str | None = None,
 ) -> Candidate:
     """A ``Candidate`` for a model in memory; its sha256 is that of its weights (names, dtypes, shapes, bytes)."""

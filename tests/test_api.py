@@ -217,7 +217,7 @@ def test_python_md_examples_run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.
     monkeypatch.chdir(PYTHON_MD.parents[1])
     namespace: dict[str, Any] = {}
     for block in python_blocks():
-        exec(compile(block, str(PYTHON_MD), "exec"), namespace)  # noqa: S102  # the page's own examples
+        exec(compile(block, str(PYTHON_MD), "exec"), namespace)  # the page's own examples
     printed = capsys.readouterr().out
     assert "batch_size: expected a number at least 1, got 0" in printed
     assert "bgmix.pt" in printed and "epoch 2: " in printed
