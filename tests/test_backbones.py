@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from gate.engine import core as engine
-from gate.engine import layers
+from gate.engine import layers, model_state
 from gate.engine.gradcam import Explained, explain, upsample
 from gate.inputs import candidate as candidate_io
 from gate.inputs import shapes
@@ -96,7 +96,7 @@ def _spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Explained]]:
         calls.append((layer, out))
         return out
 
-    monkeypatch.setattr(engine, "explain", spying)
+    monkeypatch.setattr(model_state, "explain", spying)  # the explained forward is model_state's since the layout
     return calls
 
 
