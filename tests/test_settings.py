@@ -115,3 +115,4 @@ def test_bad_values_are_usage_errors_naming_the_setting(change: dict[str, Any], 
 def test_the_defaults_are_valid() -> None:
     assert DEFAULTS.checked() is DEFAULTS
     assert Settings(input_size=(3, 4), mean=(0, 1, 2.5), classes=("a",), frame_cache="f").checked()
+    assert Settings(batch_size=1, workers=0, resize=1, max_checkpoint_mb=1e-9).checked()  # the boundaries themselves
