@@ -10,6 +10,7 @@ same scoring and verdict.
 from __future__ import annotations
 
 import math
+import os
 import platform
 import stat
 import time
@@ -29,9 +30,18 @@ from gate.inputs import candidate as candidate_io
 from gate.inputs import frame_cache, safe_import
 from gate.inputs.candidate import Candidate
 from gate.inputs.review_set import ReviewSet, open_review_set, verify
+from gate.inputs.source import read_source
 from gate.metrics.registry import compute_scores
 from gate.records import Records
-from gate.result import COMPARISON_CONFIDENCE, CandidateInfo, CandidateResult, GateResult, PolicyInfo, ReviewSetInfo
+from gate.result import (
+    COMPARISON_CONFIDENCE,
+    CandidateInfo,
+    CandidateResult,
+    GateResult,
+    PolicyInfo,
+    ReviewSetInfo,
+    SourceInfo,
+)
 from gate.settings import DEFAULTS
 
 
@@ -81,6 +91,7 @@ class _Prepared:
     baseline: Candidate | None
     started: float
     loaded: float
+    source: SourceInfo | None = None  # the commit gated
 
     @property
     def models(self) -> list[Candidate]:
@@ -143,6 +154,10 @@ def _finish_shared_cache(prepared: _Prepared, shared: str | None, *, complete: b
 
 def _prepare(request: GateRequest, device: str) -> _Prepared:
     started = time.perf_counter()
+    # First: a malformed $GITHUB_SHA is bad input, refused before anything is loaded. An in-memory model's
+    # "path" is its name: its source is the working directory's repository.
+    first = request.candidates[0] if request.candidates else None
+    source = read_source(Path(first.path) if isinstance(first, Candidate) else first, os.environ)
     policy = request.policy if isinstance(request.policy, policy_io.Policy) else policy_io.load(request.policy)
     review_set = _open_review_set(policy, request)
     policy_io.check_classes(policy, review_set.classes)
@@ -160,7 +175,8 @@ def _prepare(request: GateRequest, device: str) -> _Prepared:
     if policy.needs_baseline and baseline is None:
         raise PolicyError("the policy has vs_baseline rules; give --baseline", path=policy.path, field="rules")
     return _Prepared(request=request, policy=policy, review_set=review_set, options=options,
-                     candidates=tuple(candidates), baseline=baseline, started=started, loaded=time.perf_counter())
+                     candidates=tuple(candidates), baseline=baseline, started=started, loaded=time.perf_counter(),
+                     source=source)
 
 
 def _decide(prepared: _Prepared, runs: Sequence[engine.ModelRun]) -> GateResult:
@@ -193,6 +209,7 @@ def _decide(prepared: _Prepared, runs: Sequence[engine.ModelRun]) -> GateResult:
         timings={"load_s": prepared.loaded - prepared.started, "engine_s": ran - prepared.loaded,
                  "total_s": time.perf_counter() - prepared.started},
         created=datetime.now(UTC).isoformat(timespec="seconds"),
+        source=prepared.source,
     )
 
 
