@@ -6,7 +6,7 @@ import math
 from typing import TYPE_CHECKING
 
 from gate.errors import flat
-from gate.outputs.report.context import fmt, fmt_signed
+from gate.outputs.report.formatting import fmt, fmt_signed
 from gate.result import COMPARISON_CONFIDENCE, CandidateResult, GateResult, RuleResult
 
 if TYPE_CHECKING:  # gate.outputs.files imports the report package; the summary only reads the three paths
