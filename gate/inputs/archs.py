@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -98,6 +99,24 @@ def check_plain_kwargs(value: Any, where: str = "arch_kwargs", depth: int = 0) -
             check_plain_kwargs(item, f"{where}.{key}", depth + 1)
         return
     raise CandidateError(f"{type(value).__name__} is not a plain JSON value", field=where)
+
+
+def checked_meta(path: str | Path, meta: Any) -> dict[str, Any]:
+    """The checkpoint's ``meta``: a JSON object of plain values (finite numbers, strings, lists, objects).
+
+    Checked at load, so that a NaN, a tensor or a tuple key is bad input naming ``meta.KEY`` here, not a
+    result that cannot be written after the whole evaluation.
+    """
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict):
+        raise CandidateError(f"'meta' must be a JSON object of plain values, not {type(meta).__name__}", path=path,
+                             field="meta")
+    try:
+        check_plain_kwargs(meta, "meta")
+    except CandidateError as exc:
+        raise CandidateError(exc.message, path=path, field=exc.field) from None
+    return dict(meta)
 
 
 def _call(factory: Callable[..., nn.Module], arch: str, kwargs: dict[str, Any]) -> nn.Module:

@@ -23,7 +23,7 @@ from torch import nn
 from gate.engine.layers import find_layer
 from gate.errors import CandidateError
 from gate.inputs import files, safetensors_io
-from gate.inputs.archs import build_model, check_plain_kwargs, default_target_layer
+from gate.inputs.archs import build_model, checked_meta, default_target_layer
 from gate.inputs.preprocess import INTERPOLATIONS, Geometry
 
 # The reader's bound for weights (inspect, layers, pack); check and select apply --max-checkpoint-mb first.
@@ -284,24 +284,6 @@ def _from_v1(
     if layer is not None and not isinstance(layer, str):
         raise CandidateError("'target_layer' must be a string", path=path, field="target_layer")
     return model, arch, tuple(classes), _input_spec(path, obj.get("input")), layer, checked_meta(path, obj.get("meta"))
-
-
-def checked_meta(path: str | Path, meta: Any) -> dict[str, Any]:
-    """The checkpoint's ``meta``: a JSON object of plain values (finite numbers, strings, lists, objects).
-
-    Checked at load, so that a NaN, a tensor or a tuple key is bad input naming ``meta.KEY`` here, not a
-    result that cannot be written after the whole evaluation.
-    """
-    if meta is None:
-        return {}
-    if not isinstance(meta, dict):
-        raise CandidateError(f"'meta' must be a JSON object of plain values, not {type(meta).__name__}", path=path,
-                             field="meta")
-    try:
-        check_plain_kwargs(meta, "meta")
-    except CandidateError as exc:
-        raise CandidateError(exc.message, path=path, field=exc.field) from None
-    return dict(meta)
 
 
 def check_input_side(path: str | Path, spec: InputSpec, limit: int, field: str) -> None:

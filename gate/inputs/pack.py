@@ -27,14 +27,13 @@ import torch
 
 from gate.errors import CandidateError, UsageError
 from gate.inputs import files, safetensors_io
-from gate.inputs.archs import default_target_layer
+from gate.inputs.archs import checked_meta, default_target_layer
 from gate.inputs.candidate import (
     FORMAT,
     IMAGENET_MEAN,
     IMAGENET_STD,
     MAX_WEIGHTS_BYTES,
     Candidate,
-    checked_meta,
     unwrapped_state,
 )
 from gate.inputs.candidate import load as load_candidate
