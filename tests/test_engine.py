@@ -13,7 +13,7 @@ from conftest import without_masks, write_rows
 from torch import nn
 
 from gate.engine import core as engine
-from gate.engine import probes
+from gate.engine import sanity
 from gate.errors import ModelOutputError, UsageError
 from gate.inputs import candidate as candidate_io
 from gate.inputs.review_set import ReviewSet
@@ -49,7 +49,7 @@ def test_forward_calls_per_batch(small_set: ReviewSet, untrained_checkpoint: Pat
                                  per_batch: int, monkeypatch: pytest.MonkeyPatch) -> None:
     cand, net = _counting(untrained_checkpoint)
     copies: list[CountingNet] = []
-    real_copy = probes.randomized_copy
+    real_copy = sanity.randomized_copy
 
     def counting_copy(model: nn.Module, layer: str, seed: int = 0) -> nn.Module:
         copy = real_copy(model, layer, seed)
@@ -58,13 +58,13 @@ def test_forward_calls_per_batch(small_set: ReviewSet, untrained_checkpoint: Pat
         copies.append(copy)
         return copy
 
-    monkeypatch.setattr(probes, "randomized_copy", counting_copy)
+    monkeypatch.setattr(sanity, "randomized_copy", counting_copy)
     options = engine.EngineOptions(batch_size=16, probes=enabled)
     (result,) = engine.run([cand], small_set, options)
     batches = -(-small_set.size // 16)
     assert net.calls == batches * per_batch
     if "sanity" in enabled:
-        assert len(copies) == probes.SANITY_COPIES  # one explained forward per randomised copy per batch
+        assert len(copies) == sanity.SANITY_COPIES  # one explained forward per randomised copy per batch
         assert all(copy.calls == batches for copy in copies)
         assert result.records.sanity_similarity is not None
     else:

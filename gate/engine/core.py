@@ -5,7 +5,7 @@ baseline) runs on the same batch: each model brings the decoded uint8 images int
 its own frame (its resize, crop and interpolation; models that share them share
 the framed batch), then one forward gives logits and Grad-CAM; each enabled
 background variant adds exactly one more forward; the sanity probe adds one
-explained forward per randomised copy (``probes.SANITY_COPIES``). Only per-sample numbers are kept, plus a
+explained forward per randomised copy (``sanity.SANITY_COPIES``). Only per-sample numbers are kept, plus a
 bounded set of samples (images and maps) for the report's galleries.
 
 The prediction is the argmax over ALL the model's outputs and probabilities come

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from gate.engine import probes as probe_ops
+from gate.engine import sanity
 from gate.engine.gallery import GallerySelector, finish_gallery
 from gate.engine.gradcam import explain, upsample
 from gate.engine.localisation import localise
@@ -50,8 +51,8 @@ class ModelState:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.bf16 = options.precision == "bf16"
         self.randomised = (
-            probe_ops.randomised_copies(self.model, self.candidate.target_layer, self.candidate.outputs,
-                                        seed=options.seed)
+            sanity.randomised_copies(self.model, self.candidate.target_layer, self.candidate.outputs,
+                                     seed=options.seed)
             if "sanity" in options.probes else None
         )
         spec = self.candidate.input
@@ -155,7 +156,7 @@ class ModelState:
             guard = self.check.guarded(copy.model, len(batch.indices), "randomised-copy")
             with guard, copy.drawn_for(target, batch.sample_ids):
                 randomised = explain(copy.model, self.candidate.target_layer, inputs, target=target)
-            columns.append(probe_ops.spearman_rows(cam, randomised.cam))
+            columns.append(sanity.spearman_rows(cam, randomised.cam))
         return torch.stack(columns, dim=1).double().cpu().numpy()
 
     def _append(self, name: str, values: np.ndarray) -> None:
