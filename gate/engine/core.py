@@ -146,4 +146,5 @@ def merge_runs(parts: Sequence[ModelRun], review_set: ReviewSet, options: Engine
     records = Records.concat([part.records for part in parts])
     fixed = fixed_ids(review_set, options.fixed_per_class, options.fixed_total)
     run = finish_gallery(records, options.gallery_size, fixed, max(part.seconds for part in parts))
-    return replace(run, frames=parts[0].frames if parts else run.frames)
+    return replace(run, frames=parts[0].frames if parts else run.frames,
+                   sanity_trunk=parts[0].sanity_trunk if parts else run.sanity_trunk)

@@ -16,6 +16,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from gate.engine import trunk
+from gate.engine.gradcam import Explained, explain
+from gate.engine.layers import Layout
 from gate.errors import GateError
 
 # Randomised copies the sanity probe averages over. One copy with one head draw moves by about ±0.3 with its
@@ -67,13 +70,29 @@ class RandomisedCopy:
     class name and the sample id. A permutation of the checkpoint's classes and rows therefore gives the
     same maps, shards and batch sizes give the same maps, and the mean over samples averages over many
     random heads instead of one (the head draw is what moves a single copy's score most).
+
+    With ``split`` (the model's graph split at the top block, gate.engine.trunk), the copy also has its
+    ``tail``: the block and the head alone, run from the activation the model's explained forward kept.
     """
 
-    def __init__(self, model: nn.Module, target_layer: str, outputs: Sequence[str], *, seed: int, index: int) -> None:
+    def __init__(self, model: nn.Module, target_layer: str, outputs: Sequence[str], *, seed: int, index: int,
+                 split: trunk.Split | None = None) -> None:
         self.seed = derived_seed(seed, "copy", str(index))
+        self.target_layer = target_layer
         self.model = randomized_copy(model, target_layer, seed=self.seed)
         layer = _class_layer(self.model, target_layer, len(outputs))
         self.rows = None if layer is None else _SampleRows(layer, tuple(outputs), self.seed)
+        self.tail = None if split is None else trunk.tail(split, self.model)
+
+    def runner(self, entry: Tensor | None) -> nn.Module:
+        """The module :meth:`explain` runs for this ``entry``: the tail when there is one and an entry."""
+        return self.tail if self.tail is not None and entry is not None else self.model
+
+    def explain(self, inputs: Tensor, entry: Tensor | None, target: Tensor, layout: Layout) -> Explained:
+        """The copy's Grad-CAM of ``target``: from the kept ``entry`` through the tail, else from ``inputs``."""
+        if self.tail is not None and entry is not None:
+            return explain(self.tail, trunk.MARKER, entry, target=target, layout=layout)
+        return explain(self.model, self.target_layer, inputs, target=target)
 
     @contextmanager
     def drawn_for(self, target: Tensor, sample_ids: Sequence[str]) -> Iterator[None]:
@@ -89,13 +108,37 @@ class RandomisedCopy:
 
 
 def randomised_copies(
-    model: nn.Module, target_layer: str, outputs: Sequence[str], *, seed: int, copies: int | None = None
+    model: nn.Module, target_layer: str, outputs: Sequence[str], *, seed: int, copies: int | None = None,
+    split: trunk.Split | None = None,
 ) -> list[RandomisedCopy]:
-    """``copies`` (default ``SANITY_COPIES``) randomised copies of ``model``, seeds derived from ``seed``."""
+    """``copies`` (default ``SANITY_COPIES``) randomised copies of ``model``, seeds derived from ``seed``.
+
+    ``split`` (from :func:`shared_trunk`): each copy gets its tail, run from the model's kept activation.
+    """
     copies = SANITY_COPIES if copies is None else copies
     if copies < 1:
         raise GateError(f"expected at least one randomised copy, got {copies}", field="copies")
-    return [RandomisedCopy(model, target_layer, outputs, seed=seed, index=k) for k in range(copies)]
+    return [RandomisedCopy(model, target_layer, outputs, seed=seed, index=k, split=split) for k in range(copies)]
+
+
+def shared_trunk(model: nn.Module, target_layer: str) -> tuple[trunk.Split | None, str]:
+    """Where the copies of ``model`` split from it, and how their forwards run, in words for the environment.
+
+    ("shared trunk from BLOCK", or "full forward: WHY" when the graph does not split: gate.engine.trunk.)
+    """
+    if target_layer not in dict(model.named_modules()):
+        raise GateError(f"target layer {target_layer!r} not found in the model")
+    block = block_name(model, target_layer)
+    try:
+        return trunk.split(model, block, target_layer), f"shared trunk from {block}"
+    except trunk.NoSplit as exc:
+        return None, f"full forward: {exc}"
+
+
+def block_name(model: nn.Module, target_layer: str) -> str:
+    """The qualified name of the first module a randomised copy re-initialises (its input is the tail's)."""
+    first = _reinitialised(model, target_layer)[0]
+    return next(name for name, module in model.named_modules() if module is first)
 
 
 def derived_seed(seed: int, *parts: str) -> int:
