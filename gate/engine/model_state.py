@@ -14,7 +14,7 @@ from torch import Tensor
 from gate.engine import probes as probe_ops
 from gate.engine import sanity, trunk
 from gate.engine.gallery import GallerySelector, finish_gallery
-from gate.engine.gradcam import Explained, explain, upsample
+from gate.engine.gradcam import explain, upsample
 from gate.engine.localisation import localise
 from gate.engine.model_faults import OutputCheck
 from gate.engine.runs import BatchOutputs, EngineOptions, ModelRun
@@ -50,15 +50,12 @@ class ModelState:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.bf16 = options.precision == "bf16"
-        self.randomised: list[sanity.RandomisedCopy] | None = None
-        self.split: trunk.Split | None = None
-        self.trunk = ""
-        if "sanity" in options.probes:
-            layer = self.candidate.target_layer
-            self.split, self.trunk = (sanity.shared_trunk(self.model, layer) if options.shared_trunk
-                                      else (None, "full forward: shared trunk off"))
-            self.randomised = sanity.randomised_copies(self.model, layer, self.candidate.outputs,
-                                                       seed=options.seed, split=self.split)
+        self.check = OutputCheck(path=self.candidate.path, width=len(self.candidate.outputs))
+        self.sanity = (
+            sanity.SanityProbe(self.model, self.candidate.target_layer, self.candidate.outputs, seed=options.seed,
+                               shared=options.shared_trunk, check=self.check)
+            if "sanity" in options.probes else None
+        )
         spec = self.candidate.input
         self.geometry = geometry_of(spec, native)
         self.size: tuple[int, int] = self.geometry.size
@@ -72,7 +69,6 @@ class ModelState:
         # Model output index -> review-set index (OUTSIDE for outputs the review set does not hold).
         self.to_review = torch.full((width,), OUTSIDE, dtype=torch.long)
         self.to_review[self.order] = torch.arange(len(order))
-        self.check = OutputCheck(path=self.candidate.path, width=width)
         self.rows: dict[str, list[np.ndarray]] = {}
         self.gallery = GallerySelector(options.gallery_size, fixed, self.candidate.outputs)
         self.seconds = 0.0
@@ -90,7 +86,7 @@ class ModelState:
     def consume(self, batch: Batch, frames: Frames) -> None:
         started = time.perf_counter()
         frame = frames.get(self.geometry)
-        block = self.split.block if self.split is not None else None
+        block = self.sanity.block if self.sanity is not None else None
         with self.check.guarded(self.model, len(batch.indices)), self.autocast(), \
                 trunk.kept_entry(self.model, block) as entry:
             explained = explain(self.model, self.candidate.target_layer, self.normalise(frame.images))
@@ -110,9 +106,11 @@ class ModelState:
         if self.partners:
             for name in PROBE_VARIANTS:
                 self._append(f"probe.{name}", scatter_rows(variant_preds.get(name), batch.has_mask))
-        if self.randomised is not None:
+        if self.sanity is not None:
             with self.autocast():  # the copies run at the model's precision; their maps come back float32
-                self._append("sanity", self._sanity(frame.images, explained, small_cam, entry.get(), batch))
+                similarities = self.sanity.similarities(self.normalise(frame.images), entry.get(), explained,
+                                                        small_cam, batch)
+            self._append("sanity", similarities)
         self.gallery.offer(batch, outputs, cam, frame, variants, variant_preds)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -152,22 +150,6 @@ class ModelState:
         logits = self.check.check_finite(logits, [batch.sample_ids[i] for i in rows], variant)
         return self.to_review[logits.argmax(1).cpu()].numpy().astype(np.int64)
 
-    def _sanity(self, images: Tensor, explained: Explained, cam: Tensor, entry: Tensor | None,
-                batch: Batch) -> np.ndarray:
-        # Compared at the target layer's own resolution: upsampling adds no information, only smooth
-        # interpolated pixels that inflate rank correlation (and it costs as much as a forward at 224²).
-        # One explained forward per randomised copy: [B, copies] similarities, same class as the model's map.
-        # With ``entry`` (the activation entering the top block) each copy runs only its block and head.
-        assert self.randomised is not None
-        inputs = self.normalise(images) if entry is None else images
-        target, columns = explained.target, []
-        for copy in self.randomised:
-            guard = self.check.guarded(copy.runner(entry), len(batch.indices), "randomised-copy")
-            with guard, copy.drawn_for(target, batch.sample_ids):
-                randomised = copy.explain(inputs, entry, target, explained.layout)
-            columns.append(sanity.spearman_rows(cam, randomised.cam))
-        return torch.stack(columns, dim=1).double().cpu().numpy()
-
     def _append(self, name: str, values: np.ndarray) -> None:
         self.rows.setdefault(name, []).append(np.asarray(values))
 
@@ -200,7 +182,7 @@ class ModelState:
             has_mask=column["has_mask"].astype(bool),
         )
         run = finish_gallery(records, self.options.gallery_size, self.gallery.fixed, self.seconds)
-        return replace(run, sanity_trunk=self.trunk)
+        return replace(run, sanity_trunk=self.sanity.trunk if self.sanity is not None else "")
 
 
 def scatter_rows(values: np.ndarray | None, has_mask: np.ndarray) -> np.ndarray:

@@ -19,7 +19,9 @@ from torch import Tensor, nn
 from gate.engine import trunk
 from gate.engine.gradcam import Explained, explain
 from gate.engine.layers import Layout
+from gate.engine.model_faults import OutputCheck
 from gate.errors import GateError
+from gate.inputs.batches import Batch
 
 # Randomised copies the sanity probe averages over. One copy with one head draw moves by about ±0.3 with its
 # seed (that draw decides whether the random maps lean towards or away from the object in every sample at
@@ -293,3 +295,61 @@ def _average_ranks(x: Tensor) -> Tensor:
     count = torch.zeros_like(pos).scatter_add_(1, group, torch.ones_like(pos))
     ranks_sorted = (total / count.clamp_min(1)).gather(1, group)
     return torch.empty_like(ranks_sorted).scatter_(1, order, ranks_sorted)
+
+
+class SanityProbe:
+    """One model's randomised copies, how they run (shared trunk or full forward), and their similarities."""
+
+    def __init__(self, model: nn.Module, target_layer: str, outputs: Sequence[str], *, seed: int, shared: bool,
+                 check: OutputCheck) -> None:
+        split, self.trunk = shared_trunk(model, target_layer) if shared else (None, "full forward: shared trunk off")
+        self.block = split.block if split is not None else None  # the module whose input the model keeps
+        self.copies = randomised_copies(model, target_layer, outputs, seed=seed, split=split)
+        self.check = check
+        self.verified = split is None
+
+    def similarities(self, inputs: Tensor, entry: Tensor | None, explained: Explained, cam: Tensor,
+                     batch: Batch) -> np.ndarray:
+        """[B, copies] Spearman similarities of the model's map ``cam`` and each copy's, same class.
+
+        ``inputs``: the normalised batch; ``entry``: the activation entering the top block, kept by the
+        model's explained forward (None: each copy runs its whole forward from ``inputs``).
+        """
+        # Compared at the target layer's own resolution: upsampling adds no information, only smooth
+        # interpolated pixels that inflate rank correlation (and it costs as much as a forward at 224²).
+        if entry is not None and not self.verified:
+            entry = self._verified(inputs, entry, explained, batch)
+        columns = []
+        for each in self.copies:
+            guard = self.check.guarded(each.runner(entry), len(batch.indices), "randomised-copy")
+            with guard, each.drawn_for(explained.target, batch.sample_ids):
+                randomised = each.explain(inputs, entry, explained.target, explained.layout)
+            columns.append(spearman_rows(cam, randomised.cam))
+        return torch.stack(columns, dim=1).double().cpu().numpy()
+
+    def _verified(self, inputs: Tensor, entry: Tensor, explained: Explained, batch: Batch) -> Tensor | None:
+        """On the first batch, the first copy's tail against its whole forward: ``entry``, or None if they differ.
+
+        fx traces Python once: a forward that branches on what it is given (``isinstance(x, Tensor)``, a
+        tracing flag) can trace into other code than it runs. Such a model keeps the full forward.
+        """
+        self.verified = True
+        first, size, target = self.copies[0], len(batch.indices), explained.target
+        runs = []
+        for given in (None, entry):
+            guard = self.check.guarded(first.runner(given), size, "randomised-copy")
+            with guard, first.drawn_for(target, batch.sample_ids):
+                runs.append(first.explain(inputs, given, target, explained.layout))
+        whole, tail = runs
+        if _close(whole.logits, tail.logits) and _close(whole.cam, tail.cam):
+            return entry
+        self.trunk, self.block = "full forward: its traced graph computes other logits or maps than its forward", None
+        for each in self.copies:
+            each.tail = None
+        return None
+
+
+def _close(a: Tensor, b: Tensor) -> bool:
+    """Equal up to float rounding (on a GPU the same ops may pick other kernels), relative to ``a``'s size."""
+    scale = float(a.abs().max()) if a.numel() else 0.0
+    return a.shape == b.shape and bool(torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-5 * scale))
