@@ -71,10 +71,11 @@ def test_forward_calls_per_batch(small_set: ReviewSet, untrained_checkpoint: Pat
     assert net.calls == batches * per_batch
     if "sanity" in enabled:
         assert len(copies) == sanity.SANITY_COPIES
-        # Each copy runs its top block and head once per batch, from the activation the model's forward kept:
-        # never its whole forward (gate.engine.trunk).
-        assert blocks == [batches] * sanity.SANITY_COPIES
-        assert all(copy.calls == 0 for copy in copies)
+        # Each copy runs its top block and head once per batch, from the activation the model's forward kept,
+        # never its whole forward (gate.engine.trunk); but once per gate the first copy runs both, to check
+        # that its tail computes what its forward does.
+        assert blocks == [batches + 2] + [batches] * (sanity.SANITY_COPIES - 1)
+        assert [copy.calls for copy in copies] == [1] + [0] * (sanity.SANITY_COPIES - 1)
         assert result.records.sanity_similarity is not None
     else:
         assert not copies
