@@ -331,15 +331,15 @@ class SanityProbe:
         """On the first batch, the first copy's tail against its whole forward: ``entry``, or None if they differ.
 
         fx traces Python once: a forward that branches on what it is given (``isinstance(x, Tensor)``, a
-        tracing flag) can trace into other code than it runs. Such a model keeps the full forward.
+        tracing flag) can trace into other code than it runs. Such a model keeps the full forward. Checked on
+        the batch's first sample (eval mode: samples do not mix), so the check costs one image's forward.
         """
         self.verified = True
-        first, size, target = self.copies[0], len(batch.indices), explained.target
+        first, target, ids = self.copies[0], explained.target[:1], batch.sample_ids[:1]
         runs = []
-        for given in (None, entry):
-            guard = self.check.guarded(first.runner(given), size, "randomised-copy")
-            with guard, first.drawn_for(target, batch.sample_ids):
-                runs.append(first.explain(inputs, given, target, explained.layout))
+        for given in (None, entry[:1]):
+            with self.check.guarded(first.runner(given), 1, "randomised-copy"), first.drawn_for(target, ids):
+                runs.append(first.explain(inputs[:1], given, target, explained.layout))
         whole, tail = runs
         if _close(whole.logits, tail.logits) and _close(whole.cam, tail.cam):
             return entry
