@@ -4,9 +4,10 @@ The review set is decoded once per batch and every model (candidates and the
 baseline) runs on the same batch: each model brings the decoded uint8 images into
 its own frame (its resize, crop and interpolation; models that share them share
 the framed batch), then one forward gives logits and Grad-CAM; each enabled
-background variant adds exactly one more forward; the sanity probe adds one
-explained forward per randomised copy (``sanity.SANITY_COPIES``). Only per-sample numbers are kept, plus a
-bounded set of samples (images and maps) for the report's galleries.
+background variant adds exactly one more forward; the sanity probe adds, per randomised copy
+(``sanity.SANITY_COPIES``), an explained run of the copy's re-initialised top block and head from the
+activation the model's forward kept (gate.engine.trunk; the whole forward where the graph does not split).
+Only per-sample numbers are kept, plus a bounded set of samples (images and maps) for the report's galleries.
 
 The prediction is the argmax over ALL the model's outputs and probabilities come
 from its full softmax, also when the review set covers only some of its classes.
