@@ -80,17 +80,23 @@ def tail_share(model: nn.Module, layer: str, size: int) -> tuple[float, str]:
     return part.get_total_flops() / whole.get_total_flops(), words
 
 
-def gate_table(models: list[str], count: int, size: int, batch: int, repeats: int) -> None:
-    """Table 1: whole gate, strict policy, shared trunk vs old path, in plain evaluations."""
+def gate_table(models: list[str], count: int, size: int, batch: int, repeats: int, warmups: int) -> None:
+    """Table 1: whole gate, strict policy, shared trunk vs old path, in plain evaluations (a row per model)."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         review_set = make_jpeg_set(root, count, size)
         policy = strict_policy(root, review_set)
-        rows = []
+        print(f"\n{header()}")
+        print(f"\n{count} JPEG images {size}², batch {batch}, CPU, {torch.get_num_threads()} threads, strict policy "
+              f"(background + sanity, its 12 rules); median of {repeats} rounds (plain, old, shared) after "
+              f"{warmups} warm-up rounds")
+        print("| model | copies run | f = tail / forward (FLOPs) | P old | P shared | plain evaluation (s) | "
+              "whole gate, old path (s) | × plain | whole gate, shared trunk (s) | × plain | shared / old |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
         for arch in models:
-            model = make_model(arch)
-            ckpt = candidate_io.save(root / f"{arch}.pt", model, arch=arch, arch_kwargs={"num_classes": 4},
-                                     classes=shapes.CLASSES, input_size=(size, size), resize=size * 8 // 7)
+            ckpt = candidate_io.save(root / f"{arch}.pt", make_model(arch), arch=arch,
+                                     arch_kwargs={"num_classes": 4}, classes=shapes.CLASSES, input_size=(size, size),
+                                     resize=size * 8 // 7)
             cand = candidate_io.load(ckpt)
             share, words = tail_share(cand.model, cand.target_layer, size)
 
@@ -98,22 +104,13 @@ def gate_table(models: list[str], count: int, size: int, batch: int, repeats: in
                 options = engine.EngineOptions(device="cpu", batch_size=batch, shared_trunk=shared)
                 return run_gate(GateRequest(command="check", candidates=(path,), policy=policy, engine=options))
 
-            seconds = interleaved(repeats, {"plain": lambda c=cand: plain_evaluation(review_set, c, batch,
-                                                                                      torch.device("cpu")),
-                                            "old": lambda: gate(False), "shared": lambda: gate(True)}, warmups=1)
-            rows.append((arch, share, words, seconds))
-            del model, cand
-        print(f"\n{header()}")
-        print(f"\n{count} JPEG images {size}², batch {batch}, CPU, {torch.get_num_threads()} threads, strict policy "
-              f"(background + sanity, its 12 rules); median of {repeats} rounds (plain, old, shared) after a warm-up")
-        print("| model | copies run | f = tail / forward (FLOPs) | P old | P shared | plain evaluation (s) | "
-              "whole gate, old path (s) | × plain | whole gate, shared trunk (s) | × plain | shared / old |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
-        for arch, share, words, s in rows:
+            s = interleaved(repeats, {"plain": lambda c=cand: plain_evaluation(review_set, c, batch,
+                                                                                torch.device("cpu")),
+                                      "old": lambda: gate(False), "shared": lambda: gate(True)}, warmups=warmups)
             p_new = 1 + COPIES_AND_VARIANTS - sanity.SANITY_COPIES + sanity.SANITY_COPIES * share
             print(f"| {arch} | {words} | {share:.3f} | {1 + COPIES_AND_VARIANTS} | {p_new:.2f} | {s['plain']:.2f} | "
                   f"{s['old']:.2f} | {s['old'] / s['plain']:.2f} | {s['shared']:.2f} | "
-                  f"{s['shared'] / s['plain']:.2f} | {s['shared'] / s['old']:.2f} |")
+                  f"{s['shared'] / s['plain']:.2f} | {s['shared'] / s['old']:.2f} |", flush=True)
         print(f"(load average after: {os.getloadavg()[0]:.1f})")
 
 
@@ -161,6 +158,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmups", type=int, default=1, help="Untimed rounds first.")
     parser.add_argument("--memory-sizes", default="1000,10000")
     parser.add_argument("--only", choices=["gate", "memory"])
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
@@ -170,7 +168,7 @@ def main() -> None:
         memory_child(args.memory_child, bool(args.shared))
         return
     if args.only in (None, "gate"):
-        gate_table(args.models.split(","), args.count, args.size, args.batch_size, args.repeats)
+        gate_table(args.models.split(","), args.count, args.size, args.batch_size, args.repeats, args.warmups)
     if args.only in (None, "memory"):
         memory([int(s) for s in args.memory_sizes.split(",")])
 
