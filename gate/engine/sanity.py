@@ -1,7 +1,10 @@
 """The randomised copies of the sanity check (Adebayo et al. 2018) and the rank correlation of their maps.
 
 Re-initialise the top of the network and see whether the maps change: each copy re-initialises the target
-layer's top block and the head and shares every other weight with the model.
+layer's top block and the head and shares every other weight with the model. Below that block a copy computes
+what the model computed, so it runs only its tail, from the activation the model's explained forward kept
+(gate.engine.trunk), where the model's graph splits there; else its whole forward (``SanityProbe.trunk`` says
+which, for result.json's environment).
 """
 
 from __future__ import annotations
