@@ -13,7 +13,7 @@ from conftest import without_masks, write_rows
 from torch import nn
 
 from gate.engine import core as engine
-from gate.engine import sanity
+from gate.engine import model_state, sanity
 from gate.errors import ModelOutputError, UsageError
 from gate.inputs import candidate as candidate_io
 from gate.inputs.review_set import ReviewSet
@@ -159,7 +159,7 @@ def test_cuda_without_a_gpu_is_a_usage_error() -> None:
     assert engine.resolve_device("auto").type == "cpu"
 
 
-def _edge_explainer(model: nn.Module, layer: str, inputs: torch.Tensor, target: Any = None) -> Any:
+def _edge_explainer(model: nn.Module, layer: str, inputs: torch.Tensor, target: Any = None, layout: Any = None) -> Any:
     """An 'explainer' that ignores the model: image edges, the classic failed sanity check."""
     from gate.engine.gradcam import Explained
 
@@ -183,8 +183,11 @@ def test_sanity_separates_a_trained_model_from_a_model_blind_explainer(
     options = engine.EngineOptions(probes=frozenset({"sanity"}))
     cand = candidate_io.load(honest_checkpoint)
     (real,) = engine.run([cand], review, options, indices=subset)
-    monkeypatch.setattr(engine, "explain", _edge_explainer)
-    (blind,) = engine.run([cand], review, options, indices=subset)
+    monkeypatch.setattr(model_state, "explain", _edge_explainer)
+    monkeypatch.setattr(sanity, "explain", _edge_explainer)  # the copies' maps: edges of the same images
+    # The whole-forward copies: with the shared trunk a copy's explainer is handed the kept activation, not the
+    # images, and an explainer blind to the model is the point here.
+    (blind,) = engine.run([cand], review, replace(options, shared_trunk=False), indices=subset)
     real_score = compute_scores(real.records, {"sanity"})["sanity.randomization_similarity"]
     blind_score = compute_scores(blind.records, {"sanity"})["sanity.randomization_similarity"]
     assert real_score < 0.5  # the trained model's maps change when its top is randomised
