@@ -143,7 +143,8 @@ def shared_trunk(model: nn.Module, target_layer: str) -> tuple[trunk.Split | Non
 def block_name(model: nn.Module, target_layer: str) -> str:
     """The qualified name of the first module a randomised copy re-initialises (its input is the tail's)."""
     first = _reinitialised(model, target_layer)[0]
-    return next(name for name, module in model.named_modules() if module is first)
+    names: list[str] = [name for name, module in model.named_modules() if module is first]
+    return names[0]
 
 
 def derived_seed(seed: int, *parts: str) -> int:

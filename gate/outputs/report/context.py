@@ -152,6 +152,7 @@ class ReportContext:
     environment: tuple[tuple[str, str], ...]
     timings: tuple[tuple[str, str], ...]
     classes: ClassTable | None = None
+    source: str = ""  # the commit gated, "1a2b3c4 on main"; "" when none (gate.result.SourceInfo.label)
 
     @property
     def has_showroom(self) -> bool:
@@ -311,4 +312,5 @@ def build_context(result: GateResult) -> ReportContext:
         environment=tuple((str(k), str(v)) for k, v in result.environment.items()),
         timings=tuple((str(k), f"{v:.2f} s") for k, v in result.timings.items()),
         classes=class_table(columns, records, len(ranked)) if ranked and records[0].size else None,
+        source="" if result.source is None else result.source.label,
     )
