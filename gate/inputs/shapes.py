@@ -241,7 +241,8 @@ def parse_synth_source(source: str) -> dict[str, float | int | str]:
         raise DataError("shortcut_bias needs a shortcut (frame, tag or cast)", path=source, field="shortcut_bias")
     try:
         _validate(int(values["n"]), float(values["bias"]), int(values["seed"]), int(values["size"]))
-        _validate_shortcut(values.get("shortcut"), float(values.get("shortcut_bias", 1.0)))  # type: ignore[arg-type]
+        shortcut = values.get("shortcut")
+        _validate_shortcut(None if shortcut is None else str(shortcut), float(values.get("shortcut_bias", 1.0)))
     except DataError as exc:
         raise DataError(exc.message, path=source, field=exc.field) from None
     return values
