@@ -1,22 +1,14 @@
 """Framed review sets kept on disk between gates on the same runner (``--frame-cache DIR``).
 
-A gate decodes every image and mask and brings it into each model's frame;
-with real photos on a GPU that decoding, not the forwards, can set the pace.
-This cache keeps the framed uint8 pixels and the framed masks of a whole review
-set, one entry per (review-set digest, geometry, torch/torchvision/Pillow
-versions), so that the next gate on the same runner reads frames instead of
-decoding. The frames read back are the bytes the decoding gave (the float
-frame is ``pixels / 255``, exactly as :func:`gate.inputs.preprocess.image_to_frame`),
-so a cached gate's records equal an uncached one's bit for bit.
+With real photos on a GPU, decoding (not the forwards) can set a gate's pace. This cache keeps the framed
+uint8 pixels and masks of a whole review set, one entry per (review-set digest, geometry, torch/torchvision/
+Pillow versions), so the next gate on the runner reads frames instead of decoding; they are the bytes the
+decoding gave (the float frame is ``pixels / 255``, as :func:`gate.inputs.preprocess.image_to_frame`), so a
+cached gate's records equal an uncached one's bit for bit.
 
-Safety: an entry is written only by a gate that framed every sample (not a
-subset), or by all the ranks of one torchrun launch together, into a temporary
-folder renamed into place when complete, so a killed gate leaves no half entry. Each file's sha256 is in the entry's
-``meta.json`` and is checked when the entry is opened; an entry that fails the
-check, or whose meta does not match, is not used (the gate decodes as without
-a cache) and is replaced. The review set itself is still verified against its
-pin on every gate. The cache folder is as trusted as the runner's disk: see
-docs/security.md.
+Safety (docs/security.md, "The frame cache"): entries are complete or absent (written in a temporary
+folder, renamed into place), checked by sha256 when opened (a bad one is decoded around and replaced), and
+only folders the cache made are ever removed. The folder is as trusted as the runner's disk.
 """
 
 from __future__ import annotations
@@ -48,11 +40,9 @@ IMAGES, MASKS, META = "images.u8", "masks.u8", "meta.json"
 MAX_META_BYTES = 64 * 1024  # ours is < 1 KB
 PART_PREFIX = "part-"  # a rank's record of the rows it wrote into a shared entry
 STALE_AFTER_S = 6 * 3600  # an unfinished entry untouched this long belongs to a gate that died
-# Every folder a gate makes holds this file from its first moment: clean-up and replacement touch only folders
-# that have it and are named as a gate names them, never another folder that happens to sit in DIR.
+# In every folder a gate makes, from its first moment: clean-up touches only folders named as ours that hold it.
 MARKER = ".xgate-frame-cache"
-_TEMPORARY = re.compile(r"\.tmp-[0-9a-f]{32}-(?:\d+-[0-9a-f]{8}|shared-[A-Za-z0-9_-]{1,64})")
-_ENTRY = re.compile(r"[0-9a-f]{32}")
+_OURS = re.compile(r"[0-9a-f]{32}|\.tmp-[0-9a-f]{32}-(?:\d+-[0-9a-f]{8}|shared-[A-Za-z0-9_-]{1,64})")
 _CHUNK = 1 << 20
 
 
@@ -405,11 +395,5 @@ def remove_stale(root: Path, max_age_s: float = STALE_AFTER_S) -> list[Path]:
 
 
 def ours(folder: Path) -> bool:
-    """True for a folder a gate made here: named as entries and temporary entries are, holding the marker file.
-
-    A symlink is never ours (removing through it would delete what it points to).
-    """
-    name = folder.name
-    if not (_ENTRY.fullmatch(name) or _TEMPORARY.fullmatch(name)) or folder.is_symlink():
-        return False
-    return (folder / MARKER).is_file()
+    """True for a folder a gate made: named as (temporary) entries are, holding MARKER, not a symlink."""
+    return bool(_OURS.fullmatch(folder.name)) and not folder.is_symlink() and (folder / MARKER).is_file()
