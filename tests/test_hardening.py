@@ -1460,11 +1460,10 @@ def test_selective_accuracy_rounds_the_kept_count() -> None:
     # 60% of 6 samples is 3.6: 4 kept (3 right of 4: 0.75), not 3 (1.0).
     import numpy as np
 
-    from gate.decide.intervals import _selective_accuracy
-    from gate.metrics.classification import selective_accuracy
+    from gate.metrics.classification import _selective_accuracy, selective_accuracy_form
 
     records = _records([0, 1, 0, 1, 0, 1], [True, True, True, False, False, False], ("a", "b"))
-    assert selective_accuracy(0.6)(records) == 0.75
+    assert selective_accuracy_form(0.6, records).full == 0.75
     correct = np.array([1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
     assert _selective_accuracy(correct, 0.6, np.ones((1, 6)))[0] == 0.75
 
