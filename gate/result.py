@@ -32,6 +32,7 @@ class RuleResult:
     # says why, in one wording: gate.decide.intervals.decidability); None for rules without a confidence.
     decidable: bool | None = None
     note: str = ""
+    confidence: float | None = None  # the level of ``interval`` (each end a one-sided bound at it)
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,7 @@ def _candidate_json(result: CandidateResult) -> dict[str, Any]:
                 "id": r.rule_id, "score": r.score, "op": r.op, "threshold": r.threshold,
                 "value": json_number(r.value), "interval": None if r.interval is None else list(r.interval),
                 "passed": r.passed, "message": r.message, "higher_is_better": r.higher_is_better,
-                "decidable": r.decidable, "note": r.note,
+                "decidable": r.decidable, "note": r.note, "confidence": r.confidence,
             }
             for r in result.rules
         ],

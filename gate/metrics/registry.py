@@ -33,51 +33,125 @@ SCORE_RANGES: dict[str, tuple[float, float]] = {
 }
 
 
-# How each score says its value in words, for the report's reasons and the job summary: a format string with
-# {pct} (the value as a percentage), {value} (4 significant digits) or {times} (the value as "2.3×").
+@dataclass(frozen=True)
+class Wording:
+    """How a score says itself in the report, the console, the job summary and JUnit.
+
+    ``says`` is the value sentence, ``{v}`` the value in the score's ``unit``: ``pct`` (a fraction shown as
+    "91.3%"; its changes in points), ``times`` ("2.30×"), ``value`` (4 significant digits) or ``count``.
+    ``at_zero`` and ``below_zero`` replace it where the general sentence would say something false at 0 or
+    below (``{v}`` is then the magnitude); ``bad`` is added only when the value itself is on the failing side of
+    its rule; ``noun`` names the score in a comparison with the baseline ("accuracy is 1.2 points below ...").
+    """
+
+    says: str
+    noun: str
+    unit: str = "pct"
+    at_zero: str = ""
+    below_zero: str = ""
+    bad: str = ""
+
+
+_W = Wording
 # Declared here, as data beside SCORE_RANGES, so every member module's ScoreSpec reads it by name.
-WORDS: dict[str, str] = {
-    "accuracy": "the model answers right on {pct} of samples",
-    "balanced_accuracy": "averaged over classes, the model answers right on {pct} of samples",
-    "worst_class_accuracy": "the worst class is answered right on {pct} of its samples",
-    "class_accuracy.<class>": "this class is answered right on {pct} of its samples",
-    "selective_accuracy@0.8": "on its 80% most confident answers the model is right {pct} of the time",
-    "nll": "the true class gets a mean negative log-likelihood of {value}",
-    "brier": "the probabilities miss the true answer by a Brier score of {value}",
-    "ece": "stated confidence and real accuracy differ by {pct} on average",
-    "overconfidence_error": "the model claims {pct} more confidence than it earns on average",
-    "mce": "in its worst confidence bin the model is off by {pct}",
-    "confident_wrong_rate@0.9": "{pct} of samples are wrong with at least 90% confidence",
-    "confident_wrong_rate@0.99": "{pct} of samples are wrong with at least 99% confidence",
-    "mean_confidence_wrong": "wrong answers still come with {pct} confidence on average",
-    "aurc": "the risk-coverage curve has an area of {value}",
-    "alignment.energy": "{pct} of the map's mass lies on the object",
-    "alignment.lift": "the map puts {times} the mass on the object that a uniform map would",
-    "alignment.pointing_game": "the map's peak lands on the object on {pct} of samples",
-    "alignment.rank_accuracy": "{pct} of the map's hottest pixels are on the object",
-    "alignment.off_object_rate": "the map lands off the object on {pct} of samples",
-    "alignment.coverage": "{pct} of samples could be scored for alignment",
-    "alignment.excluded": "{value} samples were left out of alignment",
-    "alignment.zero_maps": "{value} samples with a mask got an all-zero map",
-    "alignment.lift.correct": "on right answers the map puts {times} the uniform mass on the object",
-    "alignment.lift.wrong": "on wrong answers the map puts {times} the uniform mass on the object",
-    "alignment.energy.correct": "on right answers {pct} of the map's mass lies on the object",
-    "alignment.energy.wrong": "on wrong answers {pct} of the map's mass lies on the object",
-    "alignment.lift.class.<class>": "for this class the map puts {times} the uniform mass on the object",
-    "background.only_fg_accuracy": "with the scene removed the model answers right on {pct} of samples",
-    "background.only_bg_accuracy": "the scene alone gives the right answer {pct} of the time",
-    "background.only_bg_chance_adjusted": "the scene alone beats chance by {pct} of the possible margin",
-    "background.mixed_same_accuracy": "on another scene of its own class the object is recognised {pct} of the time",
-    "background.mixed_rand_accuracy": "on another class's scene the object is recognised {pct} of the time",
-    "background.bg_gap": "a matching scene adds {pct} to accuracy: the scene, not the object, carries the answer",
-    "background.flip_rate": "the answer changes on {pct} of samples when the object moves to another scene",
-    "sanity.randomization_similarity": "maps stay {value} similar (Spearman) when the top layers are randomised",
-    "sanity.randomization_similarity.spread": "the sanity similarity varies by {value} across random copies",
+WORDING: dict[str, Wording] = {
+    "accuracy": _W("the model answers right on {v} of samples", "accuracy"),
+    "balanced_accuracy": _W("averaged over classes, the model answers right on {v} of samples",
+                            "balanced accuracy"),
+    "worst_class_accuracy": _W("the worst class is answered right on {v} of its samples", "worst-class accuracy"),
+    "class_accuracy.<class>": _W("this class is answered right on {v} of its samples", "this class's accuracy"),
+    "selective_accuracy@0.8": _W("on its 80% most confident answers the model is right {v} of the time",
+                                 "accuracy on the 80% most confident answers"),
+    "nll": _W("the true class gets a mean negative log-likelihood of {v}", "NLL", "value"),
+    "brier": _W("the probabilities miss the true answer by a Brier score of {v}", "the Brier score", "value"),
+    "ece": _W("stated confidence and real accuracy differ by {v} on average", "ECE",
+              at_zero="stated confidence matches real accuracy exactly"),
+    "overconfidence_error": _W("the model claims {v} more confidence than it earns on average", "over-confidence",
+                               at_zero="the model never claims more confidence than it earns"),
+    "mce": _W("in its worst confidence bin the model is off by {v}", "MCE",
+              at_zero="in every confidence bin stated confidence matches real accuracy"),
+    "confident_wrong_rate@0.9": _W("{v} of samples are wrong with at least 90% confidence",
+                                   "the share wrong at ≥ 90% confidence",
+                                   at_zero="no sample is wrong with 90% confidence or more"),
+    "confident_wrong_rate@0.99": _W("{v} of samples are wrong with at least 99% confidence",
+                                    "the share wrong at ≥ 99% confidence",
+                                    at_zero="no sample is wrong with 99% confidence or more"),
+    "mean_confidence_wrong": _W("wrong answers still come with {v} confidence on average",
+                                "the confidence of wrong answers"),
+    "aurc": _W("the risk-coverage curve has an area of {v}", "AURC", "value"),
+    "alignment.energy": _W("{v} of the map's mass lies on the object", "the map's mass on the object"),
+    "alignment.lift": _W("the map puts {v} the mass on the object that a uniform map would", "alignment lift",
+                         "times", bad="the map is not on the object"),
+    "alignment.pointing_game": _W("the map's peak lands on the object on {v} of samples", "the pointing game"),
+    "alignment.rank_accuracy": _W("{v} of the map's hottest pixels are on the object", "rank accuracy"),
+    "alignment.off_object_rate": _W("the map lands off the object on {v} of samples", "the off-object rate",
+                                    at_zero="the map never lands off the object"),
+    "alignment.coverage": _W("{v} of samples could be scored for alignment", "alignment coverage"),
+    "alignment.excluded": _W("{v} samples were left out of alignment", "samples left out of alignment", "count",
+                             at_zero="no sample was left out of alignment"),
+    "alignment.zero_maps": _W("{v} samples with a mask got an all-zero map", "all-zero maps", "count",
+                              at_zero="no sample with a mask got an all-zero map"),
+    "alignment.lift.correct": _W("on right answers the map puts {v} the uniform mass on the object",
+                                 "lift on right answers", "times"),
+    "alignment.lift.wrong": _W("on wrong answers the map puts {v} the uniform mass on the object",
+                               "lift on wrong answers", "times"),
+    "alignment.energy.correct": _W("on right answers {v} of the map's mass lies on the object",
+                                   "the mass on the object for right answers"),
+    "alignment.energy.wrong": _W("on wrong answers {v} of the map's mass lies on the object",
+                                 "the mass on the object for wrong answers"),
+    "alignment.lift.class.<class>": _W("for this class the map puts {v} the uniform mass on the object",
+                                       "this class's lift", "times"),
+    "background.only_fg_accuracy": _W("with the scene removed the model answers right on {v} of samples",
+                                      "accuracy without the scene"),
+    "background.only_bg_accuracy": _W("the scene alone gives the right answer {v} of the time",
+                                      "accuracy from the scene alone", bad="the scene carries the answer",
+                                      at_zero="the scene alone never gives the right answer"),
+    "background.only_bg_chance_adjusted": _W("the scene alone beats chance by {v} of the possible margin",
+                                             "the scene's margin over chance",
+                                             at_zero="the scene alone does no better than chance",
+                                             below_zero="the scene alone does {v} worse than chance",
+                                             bad="the scene carries the answer"),
+    "background.mixed_same_accuracy": _W("on another scene of its own class the object is recognised {v} of the "
+                                         "time", "accuracy on a same-class scene"),
+    "background.mixed_rand_accuracy": _W("on another class's scene the object is recognised {v} of the time",
+                                         "accuracy on another class's scene"),
+    "background.bg_gap": _W("a matching scene adds {v} to accuracy", "the background gap",
+                            at_zero="a matching scene adds nothing to accuracy",
+                            below_zero="a matching scene lowers accuracy by {v}",
+                            bad="the scene, not only the object, carries the answer"),
+    "background.flip_rate": _W("the answer changes on {v} of samples when the object moves to another scene",
+                               "the flip rate", at_zero="no answer changes when the object moves to another scene",
+                               bad="the answer follows the scene"),
+    "sanity.randomization_similarity": _W("maps stay {v} similar (Spearman) when the top layers are randomised",
+                                          "the sanity similarity", "value",
+                                          bad="the maps barely depend on the trained weights"),
+    "sanity.randomization_similarity.spread": _W("the sanity similarity varies by {v} across random copies",
+                                                 "the sanity spread", "value"),
 }
+# The value sentences alone (kept for readers of the old table).
+WORDS: dict[str, str] = {name: wording.says for name, wording in WORDING.items()}
+
+
+def _number(value: float, unit: str) -> str:
+    if unit == "pct":
+        return percent(value)
+    if unit == "times":
+        return f"{value:.2f}×"
+    if unit == "count":
+        return f"{value:.0f}"
+    return f"{value:.4g}"
+
+
+def percent(value: float) -> str:
+    """A fraction as a percentage: one decimal ("91.3%"), two below 1% ("0.75%"), no trailing ".0" ("90%")."""
+    shown = abs(value) * 100
+    text = f"{shown:.2f}" if 0 < shown < 1 else f"{shown:.1f}"
+    text = text.removesuffix(".0") if text.endswith(".0") else text
+    return ("-" if value < 0 and text.strip("0.") else "") + text + "%"
 
 
 def say(name: str, value: float | None) -> str:
-    """Score ``name`` at ``value`` in words ("the map lands off the object on 98% of samples").
+    """Score ``name`` at ``value`` in words ("the map lands off the object on 97.7% of samples").
 
     Unknown scores and missing values get a plain "<name> = <value>"; ``delta.`` names say the change.
     """
@@ -87,16 +161,17 @@ def say(name: str, value: float | None) -> str:
         base = name.removeprefix("delta.").partition("@")[0]
         return f"{base} changed by {value:+.4g} against the baseline"
     spec = get_spec(name)
-    template = spec.words if spec is not None else ""
-    if not template:
+    if spec is None or spec.wording is None:
         return f"{name} = {value:.4g}"
-    text = template.format(pct=f"{value:.0%}" if abs(value) >= 0.01 or value == 0 else f"{value:.1%}",
-                           value=f"{value:.4g}", times=f"{value:.2g}×")
-    if spec is not None and spec.per_class:
-        prefix, _, suffix = spec.name.partition(CLASS_PLACEHOLDER)
-        class_name = name[len(prefix):len(name) - len(suffix)] if suffix else name[len(prefix):]
-        text = text.replace("this class", f"class {class_name}")
-    return text
+    wording = spec.wording
+    template = wording.says
+    if value == 0 and wording.at_zero:
+        template = wording.at_zero
+    elif value < 0 and wording.below_zero:
+        template = wording.below_zero
+        value = -value
+    text = template.format(v=_number(value, wording.unit))
+    return spec.name_class(name, text)
 
 
 @dataclass(frozen=True)
@@ -118,8 +193,22 @@ class ScoreSpec:
 
     @property
     def words(self) -> str:
-        """How the score says its value in words (a format string from ``WORDS``; "" when none)."""
-        return WORDS.get(self.name, "")
+        """How the score says its value in words (a format string from ``WORDING``; "" when none)."""
+        wording = self.wording
+        return "" if wording is None else wording.says
+
+    @property
+    def wording(self) -> Wording | None:
+        """The score's sentences and unit (``WORDING``); None when it has none."""
+        return WORDING.get(self.name)
+
+    def name_class(self, name: str, text: str) -> str:
+        """``text`` with "this class" replaced by the class that the concrete score ``name`` names."""
+        if not self.per_class:
+            return text
+        prefix, _, suffix = self.name.partition(CLASS_PLACEHOLDER)
+        class_name = name[len(prefix):len(name) - len(suffix)] if suffix else name[len(prefix):]
+        return text.replace("this class", f"class {class_name}")
 
     @property
     def per_class(self) -> bool:
