@@ -19,6 +19,7 @@ from functools import partial
 from pathlib import Path
 
 from gate.decide import policy as policy_io
+from gate.decide import watch
 from gate.engine import core as engine
 from gate.engine import distributed
 from gate.engine.distributed import Shard
@@ -271,7 +272,9 @@ def _judge(
     if evidence.comparison is not None:
         # The vs_baseline rules' intervals are already in it; the accuracy difference's is always reported.
         evidence.comparison.interval_for("accuracy", confidence=COMPARISON_CONFIDENCE, seed=seed)
-        comparison = evidence.comparison.to_json()
+        gated = {rule.score for rule in policy.model.rules if rule.vs_baseline is not None}
+        warned = watch.warnings(evidence.comparison, gated, confidence=COMPARISON_CONFIDENCE, seed=seed)
+        comparison = {**evidence.comparison.to_json(), "warnings": warned}
         scores = {**scores, **{k: v for k, v in comparison["deltas"].items() if v is not None}}
     return CandidateResult(candidate=info(cand), scores=scores, rules=rules, records=model_run.records,
                            gallery=model_run.gallery, comparison=comparison,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gate.outputs.report.context import fmt, fmt_signed
+from gate.outputs.report.formatting import fmt, fmt_signed
+from gate.outputs.report.reasons import diagnose
+from gate.outputs.sentences import UNDECIDED, decision
 from gate.result import CandidateResult, GateResult, RuleResult
 
 if TYPE_CHECKING:  # gate.outputs.files imports the report package; the summary only reads the three paths
@@ -28,31 +30,33 @@ def rules_failed(candidate: CandidateResult) -> str:
 
 
 def _rule_line(rule: RuleResult, color: bool = False) -> str:
+    """``  FAIL  <rule id>: <the deciding number>``: the same words as the report and the job summary."""
     mark = paint("pass", GREEN, color) if rule.passed else paint("FAIL", RED, color)
-    if rule.op in ("non_inferior", "superior") and rule.interval is not None:
-        # The rule tests a confidence bound of the difference against a signed limit; show both.
-        low, high = rule.interval
-        bound = low if rule.higher_is_better else high
-        allowed_below = (rule.op == "non_inferior") == rule.higher_is_better
-        limit = -rule.threshold if allowed_below else rule.threshold
-        return (f"  {mark}  {rule.rule_id}: delta {fmt_signed(rule.value)}, bound {fmt_signed(bound)} "
-                f"vs {fmt_signed(limit)}")
-    shown = fmt(rule.value)
-    if rule.interval is not None:  # a rule with a confidence tests its bound, not the value
-        shown += f", bound {fmt(rule.interval[0] if rule.op == '>=' else rule.interval[1])}"
-    note = paint(f"  ({rule.note})", YELLOW, color) if rule.note else ""  # gate.decide.intervals' wording
-    return f"  {mark}  {rule.rule_id}: {shown} vs {fmt(rule.threshold)}{note}"
+    decided = decision(rule)
+    text = decided.text
+    if decided.state == UNDECIDED:
+        head, _, tail = text.rpartition(": undecided")
+        text = f"{head}: {paint('undecided', YELLOW, color)}{tail}"
+    note = ""
+    if rule.note and rule.note not in text:  # gate.decide.intervals' wording, where the decision does not say it
+        note = paint(f"  ({rule.note})", YELLOW, color)
+    return f"  {mark}  {rule.rule_id}: {text}{note}"
 
 
 def _candidate_lines(candidate: CandidateResult, color: bool = False) -> list[str]:
-    # check: every rule of the one candidate, failed first.
+    # check: the diagnosis, then every rule of the one candidate, failed first (most telling first).
     name = candidate.candidate.name
     rules = candidate.rules
-    failed = candidate.failed_rules
     verdict = paint("passed", GREEN, color) if candidate.passed else paint("failed", RED, color)
     head = f"{name}: {verdict} ({rules_failed(candidate)})"
+    diagnosis = diagnose(rules)
+    by_id = {r.rule_id: r for r in rules}
+    failed = [by_id[r.rule_id] for r in diagnosis.reasons]
     ordered = [*failed, *(r for r in rules if r.passed)]
-    lines = [head, *(_rule_line(r, color) for r in ordered[:MAX_RULE_LINES])]
+    lines = [head, f"  {diagnosis.headline}"]
+    if diagnosis.closest:
+        lines.append("  closest calls: " + "; ".join(f"{r.rule_id} ({r.decision})" for r in diagnosis.closest))
+    lines.extend(_rule_line(r, color) for r in ordered[:MAX_RULE_LINES])
     if len(ordered) > MAX_RULE_LINES:
         hidden = ordered[MAX_RULE_LINES:]
         hidden_failed = sum(not r.passed for r in hidden)
