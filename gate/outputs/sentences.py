@@ -9,7 +9,9 @@ a line never mixes percentages with fractions.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from gate.decide.policy import TOO_SMALL
 from gate.metrics.registry import ScoreSpec, get_spec, percent, say
@@ -182,3 +184,18 @@ def capital(text: str) -> str:
 def rule_sentence(rule: RuleResult) -> str:
     """The rule as one line for text outputs: what the score says, then the deciding number."""
     return f"{capital(rule_text(rule))} — {decision(rule).text}"
+
+
+def warning_sentence(warning: Mapping[str, Any]) -> str:
+    """An ungated change beyond its interval, in words (``gate.decide.watch``): "ECE is 10.0 points above the
+    baseline's (worse): change +10.0 pts, 95% interval [+6.2 pts, +13.8 pts]; no rule gates it"."""
+    score = str(warning.get("score", ""))
+    spec = get_spec(score)
+    unit = unit_of(score)
+    noun = score if spec is None or spec.wording is None else spec.name_class(score, spec.wording.noun)
+    delta, low, high = (float(warning.get(k) or math.nan) for k in ("delta", "low", "high"))
+    level = warning.get("confidence")
+    level_text = f"{level:.0%} " if isinstance(level, int | float) else ""
+    side = "above" if delta > 0 else "below"
+    return (f"{noun} is {amount(delta, unit)} {side} the baseline's (worse): change {change(delta, unit)}, "
+            f"{level_text}interval [{change(low, unit)}, {change(high, unit)}]; no rule gates it")

@@ -38,7 +38,7 @@ FAMILIES: tuple[tuple[str, str, str, str], ...] = (
     ("shortcut", "shortcut", "Shortcut: {what}", "Possible shortcut, not ruled out on this many samples: {what}"),
     ("regression", "regression against the baseline", "Regression against the baseline: {nouns} worse than "
      "allowed", "Regression not ruled out: {nouns} not shown within the allowed change from the baseline"),
-    ("accuracy", "accuracy", "Accuracy: {nouns} below the floor",
+    ("accuracy", "accuracy", "Accuracy: the model is right too rarely ({nouns} below the floor)",
      "Accuracy not shown: {nouns} may be below the floor on this many samples"),
     ("calibration", "calibration", "Calibration: the model's confidence is not earned ({nouns})",
      "Calibration not shown: {nouns} may be off on this many samples"),
