@@ -55,6 +55,7 @@ class Gallery:
     easy: tuple[str, ...] = ()
     borderline: tuple[str, ...] = ()
     failures: tuple[str, ...] = ()
+    wrong_reason: tuple[str, ...] = ()  # right answers whose map lies off the object (lift < 1)
 
 
 @dataclass(frozen=True)

@@ -85,11 +85,14 @@ def make_records(
 
 
 def gallery_of(records: Records) -> Gallery:
-    """Kept samples split by outcome: wrong → failures, confident right → easy, the rest borderline."""
+    """Kept samples split by outcome: wrong → failures, confident right → easy, the rest borderline; right
+    answers with lift < 1 also → wrong_reason."""
     failures = tuple(s for s, k in records.kept.items() if k.pred != k.label)
     easy = tuple(s for s, k in records.kept.items() if k.pred == k.label and k.confidence >= 0.6)
     borderline = tuple(s for s in records.kept if s not in failures and s not in easy)
-    return Gallery(easy=easy, borderline=borderline, failures=failures)
+    lift = dict(zip(records.ids, records.lift.tolist(), strict=True))
+    wrong_reason = tuple(s for s, k in records.kept.items() if k.pred == k.label and lift[s] < 1)
+    return Gallery(easy=easy, borderline=borderline, failures=failures, wrong_reason=wrong_reason)
 
 
 def scores_of(records: Records) -> dict[str, float]:

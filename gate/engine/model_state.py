@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from gate.engine import probes as probe_ops
-from gate.engine.gallery import GallerySelector, finish_gallery
+from gate.engine.gallery import GallerySelector, finish_gallery, lift_of
 from gate.engine.gradcam import explain, upsample
 from gate.engine.localisation import localise
 from gate.engine.model_faults import OutputCheck
@@ -106,7 +106,8 @@ class ModelState:
         if self.randomised is not None:
             with self.autocast():  # the copies run at the model's precision; their maps come back float32
                 self._append("sanity", self._sanity(frame.images, small_cam, explained.target, batch))
-        self.gallery.offer(batch, outputs, cam, frame, variants, variant_preds)
+        self.gallery.offer(batch, outputs, cam, frame, variants, variant_preds,
+                           lift=lift_of(local.energy.numpy(), local.mask_area.numpy()))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.seconds += time.perf_counter() - started

@@ -39,7 +39,8 @@ MAX_SIDE = 192
 PHOTO_QUALITY = 90  # stored small and enlarged 3x by the page, so artefacts are magnified: a high quality
 OVERLAY_QUALITY = 85  # stored at the shown size; smooth colour blends are what JPEG compresses best
 CAM_COLORMAP = "inferno"  # perceptually uniform; readable in greyscale
-OUTLINE_RGB = (0, 255, 255)  # cyan stands out against both photos and inferno
+OUTLINE_RGB = (0, 255, 255)  # cyan: the history's map panels (gate.tracking.outbox)
+OUTLINE_LIGHT, OUTLINE_DARK = (255, 255, 255), (0, 0, 0)  # the report's two-tone outline: white inside, black out
 OVERLAY_ALPHA = 0.55
 RELIABILITY_BINS = 15  # the same bins as the ``ece`` score
 MAX_CLASS_BARS = 20  # beyond this the per-class plot shows the worst present classes only
@@ -132,17 +133,39 @@ def mask_outline(mask: np.ndarray) -> np.ndarray:
     return np.asarray(mask, dtype=bool) & ~interior
 
 
-def draw_outline(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """A copy of ``image`` with the mask's outline painted in ``OUTLINE_RGB``."""
+def ring_outside(mask: np.ndarray) -> np.ndarray:
+    """Pixels outside the object with at least one 4-neighbour inside it."""
+    inside = np.pad(np.asarray(mask, dtype=bool), 1, constant_values=False)
+    touches = inside[:-2, 1:-1] | inside[2:, 1:-1] | inside[1:-1, :-2] | inside[1:-1, 2:]
+    return touches & ~np.asarray(mask, dtype=bool)
+
+
+def draw_outline(image: np.ndarray, mask: np.ndarray, two_tone: bool = False) -> np.ndarray:
+    """A copy of ``image`` with the mask's outline painted in ``OUTLINE_RGB``; ``two_tone``: white on the
+    object's edge and black just outside it, a line that shows on any colour (cyan vanishes on cyan objects)."""
     out = np.array(image, dtype=np.uint8, copy=True)
+    if two_tone:
+        out[ring_outside(mask)] = OUTLINE_DARK
+        out[mask_outline(mask)] = OUTLINE_LIGHT
+        return out
     out[mask_outline(mask)] = OUTLINE_RGB
     return out
 
 
-def cam_overlay(image: np.ndarray, cam: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+def greyscale(image: np.ndarray) -> np.ndarray:
+    """``image`` (uint8 HxWx3) as grey in three channels (ITU-R 601 luma, as PIL's "L")."""
+    luma = np.asarray(image, dtype=np.float64) @ np.array([0.299, 0.587, 0.114])
+    return np.repeat(np.clip(np.rint(luma), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def cam_overlay(
+    image: np.ndarray, cam: np.ndarray, mask: np.ndarray | None = None, *, grey: bool = False,
+    two_tone: bool = False,
+) -> np.ndarray:
     """The Grad-CAM map blended over the image in a perceptual colormap, with the mask outline on top.
 
-    The map is scaled by its maximum for display only; scores are computed on the raw map upstream.
+    ``grey``: over a greyscale copy, so a bright object does not read as heat. The map is scaled by its
+    maximum for display only; scores are computed on the raw map upstream.
     """
     size = image.shape[:2]
     values = np.nan_to_num(_resize_map(np.asarray(cam, dtype=np.float32), size), nan=0.0, posinf=0.0, neginf=0.0)
@@ -150,9 +173,10 @@ def cam_overlay(image: np.ndarray, cam: np.ndarray, mask: np.ndarray | None = No
     peak = float(values.max()) if values.size else 0.0
     scaled = values / peak if peak > 0 else values
     colours = matplotlib.colormaps[CAM_COLORMAP](scaled)[..., :3] * 255.0
-    blended = (1.0 - OVERLAY_ALPHA) * image.astype(np.float64) + OVERLAY_ALPHA * colours
+    base = greyscale(image) if grey else image
+    blended = (1.0 - OVERLAY_ALPHA) * base.astype(np.float64) + OVERLAY_ALPHA * colours
     out = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
-    return out if mask is None else draw_outline(out, mask)
+    return out if mask is None else draw_outline(out, mask, two_tone)
 
 
 @dataclass(frozen=True)
@@ -170,8 +194,9 @@ def sample_pictures(image: np.ndarray, mask: np.ndarray, cam: np.ndarray) -> Sam
     shown_mask = _resize_mask(mask, shown.shape[:2])
     shown_cam = _resize_map(np.asarray(cam, dtype=np.float32), shown.shape[:2])
     return SamplePictures(
-        image=image_uri(draw_outline(photo, _resize_mask(mask, photo.shape[:2]))),
-        overlay=image_uri(cam_overlay(shown, shown_cam, shown_mask), quality=OVERLAY_QUALITY),
+        image=image_uri(draw_outline(photo, _resize_mask(mask, photo.shape[:2]), two_tone=True)),
+        overlay=image_uri(cam_overlay(shown, shown_cam, shown_mask, grey=True, two_tone=True),
+                          quality=OVERLAY_QUALITY),
     )
 
 
