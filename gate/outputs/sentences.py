@@ -128,7 +128,8 @@ def decision(rule: RuleResult) -> Decision:
         return Decision(f"{lead}, with no {level}interval (too few samples): undecided", UNDECIDED, -math.inf)
     margin = sign * (deciding - limit) / scale
     if rule.passed:
-        text = f"{lead}, and the {level}{names[0]} bound {show(deciding)} {SYMBOL[op]} {show(limit)}: passed"
+        symbol = (SYMBOL if holds(deciding, op, limit) else NOT_SYMBOL)[op]  # at the limit, within float tolerance
+        text = f"{lead}, and the {level}{names[0]} bound {show(deciding)} {symbol} {show(limit)}: passed"
         return Decision(text, PASSED, margin)
     if not holds(other, op, limit):
         text = f"{lead}, and even the {level}{names[1]} bound {show(other)} {NOT_SYMBOL[op]} {show(limit)}: failed"

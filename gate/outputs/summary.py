@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from gate.outputs.report.formatting import fmt, fmt_signed
+from gate.outputs.report.formatting import fmt
 from gate.outputs.report.reasons import diagnose
-from gate.outputs.sentences import UNDECIDED, decision
+from gate.outputs.sentences import UNDECIDED, change, decision, number, unit_of, warning_sentence
 from gate.result import CandidateResult, GateResult, RuleResult
 
 if TYPE_CHECKING:  # gate.outputs.files imports the report package; the summary only reads the three paths
@@ -64,16 +66,21 @@ def _candidate_lines(candidate: CandidateResult, color: bool = False) -> list[st
     return lines
 
 
+def _shown(scores: Mapping[str, float], score: str) -> str:
+    value = scores.get(score)
+    return "n/a" if value is None or not math.isfinite(value) else number(value, unit_of(score))
+
+
 def _comparison_lines(candidate: CandidateResult, baseline: str) -> list[str]:
-    # The paired comparison in two lines: the accuracy difference with its interval, then where samples moved.
+    # The paired comparison: the accuracy change with its interval, where samples moved, then each warning.
     comparison = candidate.comparison
     if not comparison:
         return []
     delta = comparison["deltas"].get("delta.accuracy")
-    head = f"  vs baseline {baseline}: accuracy {fmt_signed(delta)}"
+    head = f"  vs baseline {baseline}: accuracy {'n/a' if delta is None else change(delta, 'pct')}"
     interval = comparison["intervals"].get("delta.accuracy@0.95")
-    if interval:
-        head += f" (95% bounds {fmt_signed(interval['low'])} .. {fmt_signed(interval['high'])})"
+    if interval and interval.get("low") is not None and interval.get("high") is not None:
+        head += f" [{change(interval['low'], 'pct')}, {change(interval['high'], 'pct')}] at 95%"
     head += f", McNemar p {fmt(comparison['mcnemar_p'])}"
     moved = comparison["migration"]
     tail = (f"  samples: {moved['corrected']} corrected, {moved['regressed']} regressed, "
@@ -81,12 +88,13 @@ def _comparison_lines(candidate: CandidateResult, baseline: str) -> list[str]:
     dropped = moved.get("still_wrong_confidence_dropped")
     if moved["still_wrong"] and dropped is not None:
         tail += f" (confidence dropped on {dropped:.0%})"
-    return [head, tail]
+    warned = [f"  warning: {warning_sentence(w)}" for w in comparison.get("warnings") or []]
+    return [head, tail, *warned]
 
 
 def _select_lines(result: GateResult, color: bool = False) -> list[str]:
-    # One line per passing candidate (rank and the scores it was ranked by), then each rejected one with the
-    # rules it failed: a select over many candidates still fits on one screen and says why each lost.
+    # One line per passing candidate (rank and the scores it was ranked by), then each rejected one with its
+    # diagnosis and the rules it failed: a select over many candidates still fits on one screen.
     ranked = result.ranked()
     passing = [c for c in ranked if c.passed]
     rejected = [c for c in ranked if not c.passed]
@@ -95,16 +103,20 @@ def _select_lines(result: GateResult, color: bool = False) -> list[str]:
         lines.append(f"passed, ranked by {', '.join(result.rank_by)} (ties: next score, then name):")
         for place, candidate in enumerate(passing, start=1):
             name = candidate.candidate.name
-            shown = "  ".join(f"{score} {fmt(candidate.scores.get(score))}" for score in result.rank_by)
+            shown = "  ".join(f"{score} {_shown(candidate.scores, score)}" for score in result.rank_by)
             if candidate.comparison:
-                shown += f"  (vs baseline: accuracy {fmt_signed(candidate.scores.get('delta.accuracy'))})"
+                delta = candidate.scores.get("delta.accuracy")
+                shown += f"  (vs baseline: accuracy {'n/a' if delta is None else change(delta, 'pct')})"
             marker = paint("  <- selected", GREEN, color) if result.selected == name else ""
             lines.append(f"  {place}. {name}  {shown}{marker}")
     if rejected:
         lines.append("rejected:")
         for candidate in rejected:
-            failed = candidate.failed_rules
-            lines.append(f"  {candidate.candidate.name}: {paint(rules_failed(candidate), RED, color)}")
+            diagnosis = diagnose(candidate.rules)
+            by_id = {r.rule_id: r for r in candidate.rules}
+            failed = [by_id[r.rule_id] for r in diagnosis.reasons]
+            lines.append(f"  {candidate.candidate.name}: {paint(rules_failed(candidate), RED, color)} - "
+                         f"{diagnosis.headline}")
             lines.extend("  " + _rule_line(rule, color) for rule in failed[:MAX_FAILED_LINES])
             if len(failed) > MAX_FAILED_LINES:
                 lines.append(f"    ... {len(failed) - MAX_FAILED_LINES} more failed rules")
