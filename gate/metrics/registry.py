@@ -50,6 +50,7 @@ class Wording:
     at_zero: str = ""
     below_zero: str = ""
     bad: str = ""
+    at_one: str = ""  # counts: the singular ("1 sample was ...")
 
 
 _W = Wording
@@ -81,16 +82,18 @@ WORDING: dict[str, Wording] = {
     "aurc": _W("the risk-coverage curve has an area of {v}", "AURC", "value"),
     "alignment.energy": _W("{v} of the map's mass lies on the object", "the map's mass on the object"),
     "alignment.lift": _W("the map puts {v} the mass on the object that a uniform map would", "alignment lift",
-                         "times", bad="the map is not on the object"),
+                         "times", at_zero="the map puts no mass on the object"),
     "alignment.pointing_game": _W("the map's peak lands on the object on {v} of samples", "the pointing game"),
     "alignment.rank_accuracy": _W("{v} of the map's hottest pixels are on the object", "rank accuracy"),
     "alignment.off_object_rate": _W("the map lands off the object on {v} of samples", "the off-object rate",
                                     at_zero="the map never lands off the object"),
     "alignment.coverage": _W("{v} of samples could be scored for alignment", "alignment coverage"),
-    "alignment.excluded": _W("{v} samples were left out of alignment", "samples left out of alignment", "count",
-                             at_zero="no sample was left out of alignment"),
-    "alignment.zero_maps": _W("{v} samples with a mask got an all-zero map", "all-zero maps", "count",
-                              at_zero="no sample with a mask got an all-zero map"),
+    "alignment.excluded": _W("{v} samples were left out of alignment", "the count of samples left out of alignment",
+                             "count", at_zero="no sample was left out of alignment",
+                             at_one="1 sample was left out of alignment"),
+    "alignment.zero_maps": _W("{v} samples with a mask got an all-zero map", "the count of all-zero maps", "count",
+                              at_zero="no sample with a mask got an all-zero map",
+                              at_one="1 sample with a mask got an all-zero map"),
     "alignment.lift.correct": _W("on right answers the map puts {v} the uniform mass on the object",
                                  "lift on right answers", "times"),
     "alignment.lift.wrong": _W("on wrong answers the map puts {v} the uniform mass on the object",
@@ -104,13 +107,13 @@ WORDING: dict[str, Wording] = {
     "background.only_fg_accuracy": _W("with the scene removed the model answers right on {v} of samples",
                                       "accuracy without the scene"),
     "background.only_bg_accuracy": _W("the scene alone gives the right answer {v} of the time",
-                                      "accuracy from the scene alone", bad="the scene carries the answer",
+                                      "accuracy from the scene alone", bad="the scene alone carries part of the answer",
                                       at_zero="the scene alone never gives the right answer"),
     "background.only_bg_chance_adjusted": _W("the scene alone beats chance by {v} of the possible margin",
                                              "the scene's margin over chance",
                                              at_zero="the scene alone does no better than chance",
-                                             below_zero="the scene alone does {v} worse than chance",
-                                             bad="the scene carries the answer"),
+                                             below_zero="the scene alone does worse than chance, by {v} of the possible margin",
+                                             bad="the scene alone carries part of the answer"),
     "background.mixed_same_accuracy": _W("on another scene of its own class the object is recognised {v} of the "
                                          "time", "accuracy on a same-class scene"),
     "background.mixed_rand_accuracy": _W("on another class's scene the object is recognised {v} of the time",
@@ -121,8 +124,8 @@ WORDING: dict[str, Wording] = {
                             bad="the scene, not only the object, carries the answer"),
     "background.flip_rate": _W("the answer changes on {v} of samples when the object moves to another scene",
                                "the flip rate", at_zero="no answer changes when the object moves to another scene",
-                               bad="the answer follows the scene"),
-    "sanity.randomization_similarity": _W("maps stay {v} similar (Spearman) when the top layers are randomised",
+                               bad="the answer often follows the scene"),
+    "sanity.randomization_similarity": _W("maps keep a Spearman similarity of {v} when the top layers are randomised",
                                           "the sanity similarity", "value",
                                           bad="the maps barely depend on the trained weights"),
     "sanity.randomization_similarity.spread": _W("the sanity similarity varies by {v} across random copies",
@@ -167,6 +170,8 @@ def say(name: str, value: float | None) -> str:
     template = wording.says
     if value == 0 and wording.at_zero:
         template = wording.at_zero
+    elif value == 1 and wording.at_one:
+        template = wording.at_one
     elif value < 0 and wording.below_zero:
         template = wording.below_zero
         value = -value

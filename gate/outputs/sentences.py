@@ -21,6 +21,7 @@ SYMBOL = {">=": "≥", "<=": "≤", ">": ">", "<": "<"}
 NOT_SYMBOL = {">=": "<", "<=": ">", ">": "≤", "<": "≥"}
 BASELINE_OPS = ("non_inferior", "superior")
 SETTLE = "more samples would settle it"
+MIN_SCALE = 0.01  # the scale of a margin when the threshold is 0 (superior with min_gain 0, a floor of 0)
 PASSED, FAILED, UNDECIDED = "passed", "failed", "undecided"
 
 
@@ -29,7 +30,7 @@ class Decision:
     """How a rule was decided: the deciding number against the threshold, in words.
 
     ``margin``: the deciding number's distance from the threshold, positive on the passing side, as a share of
-    the score's scale (its range, or the threshold for open ranges): the closest calls are the smallest.
+    the threshold (at least ``MIN_SCALE``): the closest calls are the smallest.
     """
 
     text: str  # "91.3% ≥ 90%, but the 95% lower bound is 89.3%: undecided; more samples would settle it"
@@ -91,13 +92,9 @@ def holds(value: float, op: str, limit: float) -> bool:
     return {">=": value >= limit, "<=": value <= limit, ">": value > limit, "<": value < limit}[op]
 
 
-def _scale(score: str, threshold: float) -> float:
-    spec = get_spec(score)
-    if spec is not None:
-        low, high = spec.range
-        if math.isfinite(high - low) and high > low:
-            return high - low
-    return max(abs(threshold), 1.0)
+def _scale(threshold: float) -> float:
+    # Margins relative to the threshold: a bound of 0.45% under a 1% ceiling is as safe as 45% under 100%.
+    return max(abs(threshold), MIN_SCALE)
 
 
 def _level(rule: RuleResult) -> str:
@@ -115,7 +112,7 @@ def decision(rule: RuleResult) -> Decision:
     value = rule.value
     lead = ("change " if baseline else "") + f"{show(value)} {(SYMBOL if holds(value, op, limit) else NOT_SYMBOL)[op]} "
     lead += show(limit)
-    scale = _scale(rule.score, rule.threshold)
+    scale = _scale(rule.threshold)
     sign = 1.0 if op in (">=", ">") else -1.0
     if rule.interval is None:
         state = PASSED if rule.passed else FAILED
