@@ -40,7 +40,7 @@ def _rule_line(rule: RuleResult, color: bool = False) -> str:
         head, _, tail = text.rpartition(": undecided")
         text = f"{head}: {paint('undecided', YELLOW, color)}{tail}"
     note = ""
-    if rule.note and rule.note not in text:  # gate.decide.intervals' wording, where the decision does not say it
+    if rule.note and decided.state != UNDECIDED and rule.note not in text:  # what the decision does not say
         note = paint(f"  ({rule.note})", YELLOW, color)
     return f"  {mark}  {rule.rule_id}: {text}{note}"
 
