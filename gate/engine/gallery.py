@@ -15,7 +15,6 @@ from gate.inputs.review_set import ReviewSet
 from gate.records import KeptSample, Records
 from gate.result import Gallery
 
-
 # Borderline means the runner-up came close: a sample whose top answer leads by this much or more is not
 # borderline, however few closer ones there are (a confident set would otherwise show margins of 0.99).
 BORDERLINE_MARGIN = 0.5
@@ -40,7 +39,8 @@ def gallery_keys(
     lifts = np.full(conf.shape, np.nan) if lift is None else np.asarray(lift, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         off_object = np.asarray(correct, dtype=bool) & (lifts < WRONG_REASON_LIFT)
-    return {"easy": np.where(correct, conf, np.nan), "borderline": np.where(margin < BORDERLINE_MARGIN, -margin, np.nan),
+    return {"easy": np.where(correct, conf, np.nan),
+            "borderline": np.where(margin < BORDERLINE_MARGIN, -margin, np.nan),
             "failures": np.where(correct, np.nan, conf), "wrong_reason": np.where(off_object, -lifts, np.nan)}
 
 

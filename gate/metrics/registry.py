@@ -112,7 +112,8 @@ WORDING: dict[str, Wording] = {
     "background.only_bg_chance_adjusted": _W("the scene alone beats chance by {v} of the possible margin",
                                              "the scene's margin over chance",
                                              at_zero="the scene alone does no better than chance",
-                                             below_zero="the scene alone does worse than chance, by {v} of the possible margin",
+                                             below_zero="the scene alone does worse than chance, by {v} of the "
+                                                        "possible margin",
                                              bad="the scene alone carries part of the answer"),
     "background.mixed_same_accuracy": _W("on another scene of its own class the object is recognised {v} of the "
                                          "time", "accuracy on a same-class scene"),

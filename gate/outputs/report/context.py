@@ -17,7 +17,6 @@ from gate.outputs.report.classes import ClassTable, class_table, present_deltas,
 from gate.outputs.report.formatting import fmt, fmt_signed
 from gate.outputs.report.ranking import RankRow, ranking_rows
 from gate.outputs.report.reasons import Diagnosis, Reason, anchor_prefix, diagnose, rule_anchor
-from gate.outputs.sentences import BASELINE_OPS, change, decision, number, rule_text, unit_of, warning_sentence
 from gate.outputs.report.samples import (
     GalleryView,
     ShowroomRow,
@@ -25,6 +24,7 @@ from gate.outputs.report.samples import (
     only_bg_default,
     showroom,
 )
+from gate.outputs.sentences import BASELINE_OPS, change, decision, number, rule_text, unit_of, warning_sentence
 from gate.result import CandidateResult, GateResult, PolicyInfo, ReviewSetInfo, RuleResult
 
 BASELINE_GROUP = "versus baseline"
