@@ -322,3 +322,39 @@ def demo_result(name: str, *, kept: int = 8) -> GateResult:
     return GateResult(command="check", policy=policy, review_set=review, candidates=(cand,), baseline=base,
                       selected=model if cand.passed else None, environment={"device": "cpu"},
                       created="2025-01-01T00:00:00+00:00")
+
+
+def _tempered(records: Records, power: float) -> Records:
+    """The same answers (argmax kept) with sharper or flatter probabilities: equal accuracy, another ECE."""
+    probs = records.probs.astype(np.float64) ** power
+    return replace(records, probs=(probs / probs.sum(1, keepdims=True)).astype(np.float32))
+
+
+def six_select(*, n: int = 200, kept: int = 24, size: int = 64) -> GateResult:
+    """``xgate select`` over six candidates named as the demo's, real scores from the registry: two pass with equal
+    accuracy and ECEs whose intervals overlap (a tie within noise), four fail."""
+    from gate.metrics.registry import compute_scores
+
+    first = make_records(n, seed=1, kept=kept, size=size)
+    labels = first.labels
+    made = {
+        "bgmix.pt": first,
+        "baseline.pt": _tempered(first, 1.05),
+        "cutmix.pt": make_records(n, seed=2, kept=kept, size=size, labels=labels),
+        "cheater.pt": make_records(n, seed=3, kept=kept, size=size, labels=labels),
+        "baseline-biased.pt": make_records(n, seed=4, kept=kept, size=size, labels=labels),
+        "cutmix-biased.pt": make_records(n, seed=5, kept=kept, size=size, labels=labels),
+    }
+    results = []
+    for name, records in made.items():
+        scores = compute_scores(records)
+        floor = 0.0 if name in ("bgmix.pt", "baseline.pt") else 0.99
+        rules = (RuleResult(f"accuracy >= {floor:g}", "accuracy", ">=", floor, scores["accuracy"],
+                            scores["accuracy"] >= floor, "", True),
+                 RuleResult("ece <= 0.5", "ece", "<=", 0.5, scores["ece"], scores["ece"] <= 0.5, "", False))
+        results.append(replace(candidate_result(name, records, rules=rules), scores=scores))
+    policy, review = _infos(n)
+    ranking = ("bgmix.pt", "baseline.pt", "baseline-biased.pt", "cheater.pt", "cutmix-biased.pt", "cutmix.pt")
+    return GateResult(command="select", policy=policy, review_set=review, candidates=tuple(results),
+                      selected="bgmix.pt", rank_by=("accuracy", "ece"), ranking=ranking,
+                      environment={"device": "cpu"}, created="2025-01-01T00:00:00+00:00")
