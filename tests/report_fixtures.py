@@ -358,3 +358,12 @@ def six_select(*, n: int = 200, kept: int = 24, size: int = 64) -> GateResult:
     return GateResult(command="select", policy=policy, review_set=review, candidates=tuple(results),
                       selected="bgmix.pt", rank_by=("accuracy", "ece"), ranking=ranking,
                       environment={"device": "cpu"}, created="2025-01-01T00:00:00+00:00")
+
+
+def svg_texts_of(uri: str) -> list[str]:
+    """The text elements of an SVG data URI (a plot)."""
+    import xml.etree.ElementTree as ET
+    from urllib.parse import unquote
+
+    root = ET.fromstring(unquote(uri.removeprefix("data:image/svg+xml,")))
+    return ["".join(t.itertext()) for t in root.iter("{http://www.w3.org/2000/svg}text")]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+import subprocess
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any
-import subprocess
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np

@@ -4,6 +4,7 @@ box with its warnings, and the galleries' order (gate/outputs/report/reasons.py 
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from bs4 import BeautifulSoup, Tag
 from report_fixtures import demo_result
@@ -211,3 +212,23 @@ def test_a_regression_headline_names_what_got_worse() -> None:
     calibration = RuleResult("ece <= 0.1", "ece", "<=", 0.1, 0.2, False, "", False)
     assert diagnose((calibration, rule)).headline == ("Regression against the baseline: accuracy worse than allowed. "
                                                       "Also failed: calibration")
+
+
+def test_the_plots_a_reason_links_to_draw_the_policy() -> None:
+    from report_fixtures import svg_texts_of
+
+    from gate.outputs.report import plots
+
+    result = demo_result("release")
+    cand = result.candidates[0]
+    records, rules = cand.records, cand.rules  # confident_wrong_rate@0.99 <= 1%, worst class >= 80%, ece <= 15%
+    assert "policy ≤ 1% at ≥ 0.99" in svg_texts_of(plots.wrong_by_threshold_plot(records, rules))
+    assert "policy floor 80%" in svg_texts_of(plots.class_accuracy_plot(records, None, rules))
+    title = " ".join(svg_texts_of(plots.reliability_plot(records, rules)))
+    assert "policy: ece ≤ 15%; policy: overconfidence_error ≤ 3%" in title
+    # Without rules nothing claims to be the policy.
+    assert not any("policy" in t for t in svg_texts_of(plots.wrong_by_threshold_plot(records)))
+    # The confidence axis starts a tenth below where 98% of the samples are.
+    assert plots._zoom(np.array([0.95] * 97 + [0.31, 0.5, 0.6])) == 0.5  # the 2% quantile is 0.598
+    assert plots._zoom(np.array([0.95] * 98 + [0.31, 0.5])) == 0.9  # 98% are at 0.95
+    assert plots._zoom(np.array([0.999] * 100)) == 0.9

@@ -380,7 +380,8 @@ def candidate_view(
         name=info.name, path=info.path, sha256=info.sha256, arch=info.arch, target_layer=info.target_layer,
         passed=result.passed, selected=selected == info.name, rules=rules,
         failed=tuple(r for r in rules if not r.passed),
-        plots=plots.candidate_plots(result.records, None if baseline is None else baseline.records) if full else (),
+        plots=plots.candidate_plots(result.records, None if baseline is None else baseline.records, result.rules)
+        if full else (),
         galleries=galleries(result, baseline, prefix) if full else (), showroom=showroom(result) if full else (),
         comparison=None if result.comparison is None else comparison_view(result.comparison, result.rules),
         target_layout=info.target_layout, zero_maps=_count(result.scores.get("alignment.zero_maps")),
