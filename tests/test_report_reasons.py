@@ -232,3 +232,20 @@ def test_the_plots_a_reason_links_to_draw_the_policy() -> None:
     assert plots._zoom(np.array([0.95] * 97 + [0.31, 0.5, 0.6])) == 0.5  # the 2% quantile is 0.598
     assert plots._zoom(np.array([0.95] * 98 + [0.31, 0.5])) == 0.9  # 98% are at 0.95
     assert plots._zoom(np.array([0.999] * 100)) == 0.9
+
+
+@pytest.mark.slow
+def test_select_over_six_candidates_is_a_ranking_under_1_5_mb() -> None:
+    from report_fixtures import six_select
+
+    html = render_report(six_select())  # 24 kept samples of 64 px per candidate, as the demo keeps
+    assert len(html.encode("utf-8")) <= 1_500_000
+    soup = BeautifulSoup(html, "html.parser")
+    ranking = soup.select("table.ranking tr[data-candidate]")
+    rows = {str(r["data-candidate"]): r.get_text(" ", strip=True) for r in ranking}
+    assert list(rows) == ["bgmix.pt", "baseline.pt", "baseline-biased.pt", "cheater.pt", "cutmix-biased.pt",
+                          "cutmix.pt"]
+    # Equal accuracy; ECE 10.2% vs 10.5%, with overlapping intervals: the demo's tie.
+    assert "tied within noise with bgmix.pt on ece (95% intervals overlap)" in rows["baseline.pt"]
+    assert all("✗ failed" in rows[name] for name in list(rows)[2:])
+    assert len(soup.select("section#galleries div.gallery")) == 4  # the winner's galleries only
