@@ -13,6 +13,7 @@ from typing import Any
 from gate.records import Records
 
 RESULT_FORMAT = "xgate.result/v1"
+COMPARISON_CONFIDENCE = 0.95  # of the accuracy-difference interval every baseline comparison reports
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,93 @@ class Gallery:
 
 
 @dataclass(frozen=True)
+class Migration:
+    """How samples moved between the baseline's and the candidate's predictions."""
+
+    corrected: int  # baseline wrong, candidate right
+    regressed: int  # baseline right, candidate wrong
+    still_wrong: int
+    still_right: int
+    still_wrong_confidence_dropped: float  # share of still-wrong whose top confidence dropped; NaN if none
+
+
+def interval_key(score: str, confidence: float) -> str:
+    """How result.json names the interval of ``delta.<score>`` at ``confidence``: ``"delta.accuracy@0.95"``."""
+    return f"delta.{score}@{confidence:g}"
+
+
+@dataclass(frozen=True)
+class DeltaInterval:
+    """The paired-bootstrap interval of ``delta.<score>``; each end a one-sided bound at ``confidence``."""
+
+    score: str
+    confidence: float
+    low: float
+    high: float
+
+    @property
+    def key(self) -> str:
+        """Its name in result.json."""
+        return interval_key(self.score, self.confidence)
+
+
+@dataclass(frozen=True)
+class ChangeWarning:
+    """A change no ``vs_baseline`` rule gates whose interval lies wholly on the worse side (gate.decide.watch):
+    a third state beside pass and fail that never changes the verdict."""
+
+    score: str
+    delta: float
+    low: float
+    high: float
+    confidence: float
+    candidate: float
+    baseline: float
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-safe form (NaN becomes null)."""
+        return {"score": self.score, "delta": json_number(self.delta), "low": json_number(self.low),
+                "high": json_number(self.high), "confidence": self.confidence,
+                "candidate": json_number(self.candidate), "baseline": json_number(self.baseline)}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The candidate against the baseline on the same samples (built by ``gate.decide.compare``)."""
+
+    deltas: Mapping[str, float]  # "delta.<score>" -> candidate - baseline, for every score both have
+    candidate_scores: Mapping[str, float]
+    baseline_scores: Mapping[str, float]
+    migration: Migration
+    class_deltas: Mapping[str, float]  # class name -> candidate - baseline accuracy on that class
+    mcnemar_p: float
+    intervals: tuple[DeltaInterval, ...] = ()  # those the rules asked for, and the accuracy difference's
+    warnings: tuple[ChangeWarning, ...] = ()  # ungated changes beyond their interval, largest first
+
+    def interval(self, score: str, confidence: float) -> DeltaInterval | None:
+        """The interval of ``delta.<score>`` at ``confidence``, when one was computed."""
+        key = interval_key(score, confidence)
+        return next((iv for iv in self.intervals if iv.key == key), None)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-safe form for result.json (NaN becomes null)."""
+        migration = {k: json_number(v) if isinstance(v, float) else v for k, v in vars(self.migration).items()}
+        return {
+            "deltas": _json_map(self.deltas),
+            "candidate_scores": _json_map(self.candidate_scores),
+            "baseline_scores": _json_map(self.baseline_scores),
+            "migration": migration,
+            "class_deltas": _json_map(self.class_deltas),
+            "mcnemar_p": json_number(self.mcnemar_p),
+            "intervals": {
+                iv.key: {"low": json_number(iv.low), "high": json_number(iv.high), "confidence": iv.confidence}
+                for iv in self.intervals
+            },
+            "warnings": [w.to_json() for w in self.warnings],
+        }
+
+
+@dataclass(frozen=True)
 class CandidateResult:
     """One candidate's scores, rule outcomes and (optionally) its comparison to the baseline."""
 
@@ -67,7 +155,7 @@ class CandidateResult:
     rules: tuple[RuleResult, ...]
     records: Records
     gallery: Gallery = Gallery()
-    comparison: Mapping[str, Any] | None = None  # gate.decide.compare.Comparison.to_json()
+    comparison: Comparison | None = None
     timings: Mapping[str, float] = field(default_factory=dict)
 
     @property
@@ -172,9 +260,13 @@ def _candidate_json(result: CandidateResult) -> dict[str, Any]:
         ],
         "failed_rules": [r.rule_id for r in result.failed_rules],
         "gallery": {k: list(v) for k, v in vars(result.gallery).items()},
-        "comparison": result.comparison,
+        "comparison": None if result.comparison is None else result.comparison.to_json(),
         "timings": dict(result.timings),
     }
+
+
+def _json_map(values: Mapping[str, float]) -> dict[str, float | None]:
+    return {k: json_number(float(v)) for k, v in values.items()}
 
 
 def json_number(value: float | None) -> float | None:

@@ -9,6 +9,7 @@ same scoring and verdict.
 
 from __future__ import annotations
 
+import math
 import platform
 import stat
 import time
@@ -31,7 +32,7 @@ from gate.inputs.candidate import Candidate
 from gate.inputs.review_set import ReviewSet, open_review_set
 from gate.metrics.registry import compute_scores
 from gate.records import Records
-from gate.result import CandidateInfo, CandidateResult, GateResult, PolicyInfo, ReviewSetInfo
+from gate.result import COMPARISON_CONFIDENCE, CandidateInfo, CandidateResult, GateResult, PolicyInfo, ReviewSetInfo
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,6 @@ class LoadOptions:
 
 
 DEFAULT_MAX_CHECKPOINT_MB = 4096.0  # larger than any ViT-H checkpoint; --max-checkpoint-mb changes it
-COMPARISON_CONFIDENCE = 0.95  # of the accuracy-difference interval every baseline comparison reports
 
 
 @dataclass(frozen=True)
@@ -274,8 +274,8 @@ def _judge(
         evidence.comparison.interval_for("accuracy", confidence=COMPARISON_CONFIDENCE, seed=seed)
         gated = {rule.score for rule in policy.model.rules if rule.vs_baseline is not None}
         warned = watch.warnings(evidence.comparison, gated, confidence=COMPARISON_CONFIDENCE, seed=seed)
-        comparison = {**evidence.comparison.to_json(), "warnings": warned}
-        scores = {**scores, **{k: v for k, v in comparison["deltas"].items() if v is not None}}
+        comparison = replace(evidence.comparison.result(), warnings=warned)
+        scores = {**scores, **{k: v for k, v in comparison.deltas.items() if math.isfinite(v)}}
     return CandidateResult(candidate=info(cand), scores=scores, rules=rules, records=model_run.records,
                            gallery=model_run.gallery, comparison=comparison,
                            timings={"engine_s": model_run.seconds})

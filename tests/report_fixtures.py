@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -11,8 +12,12 @@ from gate.records import PROBE_VARIANTS, KeptSample, Records
 from gate.result import (
     CandidateInfo,
     CandidateResult,
+    ChangeWarning,
+    Comparison,
+    DeltaInterval,
     Gallery,
     GateResult,
+    Migration,
     PolicyInfo,
     ReviewSetInfo,
     RuleResult,
@@ -131,22 +136,23 @@ def rules_of(scores: dict[str, float]) -> tuple[RuleResult, ...]:
     )
 
 
-def comparison_of(candidate: Records, baseline: Records) -> dict[str, object]:
-    """A ``gate.decide.compare``-shaped mapping computed from the two record sets."""
+def comparison_of(candidate: Records, baseline: Records) -> Comparison:
+    """A comparison computed by hand from the two record sets (a made-up interval and McNemar p)."""
     c, b = candidate.correct, baseline.correct
     class_deltas = {
         name: float(c[candidate.labels == i].mean() - b[candidate.labels == i].mean())
         for i, name in enumerate(candidate.classes)
     }
-    return {
-        "deltas": {"delta.accuracy": float(c.mean() - b.mean()), "delta.ece": -0.02, "delta.nll": None},
-        "migration": {"corrected": int(np.sum(c & ~b)), "regressed": int(np.sum(~c & b)),
-                      "still_wrong": int(np.sum(~c & ~b)), "still_right": int(np.sum(c & b)),
-                      "still_wrong_confidence_dropped": 0.5 if np.sum(~c & ~b) else None},
-        "class_deltas": class_deltas,
-        "mcnemar_p": 0.0312,
-        "intervals": {"delta.accuracy@0.95": {"low": -0.05, "high": 0.11, "confidence": 0.95}},
-    }
+    return Comparison(
+        deltas={"delta.accuracy": float(c.mean() - b.mean()), "delta.ece": -0.02, "delta.nll": float("nan")},
+        candidate_scores={}, baseline_scores={},
+        migration=Migration(corrected=int(np.sum(c & ~b)), regressed=int(np.sum(~c & b)),
+                            still_wrong=int(np.sum(~c & ~b)), still_right=int(np.sum(c & b)),
+                            still_wrong_confidence_dropped=0.5 if np.sum(~c & ~b) else float("nan")),
+        class_deltas=class_deltas,
+        mcnemar_p=0.0312,
+        intervals=(DeltaInterval("accuracy", 0.95, -0.05, 0.11),),
+    )
 
 
 def candidate_result(
@@ -156,7 +162,7 @@ def candidate_result(
     scores = scores_of(records)
     comparison = None if baseline is None else comparison_of(records, baseline)
     if comparison is not None:
-        scores.update({k: v for k, v in comparison["deltas"].items() if v is not None})  # type: ignore[attr-defined]
+        scores.update({k: v for k, v in comparison.deltas.items() if math.isfinite(v)})
     return CandidateResult(
         candidate=CandidateInfo(path=f"models/{name}", name=name, sha256="ab" * 32, arch="tiny_cnn",
                                 target_layer="features.3"),
@@ -282,28 +288,24 @@ def _demo_rules(name: str, release: bool) -> tuple[RuleResult, ...]:
     return (*sizes, *plain, *versus)
 
 
-def _demo_comparison() -> dict[str, object]:
+def _demo_comparison() -> Comparison:
     # cutmix against baseline.pt: gated accuracy and over-confidence are fine; ECE and the pointing game are not.
     candidate = {"accuracy": 0.96, "overconfidence_error": 0.002, "ece": 0.11, "alignment.pointing_game": 0.62}
     baseline = {"accuracy": 0.96, "overconfidence_error": 0.032, "ece": 0.01, "alignment.pointing_game": 0.92}
-    return {
-        "deltas": {f"delta.{k}": candidate[k] - baseline[k] for k in candidate},
-        "candidate_scores": candidate, "baseline_scores": baseline,
-        "migration": {"corrected": 9, "regressed": 9, "still_wrong": 15, "still_right": 567,
-                      "still_wrong_confidence_dropped": 0.4},
-        "class_deltas": {"circle": 0.0, "square": 0.02, XSS: -0.02, MATH: 0.0},
-        "mcnemar_p": 1.0,
-        "intervals": {"delta.accuracy@0.95": {"low": -0.006, "high": 0.006, "confidence": 0.95},
-                      "delta.overconfidence_error@0.95": {"low": -0.04, "high": -0.02, "confidence": 0.95},
-                      "delta.ece@0.95": {"low": 0.085, "high": 0.115, "confidence": 0.95},
-                      "delta.alignment.pointing_game@0.95": {"low": -0.34, "high": -0.26, "confidence": 0.95}},
-        "warnings": [
-            {"score": "alignment.pointing_game", "delta": -0.3, "low": -0.34, "high": -0.26, "confidence": 0.95,
-             "candidate": 0.62, "baseline": 0.92},
-            {"score": "ece", "delta": 0.1, "low": 0.085, "high": 0.115, "confidence": 0.95, "candidate": 0.11,
-             "baseline": 0.01},
-        ],
-    }
+    return Comparison(
+        deltas={f"delta.{k}": candidate[k] - baseline[k] for k in candidate},
+        candidate_scores=candidate, baseline_scores=baseline,
+        migration=Migration(corrected=9, regressed=9, still_wrong=15, still_right=567,
+                            still_wrong_confidence_dropped=0.4),
+        class_deltas={"circle": 0.0, "square": 0.02, XSS: -0.02, MATH: 0.0},
+        mcnemar_p=1.0,
+        intervals=(DeltaInterval("accuracy", 0.95, -0.006, 0.006),
+                   DeltaInterval("overconfidence_error", 0.95, -0.04, -0.02),
+                   DeltaInterval("ece", 0.95, 0.085, 0.115),
+                   DeltaInterval("alignment.pointing_game", 0.95, -0.34, -0.26)),
+        warnings=(ChangeWarning("alignment.pointing_game", -0.3, -0.34, -0.26, 0.95, 0.62, 0.92),
+                  ChangeWarning("ece", 0.1, 0.085, 0.115, 0.95, 0.11, 0.01)),
+    )
 
 
 def demo_result(name: str, *, kept: int = 8) -> GateResult:

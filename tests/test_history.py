@@ -17,7 +17,7 @@ from test_tracking import MlflowServer, server  # noqa: F401 - the server fixtur
 from tracking_fixtures import candidate, gate_result, kept_sample, make_records, write_outputs
 
 from gate.outputs.report.history import render_history
-from gate.result import CandidateResult, GateResult, PolicyInfo, RuleResult
+from gate.result import CandidateResult, Comparison, DeltaInterval, GateResult, Migration, PolicyInfo, RuleResult
 from gate.tracking import (
     fetch_maps,
     history,
@@ -297,7 +297,9 @@ def test_server_has_the_new_metrics_params_and_tags(tmp_path: Path, monkeypatch:
     failing = gate("v2.pt", "strict", 0.88, "2026-01-01T10:00:00+00:00", "g0")
     cand = failing.candidates[0]
     rules = (replace(cand.rules[0], interval=(0.85, 0.91), message="0.88 is below 0.9"),)
-    comparison = {"intervals": {"delta.accuracy@0.95": {"low": -0.03, "high": 0.01}}, "mcnemar_p": 0.25}
+    comparison = Comparison(deltas={}, candidate_scores={}, baseline_scores={},
+                            migration=Migration(0, 0, 0, 0, float("nan")), class_deltas={}, mcnemar_p=0.25,
+                            intervals=(DeltaInterval("accuracy", 0.95, -0.03, 0.01),))
     failing = replace(failing, candidates=(replace(cand, rules=rules, comparison=comparison),),
                       environment={**failing.environment, "device": "cpu", "batch_size": "16", "seed": "0"})
     outcome = log_gate(failing, write_outputs(failing, tmp_path / "o"), config, {})

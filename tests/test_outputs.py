@@ -50,7 +50,7 @@ def test_write_outputs_writes_all_three_files(tmp_path: Path) -> None:
 
 def test_result_json_refuses_nan_that_escaped_to_json() -> None:
     result = check_result(kept=0)
-    bad = replace(result.candidates[0], comparison={"mcnemar_p": float("nan")})
+    bad = replace(result.candidates[0], timings={"engine_s": float("nan")})
     with pytest.raises(Exception, match="not JSON-safe") as info:
         result_json(replace(result, candidates=(bad,)))
     assert info.value.exit_code == 3  # type: ignore[attr-defined]  # an internal error, not the user's
@@ -209,12 +209,12 @@ def test_check_summary_with_a_baseline_shows_the_paired_comparison() -> None:
     result = check_result(baseline=True, kept=0)
     (cand,) = result.candidates
     assert cand.comparison is not None
-    moved = cand.comparison["migration"]
+    moved = cand.comparison.migration
     lines = format_summary(result, None).splitlines()
     assert cand.scores["delta.accuracy"] == pytest.approx(-2 / 40)
     assert lines[-2] == "  vs baseline prod.pt: accuracy -5.0 pts [-5.0 pts, +11.0 pts] at 95%, McNemar p 0.0312"
-    assert lines[-1] == (f"  samples: {moved['corrected']} corrected, {moved['regressed']} regressed, "
-                         f"{moved['still_wrong']} still wrong (confidence dropped on 50%)")
+    assert lines[-1] == (f"  samples: {moved.corrected} corrected, {moved.regressed} regressed, "
+                         f"{moved.still_wrong} still wrong (confidence dropped on 50%)")
 
 
 def test_select_summary_with_a_baseline_shows_each_accuracy_delta() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from gate.metrics.registry import all_specs, percent
 from gate.outputs.sentences import decision, rule_sentence, rule_text, warning_sentence
-from gate.result import RuleResult
+from gate.result import ChangeWarning, RuleResult
 
 # (score, op, threshold, {value: sentence}): a plain rule at values on both sides of its threshold, at 0 and 1,
 # and at -0.2 for signed scores. Written out by hand: each must be true at its value.
@@ -546,11 +546,10 @@ def test_the_rule_sentence_is_the_words_then_the_deciding_number() -> None:
 
 
 def test_a_warning_says_both_sides_of_an_ungated_change() -> None:
-    warning = {"score": "ece", "delta": 0.1, "low": 0.062, "high": 0.138, "confidence": 0.95,
-               "candidate": 0.11, "baseline": 0.01}
+    warning = ChangeWarning("ece", 0.1, 0.062, 0.138, 0.95, 0.11, 0.01)
     assert warning_sentence(warning) == ("ECE is 10.0 points above the baseline's (worse): change +10.0 pts, 95% "
                                          "interval [+6.2 pts, +13.8 pts]; no rule gates it")
-    lift = {"score": "alignment.lift", "delta": -0.62, "low": -0.8, "high": -0.4, "confidence": 0.95}
+    lift = ChangeWarning("alignment.lift", -0.62, -0.8, -0.4, 0.95, 1.9, 2.52)
     assert warning_sentence(lift) == ("alignment lift is 0.62 below the baseline's (worse): change -0.62, 95% "
                                       "interval [-0.80, -0.40]; no rule gates it")
 

@@ -9,7 +9,14 @@ import pytest
 from tracking_fixtures import MODEL, candidate, gate_result, rule
 
 from gate.inputs.review_set import ReviewSet
+from gate.result import Comparison, DeltaInterval, Migration
 from gate.tracking.plan import TrackingConfig, metric_key, metrics_of, plan_entry
+
+
+def comparison_of(mcnemar_p: float, *intervals: DeltaInterval) -> Comparison:
+    """A comparison with only what tracking logs from it: McNemar's p and the intervals."""
+    return Comparison(deltas={}, candidate_scores={}, baseline_scores={}, migration=Migration(0, 0, 0, 0, float("nan")),
+                      class_deltas={}, mcnemar_p=mcnemar_p, intervals=intervals)
 
 # --- planning --------------------------------------------------------------------------------
 
@@ -87,9 +94,8 @@ def test_plan_logs_the_bounds_a_decision_rests_on_and_how_the_gate_ran() -> None
     bounded = replace(rule("accuracy >= 0.9", "accuracy", 0.93, True), interval=(0.91, 0.95))
     vs_baseline = replace(rule("accuracy vs baseline", "accuracy", -0.004, True), op="non_inferior",
                           interval=(-0.009, 0.001))
-    comparison = {"mcnemar_p": 0.0312, "intervals": {
-        "delta.accuracy@0.95": {"low": -0.009, "high": 0.001, "confidence": 0.95},
-        "delta.ece@0.9": {"low": None, "high": 0.02, "confidence": 0.9}}}
+    comparison = comparison_of(0.0312, DeltaInterval("accuracy", 0.95, -0.009, 0.001),
+                               DeltaInterval("ece", 0.9, float("nan"), 0.02))
     cand = replace(candidate("v1.pt", True), rules=(bounded, vs_baseline), comparison=comparison)
     result = replace(gate_result(cand), environment={"git_commit": "1" * 40, "device": "cuda:0", "batch_size": "64",
                                                      "seed": "7", "device_name": ""})
@@ -112,7 +118,7 @@ def test_docs_mlflow_md_names_every_param_metric_and_tag_a_plan_logs() -> None:
     doc = (Path(__file__).resolve().parents[1] / "docs" / "mlflow.md").read_text(encoding="utf-8")
     documented = set(re.findall(r"`([^`]+)`", doc))
     bounded = replace(rule("accuracy >= 0.9", "accuracy", 0.93, True), interval=(0.91, 0.95))
-    comparison = {"mcnemar_p": 0.03, "intervals": {"delta.accuracy@0.95": {"low": -0.01, "high": 0.0}}}
+    comparison = comparison_of(0.03, DeltaInterval("accuracy", 0.95, -0.01, 0.0))
     failing = replace(candidate("b.pt", False), comparison=comparison)
     passing = replace(candidate("a.pt", True), rules=(bounded,))
     result = replace(gate_result(passing, failing, command="select", selected="a.pt"),

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection
-from typing import Any
 
-from gate.decide.compare import Comparison
+from gate.decide.compare import Pairing
 from gate.metrics.registry import get_spec
-from gate.result import json_number
+from gate.result import ChangeWarning
 
 # Scores whose change is worth a warning, each with a vectorised interval (a sum or rank form): a bootstrap
 # that calls the score function on every resample would cost seconds per score.
@@ -28,33 +27,27 @@ WATCH_CONFIDENCE = 0.95
 
 
 def warnings(
-    comparison: Comparison, gated: Collection[str], *, confidence: float = WATCH_CONFIDENCE, seed: int = 0,
-) -> list[dict[str, Any]]:
-    """Changes of watched, ungated scores whose interval excludes zero on the worse side, largest first.
-
-    Each: ``score``, ``delta``, ``low``, ``high``, ``confidence``, ``candidate``, ``baseline`` (JSON-safe).
-    """
+    pairing: Pairing, gated: Collection[str], *, confidence: float = WATCH_CONFIDENCE, seed: int = 0,
+) -> tuple[ChangeWarning, ...]:
+    """Changes of watched, ungated scores whose interval excludes zero on the worse side, largest first (each
+    interval is recorded in ``pairing``, so the report's table shows it)."""
     found = []
+    deltas = pairing.deltas
     for score in WATCHED:
         spec = get_spec(score)
         if spec is None or score in gated:
             continue
-        if score not in comparison.candidate_scores or score not in comparison.baseline_scores:
+        if score not in pairing.candidate_scores or score not in pairing.baseline_scores:
             continue
-        delta = comparison.deltas.get(f"delta.{score}", math.nan)
+        delta = deltas.get(f"delta.{score}", math.nan)
         if not math.isfinite(delta):
             continue
-        interval = comparison.interval_for(score, confidence=confidence, seed=seed)
+        interval = pairing.interval_for(score, confidence=confidence, seed=seed)
         worse = interval.high < 0 if spec.higher_is_better else interval.low > 0
-        if not worse:
-            continue
-        found.append({
-            "score": score, "delta": json_number(delta), "low": json_number(interval.low),
-            "high": json_number(interval.high), "confidence": confidence,
-            "candidate": json_number(comparison.candidate_scores[score]),
-            "baseline": json_number(comparison.baseline_scores[score]),
-        })
-    return sorted(found, key=lambda w: -abs(float(w["delta"] or 0.0)) / _scale(str(w["score"])))
+        if worse:
+            found.append(ChangeWarning(score, delta, interval.low, interval.high, confidence,
+                                       float(pairing.candidate_scores[score]), float(pairing.baseline_scores[score])))
+    return tuple(sorted(found, key=lambda w: -abs(w.delta) / _scale(w.score)))
 
 
 def _scale(score: str) -> float:

@@ -98,14 +98,13 @@ def _candidate_markdown(candidate: CandidateResult, selected: str | None) -> lis
 def _versus_baseline(candidate: CandidateResult) -> list[str]:
     """The comparison in Markdown: sample moves, McNemar, and each warning (an ungated change beyond its
     interval); [] without a comparison."""
-    comparison = candidate.comparison or {}
-    migration = comparison.get("migration") or {}
-    if not migration:
+    comparison = candidate.comparison
+    if comparison is None:
         return []
-    corrected, regressed = int(migration.get("corrected", 0)), int(migration.get("regressed", 0))
-    p_value = fmt(comparison.get("mcnemar_p"))
-    lines = [f"Against the baseline: {corrected} corrected, {regressed} regressed (McNemar p = {p_value})"]
-    for warning in comparison.get("warnings") or []:
+    moved = comparison.migration
+    lines = [f"Against the baseline: {moved.corrected} corrected, {moved.regressed} regressed "
+             f"(McNemar p = {fmt(comparison.mcnemar_p)})"]
+    for warning in comparison.warnings:
         lines += ["", f"⚠️ Warning: {markdown_escape(warning_sentence(warning))}"]
     return lines
 

@@ -9,13 +9,11 @@ a line never mixes percentages with fractions.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from gate.decide.policy import TOO_SMALL
-from gate.metrics.registry import ScoreSpec, get_spec, percent, say
-from gate.result import RuleResult
+from gate.metrics.registry import ScoreSpec, get_spec, number, say
+from gate.result import ChangeWarning, RuleResult
 
 SYMBOL = {">=": "≥", "<=": "≤", ">": ">", "<": "<"}
 NOT_SYMBOL = {">=": "<", "<=": ">", ">": "≤", "<": "≥"}
@@ -44,17 +42,6 @@ def unit_of(score: str) -> str:
     if score == "samples":
         return "count"
     return "value" if spec is None or spec.wording is None else spec.wording.unit
-
-
-def number(value: float, unit: str) -> str:
-    """``value`` in ``unit`` ("91.3%", "2.30×", "12", "0.1234")."""
-    if unit == "pct":
-        return percent(value)
-    if unit == "times":
-        return f"{value:.2f}×"
-    if unit == "count":
-        return f"{value:.0f}"
-    return f"{value:.4g}"
 
 
 def change(value: float, unit: str) -> str:
@@ -184,16 +171,14 @@ def rule_sentence(rule: RuleResult) -> str:
     return f"{capital(rule_text(rule))} — {decision(rule).text}"
 
 
-def warning_sentence(warning: Mapping[str, Any]) -> str:
+def warning_sentence(warning: ChangeWarning) -> str:
     """An ungated change beyond its interval, in words (``gate.decide.watch``): "ECE is 10.0 points above the
     baseline's (worse): change +10.0 pts, 95% interval [+6.2 pts, +13.8 pts]; no rule gates it"."""
-    score = str(warning.get("score", ""))
-    spec = get_spec(score)
-    unit = unit_of(score)
-    noun = score if spec is None or spec.wording is None else spec.name_class(score, spec.wording.noun)
-    delta, low, high = (float(warning.get(k) or math.nan) for k in ("delta", "low", "high"))
-    level = warning.get("confidence")
-    level_text = f"{level:.0%} " if isinstance(level, int | float) else ""
-    side = "above" if delta > 0 else "below"
-    return (f"{noun} is {amount(delta, unit)} {side} the baseline's (worse): change {change(delta, unit)}, "
-            f"{level_text}interval [{change(low, unit)}, {change(high, unit)}]; no rule gates it")
+    spec = get_spec(warning.score)
+    unit = unit_of(warning.score)
+    wording = None if spec is None else spec.wording
+    noun = warning.score if spec is None or wording is None else spec.name_class(warning.score, wording.noun)
+    side = "above" if warning.delta > 0 else "below"
+    return (f"{noun} is {amount(warning.delta, unit)} {side} the baseline's (worse): change "
+            f"{change(warning.delta, unit)}, {warning.confidence:.0%} interval [{change(warning.low, unit)}, "
+            f"{change(warning.high, unit)}]; no rule gates it")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from gate.outputs.report.formatting import fmt
 from gate.outputs.report.reasons import diagnose
 from gate.outputs.sentences import UNDECIDED, change, decision, number, unit_of, warning_sentence
-from gate.result import CandidateResult, GateResult, RuleResult
+from gate.result import COMPARISON_CONFIDENCE, CandidateResult, GateResult, RuleResult
 
 if TYPE_CHECKING:  # gate.outputs.files imports the report package; the summary only reads the three paths
     from gate.outputs.files import OutputPaths
@@ -74,21 +74,22 @@ def _shown(scores: Mapping[str, float], score: str) -> str:
 def _comparison_lines(candidate: CandidateResult, baseline: str) -> list[str]:
     # The paired comparison: the accuracy change with its interval, where samples moved, then each warning.
     comparison = candidate.comparison
-    if not comparison:
+    if comparison is None:
         return []
-    delta = comparison["deltas"].get("delta.accuracy")
+    delta = comparison.deltas.get("delta.accuracy")
     head = f"  vs baseline {baseline}: accuracy {'n/a' if delta is None else change(delta, 'pct')}"
-    interval = comparison["intervals"].get("delta.accuracy@0.95")
-    if interval and interval.get("low") is not None and interval.get("high") is not None:
-        head += f" [{change(interval['low'], 'pct')}, {change(interval['high'], 'pct')}] at 95%"
-    head += f", McNemar p {fmt(comparison['mcnemar_p'])}"
-    moved = comparison["migration"]
-    tail = (f"  samples: {moved['corrected']} corrected, {moved['regressed']} regressed, "
-            f"{moved['still_wrong']} still wrong")
-    dropped = moved.get("still_wrong_confidence_dropped")
-    if moved["still_wrong"] and dropped is not None:
+    interval = comparison.interval("accuracy", COMPARISON_CONFIDENCE)
+    if interval is not None:
+        head += (f" [{change(interval.low, 'pct')}, {change(interval.high, 'pct')}] at "
+                 f"{COMPARISON_CONFIDENCE:.0%}")
+    head += f", McNemar p {fmt(comparison.mcnemar_p)}"
+    moved = comparison.migration
+    tail = (f"  samples: {moved.corrected} corrected, {moved.regressed} regressed, "
+            f"{moved.still_wrong} still wrong")
+    dropped = moved.still_wrong_confidence_dropped
+    if moved.still_wrong and math.isfinite(dropped):
         tail += f" (confidence dropped on {dropped:.0%})"
-    warned = [f"  warning: {warning_sentence(w)}" for w in comparison.get("warnings") or []]
+    warned = [f"  warning: {warning_sentence(w)}" for w in comparison.warnings]
     return [head, tail, *warned]
 
 

@@ -164,11 +164,10 @@ def candidate_metrics(cand: CandidateResult) -> dict[str, float]:
     for rule in cand.rules:
         if rule.interval is not None and rule.op in (">=", "<="):
             metrics.update(_bounds(f"bound.{rule.score}", rule.interval))
-    comparison = cand.comparison or {}
-    for key, interval in (comparison.get("intervals") or {}).items():
-        metrics.update(_bounds(key, (interval.get("low"), interval.get("high"))))
-    if comparison.get("mcnemar_p") is not None:
-        metrics["mcnemar_p"] = float(comparison["mcnemar_p"])
+    if cand.comparison is not None:
+        for interval in cand.comparison.intervals:
+            metrics.update(_bounds(interval.key, (interval.low, interval.high)))
+        metrics.update(metrics_of({"mcnemar_p": cand.comparison.mcnemar_p}))
     return metrics
 
 

@@ -10,11 +10,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-# The scores `history` shows, in this order (those a run lacks are left out).
-KEY_SCORES: tuple[str, ...] = (
-    "accuracy", "ece", "overconfidence_error", "confident_wrong_rate@0.99", "alignment.lift", "alignment.pointing_game",
-    "background.only_bg_accuracy", "background.bg_gap",
-)
+from gate.metrics.registry import HISTORY_SCORES
+
+# The scores `history` shows, in registry order (those a run lacks are left out): each spec says whether it is one.
+KEY_SCORES: tuple[str, ...] = HISTORY_SCORES
 # The few the console table has room for (120 columns), with their short headers.
 TABLE_SCORES: tuple[tuple[str, str], ...] = (
     ("accuracy", "acc"), ("alignment.lift", "lift"), ("background.only_bg_accuracy", "bg_acc"),

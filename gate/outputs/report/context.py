@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 from gate.metrics.registry import get_spec
 from gate.outputs.report import plots
@@ -25,7 +24,16 @@ from gate.outputs.report.samples import (
     showroom,
 )
 from gate.outputs.sentences import BASELINE_OPS, change, decision, number, rule_text, unit_of, warning_sentence
-from gate.result import CandidateResult, GateResult, PolicyInfo, ReviewSetInfo, RuleResult
+from gate.result import (
+    CandidateResult,
+    Comparison,
+    DeltaInterval,
+    GateResult,
+    Migration,
+    PolicyInfo,
+    ReviewSetInfo,
+    RuleResult,
+)
 
 BASELINE_GROUP = "versus baseline"
 SCORE_GROUPS: tuple[str, ...] = ("classification", "calibration", "alignment", "background", "sanity", BASELINE_GROUP)
@@ -257,28 +265,26 @@ def _delta_row(name: str, value: float, higher_is_better: bool | None) -> DeltaR
     return DeltaRow(name=name, value=fmt_signed(value), good=good)
 
 
-def _interval_text(bounds: Mapping[str, Any], unit: str = "value") -> str:
-    confidence = bounds.get("confidence")
-    level = f" at {confidence:.0%}" if isinstance(confidence, int | float) else ""
-    low, high = bounds.get("low"), bounds.get("high")
-    if low is None or high is None:
+def _interval_text(low: float, high: float, confidence: float | None, unit: str = "value") -> str:
+    level = "" if confidence is None else f" at {confidence:.0%}"
+    if not (math.isfinite(low) and math.isfinite(high)):
         return f"[n/a]{level}"
-    return f"[{change(float(low), unit)}, {change(float(high), unit)}]{level}"
+    return f"[{change(low, unit)}, {change(high, unit)}]{level}"
 
 
-def migration_rows(migration: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-    """Sample counts, then among the still-wrong how many lost confidence (a share in the JSON)."""
-    rows = [(label, str(int(migration[key]))) for key, label in MIGRATION_LABELS if key in migration]
-    share, still_wrong = migration.get("still_wrong_confidence_dropped"), int(migration.get("still_wrong", 0))
+def migration_rows(migration: Migration) -> tuple[tuple[str, str], ...]:
+    """Sample counts, then among the still-wrong how many lost confidence."""
+    rows = [(label, str(int(getattr(migration, key)))) for key, label in MIGRATION_LABELS]
+    share, still_wrong = migration.still_wrong_confidence_dropped, migration.still_wrong
     dropped = "n/a (none still wrong)"
-    if share is not None and still_wrong and math.isfinite(share):
+    if still_wrong and math.isfinite(share):
         dropped = f"{round(share * still_wrong)} of {still_wrong} ({share:.0%})"
     return (*rows, ("still wrong, confidence dropped", dropped))
 
 
-def _value(scores: Mapping[str, Any], score: str) -> str:
+def _value(scores: Mapping[str, float], score: str) -> str:
     value = scores.get(score)
-    return "n/a" if value is None or not math.isfinite(float(value)) else number(float(value), unit_of(score))
+    return "n/a" if value is None or not math.isfinite(value) else number(value, unit_of(score))
 
 
 def _size_of_change(score: str, value: float) -> float:
@@ -288,46 +294,40 @@ def _size_of_change(score: str, value: float) -> float:
     return abs(value) / scale if math.isfinite(value) else -1.0
 
 
-def _score_intervals(comparison: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
-    """``delta.<score>@<confidence>`` keys by score (the first level computed)."""
-    found: dict[str, Mapping[str, Any]] = {}
-    for key, bounds in comparison.get("intervals", {}).items():
-        found.setdefault(key.removeprefix("delta.").rpartition("@")[0], bounds)
-    return found
-
-
-def full_deltas(comparison: Mapping[str, Any]) -> tuple[DeltaRow, ...]:
+def full_deltas(comparison: Comparison) -> tuple[DeltaRow, ...]:
     """Every score's change: both values and, where computed, the interval; largest change (by range) first."""
-    cand, base = comparison.get("candidate_scores", {}), comparison.get("baseline_scores", {})
-    bounds = _score_intervals(comparison)
-    warned = {str(w.get("score")) for w in comparison.get("warnings") or []}
+    cand, base = comparison.candidate_scores, comparison.baseline_scores
+    bounds: dict[str, DeltaInterval] = {}
+    for computed in comparison.intervals:
+        bounds.setdefault(computed.score, computed)  # the first level computed
+    warned = {w.score for w in comparison.warnings}
     rows = []
-    for name, raw in comparison.get("deltas", {}).items():
-        if raw is None:
+    for name, value in comparison.deltas.items():
+        if not math.isfinite(value):
             continue
         score = name.removeprefix("delta.")
         spec = get_spec(score)
         if spec is not None and spec.per_class:
             continue  # the per-class table shows the worst classes
-        unit, value = unit_of(score), float(raw)
+        unit = unit_of(score)
         row = _delta_row(score, value, None if spec is None else spec.higher_is_better)
-        interval = _interval_text(bounds[score], unit) if score in bounds else ""
+        bound = bounds.get(score)
+        interval = "" if bound is None else _interval_text(bound.low, bound.high, bound.confidence, unit)
         rows.append((_size_of_change(score, value), replace(
             row, value=change(value, unit), candidate=_value(cand, score), baseline=_value(base, score),
             interval=interval, verdict="warning" if score in warned else "")))
     return tuple(row for _size, row in sorted(rows, key=lambda pair: -pair[0]))
 
 
-def gated_rows(rules: Sequence[RuleResult], comparison: Mapping[str, Any]) -> tuple[GatedRow, ...]:
+def gated_rows(rules: Sequence[RuleResult], comparison: Comparison) -> tuple[GatedRow, ...]:
     """The vs_baseline rules with both models' values, the change and its interval."""
-    cand, base = comparison.get("candidate_scores", {}), comparison.get("baseline_scores", {})
+    cand, base = comparison.candidate_scores, comparison.baseline_scores
     rows = []
     for rule in rules:
         if rule.op not in BASELINE_OPS:
             continue
         unit = unit_of(rule.score)
-        interval = "" if rule.interval is None else _interval_text(
-            {"low": rule.interval[0], "high": rule.interval[1], "confidence": rule.confidence}, unit)
+        interval = "" if rule.interval is None else _interval_text(*rule.interval, rule.confidence, unit)
         decided = decision(rule)
         rows.append(GatedRow(rule.rule_id, rule.score, _value(cand, rule.score), _value(base, rule.score),
                              "n/a" if rule.value is None else change(rule.value, unit), interval, decided.state,
@@ -335,22 +335,21 @@ def gated_rows(rules: Sequence[RuleResult], comparison: Mapping[str, Any]) -> tu
     return tuple(rows)
 
 
-def comparison_view(comparison: Mapping[str, Any], rules: Sequence[RuleResult] = ()) -> ComparisonView:
-    """The ``gate.decide.compare`` JSON for one candidate, formatted (``rules``: its rules, for the gated rows)."""
-    migration = comparison.get("migration", {})
-    class_deltas = present_deltas(comparison.get("class_deltas", {}))
+def comparison_view(comparison: Comparison, rules: Sequence[RuleResult] = ()) -> ComparisonView:
+    """One candidate's :class:`gate.result.Comparison`, formatted (``rules``: its rules, for the gated rows)."""
+    class_deltas = present_deltas(comparison.class_deltas)
     return ComparisonView(
-        migration=migration_rows(migration),
-        mcnemar_p=fmt(comparison.get("mcnemar_p")),
+        migration=migration_rows(comparison.migration),
+        mcnemar_p=fmt(comparison.mcnemar_p),
         class_deltas=tuple(replace(_delta_row(c, v, True), value=change(v, "pct"))
                            for c, v in worst_deltas(class_deltas)),
         deltas=full_deltas(comparison),
-        intervals=tuple((score, _interval_text(b, unit_of(score.removeprefix("delta.").rpartition("@")[0])))
-                        for score, b in comparison.get("intervals", {}).items()),
+        intervals=tuple((iv.key, _interval_text(iv.low, iv.high, iv.confidence, unit_of(iv.score)))
+                        for iv in comparison.intervals),
         class_deltas_total=len(class_deltas),
         gated=gated_rows(rules, comparison),
-        warnings=tuple(warning_sentence(w) for w in comparison.get("warnings") or []),
-        corrected=int(migration.get("corrected", 0)), regressed=int(migration.get("regressed", 0)),
+        warnings=tuple(warning_sentence(w) for w in comparison.warnings),
+        corrected=comparison.migration.corrected, regressed=comparison.migration.regressed,
     )
 
 

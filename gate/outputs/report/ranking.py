@@ -6,10 +6,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import partial
 
 from gate.decide.intervals import score_interval
-from gate.metrics.registry import compute_scores, get_spec
+from gate.metrics.registry import get_spec
 from gate.outputs.sentences import number, unit_of
 from gate.records import Records
 from gate.result import CandidateResult, GateResult
@@ -43,9 +42,7 @@ def _interval(records: Records, score: str) -> tuple[float, float]:
     spec = get_spec(score)
     if spec is None or records.size == 0:
         return math.nan, math.nan
-    probes = () if spec.probe is None else (spec.probe,)
-    score_fn = partial(compute_scores, probes=probes)
-    bounds = score_interval(records, score, score_fn, confidence=RANK_CONFIDENCE, proportion=spec.proportion)
+    bounds = score_interval(records, score, confidence=RANK_CONFIDENCE)
     return bounds.interval.low, bounds.interval.high
 
 

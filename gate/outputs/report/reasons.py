@@ -14,24 +14,6 @@ from gate.metrics.registry import get_spec
 from gate.outputs.sentences import BASELINE_OPS, UNDECIDED, capital, decision, rule_text
 from gate.result import RuleResult
 
-# Evidence by score name (exact) or group; the anchor part is suffixed to the candidate's anchor prefix.
-_BY_NAME: dict[str, tuple[str, str]] = {
-    "accuracy": ("gallery-failures", "the failures gallery"),
-    "selective_accuracy@0.8": ("plot-reliability", "the reliability diagram"),
-    "balanced_accuracy": ("plot-class_accuracy", "the per-class accuracy plot"),
-    "worst_class_accuracy": ("plot-class_accuracy", "the per-class accuracy plot"),
-    "class_accuracy.<class>": ("plot-class_accuracy", "the per-class accuracy plot"),
-    "confident_wrong_rate@0.9": ("plot-wrong_by_threshold", "the wrong-by-confidence plot"),
-    "confident_wrong_rate@0.99": ("plot-wrong_by_threshold", "the wrong-by-confidence plot"),
-    "alignment.lift": ("gallery-wrong_reason", "the right-for-the-wrong-reason gallery"),
-    "alignment.off_object_rate": ("gallery-wrong_reason", "the right-for-the-wrong-reason gallery"),
-}
-_BY_GROUP: dict[str, tuple[str, str]] = {
-    "calibration": ("plot-reliability", "the reliability diagram"),
-    "alignment": ("galleries", "the Grad-CAM galleries"),
-    "background": ("showroom", "the showroom"),
-}
-
 # Families of failed rules, most telling first: a model that reads the scene fails its accuracy rules too,
 # but the shortcut is the story. Each: (key, short title, headline when shown, headline when only undecided).
 FAMILIES: tuple[tuple[str, str, str, str], ...] = (
@@ -121,9 +103,9 @@ def _evidence(rule: RuleResult) -> tuple[str, str] | None:
     if rule.op in BASELINE_OPS:
         return "comparison", "the comparison with the baseline"
     spec = get_spec(rule.score)
-    if spec is None:
+    if spec is None or spec.evidence is None:
         return None
-    return _BY_NAME.get(spec.name) or _BY_GROUP.get(spec.group)
+    return spec.evidence.anchor, spec.evidence.shows
 
 
 def reason(rule: RuleResult, index: int, position: int) -> Reason:
