@@ -59,7 +59,7 @@ class Records:
     rank_accuracy: np.ndarray  # float64 [N]: |top-K(cam) ∩ mask| / K, K = |mask|; NaN where excluded
     probe_preds: Mapping[str, np.ndarray] = field(default_factory=dict)  # variant -> int64 [N] (NO_VARIANT: none)
     pairings: Mapping[str, np.ndarray] = field(default_factory=dict)  # variant -> int64 [N] partner index, -1 none
-    sanity_similarity: np.ndarray | None = None  # float64 [N]: Spearman(map, randomised map)
+    sanity_similarity: np.ndarray | None = None  # float64 [N, copies] (or [N] for one copy): Spearman(map, copy's map)
     kept: Mapping[str, KeptSample] = field(default_factory=dict)
     pred: np.ndarray | None = None  # int64 [N]: argmax over ALL outputs as a review-set index, OUTSIDE if none
     top_prob: np.ndarray | None = None  # float32 [N]: max of the full softmax
@@ -98,7 +98,8 @@ class Records:
         """Per-sample Brier term Σ_k (p_k − y_k)² over ALL the model's outputs."""
         onehot = np.eye(len(self.classes))[self.labels]
         inside = ((self.probs.astype(np.float64) - onehot) ** 2).sum(axis=1)
-        return inside if self.outside_sq is None else inside + self.outside_sq
+        total: np.ndarray = inside if self.outside_sq is None else inside + self.outside_sq
+        return total
 
     @property
     def masked(self) -> np.ndarray:
@@ -141,7 +142,7 @@ class Records:
         return replace(
             first,
             ids=tuple(i for part in parts for i in part.ids),
-            **columns,  # type: ignore[arg-type]
+            **columns,  # type: ignore[arg-type]  # the ROW_COLUMNS fields, each an array or None
             probe_preds={k: np.concatenate([part.probe_preds[k] for part in parts]) for k in first.probe_preds},
             pairings={k: np.concatenate([part.pairings[k] for part in parts]) for k in first.pairings},
             kept={k: v for part in parts for k, v in part.kept.items()},
@@ -154,7 +155,7 @@ class Records:
         return replace(
             self,
             ids=tuple(self.ids[i] for i in idx),
-            **columns,  # type: ignore[arg-type]
+            **columns,  # type: ignore[arg-type]  # the ROW_COLUMNS fields, each an array or None
             probe_preds={k: v[idx] for k, v in self.probe_preds.items()},
             pairings={k: v[idx] for k, v in self.pairings.items()},
             kept={},

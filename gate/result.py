@@ -191,6 +191,32 @@ class ReviewSetInfo:
     pinned: bool = True  # False: --allow-unpinned and the digest is not the one the policy pins
 
 
+SHORT_SHA = 7  # characters of a commit SHA shown to people (git's own default)
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """The commit gated and its branch (gate.inputs.source decides where they come from)."""
+
+    commit: str  # the full SHA, lower-case hex
+    branch: str = ""  # "" when unknown (a detached checkout)
+    origin: str = "git"  # "GITHUB_SHA", "CI_COMMIT_SHA" or "git" (the candidate's repository)
+
+    @property
+    def short(self) -> str:
+        """The commit as people quote it: its first 7 hex digits."""
+        return self.commit[:SHORT_SHA]
+
+    @property
+    def label(self) -> str:
+        """``1a2b3c4 on main`` (or just the short SHA without a branch)."""
+        return f"{self.short} on {self.branch}" if self.branch else self.short
+
+    def to_json(self) -> dict[str, str]:
+        """The ``source`` object of result.json."""
+        return {"commit": self.commit, "short": self.short, "branch": self.branch, "from": self.origin}
+
+
 @dataclass(frozen=True)
 class GateResult:
     """A whole gate call: ``check`` has one candidate, ``select`` several."""
@@ -206,6 +232,7 @@ class GateResult:
     environment: Mapping[str, str] = field(default_factory=dict)
     timings: Mapping[str, float] = field(default_factory=dict)
     created: str = ""
+    source: SourceInfo | None = None  # the commit gated, when there is one
 
     @property
     def passed(self) -> bool:
@@ -234,6 +261,7 @@ class GateResult:
             "rank_by": list(self.rank_by),
             "ranking": list(self.ranking),
             "created": self.created,
+            "source": None if self.source is None else self.source.to_json(),
             "policy": vars(self.policy),
             "review_set": {**vars(self.review_set), "classes": list(self.review_set.classes)},
             "candidates": [_candidate_json(c) for c in self.candidates],

@@ -10,8 +10,7 @@ from report_fixtures import XSS, check_result, select_result
 
 from gate.errors import InputError
 from gate.outputs.files import OutputPaths, check_paths, default_paths, result_json, write_outputs
-from gate.outputs.report import format_summary
-from gate.outputs.summary import MAX_FAILED_LINES, MAX_RULE_LINES
+from gate.outputs.summary import MAX_FAILED_LINES, MAX_RULE_LINES, format_summary
 from gate.result import RuleResult
 
 
@@ -34,7 +33,8 @@ def test_write_outputs_writes_all_three_files(tmp_path: Path) -> None:
     document = json.loads(text, parse_constant=_refuse_constant)
     # Expected values written out, not taken from to_json() (the code under test).
     assert set(document) == {"format", "command", "verdict", "selected", "rank_by", "ranking", "created", "policy",
-                             "review_set", "candidates", "baseline", "timings", "environment"}
+                             "review_set", "candidates", "baseline", "timings", "environment", "source"}
+    assert document["source"] is None  # built without a commit
     assert document["command"] == "check" and document["created"] == "2025-01-01T00:00:00+00:00"
     assert document["environment"] == {"torch": "2.14.1", "device": "cpu"} and document["timings"] == {"total_s": 3.5}
     assert document["review_set"]["pinned"] is True

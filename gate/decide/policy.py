@@ -225,13 +225,18 @@ def load(path: str | Path) -> Policy:
                           field=exc.field) from None
     # Duplicate keys, aliases and deep nesting are refused: the last of two `min:` keys must not win silently.
     raw = strict_yaml.parse(raw_bytes, path, PolicyError)
+    return from_mapping(raw, path=path, sha256=hashlib.sha256(raw_bytes).hexdigest())
+
+
+def from_mapping(raw: object, *, path: Path, sha256: str) -> Policy:
+    """Validate a policy already read (a YAML document, or a dict given to ``gate.check``); ``path`` names it."""
     if not isinstance(raw, dict):
         raise PolicyError("a policy must be a YAML mapping", path=path)
     try:
         model = PolicyModel.model_validate(raw)
     except ValidationError as exc:
         raise PolicyError(_first_error(exc), path=path) from None
-    return Policy(path=path, sha256=hashlib.sha256(raw_bytes).hexdigest(), model=model)
+    return Policy(path=path, sha256=sha256, model=model)
 
 
 def _first_error(exc: ValidationError) -> str:

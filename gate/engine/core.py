@@ -27,7 +27,7 @@ import numpy as np
 from gate.engine import probes as probe_ops
 from gate.engine.gallery import finish_gallery, fixed_ids, gallery_keys, select_gallery
 from gate.engine.model_state import ModelState, geometry_of
-from gate.engine.runs import FIXED_TOTAL, PRECISIONS, EngineOptions, ModelRun, Progress, resolve_device
+from gate.engine.runs import FIXED_TOTAL, EngineOptions, ModelRun, Progress, resolve_device
 from gate.errors import ReviewSetError, UsageError
 from gate.inputs import frame_cache
 from gate.inputs.batches import Frames, loaded_batches, native_size
@@ -35,6 +35,7 @@ from gate.inputs.candidate import Candidate
 from gate.inputs.preprocess import Geometry
 from gate.inputs.review_set import ReviewSet
 from gate.records import KeptSample, Records
+from gate.settings import PRECISIONS
 
 # The engine's face: callers use these through ``gate.engine.core``.
 __all__ = ["FIXED_TOTAL", "PRECISIONS", "EngineOptions", "ModelRun", "Progress", "fixed_ids", "frame_geometries",

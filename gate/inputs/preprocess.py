@@ -52,7 +52,8 @@ def image_to_pixels(image: np.ndarray, geometry: Geometry) -> Tensor:
 
 def pixels_to_frame(pixels: Tensor) -> Tensor:
     """Framed uint8 pixels [..., 3, h, w] as float32 in [0, 1] (``ToDtype(float32, scale=True)``)."""
-    return TF.to_dtype(pixels, torch.float32, scale=True)
+    frame: Tensor = TF.to_dtype(pixels, torch.float32, scale=True)
+    return frame
 
 
 def image_to_frame(image: np.ndarray, geometry: Geometry) -> Tensor:
@@ -69,8 +70,11 @@ def mask_to_frame(mask: np.ndarray, geometry: Geometry) -> Tensor:
 
 def _geometry(pixels: Tensor, geometry: Geometry, mode: InterpolationMode) -> Tensor:
     height, width = geometry.size
+    framed: Tensor
     if geometry.resize is None:
         # Antialias as torchvision does by default (ignored for nearest).
-        return TF.resize(pixels, [height, width], interpolation=mode, antialias=True)
-    resized = TF.resize(pixels, [geometry.resize], interpolation=mode, antialias=True)
-    return TF.center_crop(resized, [height, width])
+        framed = TF.resize(pixels, [height, width], interpolation=mode, antialias=True)
+    else:
+        resized = TF.resize(pixels, [geometry.resize], interpolation=mode, antialias=True)
+        framed = TF.center_crop(resized, [height, width])
+    return framed

@@ -203,13 +203,15 @@ def _dots(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     ox, oy = rng.uniform(0, spacing, size=2)
     dx = (x + ox) % spacing - spacing / 2
     dy = (y + oy) % spacing - spacing / 2
-    return (dx * dx + dy * dy <= radius * radius).astype(np.float64)
+    dots: np.ndarray = (dx * dx + dy * dy <= radius * radius).astype(np.float64)
+    return dots
 
 
 def _checker(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     cell = rng.uniform(5, 10)
     ox, oy = rng.uniform(0, 2 * cell, size=2)
-    return ((np.floor((x + ox) / cell) + np.floor((y + oy) / cell)) % 2).astype(np.float64)
+    board: np.ndarray = ((np.floor((x + ox) / cell) + np.floor((y + oy) / cell)) % 2).astype(np.float64)
+    return board
 
 
 def _waves(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -261,7 +263,8 @@ def _cross(area: float) -> tuple[_Inside, float]:
 
     def inside(u: np.ndarray, v: np.ndarray) -> np.ndarray:
         au, av = np.abs(u), np.abs(v)
-        return ((au <= half_len) & (av <= half_w)) | ((av <= half_len) & (au <= half_w))
+        arms: np.ndarray = ((au <= half_len) & (av <= half_w)) | ((av <= half_len) & (au <= half_w))
+        return arms
 
     return inside, math.hypot(half_len, half_w)
 

@@ -95,7 +95,10 @@ def decision(rule: RuleResult) -> Decision:
     op, limit = tested(rule)
     baseline = rule.op in BASELINE_OPS
     unit = unit_of(rule.score)
-    show = (lambda v: change(v, unit)) if baseline else (lambda v: number(v, unit))  # noqa: E731
+
+    def show(v: float) -> str:
+        return change(v, unit) if baseline else number(v, unit)
+
     value = rule.value
     lead = ("change " if baseline else "") + f"{show(value)} {(SYMBOL if holds(value, op, limit) else NOT_SYMBOL)[op]} "
     lead += show(limit)

@@ -6,9 +6,10 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from gate.metrics.registry import number
 from gate.outputs.report.formatting import fmt
 from gate.outputs.report.reasons import diagnose
-from gate.outputs.sentences import UNDECIDED, change, decision, number, unit_of, warning_sentence
+from gate.outputs.sentences import UNDECIDED, change, decision, unit_of, warning_sentence
 from gate.result import COMPARISON_CONFIDENCE, CandidateResult, GateResult, RuleResult
 
 if TYPE_CHECKING:  # gate.outputs.files imports the report package; the summary only reads the three paths

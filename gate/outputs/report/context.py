@@ -10,7 +10,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from gate.metrics.registry import get_spec
+from gate.metrics.registry import get_spec, number
 from gate.outputs.report import plots
 from gate.outputs.report.classes import ClassTable, class_table, present_deltas, worst_deltas
 from gate.outputs.report.formatting import fmt, fmt_signed
@@ -23,7 +23,7 @@ from gate.outputs.report.samples import (
     only_bg_default,
     showroom,
 )
-from gate.outputs.sentences import BASELINE_OPS, change, decision, number, rule_text, unit_of, warning_sentence
+from gate.outputs.sentences import BASELINE_OPS, change, decision, rule_text, unit_of, warning_sentence
 from gate.result import (
     CandidateResult,
     Comparison,
@@ -181,6 +181,7 @@ class ReportContext:
     timings: tuple[tuple[str, str], ...]
     classes: ClassTable | None = None
     ranking: tuple[RankRow, ...] = ()  # select: every candidate in rank order
+    source: str = ""  # the commit gated, "1a2b3c4 on main"; "" when none (gate.result.SourceInfo.label)
 
     @property
     def has_showroom(self) -> bool:
@@ -429,4 +430,5 @@ def build_context(result: GateResult) -> ReportContext:
         classes=class_table(columns, records, len(ranked)) if ranked and records[0].size else None,
         ranking=ranking_rows(result, {v.name: v.diagnosis.headline for v in views}) if result.command == "select"
         else (),
+        source="" if result.source is None else result.source.label,
     )

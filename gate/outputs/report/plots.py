@@ -141,14 +141,15 @@ def mask_outline(mask: np.ndarray) -> np.ndarray:
     """Object pixels with at least one 4-neighbour outside the object (the image border counts as outside)."""
     inside = np.pad(np.asarray(mask, dtype=bool), 1, constant_values=False)
     interior = inside[1:-1, 1:-1] & inside[:-2, 1:-1] & inside[2:, 1:-1] & inside[1:-1, :-2] & inside[1:-1, 2:]
-    return np.asarray(mask, dtype=bool) & ~interior
+    edge: np.ndarray = np.asarray(mask, dtype=bool) & ~interior
+    return edge
 
 
 def ring_outside(mask: np.ndarray) -> np.ndarray:
     """Pixels outside the object with at least one 4-neighbour inside it."""
     inside = np.pad(np.asarray(mask, dtype=bool), 1, constant_values=False)
     touches = inside[:-2, 1:-1] | inside[2:, 1:-1] | inside[1:-1, :-2] | inside[1:-1, 2:]
-    return touches & ~np.asarray(mask, dtype=bool)
+    return np.asarray(touches & ~np.asarray(mask, dtype=bool))
 
 
 def draw_outline(image: np.ndarray, mask: np.ndarray, two_tone: bool = False) -> np.ndarray:
@@ -166,7 +167,8 @@ def draw_outline(image: np.ndarray, mask: np.ndarray, two_tone: bool = False) ->
 def greyscale(image: np.ndarray) -> np.ndarray:
     """``image`` (uint8 HxWx3) as grey in three channels (ITU-R 601 luma, as PIL's "L")."""
     luma = np.asarray(image, dtype=np.float64) @ np.array([0.299, 0.587, 0.114])
-    return np.repeat(np.clip(np.rint(luma), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    grey: np.ndarray = np.clip(np.rint(luma), 0, 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)
 
 
 def cam_overlay(

@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gate.decide.intervals import score_interval
-from gate.metrics.registry import get_spec
-from gate.outputs.sentences import number, unit_of
+from gate.metrics.registry import get_spec, number
+from gate.outputs.sentences import unit_of
 from gate.records import Records
 from gate.result import CandidateResult, GateResult
 
