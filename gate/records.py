@@ -13,6 +13,10 @@ import numpy as np
 
 # Background probe variants, in the order the engine runs them.
 PROBE_VARIANTS: tuple[str, ...] = ("only_fg", "only_bg", "mixed_same", "mixed_rand")
+# Swap probes (gate.engine.swaps): each is a probe of its own and one variant, built for every sample.
+SWAP_VARIANTS: tuple[str, ...] = ("border", "corners", "lighting")
+# Records.pairings key of the swap probes' partner (one partner per sample, shared by the three).
+SWAP_PARTNER = "swap"
 
 
 # Records.preds for a prediction the review set does not hold (an output of the model outside its classes).
@@ -36,6 +40,39 @@ class KeptSample:
     variant_preds: Mapping[str, int] = field(default_factory=dict)
     pred_name: str = ""  # the model's name for its prediction (also for an output outside the review set)
     has_mask: bool = True
+
+
+@dataclass(frozen=True)
+class Atlas:
+    """Running sums behind the attention atlas (gate.engine.atlas), on a small grid of the model's frame.
+
+    Each map is normalised to unit mass before it is added, so ``total / count`` is the mean map and sums to
+    1; ``by_class[c] / class_count[c]`` is the mean over samples PREDICTED as review-set class ``c``;
+    ``mask_sum / mask_count`` is the object-frequency map (the mean of the masks of the samples with one).
+    Shards add up; a bootstrap resample has no atlas (the sums are not per sample).
+    """
+
+    total: np.ndarray  # float64 [h, w]: Σ unit-mass maps
+    count: int  # maps added (all-zero maps are not: they have no mass to place)
+    by_class: np.ndarray  # float64 [C, h, w]
+    class_count: np.ndarray  # int64 [C]
+    mask_sum: np.ndarray  # float64 [h, w]: Σ masks, each pooled to the grid (a cell's object share)
+    mask_count: int
+
+    def __add__(self, other: Atlas) -> Atlas:
+        return Atlas(total=self.total + other.total, count=self.count + other.count,
+                     by_class=self.by_class + other.by_class, class_count=self.class_count + other.class_count,
+                     mask_sum=self.mask_sum + other.mask_sum, mask_count=self.mask_count + other.mask_count)
+
+    @property
+    def mean(self) -> np.ndarray:
+        """The mean unit-mass map (sums to 1); all zeros when no map had mass."""
+        return self.total / self.count if self.count else np.zeros_like(self.total)
+
+    @property
+    def object_frequency(self) -> np.ndarray | None:
+        """Per cell, the mean share of object pixels over the samples with a mask; None without any."""
+        return self.mask_sum / self.mask_count if self.mask_count else None
 
 
 @dataclass(frozen=True)
@@ -66,6 +103,7 @@ class Records:
     second_prob: np.ndarray | None = None  # float32 [N]: second-highest of the full softmax
     outside_sq: np.ndarray | None = None  # float64 [N]: Σ p_k² over outputs outside the review set (Brier)
     has_mask: np.ndarray | None = None  # bool [N]: the sample has an object mask (None: all have)
+    atlas: Atlas | None = None  # the attention atlas's sums (None: not measured, or a resample)
 
     @property
     def size(self) -> int:
@@ -146,6 +184,7 @@ class Records:
             probe_preds={k: np.concatenate([part.probe_preds[k] for part in parts]) for k in first.probe_preds},
             pairings={k: np.concatenate([part.pairings[k] for part in parts]) for k in first.pairings},
             kept={k: v for part in parts for k, v in part.kept.items()},
+            atlas=_sum_atlases([part.atlas for part in parts]),
         )
 
     def take(self, index: np.ndarray) -> Records:
@@ -159,7 +198,20 @@ class Records:
             probe_preds={k: v[idx] for k, v in self.probe_preds.items()},
             pairings={k: v[idx] for k, v in self.pairings.items()},
             kept={},
+            atlas=None,
         )
+
+
+def _sum_atlases(atlases: Sequence[Atlas | None]) -> Atlas | None:
+    """The sum of the parts' atlases; None when any part has none."""
+    if not atlases or any(a is None for a in atlases):
+        return None
+    total = atlases[0]
+    assert total is not None
+    for atlas in atlases[1:]:
+        assert atlas is not None
+        total = total + atlas
+    return total
 
 
 # Per-sample array columns of Records (one row per sample; None-able ones stay None unless all parts have them).

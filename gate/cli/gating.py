@@ -150,7 +150,8 @@ Examples:
 def history(experiment: str | None, limit: int, html_path: Path | None, tracking_uri: str | None,
             commit: str | None) -> None:
     """List past gate runs from MLflow, newest first."""
-    from gate.tracking import history_table, write_history_html
+    from gate.outputs.report.history import write_history_html
+    from gate.tracking import history_table, history_with_maps
     from gate.tracking.plan import TrackingConfig
     from gate.tracking.rows import commit_prefix
 
@@ -159,7 +160,8 @@ def history(experiment: str | None, limit: int, html_path: Path | None, tracking
     config = TrackingConfig(uri=tracking_uri, require=True)
     click.echo(history_table(config, experiment=experiment, limit=limit, commit=commit))
     if html_path is not None:
-        page = write_history_html(config, html_path, experiment=experiment, limit=limit, commit=commit)
+        rows, maps = history_with_maps(config, experiment=experiment, limit=limit, commit=commit)
+        page = write_history_html(rows, maps, html_path)
         click.echo(f"wrote {page}")
 
 

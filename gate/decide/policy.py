@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from gate.decide.compare import Pairing
     from gate.decide.intervals import Bounds
 
-PROBES = ("background", "sanity")
+PROBES = ("background", "sanity", "border", "corners", "lighting")
 MAX_POLICY_BYTES = 256 * 1024  # a policy is a few kilobytes; a bigger file is a mistake or an attack
 ScoreFn = Callable[[Records], Mapping[str, float]]
 
@@ -167,7 +167,7 @@ class PolicyModel(_Strict):
     name: str
     review_set: ReviewSetRef
     explain: ExplainSettings = ExplainSettings()
-    probes: list[Literal["background", "sanity"]] = Field(default_factory=list)
+    probes: list[Literal["background", "sanity", "border", "corners", "lighting"]] = Field(default_factory=list)
     rules: list[Rule] = Field(min_length=1)
     select: SelectSettings = SelectSettings()
     candidate: CandidateSettings = CandidateSettings()

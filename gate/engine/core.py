@@ -4,9 +4,10 @@ The review set is decoded once per batch and every model (candidates and the
 baseline) runs on the same batch: each model brings the decoded uint8 images into
 its own frame (its resize, crop and interpolation; models that share them share
 the framed batch), then one forward gives logits and Grad-CAM; each enabled
-background variant adds exactly one more forward; the sanity probe adds one
-explained forward per randomised copy (``probes.SANITY_COPIES``). Only per-sample numbers are kept, plus a
-bounded set of samples (images and maps) for the report's galleries.
+background variant adds exactly one more forward; the sanity probe adds, per randomised copy
+(``sanity.SANITY_COPIES``), an explained run of the copy's re-initialised top block and head from the
+activation the model's forward kept (gate.engine.trunk; the whole forward where the graph does not split).
+Only per-sample numbers are kept, plus a bounded set of samples (images and maps) for the report's galleries.
 
 The prediction is the argmax over ALL the model's outputs and probabilities come
 from its full softmax, also when the review set covers only some of its classes.
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from gate.engine import probes as probe_ops
+from gate.engine import swaps
 from gate.engine.gallery import finish_gallery, fixed_ids, gallery_keys, select_gallery
 from gate.engine.model_state import ModelState, geometry_of
 from gate.engine.runs import FIXED_TOTAL, EngineOptions, ModelRun, Progress, resolve_device
@@ -34,13 +36,13 @@ from gate.inputs.batches import Frames, loaded_batches, native_size
 from gate.inputs.candidate import Candidate
 from gate.inputs.preprocess import Geometry
 from gate.inputs.review_set import ReviewSet
-from gate.records import KeptSample, Records
+from gate.records import SWAP_PARTNER, SWAP_VARIANTS, KeptSample, Records
 from gate.settings import PRECISIONS
 
 # The engine's face: callers use these through ``gate.engine.core``.
 __all__ = ["FIXED_TOTAL", "PRECISIONS", "EngineOptions", "ModelRun", "Progress", "fixed_ids", "frame_geometries",
-           "frame_source", "gallery_keys", "keep_samples", "masked_partners", "merge_runs", "resolve_device", "run",
-           "select_gallery"]
+           "frame_source", "gallery_keys", "keep_samples", "masked_partners", "merge_runs", "probe_partners",
+           "resolve_device", "run", "select_gallery"]
 
 
 def run(
@@ -58,7 +60,7 @@ def run(
     """
     device = resolve_device(options.device)
     order = np.arange(review_set.size) if indices is None else np.asarray(indices, dtype=np.int64)
-    partners = masked_partners(review_set, options.seed) if "background" in options.probes else {}
+    partners = probe_partners(review_set, options)
     if options.precision not in PRECISIONS:
         raise UsageError(f"unknown precision {options.precision!r} (fp32 or bf16)", field="--precision")
     fixed = fixed_ids(review_set, options.fixed_per_class, options.fixed_total)
@@ -123,6 +125,14 @@ def keep_samples(
     return {k: v for k, v in model_run.records.kept.items() if k in set(sample_ids)}
 
 
+def probe_partners(review_set: ReviewSet, options: EngineOptions) -> dict[str, np.ndarray]:
+    """Every enabled probe's partners: the background probes' among masked samples, the swap probes' among all."""
+    partners = masked_partners(review_set, options.seed) if "background" in options.probes else {}
+    if options.probes & set(SWAP_VARIANTS):
+        partners[SWAP_PARTNER] = swaps.swap_partners(review_set.labels(), seed=options.seed)
+    return partners
+
+
 def masked_partners(review_set: ReviewSet, seed: int) -> dict[str, np.ndarray]:
     """Seeded mixed-probe partners among the samples with a mask (-1 for a sample without one).
 
@@ -147,4 +157,5 @@ def merge_runs(parts: Sequence[ModelRun], review_set: ReviewSet, options: Engine
     records = Records.concat([part.records for part in parts])
     fixed = fixed_ids(review_set, options.fixed_per_class, options.fixed_total)
     run = finish_gallery(records, options.gallery_size, fixed, max(part.seconds for part in parts))
-    return replace(run, frames=parts[0].frames if parts else run.frames)
+    return replace(run, frames=parts[0].frames if parts else run.frames,
+                   sanity_trunk=parts[0].sanity_trunk if parts else run.sanity_trunk)

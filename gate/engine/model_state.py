@@ -12,6 +12,8 @@ import torch
 from torch import Tensor
 
 from gate.engine import probes as probe_ops
+from gate.engine import sanity, swaps, trunk
+from gate.engine.atlas import AtlasSums
 from gate.engine.gallery import GallerySelector, finish_gallery, lift_of
 from gate.engine.gradcam import explain, upsample
 from gate.engine.localisation import localise
@@ -21,7 +23,7 @@ from gate.inputs.batches import Batch, Frame, Frames
 from gate.inputs.candidate import Candidate, InputSpec
 from gate.inputs.preprocess import Geometry
 from gate.inputs.review_set import ReviewSet
-from gate.records import NO_VARIANT, OUTSIDE, PROBE_VARIANTS, Records
+from gate.records import NO_VARIANT, OUTSIDE, PROBE_VARIANTS, SWAP_PARTNER, SWAP_VARIANTS, Records
 
 
 def geometry_of(spec: InputSpec, native: tuple[int, int]) -> Geometry:
@@ -41,6 +43,8 @@ class ModelState:
         self.options = options
         self.device = device
         self.partners = partners
+        self.background = "background" in options.probes
+        self.swap_probes = tuple(name for name in SWAP_VARIANTS if name in options.probes)
         # Eval mode for every forward (explained or not): BatchNorm must not use batch statistics.
         self.model = self.candidate.model.to(device).eval()
         # On CUDA, channels_last is the layout cuDNN's convolutions (bf16 above all) run fastest in; the
@@ -49,9 +53,10 @@ class ModelState:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.bf16 = options.precision == "bf16"
-        self.randomised = (
-            probe_ops.randomised_copies(self.model, self.candidate.target_layer, self.candidate.outputs,
-                                        seed=options.seed)
+        self.check = OutputCheck(path=self.candidate.path, width=len(self.candidate.outputs))
+        self.sanity = (
+            sanity.SanityProbe(self.model, self.candidate.target_layer, self.candidate.outputs, seed=options.seed,
+                               shared=options.shared_trunk, check=self.check)
             if "sanity" in options.probes else None
         )
         spec = self.candidate.input
@@ -67,9 +72,9 @@ class ModelState:
         # Model output index -> review-set index (OUTSIDE for outputs the review set does not hold).
         self.to_review = torch.full((width,), OUTSIDE, dtype=torch.long)
         self.to_review[self.order] = torch.arange(len(order))
-        self.check = OutputCheck(path=self.candidate.path, width=width)
         self.rows: dict[str, list[np.ndarray]] = {}
         self.gallery = GallerySelector(options.gallery_size, fixed, self.candidate.outputs)
+        self.atlas = AtlasSums(len(review_set.classes), self.size)
         self.seconds = 0.0
 
     def normalise(self, images: Tensor) -> Tensor:
@@ -85,7 +90,9 @@ class ModelState:
     def consume(self, batch: Batch, frames: Frames) -> None:
         started = time.perf_counter()
         frame = frames.get(self.geometry)
-        with self.check.guarded(self.model, len(batch.indices)), self.autocast():
+        block = self.sanity.block if self.sanity is not None else None
+        with self.check.guarded(self.model, len(batch.indices)), self.autocast(), \
+                trunk.kept_entry(self.model, block) as entry:
             explained = explain(self.model, self.candidate.target_layer, self.normalise(frame.images))
         # bf16 forwards: probabilities (float64 softmax) and maps are computed in float32 from here on.
         logits, small_cam = explained.logits.float(), explained.cam.float()
@@ -97,17 +104,22 @@ class ModelState:
         self._append("has_mask", batch.has_mask)
         for name in ("energy", "mask_area", "pointing_hit", "rank_accuracy"):
             self._append(name, getattr(local, name).numpy())
-        variants = self._variants(frame, frames) if frames.partners and batch.has_mask.any() else {}
+        self.atlas.add(cam, outputs.pred, frame.masks, frame.has_mask)
+        variants = self._variants(frame, frames) if self.background and batch.has_mask.any() else {}
         with self.autocast():
             variant_preds = {name: self._predict(x, batch, name) for name, x in variants.items()}
-        if self.partners:
+        if self.background:
             for name in PROBE_VARIANTS:
                 self._append(f"probe.{name}", scatter_rows(variant_preds.get(name), batch.has_mask))
-        if self.randomised is not None:
+        swapped, swapped_preds = self._swapped(frame, frames, batch)
+        if self.sanity is not None:
             with self.autocast():  # the copies run at the model's precision; their maps come back float32
-                self._append("sanity", self._sanity(frame.images, small_cam, explained.target, batch))
+                similarities = self.sanity.similarities(self.normalise(frame.images), entry.get(), explained,
+                                                        small_cam, batch)
+            self._append("sanity", similarities)
         self.gallery.offer(batch, outputs, cam, frame, variants, variant_preds,
                            lift=lift_of(local.energy.numpy(), local.mask_area.numpy()))
+        self.gallery.add_swaps(batch, swapped, swapped_preds)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.seconds += time.perf_counter() - started
@@ -138,26 +150,27 @@ class ModelState:
             out[name] = probe_ops.paste_object(images, masks, scene)
         return {name: out[name] for name in PROBE_VARIANTS}
 
+    def _swapped(self, frame: Frame, frames: Frames, batch: Batch) -> tuple[dict[str, Tensor], dict[str, np.ndarray]]:
+        """Swap-probe variants of every row (one forward each) and their predictions, appended as rows."""
+        if not self.swap_probes:
+            return {}, {}
+        every = np.ones(len(batch.indices), dtype=bool)
+        partner = frames.get(self.geometry, partner=SWAP_PARTNER).images
+        swapped = {name: swaps.swap(name, frame.images, partner) for name in self.swap_probes}
+        with self.autocast():
+            preds = {name: self._predict(x, batch, name, every) for name, x in swapped.items()}
+        for name, values in preds.items():
+            self._append(f"probe.{name}", values)
+        return swapped, preds
+
     @torch.no_grad()
-    def _predict(self, images: Tensor, batch: Batch, variant: str) -> np.ndarray:
-        rows = np.flatnonzero(batch.has_mask)
+    def _predict(self, images: Tensor, batch: Batch, variant: str, rows_of: np.ndarray | None = None) -> np.ndarray:
+        """Predictions (argmax over all outputs, as review-set indices) on the rows ``rows_of`` (default: masked)."""
+        rows = np.flatnonzero(batch.has_mask if rows_of is None else rows_of)
         with self.check.guarded(self.model, len(rows), variant):
             logits = self.model(self.normalise(images))
         logits = self.check.check_finite(logits, [batch.sample_ids[i] for i in rows], variant)
         return self.to_review[logits.argmax(1).cpu()].numpy().astype(np.int64)
-
-    def _sanity(self, images: Tensor, cam: Tensor, target: Tensor, batch: Batch) -> np.ndarray:
-        # Compared at the target layer's own resolution: upsampling adds no information, only smooth
-        # interpolated pixels that inflate rank correlation (and it costs as much as a forward at 224²).
-        # One explained forward per randomised copy: [B, copies] similarities, same class as the model's map.
-        assert self.randomised is not None
-        inputs, columns = self.normalise(images), []
-        for copy in self.randomised:
-            guard = self.check.guarded(copy.model, len(batch.indices), "randomised-copy")
-            with guard, copy.drawn_for(target, batch.sample_ids):
-                randomised = explain(copy.model, self.candidate.target_layer, inputs, target=target)
-            columns.append(probe_ops.spearman_rows(cam, randomised.cam))
-        return torch.stack(columns, dim=1).double().cpu().numpy()
 
     def _append(self, name: str, values: np.ndarray) -> None:
         self.rows.setdefault(name, []).append(np.asarray(values))
@@ -180,7 +193,7 @@ class ModelState:
             mask_area=column["mask_area"].astype(np.float64),
             pointing_hit=column["pointing_hit"].astype(np.float64),
             rank_accuracy=column["rank_accuracy"].astype(np.float64),
-            probe_preds={v: column[f"probe.{v}"] for v in PROBE_VARIANTS if f"probe.{v}" in column},
+            probe_preds={v: column[f"probe.{v}"] for v in (*PROBE_VARIANTS, *SWAP_VARIANTS) if f"probe.{v}" in column},
             pairings={v: p[order] for v, p in self.partners.items()},
             sanity_similarity=column.get("sanity"),
             kept=self.gallery.kept,
@@ -189,8 +202,10 @@ class ModelState:
             second_prob=column["second_prob"].astype(np.float32),
             outside_sq=column["outside_sq"].astype(np.float64),
             has_mask=column["has_mask"].astype(bool),
+            atlas=self.atlas.atlas(),
         )
-        return finish_gallery(records, self.options.gallery_size, self.gallery.fixed, self.seconds)
+        run = finish_gallery(records, self.options.gallery_size, self.gallery.fixed, self.seconds)
+        return replace(run, sanity_trunk=self.sanity.trunk if self.sanity is not None else "")
 
 
 def scatter_rows(values: np.ndarray | None, has_mask: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from gate.tracking.client import mlflow_env
 from gate.tracking.delivery import TrackingOutcome, load_registered_baseline, log_gate, sync
-from gate.tracking.reading import fetch_maps, history, history_table, write_history_html
+from gate.tracking.reading import fetch_maps, history, history_table, history_with_maps
 
 __all__ = ["TrackingOutcome", "fetch_maps", "history", "history_table", "load_registered_baseline",
-           "log_gate", "mlflow_env", "sync", "write_history_html"]
+           "log_gate", "mlflow_env", "sync", "history_with_maps"]

@@ -24,6 +24,7 @@ from gate.outputs.report.samples import (
     showroom,
 )
 from gate.outputs.sentences import BASELINE_OPS, change, decision, rule_text, unit_of, warning_sentence
+from gate.outputs.report.shortcuts import ShortcutView, shortcut_views
 from gate.result import (
     CandidateResult,
     Comparison,
@@ -36,7 +37,8 @@ from gate.result import (
 )
 
 BASELINE_GROUP = "versus baseline"
-SCORE_GROUPS: tuple[str, ...] = ("classification", "calibration", "alignment", "background", "sanity", BASELINE_GROUP)
+SCORE_GROUPS: tuple[str, ...] = ("classification", "calibration", "alignment", "background", "shortcuts", "sanity",
+                                  BASELINE_GROUP)
 MIGRATION_LABELS: tuple[tuple[str, str], ...] = (
     ("corrected", "corrected (baseline wrong, candidate right)"),
     ("regressed", "regressed (baseline right, candidate wrong)"),
@@ -181,6 +183,7 @@ class ReportContext:
     timings: tuple[tuple[str, str], ...]
     classes: ClassTable | None = None
     ranking: tuple[RankRow, ...] = ()  # select: every candidate in rank order
+    shortcuts: tuple[ShortcutView, ...] = ()  # gate/outputs/report/shortcuts.py
     source: str = ""  # the commit gated, "1a2b3c4 on main"; "" when none (gate.result.SourceInfo.label)
 
     @property
@@ -430,5 +433,7 @@ def build_context(result: GateResult) -> ReportContext:
         classes=class_table(columns, records, len(ranked)) if ranked and records[0].size else None,
         ranking=ranking_rows(result, {v.name: v.diagnosis.headline for v in views}) if result.command == "select"
         else (),
+        shortcuts=shortcut_views([c.candidate.name for c in ranked], [anchor_prefix(n) for n in range(len(ranked))],
+                                 [c.records for c in ranked]),
         source="" if result.source is None else result.source.label,
     )
