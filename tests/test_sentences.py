@@ -176,6 +176,14 @@ PLAIN: list[tuple[str, str, float, dict[float, str]]] = [
         0.0: 'for class cat the map puts 0.00× the uniform mass on the object',
         1.0: 'for class cat the map puts 1.00× the uniform mass on the object',
     }),
+    ('atlas.off_object_share', '<=', 0.1, {
+        0.05: '5% of the mean map lies where objects (almost) never are',
+        0.2: '20% of the mean map lies where objects (almost) never are: the model looks at'
+            ' fixed places of the image',
+        0.0: 'none of the mean map lies where objects (almost) never are',
+        1.0: '100% of the mean map lies where objects (almost) never are: the model looks at'
+            ' fixed places of the image',
+    }),
     ('background.only_fg_accuracy', '>=', 0.9, {
         0.85: 'with the scene removed the model answers right on 85% of samples',
         0.95: 'with the scene removed the model answers right on 95% of samples',
@@ -222,6 +230,69 @@ PLAIN: list[tuple[str, str, float, dict[float, str]]] = [
         0.0: 'no answer changes when the object moves to another scene',
         1.0: 'the answer changes on 100% of samples when the object moves to another scene:'
             ' the answer often follows the scene',
+    }),
+    ('border.flip_rate', '<=', 0.1, {
+        0.05: "the answer changes on 5% of samples when the border comes from another class's image",
+        0.2: "the answer changes on 20% of samples when the border comes from another class's"
+            ' image: the border carries part of the answer',
+        0.0: "no answer changes when the border comes from another class's image",
+        1.0: 'the answer changes on 100% of samples when the border comes from another'
+            " class's image: the border carries part of the answer",
+    }),
+    ('border.accuracy', '>=', 0.9, {
+        0.85: "with another class's border the model answers right on 85% of samples",
+        0.95: "with another class's border the model answers right on 95% of samples",
+        0.0: "with another class's border the model answers right on 0% of samples",
+        1.0: "with another class's border the model answers right on 100% of samples",
+    }),
+    ('border.accuracy_drop', '<=', 0.1, {
+        0.05: "another class's border costs 5% of accuracy",
+        0.2: "another class's border costs 20% of accuracy: the border carries part of the answer",
+        0.0: "another class's border costs no accuracy",
+        1.0: "another class's border costs 100% of accuracy: the border carries part of the answer",
+        -0.2: "another class's border raises accuracy by 20%",
+    }),
+    ('corners.flip_rate', '<=', 0.1, {
+        0.05: "the answer changes on 5% of samples when the corners come from another class's image",
+        0.2: "the answer changes on 20% of samples when the corners come from another class's"
+            ' image: the corners carry part of the answer',
+        0.0: "no answer changes when the corners come from another class's image",
+        1.0: 'the answer changes on 100% of samples when the corners come from another'
+            " class's image: the corners carry part of the answer",
+    }),
+    ('corners.accuracy', '>=', 0.9, {
+        0.85: "with another class's corners the model answers right on 85% of samples",
+        0.95: "with another class's corners the model answers right on 95% of samples",
+        0.0: "with another class's corners the model answers right on 0% of samples",
+        1.0: "with another class's corners the model answers right on 100% of samples",
+    }),
+    ('corners.accuracy_drop', '<=', 0.1, {
+        0.05: "another class's corners cost 5% of accuracy",
+        0.2: "another class's corners cost 20% of accuracy: the corners carry part of the answer",
+        0.0: "another class's corners cost no accuracy",
+        1.0: "another class's corners cost 100% of accuracy: the corners carry part of the answer",
+        -0.2: "another class's corners raise accuracy by 20%",
+    }),
+    ('lighting.flip_rate', '<=', 0.1, {
+        0.05: "the answer changes on 5% of samples under another class's lighting",
+        0.2: "the answer changes on 20% of samples under another class's lighting: the"
+            ' lighting carries part of the answer',
+        0.0: "no answer changes under another class's lighting",
+        1.0: "the answer changes on 100% of samples under another class's lighting: the"
+            ' lighting carries part of the answer',
+    }),
+    ('lighting.accuracy', '>=', 0.9, {
+        0.85: "under another class's lighting the model answers right on 85% of samples",
+        0.95: "under another class's lighting the model answers right on 95% of samples",
+        0.0: "under another class's lighting the model answers right on 0% of samples",
+        1.0: "under another class's lighting the model answers right on 100% of samples",
+    }),
+    ('lighting.accuracy_drop', '<=', 0.1, {
+        0.05: "another class's lighting costs 5% of accuracy",
+        0.2: "another class's lighting costs 20% of accuracy: the lighting carries part of the answer",
+        0.0: "another class's lighting costs no accuracy",
+        1.0: "another class's lighting costs 100% of accuracy: the lighting carries part of the answer",
+        -0.2: "another class's lighting raises accuracy by 20%",
     }),
     ('sanity.randomization_similarity', '<=', 0.5, {
         0.3: 'maps keep a Spearman similarity of 0.3 when the top layers are randomised',
@@ -392,6 +463,13 @@ BASELINE: list[tuple[str, dict[float, str]]] = [
         0.03: "class cat's lift is 0.03 above the baseline's (better); it may drop at most 0.01",
         0.0: "class cat's lift equals the baseline's; it may drop at most 0.01",
     }),
+    ('atlas.off_object_share', {
+        -0.02: "the mean map's share where objects never are is 2.0 points below the baseline's"
+            ' (better); it may rise at most 1.0 points',
+        0.03: "the mean map's share where objects never are is 3.0 points above the baseline's"
+            ' (worse); it may rise at most 1.0 points',
+        0.0: "the mean map's share where objects never are equals the baseline's; it may rise at most 1.0 points",
+    }),
     ('background.only_fg_accuracy', {
         -0.02: "accuracy without the scene is 2.0 points below the baseline's (worse); it may drop at most 1.0 points",
         0.03: "accuracy without the scene is 3.0 points above the baseline's (better); it may drop at most 1.0 points",
@@ -434,6 +512,63 @@ BASELINE: list[tuple[str, dict[float, str]]] = [
         -0.02: "the flip rate is 2.0 points below the baseline's (better); it may rise at most 1.0 points",
         0.03: "the flip rate is 3.0 points above the baseline's (worse); it may rise at most 1.0 points",
         0.0: "the flip rate equals the baseline's; it may rise at most 1.0 points",
+    }),
+    ('border.flip_rate', {
+        -0.02: "the border flip rate is 2.0 points below the baseline's (better); it may rise at most 1.0 points",
+        0.03: "the border flip rate is 3.0 points above the baseline's (worse); it may rise at most 1.0 points",
+        0.0: "the border flip rate equals the baseline's; it may rise at most 1.0 points",
+    }),
+    ('border.accuracy', {
+        -0.02: "accuracy with another class's border is 2.0 points below the baseline's"
+            ' (worse); it may drop at most 1.0 points',
+        0.03: "accuracy with another class's border is 3.0 points above the baseline's"
+            ' (better); it may drop at most 1.0 points',
+        0.0: "accuracy with another class's border equals the baseline's; it may drop at most 1.0 points",
+    }),
+    ('border.accuracy_drop', {
+        -0.02: "the accuracy lost to another class's border is 2.0 points below the baseline's"
+            ' (better); it may rise at most 1.0 points',
+        0.03: "the accuracy lost to another class's border is 3.0 points above the baseline's"
+            ' (worse); it may rise at most 1.0 points',
+        0.0: "the accuracy lost to another class's border equals the baseline's; it may rise at most 1.0 points",
+    }),
+    ('corners.flip_rate', {
+        -0.02: "the corners flip rate is 2.0 points below the baseline's (better); it may rise at most 1.0 points",
+        0.03: "the corners flip rate is 3.0 points above the baseline's (worse); it may rise at most 1.0 points",
+        0.0: "the corners flip rate equals the baseline's; it may rise at most 1.0 points",
+    }),
+    ('corners.accuracy', {
+        -0.02: "accuracy with another class's corners is 2.0 points below the baseline's"
+            ' (worse); it may drop at most 1.0 points',
+        0.03: "accuracy with another class's corners is 3.0 points above the baseline's"
+            ' (better); it may drop at most 1.0 points',
+        0.0: "accuracy with another class's corners equals the baseline's; it may drop at most 1.0 points",
+    }),
+    ('corners.accuracy_drop', {
+        -0.02: "the accuracy lost to another class's corners is 2.0 points below the baseline's"
+            ' (better); it may rise at most 1.0 points',
+        0.03: "the accuracy lost to another class's corners is 3.0 points above the baseline's"
+            ' (worse); it may rise at most 1.0 points',
+        0.0: "the accuracy lost to another class's corners equals the baseline's; it may rise at most 1.0 points",
+    }),
+    ('lighting.flip_rate', {
+        -0.02: "the lighting flip rate is 2.0 points below the baseline's (better); it may rise at most 1.0 points",
+        0.03: "the lighting flip rate is 3.0 points above the baseline's (worse); it may rise at most 1.0 points",
+        0.0: "the lighting flip rate equals the baseline's; it may rise at most 1.0 points",
+    }),
+    ('lighting.accuracy', {
+        -0.02: "accuracy with another class's lighting is 2.0 points below the baseline's"
+            ' (worse); it may drop at most 1.0 points',
+        0.03: "accuracy with another class's lighting is 3.0 points above the baseline's"
+            ' (better); it may drop at most 1.0 points',
+        0.0: "accuracy with another class's lighting equals the baseline's; it may drop at most 1.0 points",
+    }),
+    ('lighting.accuracy_drop', {
+        -0.02: "the accuracy lost to another class's lighting is 2.0 points below the"
+            " baseline's (better); it may rise at most 1.0 points",
+        0.03: "the accuracy lost to another class's lighting is 3.0 points above the"
+            " baseline's (worse); it may rise at most 1.0 points",
+        0.0: "the accuracy lost to another class's lighting equals the baseline's; it may rise at most 1.0 points",
     }),
     ('sanity.randomization_similarity', {
         -0.02: "the sanity similarity is 0.02 below the baseline's (better); it may rise at most 0.01",

@@ -105,6 +105,43 @@ WORDING: dict[str, Wording] = {
     "sanity.randomization_similarity": _W("maps keep a Spearman similarity of {v} when the top layers are randomised",
                                           "the sanity similarity", "value",
                                           bad="the maps barely depend on the trained weights"),
+    "atlas.off_object_share": _W("{v} of the mean map lies where objects (almost) never are",
+                                 "the mean map's share where objects never are",
+                                 at_zero="none of the mean map lies where objects (almost) never are",
+                                 bad="the model looks at fixed places of the image"),
+    "border.flip_rate": _W("the answer changes on {v} of samples when the border comes from another"
+                           " class's image", "the border flip rate",
+                          at_zero="no answer changes when the border comes from another class's"
+                                  " image", bad="the border carries part of the answer"),
+    "border.accuracy": _W("with another class's border the model answers right on {v} of samples",
+                         "accuracy with another class's border"),
+    "border.accuracy_drop": _W("another class's border costs {v} of accuracy",
+                              "the accuracy lost to another class's border",
+                              at_zero="another class's border costs no accuracy",
+                              below_zero="another class's border raises accuracy by {v}",
+                              bad="the border carries part of the answer"),
+    "corners.flip_rate": _W("the answer changes on {v} of samples when the corners come from another"
+                            " class's image", "the corners flip rate",
+                          at_zero="no answer changes when the corners come from another class's"
+                                  " image", bad="the corners carry part of the answer"),
+    "corners.accuracy": _W("with another class's corners the model answers right on {v} of samples",
+                         "accuracy with another class's corners"),
+    "corners.accuracy_drop": _W("another class's corners cost {v} of accuracy",
+                              "the accuracy lost to another class's corners",
+                              at_zero="another class's corners cost no accuracy",
+                              below_zero="another class's corners raise accuracy by {v}",
+                              bad="the corners carry part of the answer"),
+    "lighting.flip_rate": _W("the answer changes on {v} of samples under another class's"
+                             " lighting", "the lighting flip rate",
+                          at_zero="no answer changes under another class's"
+                                  " lighting", bad="the lighting carries part of the answer"),
+    "lighting.accuracy": _W("under another class's lighting the model answers right on {v} of samples",
+                         "accuracy with another class's lighting"),
+    "lighting.accuracy_drop": _W("another class's lighting costs {v} of accuracy",
+                              "the accuracy lost to another class's lighting",
+                              at_zero="another class's lighting costs no accuracy",
+                              below_zero="another class's lighting raises accuracy by {v}",
+                              bad="the lighting carries part of the answer"),
     "sanity.randomization_similarity.spread": _W("the sanity similarity varies by {v} across random copies",
                                                  "the sanity spread", "value"),
 }

@@ -23,8 +23,8 @@ from gate.outputs.report.samples import (
     only_bg_default,
     showroom,
 )
-from gate.outputs.sentences import BASELINE_OPS, change, decision, rule_text, unit_of, warning_sentence
 from gate.outputs.report.shortcuts import ShortcutView, shortcut_views
+from gate.outputs.sentences import BASELINE_OPS, change, decision, rule_text, unit_of, warning_sentence
 from gate.result import (
     CandidateResult,
     Comparison,
