@@ -87,8 +87,8 @@ def test_report_dom_has_every_section_and_only_inline_resources(report: Path, tm
     dom = BeautifulSoup(run.stdout, "html.parser")
     ids = [str(s["id"]) for s in dom.find_all("section")]
     # The answer, then the evidence, then the tables.
-    assert ids == ["verdict", "diagnosis", "galleries", "showroom", "plots", "rules", "baseline", "scores", "classes",
-                   "about"]
+    assert ids == ["verdict", "diagnosis", "galleries", "showroom", "shortcuts", "plots", "rules", "baseline", "scores",
+                   "classes", "about"]
     assert dom.find_all("script") == []
     sources = [str(tag["src"]) for tag in dom.find_all(src=True)]
     links = [str(tag["href"]) for tag in dom.find_all(href=True)]
