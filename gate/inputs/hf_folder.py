@@ -234,6 +234,7 @@ def _triple(path: Path, processor: Mapping[str, Any], key: str) -> list[float]:
 def load_model(folder: HfFolder) -> nn.Module:
     """``from_pretrained`` on the folder, offline, safetensors only, every key loaded; returns ``.logits``."""
     transformers = require("transformers")
+    transformers.utils.logging.disable_progress_bar()  # the gate's own output only
     try:
         with offline():
             model, info = transformers.AutoModelForImageClassification.from_pretrained(
