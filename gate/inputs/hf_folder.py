@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,25 @@ class HfFolder:
         names = self.config.get("architectures") or []
         name = names[0] if names and isinstance(names[0], str) else str(self.config.get("model_type"))
         return f"{HF_PREFIX}{name}"
+
+
+def check_files(path: Path, max_mb: float) -> None:
+    """Before reading: a folder with config.json, whose files are regular and the weights within ``max_mb``."""
+    if not (path / CONFIG).exists():
+        raise CandidateError("checkpoint is not a regular file, nor a Hugging Face folder (no config.json)",
+                             path=path)
+    for name in (CONFIG, WEIGHTS, PROCESSOR):
+        try:
+            info = (path / name).stat()
+        except FileNotFoundError:
+            continue  # read() names what is missing
+        except OSError as exc:
+            raise CandidateError(f"cannot read: {exc.strerror or exc}", path=path / name) from None
+        if not stat.S_ISREG(info.st_mode):
+            raise CandidateError("not a regular file", path=path / name)
+        if name == WEIGHTS and info.st_size > max_mb * 1024 * 1024:
+            raise CandidateError(f"weights are {info.st_size / 2**20:.0f} MB, over the {max_mb:g} MB limit "
+                                 "(--max-checkpoint-mb)", path=path / name, field="size")
 
 
 def read(path: Path) -> HfFolder:
