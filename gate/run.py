@@ -304,7 +304,8 @@ def info(cand: Candidate) -> CandidateInfo:
     """The identifying fields of a candidate."""
     return CandidateInfo(path=cand.path, name=cand.name, sha256=cand.sha256, arch=cand.arch,
                          target_layer=cand.target_layer, meta=dict(cand.meta),
-                         target_layout=expected_layout(cand.model, cand.target_layer))
+                         target_layout=expected_layout(cand.model, cand.target_layer), source=cand.source,
+                         input={**cand.input.to_json(), "pipeline": cand.input.pipeline, "from": cand.input_origin})
 
 
 def select_winner(results: Sequence[CandidateResult], rank_by: Sequence[str]) -> str | None:

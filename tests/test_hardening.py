@@ -148,6 +148,7 @@ def _hf_folder(name: str, edit: Callable[[Path], None]) -> Callable[[Workspace],
 
     def build(ws: Workspace) -> list[str]:
         import transformers
+
         from gate.inputs import shapes
 
         labels = dict(enumerate(shapes.CLASSES))

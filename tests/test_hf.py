@@ -205,3 +205,50 @@ def test_default_layers_for_the_listed_transformers_families() -> None:
             from gate.engine import layers_sources
 
             assert layers_sources.prefix_tokens(model) == prefix
+
+
+def test_select_over_torchvision_timm_and_hf_candidates_frames_once_per_geometry(
+    folders: dict[str, Path], photos: ReviewSet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import timm
+    from torchvision.models import resnet18
+
+    from gate.inputs import batches
+    from gate.run import GateRequest, run_gate
+    from tests.conftest import pinned_policy
+
+    classes = tmp_path / "classes.txt"
+    classes.write_text("\n".join(CLASSES))
+    torch.save(resnet18(num_classes=3).state_dict(), tmp_path / "tv.pt")
+    torch.save(timm.create_model("resnet10t", num_classes=3).state_dict(), tmp_path / "timm.pt")
+    tv = pack(PackRequest(weights=tmp_path / "tv.pt", arch="resnet18", classes_file=classes,
+                          output=tmp_path / "tv.safetensors", preprocessing=Preprocessing(size=(64, 64)))).path
+    overlay = {"pretrained_cfg_overlay": {"input_size": [3, 64, 64]}}
+    tm = pack(PackRequest(weights=tmp_path / "timm.pt", arch="timm:resnet10t", classes_file=classes,
+                          output=tmp_path / "timm.safetensors", arch_kwargs=overlay)).path
+    hf_file = pack(PackRequest(weights=folders["vit"], arch=None, classes_file=None,
+                               output=tmp_path / "vit.safetensors")).path
+    framed: dict[tuple[object, ...], int] = {}
+    decoded: list[int] = []
+    real_frame, real_decode = batches.image_to_pixels, batches.decode
+
+    def counting_frame(image: Any, geometry: Any) -> torch.Tensor:
+        key = (geometry.size, geometry.resize, geometry.pipeline)
+        framed[key] = framed.get(key, 0) + 1
+        return real_frame(image, geometry)
+
+    def counting_decode(review_set: ReviewSet, rows: Any) -> Any:
+        decoded.append(len(rows))
+        return real_decode(review_set, rows)
+
+    monkeypatch.setattr(batches, "image_to_pixels", counting_frame)
+    monkeypatch.setattr(batches, "decode", counting_decode)
+    policy = pinned_policy(tmp_path, photos, [{"score": "accuracy", "min": 0.0}])
+    # the folder and its packed file share a geometry: 4 candidates, 3 geometries
+    result = run_gate(GateRequest(command="select", candidates=(tv, tm, folders["vit"], hf_file), policy=policy))
+    assert sorted(c.candidate.source for c in result.candidates) == ["timm", "torchvision", "transformers",
+                                                                     "transformers"]
+    assert result.passed and result.selected is not None
+    assert sum(decoded) == photos.size  # each photo decoded once
+    assert framed == {((64, 64), None, "torchvision"): photos.size, ((64, 64), 73, "timm"): photos.size,
+                      ((32, 32), None, "transformers"): photos.size}

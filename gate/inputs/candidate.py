@@ -282,7 +282,7 @@ def _load_folder(path: Path, *, classes: Sequence[str] | None, target_layer: str
     origin = folder.input_origin + (", overridden on the command line" if any(
         v is not None for v in overrides.values()) else "")
     return Candidate(path=str(path), sha256=folder.sha256, arch=folder.arch, model=model, classes=folder.classes,
-                     input=spec, target_layer=layer, meta={"transformers_config": dict(folder.config)},
+                     input=spec, target_layer=layer, meta={},
                      source="transformers", input_origin=origin)
 
 

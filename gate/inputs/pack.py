@@ -331,7 +331,6 @@ def describe(path: Path) -> dict[str, Any]:
     spec = loaded.input
     resize, interpolation = spec.resize, spec.interpolation
     parameters = sum(p.numel() for p in loaded.model.parameters())
-    meta = {k: v for k, v in loaded.meta.items() if k != "transformers_config"}  # the folder's config.json
     return {
         "path": loaded.path, "sha256": loaded.sha256, "format": container, "arch": loaded.arch,
         "source": loaded.source, "num_classes": len(loaded.classes), "classes": list(loaded.classes),
@@ -340,7 +339,7 @@ def describe(path: Path) -> dict[str, Any]:
                   "from": loaded.input_origin, "pipeline": pipeline_text(spec.size, resize, interpolation)},
         "target_layer": loaded.target_layer,
         "target_layer_source": "default for this model" if loaded.target_layer == default_layer else "checkpoint",
-        "parameters": parameters, "meta": _plain(meta),
+        "parameters": parameters, "meta": _plain(loaded.meta),
     }
 
 
