@@ -8,6 +8,8 @@ the folder's own image processor + model on JPEG photos of several sizes, and it
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -252,3 +254,40 @@ def test_select_over_torchvision_timm_and_hf_candidates_frames_once_per_geometry
     assert sum(decoded) == photos.size  # each photo decoded once
     assert framed == {((64, 64), None, "torchvision"): photos.size, ((64, 64), 73, "timm"): photos.size,
                       ((32, 32), None, "transformers"): photos.size}
+
+
+def readme_variants() -> str:
+    """The sh block under '### The same with a timm model or a Hugging Face folder', exactly as written."""
+    from tests.test_own_model import README
+
+    section = README.read_text().split("### The same with a timm model", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL)
+    return block
+
+
+@pytest.mark.slow
+def test_readme_timm_and_hf_variants_run_as_written(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.test_own_model import REPO, readme_walkthrough
+
+    (tmp_path / "scripts").symlink_to(REPO / "scripts")
+    venv_bin = Path(sys.executable).parent
+    env = {"PATH": f"{venv_bin}:/usr/bin:/bin", "CI": "true", "HOME": str(tmp_path), "OMP_NUM_THREADS": "2",
+           "PYTHONPATH": os.environ.get("PYTHONPATH", "")}  # a worktree's own gate, where one is set
+    script = readme_walkthrough() + "\n" + readme_variants()
+    result = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "preprocessing from the timm data config: crop_pct 0.875" in result.stdout
+    assert "Resize(256, bicubic, antialias) -> CenterCrop(224x224) (timm resampling)" in result.stdout
+    assert "source:       transformers" in result.stdout
+    assert "from preprocessor_config.json (ViTImageProcessor)" in result.stdout
+    for out, source, layer in (("gate-timm", "timm", "stages"), ("gate-hf", "transformers",
+                                                                  "vit.layers.1.layernorm_before")):
+        gate = json.loads((tmp_path / "my-model" / out / "result.json").read_text())
+        (candidate,) = gate["candidates"]
+        assert gate["verdict"] == "passed", out
+        assert (candidate["candidate"]["source"], candidate["candidate"]["target_layer"]) == (source, layer)
+        assert candidate["scores"]["alignment.coverage"] == pytest.approx(10 / 12)

@@ -46,7 +46,7 @@ def example_module() -> ModuleType:
 def readme_walkthrough() -> str:
     """The sh block under '## Gate your own model', exactly as written."""
     text = README.read_text()
-    section = text.split("## Gate your own model", 1)[1].split("\n## ", 1)[0]
+    section = text.split("## Gate your own model", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
     blocks = re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL)
     assert len(blocks) == 1, "the walkthrough is one sh block"
     return blocks[0]
