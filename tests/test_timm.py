@@ -132,3 +132,16 @@ def test_default_layers_of_the_listed_timm_families() -> None:
                              embed_dim=16, num_heads=(1, 1, 1, 1))
     assert layers.default_layer(swin) == "norm"
     assert layers.is_channels_last(swin, "norm") and layers.is_channels_last(swin, "layers.3")
+
+
+def test_help_imports_neither_timm_nor_transformers() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom gate.cli import _run\n_run(['--help'])\n_run(['pack', '--help'])\n"
+            "print(sorted(m for m in ('timm', 'transformers', 'huggingface_hub') if m in sys.modules))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
