@@ -278,3 +278,17 @@ def assert_readme_variants_ran(root: Path, stdout: str) -> None:
         assert gate["verdict"] == "passed", out
         assert (candidate["candidate"]["source"], candidate["candidate"]["target_layer"]) == (source, layer)
         assert candidate["scores"]["alignment.coverage"] == pytest.approx(10 / 12)
+
+
+def test_a_swin_token_grid_is_the_patch_grid_halved_per_merge() -> None:
+    from gate.engine.gradcam import explain
+
+    torch.manual_seed(0)
+    model, _ = _swin()
+    from gate.inputs.hf_folder import logits_only
+
+    model = logits_only(model)
+    out = explain(model, "swin.layernorm", torch.randn(1, 3, 64, 96))  # 16x24 patches, one merge
+    assert (out.layout.kind, out.layout.prefix, out.layout.grid) == (layers.TOKENS, 0, (8, 12))
+    stage = explain(model, "swin.encoder.layers.0.blocks.0.layernorm_before", torch.randn(1, 3, 64, 96))
+    assert stage.layout.grid == (16, 24)
