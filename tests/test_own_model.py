@@ -64,7 +64,7 @@ def test_readme_walkthrough_runs_as_written(tmp_path: Path) -> None:
 
     env["PYTHONPATH"] = os.environ.get("PYTHONPATH", "")  # a worktree's own gate, where one is set
     result = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", readme_walkthrough() + "\n" + readme_variants()],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "target layer: layer4 (default for this model)" in result.stdout
     assert "Resize(256, bilinear, antialias) -> CenterCrop(224x224)" in result.stdout
