@@ -292,3 +292,25 @@ def test_a_swin_token_grid_is_the_patch_grid_halved_per_merge() -> None:
     assert (out.layout.kind, out.layout.prefix, out.layout.grid) == (layers.TOKENS, 0, (8, 12))
     stage = explain(model, "swin.encoder.layers.0.blocks.0.layernorm_before", torch.randn(1, 3, 64, 96))
     assert stage.layout.grid == (16, 24)
+
+
+def test_inspect_and_layers_show_source_pipeline_origin_and_default_layer(
+    folders: dict[str, Path], capsys: pytest.CaptureFixture[str],
+) -> None:
+    from gate.cli import _run
+
+    assert _run(["inspect", str(folders["convnext"])]) == 0
+    text = capsys.readouterr().out
+    assert "format:       Hugging Face save_pretrained folder (safetensors)" in text
+    assert "source:       transformers" in text
+    assert "input:        Resize(73, bicubic, antialias) -> CenterCrop(64x64) (transformers resampling)" in text
+    assert "from preprocessor_config.json (ConvNextImageProcessor)" in text
+    assert "target layer: convnext.encoder.stages.3 (default for this model)" in text
+    assert _run(["layers", str(folders["vit"]), "--maps-only"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("(transformers), sample input [B, 3, 32, 32], default layer "
+                             "'vit.layers.1.layernorm_before'")
+    assert lines[1] == ("input: Resize((32, 32), bilinear, antialias) (squash, aspect ratio not kept), transformers "
+                        "resampling, from preprocessor_config.json (ViTImageProcessor)")
+    default = next(line for line in lines if "<- default" in line)
+    assert default.startswith("vit.layers.1.layernorm_before") and "tokens (1+4x4)" in default
