@@ -13,6 +13,7 @@ from typing import Any
 from gate.records import Records
 
 RESULT_FORMAT = "xgate.result/v1"
+COMPARISON_CONFIDENCE = 0.95  # of the accuracy-difference interval every baseline comparison reports
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class CandidateInfo:
     target_layer: str
     meta: Mapping[str, Any] = field(default_factory=dict)
     target_layout: str = ""  # "spatial", "tokens" or "channels_last" (gate.engine.layers)
-    source: str = ""  # torchvision, timm, transformers, xgate or import path (gate.inputs.sources)
+    model_source: str = ""  # torchvision, timm, transformers, xgate or import path (gate.inputs.model_sources)
     input: Mapping[str, Any] = field(default_factory=dict)  # the input pipeline and where it came from
 
 
@@ -59,6 +60,71 @@ class Gallery:
 
 
 @dataclass(frozen=True)
+class Migration:
+    """How samples moved between the baseline's and the candidate's predictions."""
+
+    corrected: int  # baseline wrong, candidate right
+    regressed: int  # baseline right, candidate wrong
+    still_wrong: int
+    still_right: int
+    still_wrong_confidence_dropped: float  # share of still-wrong whose top confidence dropped; NaN if none
+
+
+def interval_key(score: str, confidence: float) -> str:
+    """How result.json names the interval of ``delta.<score>`` at ``confidence``: ``"delta.accuracy@0.95"``."""
+    return f"delta.{score}@{confidence:g}"
+
+
+@dataclass(frozen=True)
+class DeltaInterval:
+    """The paired-bootstrap interval of ``delta.<score>``; each end a one-sided bound at ``confidence``."""
+
+    score: str
+    confidence: float
+    low: float
+    high: float
+
+    @property
+    def key(self) -> str:
+        """Its name in result.json."""
+        return interval_key(self.score, self.confidence)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The candidate against the baseline on the same samples (built by ``gate.decide.compare``)."""
+
+    deltas: Mapping[str, float]  # "delta.<score>" -> candidate - baseline, for every score both have
+    candidate_scores: Mapping[str, float]
+    baseline_scores: Mapping[str, float]
+    migration: Migration
+    class_deltas: Mapping[str, float]  # class name -> candidate - baseline accuracy on that class
+    mcnemar_p: float
+    intervals: tuple[DeltaInterval, ...] = ()  # those the rules asked for, and the accuracy difference's
+
+    def interval(self, score: str, confidence: float) -> DeltaInterval | None:
+        """The interval of ``delta.<score>`` at ``confidence``, when one was computed."""
+        key = interval_key(score, confidence)
+        return next((iv for iv in self.intervals if iv.key == key), None)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-safe form for result.json (NaN becomes null)."""
+        migration = {k: json_number(v) if isinstance(v, float) else v for k, v in vars(self.migration).items()}
+        return {
+            "deltas": _json_map(self.deltas),
+            "candidate_scores": _json_map(self.candidate_scores),
+            "baseline_scores": _json_map(self.baseline_scores),
+            "migration": migration,
+            "class_deltas": _json_map(self.class_deltas),
+            "mcnemar_p": json_number(self.mcnemar_p),
+            "intervals": {
+                iv.key: {"low": json_number(iv.low), "high": json_number(iv.high), "confidence": iv.confidence}
+                for iv in self.intervals
+            },
+        }
+
+
+@dataclass(frozen=True)
 class CandidateResult:
     """One candidate's scores, rule outcomes and (optionally) its comparison to the baseline."""
 
@@ -67,7 +133,7 @@ class CandidateResult:
     rules: tuple[RuleResult, ...]
     records: Records
     gallery: Gallery = Gallery()
-    comparison: Mapping[str, Any] | None = None  # gate.decide.compare.Comparison.to_json()
+    comparison: Comparison | None = None
     timings: Mapping[str, float] = field(default_factory=dict)
 
     @property
@@ -103,6 +169,32 @@ class ReviewSetInfo:
     pinned: bool = True  # False: --allow-unpinned and the digest is not the one the policy pins
 
 
+SHORT_SHA = 7  # characters of a commit SHA shown to people (git's own default)
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """The commit gated and its branch (gate.inputs.source decides where they come from)."""
+
+    commit: str  # the full SHA, lower-case hex
+    branch: str = ""  # "" when unknown (a detached checkout)
+    origin: str = "git"  # "GITHUB_SHA", "CI_COMMIT_SHA" or "git" (the candidate's repository)
+
+    @property
+    def short(self) -> str:
+        """The commit as people quote it: its first 7 hex digits."""
+        return self.commit[:SHORT_SHA]
+
+    @property
+    def label(self) -> str:
+        """``1a2b3c4 on main`` (or just the short SHA without a branch)."""
+        return f"{self.short} on {self.branch}" if self.branch else self.short
+
+    def to_json(self) -> dict[str, str]:
+        """The ``source`` object of result.json."""
+        return {"commit": self.commit, "short": self.short, "branch": self.branch, "from": self.origin}
+
+
 @dataclass(frozen=True)
 class GateResult:
     """A whole gate call: ``check`` has one candidate, ``select`` several."""
@@ -118,6 +210,7 @@ class GateResult:
     environment: Mapping[str, str] = field(default_factory=dict)
     timings: Mapping[str, float] = field(default_factory=dict)
     created: str = ""
+    source: SourceInfo | None = None  # the commit gated, when there is one
 
     @property
     def passed(self) -> bool:
@@ -146,6 +239,7 @@ class GateResult:
             "rank_by": list(self.rank_by),
             "ranking": list(self.ranking),
             "created": self.created,
+            "source": None if self.source is None else self.source.to_json(),
             "policy": vars(self.policy),
             "review_set": {**vars(self.review_set), "classes": list(self.review_set.classes)},
             "candidates": [_candidate_json(c) for c in self.candidates],
@@ -172,9 +266,13 @@ def _candidate_json(result: CandidateResult) -> dict[str, Any]:
         ],
         "failed_rules": [r.rule_id for r in result.failed_rules],
         "gallery": {k: list(v) for k, v in vars(result.gallery).items()},
-        "comparison": result.comparison,
+        "comparison": None if result.comparison is None else result.comparison.to_json(),
         "timings": dict(result.timings),
     }
+
+
+def _json_map(values: Mapping[str, float]) -> dict[str, float | None]:
+    return {k: json_number(float(v)) for k, v in values.items()}
 
 
 def json_number(value: float | None) -> float | None:

@@ -9,6 +9,8 @@ same scoring and verdict.
 
 from __future__ import annotations
 
+import math
+import os
 import platform
 import stat
 import time
@@ -25,12 +27,21 @@ from gate.engine.distributed import Shard
 from gate.engine.layers import expected_layout
 from gate.errors import CandidateError, GateError, PolicyError, UsageError
 from gate.inputs import candidate as candidate_io
-from gate.inputs import frame_cache, safe_import, sources
+from gate.inputs import frame_cache, model_sources, safe_import
 from gate.inputs.candidate import Candidate
 from gate.inputs.review_set import ReviewSet, open_review_set
+from gate.inputs.source import read_source
 from gate.metrics.registry import compute_scores
 from gate.records import Records
-from gate.result import CandidateInfo, CandidateResult, GateResult, PolicyInfo, ReviewSetInfo
+from gate.result import (
+    COMPARISON_CONFIDENCE,
+    CandidateInfo,
+    CandidateResult,
+    GateResult,
+    PolicyInfo,
+    ReviewSetInfo,
+    SourceInfo,
+)
 
 
 @dataclass(frozen=True)
@@ -49,7 +60,6 @@ class LoadOptions:
 
 
 DEFAULT_MAX_CHECKPOINT_MB = 4096.0  # larger than any ViT-H checkpoint; --max-checkpoint-mb changes it
-COMPARISON_CONFIDENCE = 0.95  # of the accuracy-difference interval every baseline comparison reports
 
 
 @dataclass(frozen=True)
@@ -80,6 +90,7 @@ class _Prepared:
     baseline: Candidate | None
     started: float
     loaded: float
+    source: SourceInfo | None = None  # the commit gated
 
     @property
     def models(self) -> list[Candidate]:
@@ -142,6 +153,8 @@ def _finish_shared_cache(prepared: _Prepared, shared: str | None, *, complete: b
 
 def _prepare(request: GateRequest, device: str) -> _Prepared:
     started = time.perf_counter()
+    # First: a malformed $GITHUB_SHA is bad input, refused before anything is loaded.
+    source = read_source(request.candidates[0] if request.candidates else None, os.environ)
     policy = policy_io.load(request.policy)
     review_set = _open_review_set(policy, request)
     policy_io.check_classes(policy, review_set.classes)
@@ -159,7 +172,8 @@ def _prepare(request: GateRequest, device: str) -> _Prepared:
     if policy.needs_baseline and baseline is None:
         raise PolicyError("the policy has vs_baseline rules; give --baseline", path=policy.path, field="rules")
     return _Prepared(request=request, policy=policy, review_set=review_set, options=options,
-                     candidates=tuple(candidates), baseline=baseline, started=started, loaded=time.perf_counter())
+                     candidates=tuple(candidates), baseline=baseline, started=started, loaded=time.perf_counter(),
+                     source=source)
 
 
 def _decide(prepared: _Prepared, runs: Sequence[engine.ModelRun]) -> GateResult:
@@ -192,6 +206,7 @@ def _decide(prepared: _Prepared, runs: Sequence[engine.ModelRun]) -> GateResult:
         timings={"load_s": prepared.loaded - prepared.started, "engine_s": ran - prepared.loaded,
                  "total_s": time.perf_counter() - prepared.started},
         created=datetime.now(UTC).isoformat(timespec="seconds"),
+        source=prepared.source,
     )
 
 
@@ -225,7 +240,7 @@ def _load(path: Path, request: GateRequest, policy: policy_io.Policy, review_set
 def check_checkpoint_file(path: Path, max_mb: float) -> None:
     """A regular file no larger than ``max_mb`` (checked before reading: /dev/zero or a FIFO would never end),
     or a Hugging Face folder whose files are (gate.inputs.hf_folder.check_files)."""
-    hub = sources.hub_id_error(path)
+    hub = model_sources.hub_id_error(path)
     if hub is not None:
         raise hub
     try:
@@ -280,8 +295,8 @@ def _judge(
     if evidence.comparison is not None:
         # The vs_baseline rules' intervals are already in it; the accuracy difference's is always reported.
         evidence.comparison.interval_for("accuracy", confidence=COMPARISON_CONFIDENCE, seed=seed)
-        comparison = evidence.comparison.to_json()
-        scores = {**scores, **{k: v for k, v in comparison["deltas"].items() if v is not None}}
+        comparison = evidence.comparison.result()
+        scores = {**scores, **{k: v for k, v in comparison.deltas.items() if math.isfinite(v)}}
     return CandidateResult(candidate=info(cand), scores=scores, rules=rules, records=model_run.records,
                            gallery=model_run.gallery, comparison=comparison,
                            timings={"engine_s": model_run.seconds})
@@ -304,7 +319,7 @@ def info(cand: Candidate) -> CandidateInfo:
     """The identifying fields of a candidate."""
     return CandidateInfo(path=cand.path, name=cand.name, sha256=cand.sha256, arch=cand.arch,
                          target_layer=cand.target_layer, meta=dict(cand.meta),
-                         target_layout=expected_layout(cand.model, cand.target_layer), source=cand.source,
+                         target_layout=expected_layout(cand.model, cand.target_layer), model_source=cand.source,
                          input={**cand.input.to_json(), "pipeline": cand.input.pipeline, "from": cand.input_origin})
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -11,8 +12,11 @@ from gate.records import PROBE_VARIANTS, KeptSample, Records
 from gate.result import (
     CandidateInfo,
     CandidateResult,
+    Comparison,
+    DeltaInterval,
     Gallery,
     GateResult,
+    Migration,
     PolicyInfo,
     ReviewSetInfo,
     RuleResult,
@@ -128,22 +132,23 @@ def rules_of(scores: dict[str, float]) -> tuple[RuleResult, ...]:
     )
 
 
-def comparison_of(candidate: Records, baseline: Records) -> dict[str, object]:
-    """A ``gate.decide.compare``-shaped mapping computed from the two record sets."""
+def comparison_of(candidate: Records, baseline: Records) -> Comparison:
+    """A comparison computed by hand from the two record sets (a made-up interval and McNemar p)."""
     c, b = candidate.correct, baseline.correct
     class_deltas = {
         name: float(c[candidate.labels == i].mean() - b[candidate.labels == i].mean())
         for i, name in enumerate(candidate.classes)
     }
-    return {
-        "deltas": {"delta.accuracy": float(c.mean() - b.mean()), "delta.ece": -0.02, "delta.nll": None},
-        "migration": {"corrected": int(np.sum(c & ~b)), "regressed": int(np.sum(~c & b)),
-                      "still_wrong": int(np.sum(~c & ~b)), "still_right": int(np.sum(c & b)),
-                      "still_wrong_confidence_dropped": 0.5 if np.sum(~c & ~b) else None},
-        "class_deltas": class_deltas,
-        "mcnemar_p": 0.0312,
-        "intervals": {"delta.accuracy@0.95": {"low": -0.05, "high": 0.11, "confidence": 0.95}},
-    }
+    return Comparison(
+        deltas={"delta.accuracy": float(c.mean() - b.mean()), "delta.ece": -0.02, "delta.nll": float("nan")},
+        candidate_scores={}, baseline_scores={},
+        migration=Migration(corrected=int(np.sum(c & ~b)), regressed=int(np.sum(~c & b)),
+                            still_wrong=int(np.sum(~c & ~b)), still_right=int(np.sum(c & b)),
+                            still_wrong_confidence_dropped=0.5 if np.sum(~c & ~b) else float("nan")),
+        class_deltas=class_deltas,
+        mcnemar_p=0.0312,
+        intervals=(DeltaInterval("accuracy", 0.95, -0.05, 0.11),),
+    )
 
 
 def candidate_result(
@@ -153,7 +158,7 @@ def candidate_result(
     scores = scores_of(records)
     comparison = None if baseline is None else comparison_of(records, baseline)
     if comparison is not None:
-        scores.update({k: v for k, v in comparison["deltas"].items() if v is not None})  # type: ignore[attr-defined]
+        scores.update({k: v for k, v in comparison.deltas.items() if math.isfinite(v)})
     return CandidateResult(
         candidate=CandidateInfo(path=f"models/{name}", name=name, sha256="ab" * 32, arch="tiny_cnn",
                                 target_layer="features.3"),

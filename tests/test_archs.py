@@ -134,7 +134,7 @@ def test_default_target_layer_needs_a_conv() -> None:
 
 
 def test_source_of_names_where_the_arch_comes_from() -> None:
-    from gate.inputs.sources import source_of
+    from gate.inputs.model_sources import source_of
 
     assert [source_of(a) for a in ("resnet18", "tiny_cnn", "timm:convnext_tiny", "transformers:ViTForImage",
                                    "mypkg.models:make")] == [
@@ -142,7 +142,7 @@ def test_source_of_names_where_the_arch_comes_from() -> None:
 
 
 def test_hub_ids_are_told_apart_from_local_paths(tmp_path: Path) -> None:
-    from gate.inputs.sources import hub_id_error
+    from gate.inputs.model_sources import hub_id_error
 
     error = hub_id_error(Path("google/vit-base-patch16-224"))
     assert error is not None and error.field == "path" and "hf download google/vit-base-patch16-224" in error.message

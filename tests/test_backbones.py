@@ -19,13 +19,13 @@ import torch
 from torch import Tensor, nn
 
 from gate.engine import core as engine
-from gate.engine import layers
+from gate.engine import layers, model_state
 from gate.engine.gradcam import Explained, explain, upsample
 from gate.inputs import candidate as candidate_io
 from gate.inputs import shapes
 from gate.inputs.archs import build_model, default_target_layer
 from gate.inputs.review_set import ReviewSet, build
-from gate.metrics import alignment
+from gate.metrics.registry import value_of
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def _spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Explained]]:
         calls.append((layer, out))
         return out
 
-    monkeypatch.setattr(engine, "explain", spying)
+    monkeypatch.setattr(model_state, "explain", spying)
     return calls
 
 
@@ -155,7 +155,7 @@ def test_gate_every_family_one_forward_per_batch_finite_maps_from_the_intended_l
     assert {out.layout.kind for _, out in calls} == {family.layout}
     records = run.records
     assert np.isfinite(records.energy).all()  # every sample has a mask and a non-zero map
-    assert alignment.zero_maps(records) == 0
+    assert value_of("alignment.zero_maps", records) == 0
     for kept in records.kept.values():
         assert kept.cam.shape == family.size and np.isfinite(kept.cam).all() and kept.cam.max() > 0
 
@@ -216,8 +216,8 @@ def test_untrained_vit_head_gives_zero_maps_that_are_counted(review_set: ReviewS
     finally:
         with torch.no_grad():
             model.heads.head.weight.copy_(head)
-    assert alignment.zero_maps(run.records) == 4
-    assert alignment.coverage(run.records) == 0.0
+    assert value_of("alignment.zero_maps", run.records) == 4
+    assert value_of("alignment.coverage", run.records) == 0.0
 
 
 def test_zero_maps_are_explained_in_the_report_and_the_layout_recorded(

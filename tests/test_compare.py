@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 
 from gate.decide.compare import (
-    Comparison,
-    Migration,
     check_paired,
     compare,
     delta_interval,
@@ -22,6 +20,7 @@ from gate.decide.stats import Interval, paired_bootstrap
 from gate.errors import InputError, PolicyError
 from gate.metrics.registry import compute_scores
 from gate.records import Records
+from gate.result import Comparison, Migration
 
 CLASSES = ("circle", "square", "star", "tri")
 
@@ -74,15 +73,6 @@ def scores(records: Records) -> dict[str, float]:
     }
 
 
-class CountingScores:
-    def __init__(self, fn: Callable[[Records], Mapping[str, float]] = scores) -> None:
-        self.fn, self.calls = fn, 0
-
-    def __call__(self, records: Records) -> Mapping[str, float]:
-        self.calls += 1
-        return self.fn(records)
-
-
 def generic_interval(cand: Records, base: Records, score: str, *, reps: int, seed: int, confidence: float) -> Interval:
     """Reference: score_fn on every resample, via the same bootstrap."""
     def statistic(idx: np.ndarray) -> float:
@@ -120,11 +110,12 @@ def saturated(records: Records, every: int) -> Records:
 def test_identical_records_have_zero_deltas() -> None:
     base = baseline_600()
     comparison = compare(base, base, scores)
-    assert set(comparison.deltas) == {f"delta.{k}" for k in scores(base)}
+    result = comparison.result()
+    assert set(comparison.deltas) == {f"delta.{k}" for k in scores(base)} == set(result.deltas)
     assert all(v == 0.0 for v in comparison.deltas.values())
-    assert all(v == 0.0 for v in comparison.class_deltas.values())
-    assert comparison.mcnemar_p == 1.0
-    assert comparison.migration == Migration(0, 0, 60, 540, 0.0)
+    assert all(v == 0.0 for v in result.class_deltas.values())
+    assert result.mcnemar_p == 1.0
+    assert result.migration == Migration(0, 0, 60, 540, 0.0)
     for score in ("accuracy", "ece", "alignment.energy"):
         interval = comparison.interval_for(score, confidence=0.95, reps=50)
         assert interval.contains(0.0)
@@ -138,11 +129,11 @@ def test_identical_records_have_zero_deltas() -> None:
 def test_non_inferiority_on_flipped_predictions(flips: int, expected: bool, seed: int) -> None:
     base = baseline_600()
     cand = flip_correct(base, flips)
-    comparison = compare(cand, base, scores)
+    comparison = compare(cand, base, scores).result()
     assert comparison.deltas["delta.accuracy"] == pytest.approx(-flips / 600, abs=1e-15)
     assert comparison.migration.regressed == flips and comparison.migration.corrected == 0
     assert comparison.mcnemar_p == pytest.approx(2 * 0.5**flips if flips < 20 else 1.0, rel=1e-12)
-    interval = delta_interval(cand, base, "accuracy", scores, confidence=0.95, seed=seed)
+    interval = delta_interval(cand, base, "accuracy", confidence=0.95, seed=seed)
     assert interval.high <= 0.0
     assert non_inferior(interval, max_drop=0.01, higher_is_better=True) is expected
 
@@ -155,7 +146,7 @@ def test_migration_hand_counts() -> None:
     cand_conf = np.array([0.9, 0.6, 0.8, 0.5, 0.95, 0.5, 0.4, 0.7])
     base = make_records(labels, base_preds, base_conf)
     cand = make_records(labels, cand_preds, cand_conf)
-    comparison = compare(cand, base, scores)
+    comparison = compare(cand, base, scores).result()
     # corrected: 2; regressed: 1; still wrong: 3 (0.6->0.5 drop), 4 (0.9->0.95 rise), 6 (0.6->0.4 drop)
     assert comparison.migration == Migration(
         corrected=1, regressed=1, still_wrong=3, still_right=3, still_wrong_confidence_dropped=2 / 3
@@ -168,15 +159,13 @@ def test_migration_hand_counts() -> None:
 def test_still_wrong_share_is_nan_without_still_wrong() -> None:
     labels = np.array([0, 1])
     rec = make_records(labels, labels, np.array([0.9, 0.9]))
-    assert math.isnan(compare(rec, rec, scores).migration.still_wrong_confidence_dropped)
+    assert math.isnan(compare(rec, rec, scores).result().migration.still_wrong_confidence_dropped)
 
 
 def test_vectorised_accuracy_equals_generic_path() -> None:
     base = baseline_600()
     cand = flip_correct(base, 10)
-    counting = CountingScores()
-    fast = delta_interval(cand, base, "accuracy", counting, confidence=0.9, reps=300, seed=4)
-    assert counting.calls == 2  # the full-set check only: no score_fn per resample
+    fast = delta_interval(cand, base, "accuracy", confidence=0.9, reps=300, seed=4)
     slow = generic_interval(cand, base, "accuracy", reps=300, seed=4, confidence=0.9)
     assert fast.low == pytest.approx(slow.low, abs=1e-12)
     assert fast.high == pytest.approx(slow.high, abs=1e-12)
@@ -191,9 +180,7 @@ def test_vectorised_nan_aware_alignment_equals_generic_path() -> None:
     cand_energy = np.where(rng.random(80) < 0.2, np.nan, rng.random(80))  # NaNs in other places
     base = make_records(labels, labels, conf, energy=base_energy)
     cand = make_records(labels, labels, conf, energy=cand_energy)
-    counting = CountingScores()
-    fast = delta_interval(cand, base, "alignment.energy", counting, confidence=0.95, reps=200, seed=1)
-    assert counting.calls == 2
+    fast = delta_interval(cand, base, "alignment.energy", confidence=0.95, reps=200, seed=1)
     slow = generic_interval(cand, base, "alignment.energy", reps=200, seed=1, confidence=0.95)
     assert (fast.low, fast.high) == (pytest.approx(slow.low, abs=1e-12), pytest.approx(slow.high, abs=1e-12))
 
@@ -202,9 +189,7 @@ def test_vectorised_nan_aware_alignment_equals_generic_path() -> None:
 def test_binned_and_per_class_scores_are_vectorised_and_equal_the_generic_path(score: str) -> None:
     base = baseline_600()
     cand = flip_correct(base, 10)
-    counting = CountingScores(registry)
-    fast = delta_interval(cand, base, score, counting, confidence=0.95, reps=200, seed=2)
-    assert counting.calls == 2  # the full-set check only
+    fast = delta_interval(cand, base, score, confidence=0.95, reps=200, seed=2)
     slow = registry_interval(cand, base, score, reps=200, seed=2, confidence=0.95)
     assert (fast.low, fast.high) == (pytest.approx(slow.low, abs=1e-12), pytest.approx(slow.high, abs=1e-12))
     assert fast.low < fast.high or score == "mce"  # mce: the worst bin is the same in both models
@@ -224,14 +209,13 @@ def registry_interval(cand: Records, base: Records, score: str, *, reps: int, se
     return paired_bootstrap(statistic, cand.size, reps=reps, seed=seed, confidence=confidence)
 
 
-def test_scores_without_a_form_use_score_fn_per_resample() -> None:
+def test_scores_once_left_to_the_per_resample_fallback_now_resample_their_form() -> None:
     base = baseline_600()
     cand = flip_correct(base, 10)
-    counting = CountingScores(registry)
-    score = "alignment.lift.correct"  # a mean over the correct samples only: no sum or rank form
-    interval = delta_interval(cand, base, score, counting, confidence=0.95, reps=40, seed=0)
-    assert counting.calls == 2 + 2 * 40
-    assert interval == registry_interval(cand, base, score, reps=40, seed=0, confidence=0.95)
+    score = "alignment.lift.correct"  # a mean over the correct samples only (until #22: the registry per resample)
+    interval = delta_interval(cand, base, score, confidence=0.95, reps=40, seed=0)
+    slow = registry_interval(cand, base, score, reps=40, seed=0, confidence=0.95)
+    assert (interval.low, interval.high) == (pytest.approx(slow.low, abs=1e-12), pytest.approx(slow.high, abs=1e-12))
 
 
 @pytest.mark.parametrize("score", ["aurc", "selective_accuracy@0.8"])
@@ -245,40 +229,18 @@ def test_rank_scores_are_paired_rank_forms_equal_to_the_registry_per_resample(sc
     if ties:  # saturated softmax: many confidences exactly 1.0, in both models
         cand, base = (saturated(r, every=3) for r in (cand, base))
         assert (cand.confidence == 1.0).sum() == (base.confidence == 1.0).sum() == 200
-    counting = CountingScores(registry)
-    fast = delta_interval(cand, base, score, counting, confidence=0.95, reps=300, seed=4)
-    assert counting.calls == 2  # the full-set check only
+    fast = delta_interval(cand, base, score, confidence=0.95, reps=300, seed=4)
     slow = registry_interval(cand, base, score, reps=300, seed=4, confidence=0.95)
     assert (fast.low, fast.high) == (pytest.approx(slow.low, abs=1e-12), pytest.approx(slow.high, abs=1e-12))
     assert fast.low < fast.high
 
 
-def test_registry_with_another_definition_falls_back_to_score_fn() -> None:
-    base = baseline_600()
-    cand = flip_correct(base, 10)
-
-    def clipped_nll(records: Records) -> dict[str, float]:
-        # A registry whose nll clips p at 0.5: the per-sample form no longer reproduces it.
-        p_true = records.probs[np.arange(records.size), records.labels].astype(np.float64)
-        return {"nll": float(-np.log(np.maximum(p_true, 0.5)).mean())}
-
-    counting = CountingScores(clipped_nll)
-    interval = delta_interval(cand, base, "nll", counting, confidence=0.95, reps=30, seed=0)
-    assert counting.calls == 2 + 2 * 30
-
-    def statistic(idx: np.ndarray) -> float:
-        idx = np.sort(idx)  # each resample's indices in sample order (ties of order-dependent scores, as intervals)
-        return clipped_nll(cand.take(idx))["nll"] - clipped_nll(base.take(idx))["nll"]
-
-    assert interval == paired_bootstrap(statistic, 600, reps=30, seed=0, confidence=0.95)
-
-
 def test_bootstrap_seeded() -> None:
     base = baseline_600()
     cand = flip_correct(base, 10)
-    first = delta_interval(cand, base, "nll", scores, confidence=0.95, seed=11)
-    assert first == delta_interval(cand, base, "nll", scores, confidence=0.95, seed=11)
-    other = delta_interval(cand, base, "nll", scores, confidence=0.95, seed=12)
+    first = delta_interval(cand, base, "nll", confidence=0.95, seed=11)
+    assert first == delta_interval(cand, base, "nll", confidence=0.95, seed=11)
+    other = delta_interval(cand, base, "nll", confidence=0.95, seed=12)
     assert (first.low, first.high) != (other.low, other.high)
 
 
@@ -288,7 +250,7 @@ def test_vectorised_accuracy_interval_is_fast() -> None:
     best = math.inf
     for _ in range(3):
         start = time.perf_counter()
-        delta_interval(cand, base, "accuracy", scores, confidence=0.95, reps=2000, seed=0)
+        delta_interval(cand, base, "accuracy", confidence=0.95, reps=2000, seed=0)
         best = min(best, time.perf_counter() - start)
     assert best < 0.2
 
@@ -310,14 +272,16 @@ def test_mismatched_baseline_is_input_error(change: Callable[[Records], Records]
     assert err.value.field == field
     assert err.value.exit_code == 2
     with pytest.raises(InputError):
-        delta_interval(cand, change(cand), "accuracy", scores, confidence=0.95)
+        delta_interval(cand, change(cand), "accuracy", confidence=0.95)
     check_paired(cand, cand)
 
 
-def test_unknown_score_is_policy_error() -> None:
+def test_unknown_or_uncomputed_score_is_policy_error() -> None:
     base = baseline_600()
-    with pytest.raises(PolicyError, match="balanced_accuracy"):
-        delta_interval(base, base, "balanced_accuracy", scores, confidence=0.95)
+    with pytest.raises(PolicyError, match="no_such_score"):
+        delta_interval(base, base, "no_such_score", confidence=0.95)
+    with pytest.raises(PolicyError, match="balanced_accuracy"):  # not among the scores compare() was given
+        compare(base, base, scores).interval_for("balanced_accuracy", confidence=0.95)
 
 
 @pytest.mark.parametrize(
@@ -349,7 +313,7 @@ def test_to_json_is_json_safe_and_records_intervals() -> None:
     cand = make_records(labels, np.array([0, 0, 1, 0]), np.full(4, 0.7))
     comparison = compare(cand, base, scores)
     comparison.interval_for("accuracy", confidence=0.95, reps=100)
-    doc = json.loads(json.dumps(comparison.to_json(), allow_nan=False))
+    doc = json.loads(json.dumps(comparison.result().to_json(), allow_nan=False))
     assert doc["class_deltas"] == {"circle": 0.5, "square": -0.5, "star": None, "tri": None}
     assert doc["deltas"]["delta.alignment.energy"] is None
     assert doc["migration"] == {
@@ -360,14 +324,15 @@ def test_to_json_is_json_safe_and_records_intervals() -> None:
     assert doc["intervals"]["delta.accuracy@0.95"]["confidence"] == 0.95
 
 
-def test_interval_for_caches() -> None:
+def test_interval_for_caches_and_the_result_carries_the_intervals_in_order() -> None:
     base = baseline_600()
-    comparison = compare(flip_correct(base, 5), base, CountingScores(registry))
-    counting = comparison.score_fn
-    assert isinstance(counting, CountingScores) and counting.calls == 2
-    score = "alignment.lift.correct"  # score_fn on every resample
-    first = comparison.interval_for(score, confidence=0.95, reps=10)
-    assert counting.calls == 2 + 2 * 10  # full-set scores reused from compare()
-    assert comparison.interval_for(score, confidence=0.95, reps=10) is first
-    assert counting.calls == 2 + 2 * 10
-    assert isinstance(comparison, Comparison)
+    comparison = compare(flip_correct(base, 5), base, registry)
+    first = comparison.interval_for("alignment.lift.correct", confidence=0.95, reps=10)
+    assert comparison.interval_for("alignment.lift.correct", confidence=0.95, reps=10) is first
+    accuracy = comparison.interval_for("accuracy", confidence=0.9, reps=10)
+    result = comparison.result()
+    assert isinstance(result, Comparison)
+    assert [iv.key for iv in result.intervals] == ["delta.alignment.lift.correct@0.95", "delta.accuracy@0.9"]
+    found = result.interval("accuracy", 0.9)
+    assert found is not None and (found.low, found.high) == (accuracy.low, accuracy.high)
+    assert result.interval("accuracy", 0.95) is None

@@ -13,7 +13,7 @@ from conftest import without_masks, write_rows
 from torch import nn
 
 from gate.engine import core as engine
-from gate.engine import probes
+from gate.engine import model_state, probes
 from gate.errors import ModelOutputError, UsageError
 from gate.inputs import candidate as candidate_io
 from gate.inputs.review_set import ReviewSet
@@ -173,7 +173,7 @@ def test_sanity_separates_a_trained_model_from_a_model_blind_explainer(
     options = engine.EngineOptions(probes=frozenset({"sanity"}))
     cand = candidate_io.load(honest_checkpoint)
     (real,) = engine.run([cand], review, options, indices=subset)
-    monkeypatch.setattr(engine, "explain", _edge_explainer)
+    monkeypatch.setattr(model_state, "explain", _edge_explainer)
     (blind,) = engine.run([cand], review, options, indices=subset)
     real_score = compute_scores(real.records, {"sanity"})["sanity.randomization_similarity"]
     blind_score = compute_scores(blind.records, {"sanity"})["sanity.randomization_similarity"]

@@ -215,8 +215,10 @@ def test_summary_says_each_failed_rule_in_words_as_the_report_does() -> None:
 
 def test_summary_gives_the_migration_and_mcnemar_line_with_a_baseline() -> None:
     result = check_result(baseline=True)
-    migration = result.candidates[0].comparison["migration"]  # type: ignore[index]
-    line = (f"Against the baseline: {migration['corrected']} corrected, {migration['regressed']} regressed "
+    comparison = result.candidates[0].comparison
+    assert comparison is not None
+    migration = comparison.migration
+    line = (f"Against the baseline: {migration.corrected} corrected, {migration.regressed} regressed "
             "(McNemar p = 0.0312)")
     assert line in summary_markdown(result, None)
     assert "Against the baseline" not in summary_markdown(check_result(), None)

@@ -141,6 +141,7 @@ class Case:
     stale_files: tuple[str, ...] = OUTPUTS  # the files in out/ that are this run's outputs
     before_engine: bool = False  # refused before the evaluation starts (no progress line)
     xfail: str | None = None
+    env: tuple[tuple[str, str], ...] = ()  # environment variables set for the case
 
 
 def _hf_folder(name: str, edit: Callable[[Path], None]) -> Callable[[Workspace], list[str]]:
@@ -411,6 +412,27 @@ def _select_twice(ws: Workspace) -> list[str]:
             "--device", "cpu", "--out", "out"]
 
 
+def _odd_repository(ws: Workspace) -> list[str]:
+    """The candidate in a git repository whose folder name is a shell command (that must never run)."""
+    folder = ws.root / f"odd dir; $(cd ..; touch {ws.marker.name}) -C 'x\"y"  # the marker, if a shell ran it
+    folder.mkdir()
+    shutil.copyfile(ws.checkpoint, folder / "good.pt")
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x",
+           "HOME": str(ws.root), "PATH": os.environ["PATH"]}
+    for args in (["init", "-q"], ["add", "good.pt"], ["commit", "-q", "-m", "c"]):
+        subprocess.run(["git", "-C", str(folder), *args], check=True, env=env, capture_output=True)
+    return ws.check(folder / "good.pt")
+
+
+def _history(*extra: str) -> Callable[[Workspace], list[str]]:
+    def build(ws: Workspace) -> list[str]:
+        return ["history", "--tracking-uri", f"sqlite:///{ws.root / 'mlflow.db'}", *extra]
+    return build
+
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
 def _tracking_down(*extra: str) -> Callable[[Workspace], list[str]]:
     def build(ws: Workspace) -> list[str]:
         argv = [a for a in ws.check(None) if a != "--no-mlflow"]
@@ -637,6 +659,16 @@ CASES: tuple[Case, ...] = (
          _tracking_down(), 0),
     Case("tracking-required", "environment", "--require-tracking with the server unreachable",
          _tracking_down("--require-tracking"), 2, ("MLflow", "xgate sync"), stale_ok=True),
+    # environment: the commit gated (CI variables, the candidate's repository)
+    Case("github-sha-not-hex", "environment", "$GITHUB_SHA is a word, not a commit", _args(), 2, ("GITHUB_SHA",),
+         before_engine=True, env=(("GITHUB_SHA", "main"),)),
+    Case("github-sha-newline", "environment", "$GITHUB_SHA with a newline after the SHA", _args(), 2,
+         ("GITHUB_SHA",), before_engine=True, env=(("GITHUB_SHA", SHA + "\n"),)),
+    Case("github-ref-newline", "environment", "$GITHUB_REF_NAME with a newline and a workflow command", _args(), 2,
+         ("GITHUB_REF_NAME",), before_engine=True,
+         env=(("GITHUB_SHA", SHA), ("GITHUB_REF_NAME", "main\n::error::forged"))),
+    Case("repository-odd-path", "environment", "candidate in a git repository whose folder name is a shell "
+         "command", _odd_repository, 0),
     # command line
     Case("cli-unknown-option", "cli", "unknown option", _args("--frobnicate"), 2, ("--frobnicate",), stale_ok=True),
     Case("cli-batch-size-0", "cli", "--batch-size 0", _args("--batch-size", "0"), 2, ("--batch-size",),
@@ -650,6 +682,12 @@ CASES: tuple[Case, ...] = (
     Case("cli-select-same-file", "cli", "select with one file given twice", _select_twice, 2, ("given twice",)),
     Case("cli-no-policy", "cli", "check without --policy", _args("check", "x.pt", cand=False), 2, ("--policy",),
          stale_ok=True),
+    Case("history-commit-not-hex", "cli", "history --commit with a quote and SQL", _history("--commit", "1a2b' OR 1=1"),
+         2, ("--commit",), stale_ok=True),
+    Case("history-commit-like", "cli", "history --commit with LIKE wildcards", _history("--commit", "%_"), 2,
+         ("--commit",), stale_ok=True),
+    Case("history-commit-short", "cli", "history --commit with 3 hex digits", _history("--commit", "abc"), 2,
+         ("--commit",), stale_ok=True),
 )
 
 
@@ -720,7 +758,10 @@ def _param(case: Case) -> Any:
 
 
 @pytest.mark.parametrize("case", [_param(c) for c in CASES])
-def test_corpus_case(case: Case, workspace: Workspace, capsys: pytest.CaptureFixture[str]) -> None:
+def test_corpus_case(case: Case, workspace: Workspace, capsys: pytest.CaptureFixture[str],
+                     monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in case.env:
+        monkeypatch.setenv(key, value)
     argv = case.build(workspace)
     code, out, err = run_cli(argv, capsys)
     check_outcome(case, workspace, code, out, err)

@@ -247,7 +247,7 @@ def test_select_over_torchvision_timm_and_hf_candidates_frames_once_per_geometry
     policy = pinned_policy(tmp_path, photos, [{"score": "accuracy", "min": 0.0}])
     # the folder and its packed file share a geometry: 4 candidates, 3 geometries
     result = run_gate(GateRequest(command="select", candidates=(tv, tm, folders["vit"], hf_file), policy=policy))
-    assert sorted(c.candidate.source for c in result.candidates) == ["timm", "torchvision", "transformers",
+    assert sorted(c.candidate.model_source for c in result.candidates) == ["timm", "torchvision", "transformers",
                                                                      "transformers"]
     assert result.passed and result.selected is not None
     assert sum(decoded) == photos.size  # each photo decoded once
@@ -276,7 +276,7 @@ def assert_readme_variants_ran(root: Path, stdout: str) -> None:
         gate = json.loads((root / "my-model" / out / "result.json").read_text())
         (candidate,) = gate["candidates"]
         assert gate["verdict"] == "passed", out
-        assert (candidate["candidate"]["source"], candidate["candidate"]["target_layer"]) == (source, layer)
+        assert (candidate["candidate"]["model_source"], candidate["candidate"]["target_layer"]) == (source, layer)
         assert candidate["scores"]["alignment.coverage"] == pytest.approx(10 / 12)
 
 

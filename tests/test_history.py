@@ -3,6 +3,7 @@ policies' thresholds, the fixed samples' maps across versions), and what a real 
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import urllib.request
@@ -11,13 +12,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from bs4 import BeautifulSoup
 from test_tracking import MlflowServer, server  # noqa: F401 - the server fixture
 from tracking_fixtures import candidate, gate_result, kept_sample, make_records, write_outputs
 
-from gate.outputs.report.history import render_history
-from gate.result import CandidateResult, GateResult, PolicyInfo, RuleResult
+from gate.outputs.report.history import jpeg_thumbnail, lineages_of, render_history, spread, tick_label, trend_figure
+from gate.result import (
+    CandidateResult,
+    Comparison,
+    DeltaInterval,
+    GateResult,
+    Migration,
+    PolicyInfo,
+    RuleResult,
+    SourceInfo,
+)
 from gate.tracking import (
     fetch_maps,
     history,
@@ -28,7 +39,7 @@ from gate.tracking import (
 from gate.tracking.outbox import map_png
 from gate.tracking.plan import TrackingConfig, plan_entry, read_thresholds, run_url, threshold_params, where_to_see
 from gate.tracking.reading import _history_row, _shared_map_ids
-from gate.tracking.rows import HistoryRow, format_history, rule_count
+from gate.tracking.rows import KEY_SCORES, MAP_RUNS, HistoryRow, format_history, map_rows, rule_count
 
 THRESHOLDS = {"strict": 0.9, "lenient": 0.75}
 
@@ -63,24 +74,27 @@ def demo_rows() -> list[HistoryRow]:
 # --- console table ----------------------------------------------------------------------------------
 
 
-def test_history_table_fits_120_columns_with_policy_experiment_run_and_select() -> None:
+def test_history_table_fits_120_columns_with_policy_experiment_run_commit_and_select() -> None:
     rows = [replace(r, run_id=r.run_id + "0123456789abcdef", experiment="xgate/a-very-long-review-set-name-v12/"
-                    + r.policy, candidate=r.candidate.replace(".pt", "-with-a-long-lineage-name.pt"))
+                    + r.policy, candidate=r.candidate.replace(".pt", "-with-a-long-lineage-name.pt"), commit="1a2b3c4")
             for r in demo_rows()]
     lines = format_history(rows).splitlines()
     assert max(len(line) for line in lines) <= 120
-    assert lines[0].split()[:8] == ["started", "(UTC)", "kind", "run", "experiment", "policy", "candidate", "verdict"]
+    assert lines[0].split()[:9] == ["started", "(UTC)", "kind", "run", "commit", "experiment", "policy", "candidate",
+                                    "verdict"] or lines[0].split()[5].endswith("…")
     select, newest = lines[1].split(), lines[2].split()
-    assert select[:4] == ["2026-01-01", "09:00", "select", "sel01234"]
-    assert newest[2:4] == ["candidate", "b4012345"]  # run ids cut to 8 characters
-    assert newest[4].startswith("xgate/a-very") and newest[4].endswith("…") and newest[5] == "lenient"
+    assert select[:5] == ["2026-01-01", "09:00", "select", "sel01234", "1a2b3c4"]
+    assert newest[2:5] == ["candidate", "b4012345", "1a2b3c4"]  # run ids cut to 8 characters
+    assert newest[5].startswith("xgate/") and newest[5].endswith("…") and newest[6] == "lenient"
+    assert newest[7].startswith("cheater-with") and newest[7].endswith("…")  # the lineage's start is kept
     assert " ".join(newest[-7:]) == "failed 0.700 2.700 - 1 of 12"
 
 
 def test_history_table_short_rows_are_not_cut() -> None:
-    lines = format_history(demo_rows()[-1:]).splitlines()
-    assert lines[1].split() == ["2026-01-01", "01:00", "candidate", "a1", "xgate/shapes-v1/strict", "strict",
-                                "cutmix.pt", "failed", "0.880", "2.880", "-", "1", "of", "12"]
+    lines = format_history([replace(demo_rows()[-1], commit="1a2b3c4", experiment="xgate/s1/strict")]).splitlines()
+    assert lines[1].split() == ["2026-01-01", "01:00", "candidate", "a1", "1a2b3c4", "xgate/s1/strict",
+                                "strict", "cutmix.pt", "failed", "0.880", "2.880", "-", "1", "of", "12"]
+    assert format_history(demo_rows()[-1:]).splitlines()[1].split()[4] == "-"  # a run without a commit
     assert format_history([]) == "no gate runs found"
 
 
@@ -114,7 +128,9 @@ def test_history_page_draws_one_trend_line_per_candidate_per_policy_with_thresho
     assert "strict: >= 0.9" in caption and "lenient: >= 0.75" in caption
     assert not figures["alignment.lift"].select("svg g[id^=t1-threshold]")  # no policy gates lift here
     # Threshold labels are drawn as text in the SVG, readable by a person and by this test.
-    assert {"strict >= 0.9", "lenient >= 0.75"} <= {t.get_text(strip=True) for t in accuracy.select("svg text")}
+    texts = {t.get_text(strip=True) for t in accuracy.select("svg text")}
+    assert {"strict: >= 0.9", "lenient: >= 0.75"} <= texts
+    assert {"01-01 01:00", "01-01 08:00"} <= texts  # runs without a commit are named by their date
 
     ids = [tag["id"] for tag in soup.find_all(id=True)]
     assert len(ids) == len(set(ids))  # several inline SVGs, no id twice
@@ -124,8 +140,8 @@ def test_history_page_draws_one_trend_line_per_candidate_per_policy_with_thresho
     runs = soup.select("table.runs tbody tr")
     assert [r["data-kind"] for r in runs] == ["select", *["candidate"] * 8]
     first = [td.get_text(" ", strip=True) for td in runs[1].find_all("td")]
-    assert first[:9] == ["8", "2026-01-01 08:00", "candidate", "b4", "xgate/shapes-v1/lenient", "lenient",
-                         "cheater.pt", "", "failed"]
+    assert first[:10] == ["8", "2026-01-01 08:00", "–", "candidate", "b4", "xgate/shapes-v1/lenient", "lenient",
+                          "cheater.pt", "", "failed"]
     assert runs[0].find("td").get_text(strip=True) == ""  # a select parent is not on the trend plots
     assert first[-2] == "1 of 12 rules failed accuracy >= 0.75"
     headers = [th["data-run-id"] for th in soup.select("table.maps thead th[data-run-id]")]
@@ -133,6 +149,7 @@ def test_history_page_draws_one_trend_line_per_candidate_per_policy_with_thresho
     maps = {r["data-sample-id"]: r for r in soup.select("table.maps tbody tr")}
     assert len(maps["s0"].find_all("img")) == 8
     assert len(maps["s_3"].find_all("img")) == 1
+    assert all(img["src"].startswith("data:image/jpeg;base64,") for img in soup.select("table.maps img"))
 
 
 def test_scores_outside_the_key_ones_get_a_trend_when_a_policy_gates_them() -> None:
@@ -255,6 +272,7 @@ def test_history_of_a_store_two_candidates_two_policies(tmp_path: Path, monkeypa
             ("cutmix.pt", "lenient", 0.93), ("cheater.pt", "lenient", 0.70)]
     for hour, (path, policy, accuracy) in enumerate(plan):
         result = gate(path, policy, accuracy, f"2026-01-01T{hour:02d}:00:00+00:00", f"g{hour}")
+        result = replace(result, source=SourceInfo(commit=f"{hour}abc" * 10, branch=f"b{hour}"))
         assert log_gate(result, write_outputs(result, tmp_path / f"o{hour}"), config, {}).logged
     picked = [gate(p, "strict", a, "2026-01-01T09:00:00+00:00", f"s{a}") for p, a in (("cutmix.pt", 0.94),
                                                                                     ("cheater.pt", 0.97))]
@@ -264,7 +282,7 @@ def test_history_of_a_store_two_candidates_two_policies(tmp_path: Path, monkeypa
 
     rows = history(config, experiment=None)
     assert [(r.kind, r.candidate) for r in rows[:3]] == [  # the select parent first, then its candidates
-        ("select", "select (2 candidates)"), ("candidate", "cheater.pt"), ("candidate", "cutmix.pt")]
+        ("select", "select of 2"), ("candidate", "cheater.pt"), ("candidate", "cutmix.pt")]
     assert rows[1].parent_run_id == rows[2].parent_run_id == rows[0].run_id
     assert [(r.candidate, r.policy) for r in rows[3:5]] == [("cheater.pt", "lenient"), ("cutmix.pt", "lenient")]
     lenient = rows[3]
@@ -285,6 +303,16 @@ def test_history_of_a_store_two_candidates_two_policies(tmp_path: Path, monkeypa
     table = history_table(config, experiment=None)
     assert max(len(line) for line in table.splitlines()) <= 120 and "lenient" in table
     assert table.splitlines()[1].split()[2:4] == ["select", rows[0].run_id[:8]]
+    # By commit: a prefix of the full SHA finds that gate's run, and only it.
+    (third,) = history(config, experiment=None, commit="3abc3ab")
+    assert (third.commit, third.branch, third.candidate, third.policy) == ("3abc3ab", "b3", "cheater.pt", "lenient")
+    assert history(config, experiment=None, commit="3ABC3ABC3ABC")[0].run_id == third.run_id  # case does not matter
+    assert history(config, experiment=None, commit="ffff") == []
+    lines = history_table(config, experiment=None, commit="3abc").splitlines()
+    assert len(lines) == 2 and lines[1].split()[4] == "3abc3ab"
+    page = write_history_html(config, tmp_path / "by-commit.html", experiment=None, commit="3abc3ab")
+    soup = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser")
+    assert [r["data-run-id"] for r in soup.select("table.runs tbody tr")] == [third.run_id]
 
 
 @pytest.mark.slow
@@ -297,7 +325,9 @@ def test_server_has_the_new_metrics_params_and_tags(tmp_path: Path, monkeypatch:
     failing = gate("v2.pt", "strict", 0.88, "2026-01-01T10:00:00+00:00", "g0")
     cand = failing.candidates[0]
     rules = (replace(cand.rules[0], interval=(0.85, 0.91), message="0.88 is below 0.9"),)
-    comparison = {"intervals": {"delta.accuracy@0.95": {"low": -0.03, "high": 0.01}}, "mcnemar_p": 0.25}
+    comparison = Comparison(deltas={}, candidate_scores={}, baseline_scores={},
+                            migration=Migration(0, 0, 0, 0, float("nan")), class_deltas={}, mcnemar_p=0.25,
+                            intervals=(DeltaInterval("accuracy", 0.95, -0.03, 0.01),))
     failing = replace(failing, candidates=(replace(cand, rules=rules, comparison=comparison),),
                       environment={**failing.environment, "device": "cpu", "batch_size": "16", "seed": "0"})
     outcome = log_gate(failing, write_outputs(failing, tmp_path / "o"), config, {})
@@ -305,6 +335,18 @@ def test_server_has_the_new_metrics_params_and_tags(tmp_path: Path, monkeypatch:
 
     run = MlflowClient(server.url).get_run(outcome.run_ids[0])
     metrics, params, tags = run.data.metrics, run.data.params, run.data.tags
+    # What a person browsing the MLflow UI sees: the run name, the description, the Source and Version columns.
+    assert run.info.run_name == "failed · v2.pt"
+    assert tags["mlflow.note.content"] == (
+        "**failed**: 1 of 1 rules failed · policy strict · review set shapes-v1 · commit 1111111 on main\n\n"
+        "- accuracy >= 0.9: 0.88 is below 0.9")
+    assert (tags["mlflow.source.name"], tags["mlflow.source.type"]) == ("xgate check @ 1111111", "LOCAL")
+    assert (tags["mlflow.source.git.commit"], tags["mlflow.source.git.branch"]) == ("1" * 40, "main")
+    assert (tags["xgate.commit"], params["git.commit"], params["git.branch"]) == ("1111111", "1111111", "main")
+    found = MlflowClient(server.url).search_runs([outcome.experiment_id],
+                                                 filter_string="tags.`xgate.commit` = '1111111'")
+    assert [r.info.run_id for r in found] == [run.info.run_id]
+    assert [r.run_id for r in history(config, experiment=None, commit="11111")] == [run.info.run_id]
     assert (metrics["passed"], metrics["rules.total"], metrics["rules.failed"]) == (0.0, 1.0, 1.0)
     assert (metrics["bound.accuracy.low"], metrics["bound.accuracy.high"]) == (0.85, 0.91)
     assert metrics["delta.accuracy_at_0.95.low"] == -0.03 and metrics["mcnemar_p"] == 0.25
@@ -321,3 +363,100 @@ def test_server_has_the_new_metrics_params_and_tags(tmp_path: Path, monkeypatch:
         assert response.status == 200
     assert json.loads(Path(MlflowClient(server.url).download_artifacts(
         run.info.run_id, "result.json", str(tmp_path / "dl"))).read_text())["command"] == "check"
+
+
+# --- history by commit: the x-axis, labels that never overprint, a page that stays small -------------------
+
+
+def test_spread_moves_close_labels_apart_as_little_as_possible() -> None:
+    assert spread([0.3, 0.7], 0.1) == [0.3, 0.7]  # far apart: unmoved
+    assert spread([0.5, 0.5, 0.52], 0.1) == pytest.approx([0.5, 0.6, 0.7])
+    assert spread([0.52, 0.5], 0.1) == pytest.approx([0.6, 0.5])  # order of the input is kept
+    assert spread([0.9, 0.95], 0.1, top=0.92) == pytest.approx([0.82, 0.92])  # the highest stays inside
+    assert spread([], 0.1) == []
+
+
+def test_threshold_labels_of_close_policies_do_not_overlap() -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    lines = {"strict": 0.9, "release": 0.9, "lenient": 0.89, "loose": 0.5}
+    rows = [replace(row(f"r{n}", n, "m.pt", "strict", 0.85 + 0.01 * n, thresholds={"accuracy": ((">=", value),)}),
+                    policy=policy) for n, (policy, value) in enumerate(lines.items())]
+    rows += [replace(r, run_id=r.run_id + "b", start_time=r.start_time.replace(day=2)) for r in rows]
+    figure, _, labels = trend_figure(0, "accuracy", rows, lineages_of(rows))
+    FigureCanvasAgg(figure)
+    figure.draw_without_rendering()
+    texts = [t for t in figure.axes[0].texts if (t.get_gid() or "").startswith("t0-label")]
+    assert sorted(t.get_text() for t in texts) == sorted(labels) == sorted(
+        ["strict: >= 0.9", "release: >= 0.9", "lenient: >= 0.89", "loose: >= 0.5"])
+    boxes = [t.get_window_extent() for t in texts]
+    overlapping = [(a.get_text(), b.get_text()) for i, a in enumerate(texts) for j, b in enumerate(texts)
+                   if i < j and boxes[i].overlaps(boxes[j])]
+    assert overlapping == []
+    axes_box = figure.axes[0].get_window_extent()
+    assert all(axes_box.y0 <= box.y0 and box.y1 <= axes_box.y1 + 1 for box in boxes)  # inside the plot
+
+
+def test_the_x_axis_names_runs_by_commit_else_date_and_thins_its_labels() -> None:
+    rows = [row(f"r{n}", n % 24, "m.pt", "strict", 0.9, commit=f"{n:07x}" if n % 2 else "",
+                start_time=datetime(2026, 1, 1 + n // 24, n % 24, tzinfo=UTC)) for n in range(30)]
+    figure, _, _ = trend_figure(0, "accuracy", rows, lineages_of(rows))
+    axes = figure.axes[0]
+    ticks = [t.get_text() for t in axes.get_xticklabels()]
+    assert list(axes.get_xticks()) == [1, 4, 7, 10, 13, 16, 19, 22, 25, 28]  # at most MAX_TICKS labels
+    assert ticks[:3] == ["01-01 00:00", "0000003", "01-01 06:00"]
+    assert tick_label(rows[1]) == "0000001" and axes.get_xlabel().startswith("commit")
+
+
+def realistic_map(n: int, sample: int) -> bytes:
+    """A map panel as the engine stores it, from a shipped review-set image (64 px), its map moving per run."""
+    from PIL import Image
+
+    from gate.records import KeptSample
+
+    files = sorted((Path(__file__).resolve().parents[1] / "review_sets" / "shapes-v1" / "images").rglob("*.png"))
+    image = np.asarray(Image.open(files[sample % len(files)]).convert("RGB").resize((64, 64)))
+    yy, xx = np.mgrid[0:64, 0:64]
+    cam = np.exp(-((yy - 20 - n % 20) ** 2 + (xx - 30) ** 2) / 60.0).astype(np.float32)
+    mask = np.zeros((64, 64), dtype=bool)
+    mask[18:44, 20:46] = True
+    return map_png(KeptSample(sample_id=f"s{sample}", image=image, mask=mask, cam=cam, label=0, pred=0,
+                              confidence=0.9))
+
+
+def test_the_history_page_of_fifty_runs_stays_under_one_megabyte() -> None:
+    policies = ("strict", "lenient")
+    rows = []
+    for n in range(50):
+        policy = policies[n % 2]
+        scores = {name: 0.5 + 0.01 * ((n * 7 + k) % 40) for k, name in enumerate(KEY_SCORES)}
+        rows.append(row(f"run{n:02d}" + "0" * 24, n % 24, ("cutmix.pt", "cheater.pt")[n // 2 % 2], policy,
+                        scores["accuracy"], scores=scores, commit=f"{n * 2654435761 % 16**7:07x}", branch="main",
+                        start_time=datetime(2026, 1, 1 + n // 24, n % 24, tzinfo=UTC),
+                        thresholds={s: ((">=", THRESHOLDS[policy]),) for s in KEY_SCORES}))
+    rows = rows[::-1]  # newest first, as history() returns them
+    shown = [r.run_id for r in map_rows(rows)]
+    maps = {f"s{k}": {run: realistic_map(n, k) for n, run in enumerate(shown)} for k in range(8)}
+    html = render_history(rows, maps)
+    assert len(html.encode("utf-8")) <= 1_000_000, len(html.encode("utf-8"))
+    soup = BeautifulSoup(html, "html.parser")
+    assert len(soup.select("table.runs tbody tr")) == 50 and len(soup.select("figure.trend")) == len(KEY_SCORES)
+    assert len(soup.select("table.maps thead th[data-run-id]")) == MAP_RUNS == len(shown)
+    assert len(soup.select("table.maps img")) == 8 * MAP_RUNS
+    assert f"of the {MAP_RUNS} newest of 50 runs" in " ".join(soup.select_one("#maps p").get_text().split())
+    # The cells hold whole words: the runs table does not wrap (it scrolls), whatever the shared style says.
+    assert re.search(r"table\.runs th, table\.runs td \{[^}]*white-space: nowrap", soup.style.get_text())
+    assert soup.select_one("table.runs tbody tr td.commit").get_text() == rows[0].commit
+
+
+def test_a_damaged_map_artifact_shows_a_dash_and_the_page_still_renders() -> None:
+    assert jpeg_thumbnail(b"not a png") is None
+    good = jpeg_thumbnail(map_png(kept_sample("s0", 0, 0, seed=1)))
+    assert good is not None and good[:3] == b"\xff\xd8\xff"  # a JPEG
+    from PIL import Image
+
+    assert Image.open(io.BytesIO(good)).width == 160
+    rows = demo_rows()
+    soup = BeautifulSoup(render_history(rows, {"s0": {"a1": b"garbage"}}), "html.parser")
+    cells = soup.select("table.maps tbody tr[data-sample-id=s0] td")
+    assert [c.get_text(strip=True) for c in cells] == ["–"] * 8 and not soup.select("table.maps img")

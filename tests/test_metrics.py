@@ -12,8 +12,7 @@ import pytest
 import torch
 from torchmetrics import CalibrationError
 
-from gate.metrics import alignment, classification
-from gate.metrics.registry import all_specs, compute_scores, get_spec, is_better, known_names
+from gate.metrics.registry import all_specs, compute_scores, get_spec, is_better, known_names, value_of
 from gate.records import Records
 
 CLASSES = ("a", "b", "c")
@@ -112,7 +111,7 @@ def test_hand_case_names_every_classification_and_calibration_score(hand: Record
 def test_aurc_does_not_subtract_the_oracle(hand: Records) -> None:
     # The oracle ranks the 3 right answers first: risks 0, 0, 0, 1/4, 2/5.
     oracle = (0 + 0 + 0 + 1 / 4 + 2 / 5) / 5
-    value = classification.aurc(hand)
+    value = value_of("aurc", hand)
     assert value == pytest.approx(HAND_EXPECTED["aurc"], abs=1e-12)
     assert value - oracle == pytest.approx(0.58333333, abs=1e-6)
     assert not math.isclose(value, value - oracle)
@@ -124,10 +123,10 @@ def test_ece_and_mce_average_within_bins() -> None:
         [[0.70, 0.30], [0.72, 0.28], [0.95, 0.05], [0.96, 0.04]], [0, 1, 0, 1], classes=("x", "y")
     )
     gap_low, gap_high = abs(0.5 - 0.71), abs(0.5 - 0.955)
-    assert classification.ece(records) == pytest.approx(0.5 * gap_low + 0.5 * gap_high, abs=1e-6)
-    assert classification.mce(records) == pytest.approx(gap_high, abs=1e-6)
+    assert value_of("ece", records) == pytest.approx(0.5 * gap_low + 0.5 * gap_high, abs=1e-6)
+    assert value_of("mce", records) == pytest.approx(gap_high, abs=1e-6)
     # The per-sample mean gap (no binning) would be 0.5075: binning matters here.
-    assert classification.ece(records) == pytest.approx(0.3325, abs=1e-6)
+    assert value_of("ece", records) == pytest.approx(0.3325, abs=1e-6)
 
 
 def _probs_with_top(tops: np.ndarray, n_classes: int, rng: np.random.Generator) -> np.ndarray:
@@ -166,49 +165,50 @@ def test_ece_and_mce_equal_torchmetrics(seed: int, n_classes: int) -> None:
     args = (torch.from_numpy(probs), torch.from_numpy(labels))
     l1 = CalibrationError(task="multiclass", num_classes=n_classes, n_bins=15, norm="l1")(*args)
     top = CalibrationError(task="multiclass", num_classes=n_classes, n_bins=15, norm="max")(*args)
-    assert classification.ece(records) == pytest.approx(float(l1), abs=1e-6)
-    assert classification.mce(records) == pytest.approx(float(top), abs=1e-6)
+    assert value_of("ece", records) == pytest.approx(float(l1), abs=1e-6)
+    assert value_of("mce", records) == pytest.approx(float(top), abs=1e-6)
 
 
 def test_confidence_of_one_gets_its_own_bin() -> None:
     # 1.0 (wrong) and 0.94 (right) would share the top bin [14/15, 1] under a closed last edge: gap 0.03.
     records = make_records([[1.0, 0.0], [0.94, 0.06]], [1, 0], classes=("x", "y"))
-    assert classification.ece(records) == pytest.approx(0.5 * 1.0 + 0.5 * 0.06, abs=1e-6)
+    assert value_of("ece", records) == pytest.approx(0.5 * 1.0 + 0.5 * 0.06, abs=1e-6)
 
 
 def test_overconfidence_error_ignores_underconfidence() -> None:
     # Right at 0.6 and 0.62 (bin [0.6, 0.667): acc 1, conf 0.61): under-confident, ECE counts it, OE does not.
     under = make_records([[0.6, 0.4], [0.62, 0.38]], [0, 0], classes=("x", "y"))
-    assert classification.ece(under) == pytest.approx(0.39, abs=1e-6)
-    assert classification.overconfidence_error(under) == 0.0
+    assert value_of("ece", under) == pytest.approx(0.39, abs=1e-6)
+    assert value_of("overconfidence_error", under) == 0.0
     # Half right at 0.95/0.96: acc 0.5, conf 0.955; OE = 0.955 · 0.455.
     over = make_records([[0.95, 0.05], [0.96, 0.04]], [0, 1], classes=("x", "y"))
-    assert classification.overconfidence_error(over) == pytest.approx(0.955 * 0.455, abs=1e-6)
+    assert value_of("overconfidence_error", over) == pytest.approx(0.955 * 0.455, abs=1e-6)
 
 
 def test_confident_wrong_threshold_is_compared_in_float32() -> None:
     # Probabilities are float32: float32(0.9) is 0.899999976, below the float64 0.9, and would not count.
     records = make_records([[0.9, 0.1], [0.1, 0.9]], [1, 0], classes=("x", "y"))
-    assert classification.confident_wrong_rate(0.9)(records) == 1.0
+    assert value_of("confident_wrong_rate@0.9", records) == 1.0
 
 
 def test_selective_accuracy_keeps_at_least_one_sample() -> None:
     records = make_records([[0.9, 0.1]], [1], classes=("x", "y"))
-    assert classification.selective_accuracy(0.8)(records) == 0.0
+    assert value_of("selective_accuracy@0.8", records) == 0.0
 
 
 def test_mean_confidence_wrong_is_nan_without_errors() -> None:
     records = make_records([[0.9, 0.1], [0.3, 0.7]], [0, 1], classes=("x", "y"))
-    assert math.isnan(classification.mean_confidence_wrong(records))
-    assert classification.confident_wrong_rate(0.9)(records) == 0.0
+    assert math.isnan(value_of("mean_confidence_wrong", records))
+    assert value_of("confident_wrong_rate@0.9", records) == 0.0
 
 
 def test_class_accuracy_of_an_absent_class_is_nan_and_left_out_of_the_means() -> None:
     records = make_records([[0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.8, 0.1, 0.1]], [0, 1, 1], classes=CLASSES)
-    per_class = classification.class_accuracy(records)
-    assert per_class["a"] == 1.0 and per_class["b"] == 0.5 and math.isnan(per_class["c"])
-    assert classification.balanced_accuracy(records) == pytest.approx(0.75)
-    assert classification.worst_class_accuracy(records) == 0.5
+    per_class = compute_scores(records, only=("class_accuracy.a",))
+    assert per_class["class_accuracy.a"] == 1.0 and per_class["class_accuracy.b"] == 0.5
+    assert math.isnan(per_class["class_accuracy.c"])
+    assert value_of("balanced_accuracy", records) == pytest.approx(0.75)
+    assert value_of("worst_class_accuracy", records) == 0.5
 
 
 # --- alignment -----------------------------------------------------------------------------------
@@ -264,10 +264,10 @@ def test_hand_case_names_every_alignment_score(aligned: Records) -> None:
 
 def test_alignment_scores_are_nan_when_every_sample_is_excluded() -> None:
     records = make_records([[0.9, 0.1], [0.2, 0.8]], [0, 1], classes=("x", "y"))
-    assert math.isnan(alignment.lift(records))
-    assert math.isnan(alignment.off_object_rate(records))
-    assert alignment.coverage(records) == 0.0
-    assert alignment.excluded(records) == 2.0
+    assert math.isnan(value_of("alignment.lift", records))
+    assert math.isnan(value_of("alignment.off_object_rate", records))
+    assert value_of("alignment.coverage", records) == 0.0
+    assert value_of("alignment.excluded", records) == 2.0
 
 
 # --- registry -------------------------------------------------------------------------------------

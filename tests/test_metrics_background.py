@@ -7,7 +7,7 @@ import pytest
 
 from gate.errors import GateError
 from gate.metrics import background, sanity
-from gate.metrics.registry import all_specs
+from gate.metrics.registry import all_specs, value_of
 from gate.records import Records
 
 NAN = float("nan")
@@ -55,34 +55,35 @@ PROBES = {
 )
 def test_background_scores_hand_computed(name: str, expected: float) -> None:
     spec = {s.name: s for s in background.SCORES}[name]
-    assert spec.compute(make_records(PROBES)) == pytest.approx(expected)
+    assert spec.form(make_records(PROBES)).value() == pytest.approx(expected)
 
 
 def test_only_bg_chance_adjusted_scale() -> None:
     at_chance = make_records({"only_bg": [0, 0, 0, 1]})  # 1 of 4 right, near chance 1/3
-    assert background.only_bg_accuracy(at_chance) == pytest.approx(0.25)
-    assert background.only_bg_chance_adjusted(at_chance) == pytest.approx((0.25 - 1 / 3) / (2 / 3))
-    assert background.only_bg_chance_adjusted(make_records({"only_bg": [0, 1, 2, 0]})) == pytest.approx(1.0)
+    assert value_of("background.only_bg_accuracy", at_chance) == pytest.approx(0.25)
+    assert value_of("background.only_bg_chance_adjusted", at_chance) == pytest.approx((0.25 - 1 / 3) / (2 / 3))
+    assert value_of("background.only_bg_chance_adjusted", make_records({"only_bg": [0, 1, 2, 0]})) == pytest.approx(1.0)
 
 
 def test_flip_rate_zero_when_predictions_unchanged() -> None:
-    assert background.flip_rate(make_records({"mixed_rand": [0, 1, 1, 2]})) == 0.0
+    assert value_of("background.flip_rate", make_records({"mixed_rand": [0, 1, 1, 2]})) == 0.0
 
 
 def test_missing_variant_is_an_internal_error() -> None:
     with pytest.raises(GateError, match="mixed_rand") as info:
-        background.bg_gap(make_records({"mixed_same": [0, 1, 2, 0]}))
+        value_of("background.bg_gap", make_records({"mixed_same": [0, 1, 2, 0]}))
     assert info.value.exit_code == 3
 
 
 def test_randomization_similarity_nan_mean() -> None:
-    assert sanity.randomization_similarity(make_records(similarity=[0.2, NAN, 0.4, 0.9])) == pytest.approx(0.5)
-    assert math.isnan(sanity.randomization_similarity(make_records(similarity=[NAN] * 4)))
+    similar = make_records(similarity=[0.2, NAN, 0.4, 0.9])
+    assert value_of("sanity.randomization_similarity", similar) == pytest.approx(0.5)
+    assert math.isnan(value_of("sanity.randomization_similarity", make_records(similarity=[NAN] * 4)))
 
 
 def test_randomization_similarity_missing_is_an_internal_error() -> None:
     with pytest.raises(GateError, match="sanity_similarity") as info:
-        sanity.randomization_similarity(make_records())
+        value_of("sanity.randomization_similarity", make_records())
     assert info.value.exit_code == 3
 
 
@@ -117,8 +118,8 @@ def test_background_scores_use_only_the_samples_with_a_mask() -> None:
         values[2] = NO_VARIANT
     records = make_records(probes)
     records = type(records)(**{**vars(records), "has_mask": np.array([True, True, False, True])})
-    assert background.only_fg_accuracy(records) == pytest.approx(2 / 3)  # [0, 1, 2] vs [0, 1, 0]
-    assert background.only_bg_accuracy(records) == pytest.approx(2 / 3)  # [0, 0, 0]
-    assert background.mixed_same_accuracy(records) == pytest.approx(1.0)
-    assert background.mixed_rand_accuracy(records) == pytest.approx(2 / 3)  # [1, 1, 0]
-    assert background.flip_rate(records) == pytest.approx(2 / 3)  # [1, 1, 0] vs [0, 1, 2]
+    assert value_of("background.only_fg_accuracy", records) == pytest.approx(2 / 3)  # [0, 1, 2] vs [0, 1, 0]
+    assert value_of("background.only_bg_accuracy", records) == pytest.approx(2 / 3)  # [0, 0, 0]
+    assert value_of("background.mixed_same_accuracy", records) == pytest.approx(1.0)
+    assert value_of("background.mixed_rand_accuracy", records) == pytest.approx(2 / 3)  # [1, 1, 0]
+    assert value_of("background.flip_rate", records) == pytest.approx(2 / 3)  # [1, 1, 0] vs [0, 1, 2]

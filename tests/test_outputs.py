@@ -34,7 +34,8 @@ def test_write_outputs_writes_all_three_files(tmp_path: Path) -> None:
     document = json.loads(text, parse_constant=_refuse_constant)
     # Expected values written out, not taken from to_json() (the code under test).
     assert set(document) == {"format", "command", "verdict", "selected", "rank_by", "ranking", "created", "policy",
-                             "review_set", "candidates", "baseline", "timings", "environment"}
+                             "review_set", "candidates", "baseline", "timings", "environment", "source"}
+    assert document["source"] is None  # built without a commit
     assert document["command"] == "check" and document["created"] == "2025-01-01T00:00:00+00:00"
     assert document["environment"] == {"torch": "2.14.1", "device": "cpu"} and document["timings"] == {"total_s": 3.5}
     assert document["review_set"]["pinned"] is True
@@ -50,7 +51,7 @@ def test_write_outputs_writes_all_three_files(tmp_path: Path) -> None:
 
 def test_result_json_refuses_nan_that_escaped_to_json() -> None:
     result = check_result(kept=0)
-    bad = replace(result.candidates[0], comparison={"mcnemar_p": float("nan")})
+    bad = replace(result.candidates[0], timings={"engine_s": float("nan")})
     with pytest.raises(Exception, match="not JSON-safe") as info:
         result_json(replace(result, candidates=(bad,)))
     assert info.value.exit_code == 3  # type: ignore[attr-defined]  # an internal error, not the user's
@@ -206,13 +207,13 @@ def test_check_summary_with_a_baseline_shows_the_paired_comparison() -> None:
     result = check_result(baseline=True, kept=0)
     (cand,) = result.candidates
     assert cand.comparison is not None
-    moved = cand.comparison["migration"]
+    moved = cand.comparison.migration
     lines = format_summary(result, None).splitlines()
     delta = cand.scores["delta.accuracy"]
     assert lines[-2] == (f"  vs baseline prod.pt: accuracy {delta:+.4g} (95% bounds -0.05 .. +0.11), "
                          "McNemar p 0.0312")
-    assert lines[-1] == (f"  samples: {moved['corrected']} corrected, {moved['regressed']} regressed, "
-                         f"{moved['still_wrong']} still wrong (confidence dropped on 50%)")
+    assert lines[-1] == (f"  samples: {moved.corrected} corrected, {moved.regressed} regressed, "
+                         f"{moved.still_wrong} still wrong (confidence dropped on 50%)")
 
 
 def test_select_summary_with_a_baseline_shows_each_accuracy_delta() -> None:

@@ -22,7 +22,7 @@ from gate.outputs.report import build_context, render_report
 from gate.outputs.report import plots as P
 from gate.outputs.report.context import fmt, migration_rows, score_group
 from gate.records import Records
-from gate.result import GateResult
+from gate.result import Comparison, GateResult, Migration
 
 DATA_URI = "data:image/"  # any inline picture
 PNG_URI = "data:image/png;base64,"
@@ -304,15 +304,15 @@ def test_baseline_section_shows_migration_mcnemar_and_class_deltas(
     assert comparison is not None
     block = section(soup, "baseline")
     cells = [td.get_text() for td in block.select("table.migration td.num")]
-    moved = comparison["migration"]
-    assert cells[:4] == [str(moved[k]) for k in ("corrected", "regressed", "still_wrong", "still_right")]
-    assert moved["still_wrong"] > 0 and moved["still_wrong_confidence_dropped"] == 0.5
-    assert cells[4] == f"{round(moved['still_wrong'] / 2)} of {moved['still_wrong']} (50%)"
+    moved = comparison.migration
+    assert cells[:4] == [str(getattr(moved, k)) for k in ("corrected", "regressed", "still_wrong", "still_right")]
+    assert moved.still_wrong > 0 and moved.still_wrong_confidence_dropped == 0.5
+    assert cells[4] == f"{round(moved.still_wrong / 2)} of {moved.still_wrong} (50%)"
     assert one(block, "strong.mcnemar").get_text() == "0.0312"
     rows = block.select("table.class-deltas tr[data-class]")
     assert [attr(r, "data-class") for r in rows] == list(CLASSES)
     for row in rows:
-        delta = comparison["class_deltas"][attr(row, "data-class")]
+        delta = comparison.class_deltas[attr(row, "data-class")]
         cell = one(row, "td.num")
         assert cell.get_text() == f"{delta:+.4g}"
         assert ("good" in classes_of(cell)) == (delta > 0) and ("bad" in classes_of(cell)) == (delta < 0)
@@ -322,24 +322,22 @@ def test_baseline_section_shows_migration_mcnemar_and_class_deltas(
 
 @pytest.mark.parametrize(
     ("migration", "text"),
-    [({"still_wrong": 50, "still_wrong_confidence_dropped": 0.98}, "49 of 50 (98%)"),
-     ({"still_wrong": 0, "still_wrong_confidence_dropped": None}, "n/a (none still wrong)"),
-     ({"still_wrong": 3, "still_wrong_confidence_dropped": 1 / 3}, "1 of 3 (33%)")],
+    [((50, 0.98), "49 of 50 (98%)"), ((0, float("nan")), "n/a (none still wrong)"), ((3, 1 / 3), "1 of 3 (33%)")],
 )
-def test_still_wrong_confidence_dropped_is_a_share_not_a_count(migration: dict[str, object], text: str) -> None:
-    rows = dict(migration_rows({"corrected": 1, "regressed": 2, "still_right": 7, **migration}))
+def test_still_wrong_confidence_dropped_is_a_share_not_a_count(migration: tuple[int, float], text: str) -> None:
+    rows = dict(migration_rows(Migration(1, 2, migration[0], 7, migration[1])))
     assert rows["still wrong, confidence dropped"] == text
-    assert rows["still wrong"] == str(migration["still_wrong"])
+    assert rows["still wrong"] == str(migration[0])
     assert rows["corrected (baseline wrong, candidate right)"] == "1"
 
 
 def test_report_renders_a_comparison_with_nothing_still_wrong() -> None:
-    # result.json writes the share as null when no sample is wrong for both models (it is NaN in memory).
+    # NaN: no sample is wrong for both models (result.json writes it as null).
     result = check_result(baseline=True)
     cand = result.candidates[0]
     assert cand.comparison is not None
-    moved = {**cand.comparison["migration"], "still_wrong": 0, "still_wrong_confidence_dropped": None}
-    changed = replace(result, candidates=(replace(cand, comparison={**cand.comparison, "migration": moved}),))
+    moved = replace(cand.comparison.migration, still_wrong=0, still_wrong_confidence_dropped=float("nan"))
+    changed = replace(result, candidates=(replace(cand, comparison=replace(cand.comparison, migration=moved)),))
     block = section(soup_of(render_report(changed)), "baseline")
     assert block.select("table.migration td.num")[-1].get_text() == "n/a (none still wrong)"
 
@@ -676,14 +674,19 @@ def test_class_plot_draws_present_classes_only() -> None:
 
 
 def test_class_deltas_are_bounded_to_the_worst_present() -> None:
-    from gate.outputs.report.context import comparison_view
+    from gate.outputs.report.context import ComparisonView, comparison_view
+
+    def view_of(class_deltas: dict[str, float]) -> ComparisonView:
+        return comparison_view(Comparison(deltas={}, candidate_scores={}, baseline_scores={},
+                                          migration=Migration(0, 0, 0, 0, float("nan")), class_deltas=class_deltas,
+                                          mcnemar_p=1.0))
 
     deltas = {f"c{i}": (i - 50) / 100 for i in range(100)}
-    deltas.update({"absent": float("nan"), "absent2": None})  # type: ignore[dict-item]
-    view = comparison_view({"class_deltas": deltas, "migration": {}})
+    deltas.update({"absent": float("nan"), "absent2": float("inf")})
+    view = view_of(deltas)
     assert [d.name for d in view.class_deltas] == [f"c{i}" for i in range(20)]
     assert view.class_deltas_total == 100
-    small = comparison_view({"class_deltas": {"b": 0.1, "a": -0.2, "gone": float("nan")}, "migration": {}})
+    small = view_of({"b": 0.1, "a": -0.2, "gone": float("nan")})
     assert [d.name for d in small.class_deltas] == ["b", "a"] and small.class_deltas_total == 2
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from pathlib import Path
@@ -46,3 +47,23 @@ def test_every_key_of_a_real_result_is_documented(tmp_path: Path, small_set: Rev
     missing = {where: sorted(names - documented()) for where, names in keys.items() if names - documented()}
     assert not missing, f"document these in docs/result.md: {missing}"
     assert "delta.accuracy@0.95" in comparison["intervals"] and "delta.accuracy@0.95" in documented()
+
+
+def test_the_comparison_is_serialised_as_before_with_nan_as_null() -> None:
+    from gate.result import Comparison, DeltaInterval, Migration
+
+    comparison = Comparison(
+        deltas={"delta.accuracy": -0.01, "delta.ece": math.nan}, candidate_scores={"accuracy": 0.89},
+        baseline_scores={"accuracy": 0.9}, migration=Migration(2, 8, 50, 540, math.nan),
+        class_deltas={"a": 0.5, "b": math.nan}, mcnemar_p=0.109375,
+        intervals=(DeltaInterval("ece", 0.9, math.nan, 0.02), DeltaInterval("accuracy", 0.95, -0.03, 0.005)))
+    # The text result.json held before the comparison became a dataclass (keys in this order).
+    assert json.dumps(comparison.to_json()) == (
+        '{"deltas": {"delta.accuracy": -0.01, "delta.ece": null}, "candidate_scores": {"accuracy": 0.89}, '
+        '"baseline_scores": {"accuracy": 0.9}, "migration": {"corrected": 2, "regressed": 8, "still_wrong": 50, '
+        '"still_right": 540, "still_wrong_confidence_dropped": null}, "class_deltas": {"a": 0.5, "b": null}, '
+        '"mcnemar_p": 0.109375, "intervals": {"delta.ece@0.9": {"low": null, "high": 0.02, "confidence": 0.9}, '
+        '"delta.accuracy@0.95": {"low": -0.03, "high": 0.005, "confidence": 0.95}}}')
+    found = comparison.interval("accuracy", 0.95)
+    assert found is not None and (found.low, found.high) == (-0.03, 0.005)
+    assert comparison.interval("accuracy", 0.9) is None

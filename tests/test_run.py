@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
@@ -130,8 +131,8 @@ def test_identical_baseline_gives_zero_deltas_and_passes_non_inferiority(
     (cand,) = result.candidates
     assert cand.passed
     assert cand.comparison is not None
-    deltas = cand.comparison["deltas"]
-    assert deltas and all(value == 0.0 for value in deltas.values() if value is not None)
+    deltas = cand.comparison.deltas
+    assert deltas and all(value == 0.0 for value in deltas.values() if not math.isnan(value))
     assert cand.scores["delta.accuracy"] == 0.0
     assert all(rule.interval == (0.0, 0.0) for rule in cand.rules)
     assert result.baseline is not None and result.baseline.candidate.name == "prod.pt"
@@ -147,14 +148,14 @@ def test_comparison_reports_the_accuracy_interval_the_rule_used(
     result = run_gate(request(policy, trained, baseline=untrained_checkpoint, command="check"))
     (cand,) = result.candidates
     assert cand.comparison is not None
-    intervals = cand.comparison["intervals"]
+    intervals = {interval.key: (interval.low, interval.high) for interval in cand.comparison.intervals}
     assert set(intervals) == {"delta.accuracy@0.95", "delta.ece@0.9"}
     accuracy_rule, ece_rule = cand.rules
-    assert accuracy_rule.interval == (intervals["delta.accuracy@0.95"]["low"], intervals["delta.accuracy@0.95"]["high"])
-    assert ece_rule.interval == (intervals["delta.ece@0.9"]["low"], intervals["delta.ece@0.9"]["high"])
+    assert accuracy_rule.interval == intervals["delta.accuracy@0.95"]
+    assert ece_rule.interval == intervals["delta.ece@0.9"]
     assert cand.scores["delta.accuracy"] == cand.scores["accuracy"] - 0.25 > 0  # untrained: one class of four
-    moved = cand.comparison["migration"]
-    assert moved["corrected"] - moved["regressed"] == round(cand.scores["delta.accuracy"] * small_set.size)
+    moved = cand.comparison.migration
+    assert moved.corrected - moved.regressed == round(cand.scores["delta.accuracy"] * small_set.size)
 
 
 def test_bare_state_dict_takes_arch_classes_and_input_size_from_the_options(

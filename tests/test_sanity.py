@@ -16,7 +16,7 @@ from gate.inputs import archs, shapes
 from gate.inputs import candidate as candidate_io
 from gate.inputs.review_set import ReviewSet
 from gate.metrics import sanity
-from gate.metrics.registry import compute_scores
+from gate.metrics.registry import compute_scores, value_of
 from gate.records import Records
 from tests.conftest import SHIPPED_SET
 
@@ -35,15 +35,16 @@ def _records(table: list[list[float]]) -> Records:
 def test_score_pools_samples_and_copies_and_spread_is_the_std_of_copy_means() -> None:
     # Copy means: (0.1 + 0.3) / 2 = 0.2 and (0.5 + 0.7 + 0.9) / 3 = 0.7; pooled: 2.5 / 5 = 0.5.
     records = _records([[0.1, 0.5], [0.3, 0.7], [NAN, 0.9]])
-    assert sanity.randomization_similarity(records) == pytest.approx(0.5)
+    assert value_of("sanity.randomization_similarity", records) == pytest.approx(0.5)
     assert sanity.per_copy_similarity(records) == pytest.approx([0.2, 0.7])
-    assert sanity.randomization_spread(records) == pytest.approx(math.sqrt(0.125))  # sample std of 0.2, 0.7
+    spread = value_of("sanity.randomization_similarity.spread", records)
+    assert spread == pytest.approx(math.sqrt(0.125))  # sample std of 0.2, 0.7
 
 
 def test_one_copy_column_has_no_spread() -> None:
     records = _records([[0.2], [0.4]])
-    assert sanity.randomization_similarity(records) == pytest.approx(0.3)
-    assert math.isnan(sanity.randomization_spread(records))
+    assert value_of("sanity.randomization_similarity", records) == pytest.approx(0.3)
+    assert math.isnan(value_of("sanity.randomization_similarity.spread", records))
 
 
 def _perturbed_tiny(seed: int) -> nn.Module:

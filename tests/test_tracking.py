@@ -242,7 +242,7 @@ def test_mlflow_server_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
     client = MlflowClient(server.url)
     run = client.get_run(first.run_ids[0])
-    assert run.info.status == "FINISHED" and run.info.run_name == "v1.pt"
+    assert run.info.status == "FINISHED" and run.info.run_name == "passed · v1.pt"
     assert run.data.params["candidate.sha256"] == sha256_of(v1) and run.data.params["candidate"] == str(v1)
     assert run.data.params["review_set.digest"] == "sha256:" + "ef" * 32
     assert run.data.metrics["confident_wrong_rate_at_0.99"] == 0.25 and "nll" not in run.data.metrics

@@ -9,7 +9,14 @@ import pytest
 from tracking_fixtures import MODEL, candidate, gate_result, rule
 
 from gate.inputs.review_set import ReviewSet
+from gate.result import Comparison, DeltaInterval, Migration
 from gate.tracking.plan import TrackingConfig, metric_key, metrics_of, plan_entry
+
+
+def comparison_of(mcnemar_p: float, *intervals: DeltaInterval) -> Comparison:
+    """A comparison with only what tracking logs from it: McNemar's p and the intervals."""
+    return Comparison(deltas={}, candidate_scores={}, baseline_scores={}, migration=Migration(0, 0, 0, 0, float("nan")),
+                      class_deltas={}, mcnemar_p=mcnemar_p, intervals=intervals)
 
 # --- planning --------------------------------------------------------------------------------
 
@@ -40,7 +47,7 @@ def test_plan_of_a_check_has_params_metrics_tags_and_registers_only_a_pass() -> 
     assert passed.start_ms == 1_767_261_600_000  # 2026-01-01T10:00:00Z
     assert passed.end_ms == 1_800_000_000_000
     (run,) = passed.runs
-    assert run.parent is None and run.name == "v1.pt"
+    assert run.parent is None and run.name == "passed · v1.pt"
     assert run.params["candidate"] == "cands/v1.pt"
     assert run.params["candidate.sha256"] == "ab" * 32
     assert run.params["arch"] == "tiny_cnn" and "target_layout" not in run.params  # empty: not logged
@@ -52,10 +59,18 @@ def test_plan_of_a_check_has_params_metrics_tags_and_registers_only_a_pass() -> 
     assert run.tags["xgate.verdict"] == "passed" and run.tags["xgate.failed_rules"] == ""
     assert run.tags["xgate.candidate"] == "v1.pt" and run.tags["xgate.review_set"] == "shapes-v1"
     assert run.tags["xgate.policy"] == "strict" and run.tags["mlflow.source.git.commit"] == "1" * 40
+    assert (run.tags["xgate.commit"], run.tags["mlflow.source.git.branch"]) == ("1111111", "main")
+    assert (run.tags["mlflow.source.name"], run.tags["mlflow.source.type"]) == ("xgate check @ 1111111", "LOCAL")
+    assert (run.params["git.commit"], run.params["git.branch"]) == ("1111111", "main")
+    assert run.tags["mlflow.note.content"] == (
+        "**passed**: all 2 rules passed · policy strict · review set shapes-v1 · commit 1111111 on main")
     assert run.aliases == ("champion",)
 
     (failed,) = plan_entry(gate_result(candidate("cands/v2.pt", False)), config).runs
-    assert failed.tags["xgate.verdict"] == "failed"
+    assert failed.tags["xgate.verdict"] == "failed" and failed.name == "failed · v2.pt"
+    assert failed.tags["mlflow.note.content"] == (
+        "**failed**: 2 of 3 rules failed · policy strict · review set shapes-v1 · commit 1111111 on main\n\n"
+        "- accuracy >= 0.9\n- ece \\<= 0.05")  # "<" escaped: it could open HTML
     assert failed.tags["xgate.failed_rules"] == "accuracy >= 0.9,ece <= 0.05"
     assert failed.tags["xgate.failed.1"] == "accuracy >= 0.9" and failed.tags["xgate.failed.2"] == "ece <= 0.05"
     assert "xgate.failed.3" not in failed.tags and not any(k.startswith("xgate.failed.") for k in run.tags)
@@ -72,13 +87,17 @@ def test_plan_of_a_select_nests_candidates_under_a_parent() -> None:
     plan = plan_entry(result, config)
     assert plan.experiment == "team/gates"
     assert [(r.key, r.name, r.parent) for r in plan.runs] == [
-        ("parent", "select (3 candidates)", None), ("c0", "a.pt", "parent"), ("c1", "b.pt", "parent"),
-        ("c2", "c.pt", "parent")]
+        ("parent", "passed · select: c.pt of 3", None), ("c0", "passed · a.pt", "parent"),
+        ("c1", "failed · b.pt", "parent"), ("c2", "passed · c.pt", "parent")]
     parent = plan.runs[0]
     assert parent.tags["xgate.kind"] == "select" and parent.tags["xgate.selected"] == "c.pt"
     assert parent.tags["xgate.failed_candidates"] == "b.pt"
     assert parent.metrics == {"passed": 1.0, "candidates.total": 3.0, "candidates.passed": 2.0}
-    assert {r.name: r.aliases for r in plan.runs[1:]} == {"a.pt": ("challenger",), "b.pt": (), "c.pt": ("champion",)}
+    assert parent.tags["mlflow.note.content"] == (
+        "**passed**: c.pt selected of 3 · policy strict · review set shapes-v1 · commit 1111111 on main\n\n"
+        "- c.pt: passed\n- a.pt: passed\n- b.pt: failed (accuracy >= 0.9, ece \\<= 0.05)")
+    assert {r.tags["xgate.candidate"]: r.aliases for r in plan.runs[1:]} == {
+        "a.pt": ("challenger",), "b.pt": (), "c.pt": ("champion",)}
     assert [r.tags["xgate.selected"] for r in plan.runs[1:]] == ["false", "false", "true"]
     assert [r.tags["xgate.rank"] for r in plan.runs[1:]] == ["2", "3", "1"]
 
@@ -87,11 +106,10 @@ def test_plan_logs_the_bounds_a_decision_rests_on_and_how_the_gate_ran() -> None
     bounded = replace(rule("accuracy >= 0.9", "accuracy", 0.93, True), interval=(0.91, 0.95))
     vs_baseline = replace(rule("accuracy vs baseline", "accuracy", -0.004, True), op="non_inferior",
                           interval=(-0.009, 0.001))
-    comparison = {"mcnemar_p": 0.0312, "intervals": {
-        "delta.accuracy@0.95": {"low": -0.009, "high": 0.001, "confidence": 0.95},
-        "delta.ece@0.9": {"low": None, "high": 0.02, "confidence": 0.9}}}
+    comparison = comparison_of(0.0312, DeltaInterval("accuracy", 0.95, -0.009, 0.001),
+                               DeltaInterval("ece", 0.9, float("nan"), 0.02))
     cand = replace(candidate("v1.pt", True), rules=(bounded, vs_baseline), comparison=comparison)
-    result = replace(gate_result(cand), environment={"git_commit": "1" * 40, "device": "cuda:0", "batch_size": "64",
+    result = replace(gate_result(cand), environment={"device": "cuda:0", "batch_size": "64",
                                                      "seed": "7", "device_name": ""})
     (run,) = plan_entry(result, TrackingConfig()).runs
     assert run.metrics["bound.accuracy.low"] == 0.91 and run.metrics["bound.accuracy.high"] == 0.95
@@ -112,11 +130,11 @@ def test_docs_mlflow_md_names_every_param_metric_and_tag_a_plan_logs() -> None:
     doc = (Path(__file__).resolve().parents[1] / "docs" / "mlflow.md").read_text(encoding="utf-8")
     documented = set(re.findall(r"`([^`]+)`", doc))
     bounded = replace(rule("accuracy >= 0.9", "accuracy", 0.93, True), interval=(0.91, 0.95))
-    comparison = {"mcnemar_p": 0.03, "intervals": {"delta.accuracy@0.95": {"low": -0.01, "high": 0.0}}}
+    comparison = comparison_of(0.03, DeltaInterval("accuracy", 0.95, -0.01, 0.0))
     failing = replace(candidate("b.pt", False), comparison=comparison)
     passing = replace(candidate("a.pt", True), rules=(bounded,))
     result = replace(gate_result(passing, failing, command="select", selected="a.pt"),
-                     environment={"git_commit": "1" * 40, "device": "cpu", "device_name": "x86", "batch_size": "8",
+                     environment={"device": "cpu", "device_name": "x86", "batch_size": "8",
                                   "seed": "0", "torch": "2", "torchvision": "0", "xgate": "0.1"})
     plan = plan_entry(result, TrackingConfig(register=MODEL))
     patterns = [(r"^threshold\..+\.(min|max)$", "threshold.<key>.min"), (r"^bound\..+\.(low|high)$", "bound.<key>.low"),
@@ -160,3 +178,20 @@ def test_fixed_maps_tag_names_the_engines_fixed_samples(small_set: ReviewSet, un
     result = replace(candidate("v1.pt", True), records=run.records)
     (planned,) = plan_entry(gate_result(result), TrackingConfig()).runs
     assert planned.tags[FIXED_MAPS_TAG].split(",") == named
+
+
+def test_run_names_and_notes_escape_markdown_and_cap_the_reasons() -> None:
+    many = tuple(replace(rule(f"rule {n}", "accuracy", 0.1, False), message=f"**bold** <b>{n}</b> [x](y)")
+                 for n in range(25))
+    cand = replace(candidate("we*ird_[name].pt", False), rules=many)
+    result = replace(gate_result(cand), source=None)
+    (run,) = plan_entry(result, TrackingConfig()).runs
+    note = run.tags["mlflow.note.content"].splitlines()
+    assert note[0] == "**failed**: 25 of 25 rules failed · policy strict · review set shapes-v1"
+    assert note[2] == r"- rule 0: \*\*bold\*\* \<b>0\</b> \[x\](y)"
+    assert len(note) == 2 + 20 + 1 and note[-1] == "- … and 5 more"
+    assert run.name == "failed · we*ird_[name].pt"  # a name is plain text in the runs table
+    assert not any(k.startswith(("mlflow.source", "xgate.commit")) for k in run.tags)
+    assert "git.commit" not in run.params
+    select = replace(gate_result(cand, command="select"), source=None)
+    assert plan_entry(select, TrackingConfig()).runs[0].name == "failed · select: none of 1 passed"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from gate.records import KeptSample, Records
-from gate.result import CandidateInfo, CandidateResult, GateResult, PolicyInfo, ReviewSetInfo, RuleResult
+from gate.result import CandidateInfo, CandidateResult, GateResult, PolicyInfo, ReviewSetInfo, RuleResult, SourceInfo
 
 CLASSES = ("circle", "square", "star", "triangle")
 MODEL = "shapes-classifier"
@@ -63,7 +63,8 @@ def gate_result(*cands: CandidateResult, command: str = "check", selected: str |
         command=command, policy=PolicyInfo(name="strict", path="policies/strict.yaml", sha256="cd" * 32),
         review_set=ReviewSetInfo(name="shapes-v1", version="1", path="review_sets/shapes-v1",
                                  digest="sha256:" + "ef" * 32, size=4, classes=CLASSES),
-        candidates=cands, selected=selected, environment={"git_commit": "1" * 40}, created=created,
+        candidates=cands, selected=selected, created=created,
+        source=SourceInfo(commit="1" * 40, branch="main", origin="GITHUB_SHA"),
     )
 
 

@@ -161,20 +161,27 @@ def _default_uri() -> str:
 Examples:
   xgate history
   xgate history --experiment xgate/shapes-v1/strict --limit 50 --html history.html
+  xgate history --commit 1a2b3c4
 """)
 @click.option("--experiment", help="Experiment name (default: every xgate experiment).")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1))
 @click.option("--html", "html_path", type=click.Path(path_type=Path), help="Also write an HTML history page.")
 @click.option("--tracking-uri", help="MLflow tracking URI.")
-def history(experiment: str | None, limit: int, html_path: Path | None, tracking_uri: str | None) -> None:
+@click.option("--commit", help="Only the gates of this commit (a SHA or its first 4+ hex digits, e.g. 1a2b3c4).")
+def history(experiment: str | None, limit: int, html_path: Path | None, tracking_uri: str | None,
+            commit: str | None) -> None:
     """List past gate runs from MLflow, newest first."""
     from gate.tracking import history_table, write_history_html
     from gate.tracking.plan import TrackingConfig
+    from gate.tracking.rows import commit_prefix
 
+    if commit is not None:
+        commit_prefix(commit)  # a bad value is refused before MLflow is asked
     config = TrackingConfig(uri=tracking_uri, require=True)
-    click.echo(history_table(config, experiment=experiment, limit=limit))
+    click.echo(history_table(config, experiment=experiment, limit=limit, commit=commit))
     if html_path is not None:
-        click.echo(f"wrote {write_history_html(config, html_path, experiment=experiment, limit=limit)}")
+        page = write_history_html(config, html_path, experiment=experiment, limit=limit, commit=commit)
+        click.echo(f"wrote {page}")
 
 
 @cli.command()

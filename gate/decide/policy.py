@@ -26,7 +26,7 @@ from gate.records import Records
 from gate.result import RuleResult
 
 if TYPE_CHECKING:
-    from gate.decide.compare import Comparison
+    from gate.decide.compare import Pairing
     from gate.decide.intervals import Bounds
 
 PROBES = ("background", "sanity")
@@ -265,7 +265,7 @@ class Evidence:
     seed: int = 0
 
     @cached_property
-    def comparison(self) -> Comparison | None:
+    def comparison(self) -> Pairing | None:
         """The paired comparison with the baseline (None without one), built once for every rule and output."""
         from gate.decide import compare
 
@@ -324,7 +324,7 @@ def _evaluate_rule(rule: Rule, evidence: Evidence) -> RuleResult:
     tested = value
     decidable, note = None, ""
     if rule.confidence is not None:
-        bounds = confidence_interval(rule.score, spec, evidence, rule.confidence)
+        bounds = confidence_interval(rule.score, evidence, rule.confidence)
         interval = (bounds.interval.low, bounds.interval.high)
         tested = interval[0] if op == ">=" else interval[1]
         decidable, note = _decidability(op, threshold, bounds)
@@ -369,13 +369,12 @@ def _decidability(op: str, threshold: float, bounds: Bounds) -> tuple[bool, str]
     return intervals.decidability(op, threshold, bounds)
 
 
-def confidence_interval(score: str, spec: ScoreSpec, evidence: Evidence, confidence: float) -> Bounds:
+def confidence_interval(score: str, evidence: Evidence, confidence: float) -> Bounds:
     """Bounds whose lower (upper) end is the one-sided bound at ``confidence``: Wilson for shares of samples,
-    else a seeded vectorised bootstrap over samples (:mod:`gate.decide.intervals`)."""
+    else a seeded vectorised bootstrap over samples of the score's form (:mod:`gate.decide.intervals`)."""
     from gate.decide import intervals  # lazily: scipy is not paid by `xgate --help`
 
-    return intervals.score_interval(evidence.records, score, evidence.score_fn, confidence=confidence,
-                                    seed=evidence.seed, proportion=spec.proportion)
+    return intervals.score_interval(evidence.records, score, confidence=confidence, seed=evidence.seed)
 
 
 def rank_key(scores: Mapping[str, float], rank_by: Collection[str], name: str) -> tuple[Any, ...]:

@@ -13,8 +13,8 @@ from typing import Any
 from torch import nn
 
 from gate.errors import CandidateError
+from gate.inputs.model_sources import HF_PREFIX, TIMM_PREFIX
 from gate.inputs.safe_import import import_factory
-from gate.inputs.sources import HF_PREFIX, TIMM_PREFIX
 
 
 def tiny_cnn(num_classes: int, width: int = 16) -> nn.Module:

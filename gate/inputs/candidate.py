@@ -21,7 +21,7 @@ from torch import nn
 
 from gate.engine.layers import find_layer
 from gate.errors import CandidateError
-from gate.inputs import safetensors_io, sources
+from gate.inputs import model_sources, safetensors_io
 from gate.inputs.archs import build_model, default_target_layer
 from gate.inputs.preprocess import INTERPOLATIONS, PIPELINES, Geometry
 
@@ -82,7 +82,7 @@ class Candidate:
     logit_order: tuple[int, ...] | None = None
     label: str | None = None  # display name when file names collide (see gate.run.distinct_names)
     model_classes: tuple[str, ...] = ()  # the model's output names once aligned (empty: same as ``classes``)
-    source: str = "torchvision"  # torchvision, timm, transformers, xgate or import path (gate.inputs.sources)
+    source: str = "torchvision"  # torchvision, timm, transformers, xgate or import path (gate.inputs.model_sources)
     input_origin: str = "checkpoint"  # where ``input`` came from, for inspect
 
     @property
@@ -194,7 +194,7 @@ def load(
     if path.is_dir():  # a Hugging Face save_pretrained folder
         return _load_folder(path, classes=classes, target_layer=target_layer, overrides=dict(
             input_size=input_size, resize=resize, interpolation=interpolation, mean=mean, std=std))
-    hub = sources.hub_id_error(path)
+    hub = model_sources.hub_id_error(path)
     if hub is not None:
         raise hub
     try:
@@ -241,7 +241,7 @@ def load(
         raise CandidateError(exc.message, path=path, field="target_layer") from None
     model.eval()
     return Candidate(path=str(path), sha256=sha, arch=spec_arch, model=model, classes=names,
-                     input=spec, target_layer=layer, meta=dict(meta), source=sources.source_of(spec_arch),
+                     input=spec, target_layer=layer, meta=dict(meta), source=model_sources.source_of(spec_arch),
                      input_origin=_origin(file_input, file_classes, given))
 
 
@@ -255,7 +255,7 @@ def _origin(file_input: InputSpec | None, file_classes: Sequence[str] | None, gi
 
 def _library_input(path: Path, arch: str, model: nn.Module) -> InputSpec | None:
     """A bare state_dict has no ``input`` field: a timm arch brings its own data config, others none."""
-    if not arch.startswith(sources.TIMM_PREFIX):
+    if not arch.startswith(model_sources.TIMM_PREFIX):
         return None
     from gate.inputs import timm_models
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from gate.errors import CandidateError
-from gate.inputs.sources import HF_PREFIX, offline, require
+from gate.inputs.model_sources import HF_PREFIX, offline, require
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"

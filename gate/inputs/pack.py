@@ -30,7 +30,7 @@ from gate.inputs import safetensors_io
 from gate.inputs.archs import default_target_layer
 from gate.inputs.candidate import FORMAT, IMAGENET_MEAN, IMAGENET_STD, Candidate, unwrapped_state
 from gate.inputs.candidate import load as load_candidate
-from gate.inputs.sources import TIMM_PREFIX
+from gate.inputs.model_sources import TIMM_PREFIX
 
 # torchvision's ImageClassification eval transform for its ImageNet weights (e.g. ResNet50_Weights.IMAGENET1K_V1).
 PRESETS: Mapping[str, Mapping[str, Any]] = {

@@ -15,7 +15,7 @@ from typing import Any
 from torch import nn
 
 from gate.errors import CandidateError
-from gate.inputs.sources import TIMM_PREFIX, offline, require
+from gate.inputs.model_sources import TIMM_PREFIX, offline, require
 
 # create_model arguments that would read a file or reach the hub: the weights come from the candidate only.
 _REFUSED_KWARGS = ("pretrained", "pretrained_cfg", "checkpoint_path", "cache_dir")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from gate.errors import GateError
-from gate.metrics.registry import ScoreSpec
+from gate.metrics.spec import NON_NEGATIVE, SIGNED_UNIT, ScoreSpec, SumForm, ratio
 from gate.records import Records
 
 
@@ -25,36 +25,65 @@ def similarity_table(records: Records) -> np.ndarray:
     return values[:, None] if values.ndim == 1 else values
 
 
-def randomization_similarity(records: Records) -> float:
+def _pooled_features(values: np.ndarray) -> np.ndarray:
+    valid = ~np.isnan(values)
+    return np.stack([np.where(valid, values, 0.0).sum(axis=1), valid.sum(axis=1).astype(np.float64)], axis=1)
+
+
+def similarity_form(records: Records) -> SumForm:
     """Mean Spearman correlation over samples and randomised copies; NaN entries (constant maps) skipped."""
     values = similarity_table(records)
     finite = values[~np.isnan(values)]
-    return float(finite.mean()) if finite.size else float("nan")
+    # The sum over the finite values in row order, as their plain mean takes it.
+    total = np.array([finite.sum(), float(finite.size)])
+    return SumForm(total, ratio, lambda: _pooled_features(values))
+
+
+def _copy_features(values: np.ndarray) -> np.ndarray:
+    valid = ~np.isnan(values)
+    return np.concatenate([np.where(valid, values, 0.0), valid.astype(np.float64)], axis=1)
+
+
+def copy_means(sums: np.ndarray) -> np.ndarray:
+    """[r, copies]: each copy's mean similarity from per-copy sums [r, 2 copies] (NaN for a copy with none)."""
+    copies = sums.shape[1] // 2
+    total, counts = sums[:, :copies], sums[:, copies:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray(np.where(counts > 0, total / np.maximum(counts, 1), np.nan))
+
+
+def _spread(sums: np.ndarray) -> np.ndarray:
+    means = copy_means(sums)
+    valid = ~np.isnan(means)
+    present = valid.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centre = np.where(valid, means, 0.0).sum(axis=1) / present
+        deviation = np.where(valid, means - centre[:, None], 0.0)
+        variance = (deviation * deviation).sum(axis=1) / (present - 1)
+    return np.where(present > 1, np.sqrt(variance), np.nan)
+
+
+def spread_form(records: Records) -> SumForm:
+    """Standard deviation (ddof=1) of the copies' mean similarities; NaN with fewer than two copies."""
+    values = similarity_table(records)
+    total = np.concatenate([np.nansum(values, axis=0), (~np.isnan(values)).sum(axis=0).astype(np.float64)])
+    return SumForm(total, _spread, lambda: _copy_features(values))
 
 
 def per_copy_similarity(records: Records) -> np.ndarray:
     """float64 [copies]: each copy's mean similarity over samples (NaN for a copy with no finite value)."""
-    values = similarity_table(records)
-    counts = (~np.isnan(values)).sum(axis=0)
-    sums = np.nansum(values, axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-
-
-def randomization_spread(records: Records) -> float:
-    """Standard deviation (ddof=1) of the copies' mean similarities; NaN with fewer than two copies."""
-    means = per_copy_similarity(records)
-    means = means[~np.isnan(means)]
-    return float(means.std(ddof=1)) if means.size > 1 else float("nan")
+    return copy_means(spread_form(records).total[None, :])[0]
 
 
 SCORES: tuple[ScoreSpec, ...] = (
     ScoreSpec("sanity.randomization_similarity", False,
               "Mean Spearman correlation between maps of the model and of copies with re-initialised top layers "
               "(averaged over samples and copies); high = maps do not depend on the weights.",
-              "sanity", randomization_similarity, probe="sanity"),
+              "sanity", similarity_form, probe="sanity", bounds=SIGNED_UNIT,
+              words="maps stay {value} similar (Spearman) when the top layers are randomised"),
     ScoreSpec("sanity.randomization_similarity.spread", False,
               "Standard deviation across the randomised copies of each copy's mean similarity (the score above "
               "is their mean): how much one random draw would move it.",
-              "sanity", randomization_spread, probe="sanity"),
+              "sanity", spread_form, probe="sanity", bounds=NON_NEGATIVE,
+              words="the sanity similarity varies by {value} across random copies"),
 )

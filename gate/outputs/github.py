@@ -90,13 +90,12 @@ def _candidate_markdown(candidate: CandidateResult, selected: str | None) -> lis
 
 def _versus_baseline(candidate: CandidateResult) -> str:
     """"Against the baseline: 12 corrected, 3 regressed (McNemar p = 0.035)", or "" without a comparison."""
-    comparison = candidate.comparison or {}
-    migration = comparison.get("migration") or {}
-    if not migration:
+    comparison = candidate.comparison
+    if comparison is None:
         return ""
-    corrected, regressed = int(migration.get("corrected", 0)), int(migration.get("regressed", 0))
-    p_value = fmt(comparison.get("mcnemar_p"))
-    return f"Against the baseline: {corrected} corrected, {regressed} regressed (McNemar p = {p_value})"
+    moved = comparison.migration
+    return (f"Against the baseline: {moved.corrected} corrected, {moved.regressed} regressed "
+            f"(McNemar p = {fmt(comparison.mcnemar_p)})")
 
 
 def summary_markdown(result: GateResult, paths: OutputPaths | None) -> str:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from gate.outputs.report.context import fmt, fmt_signed
-from gate.result import CandidateResult, GateResult, RuleResult
+from gate.result import COMPARISON_CONFIDENCE, CandidateResult, GateResult, RuleResult
 
 if TYPE_CHECKING:  # gate.outputs.files imports the report package; the summary only reads the three paths
     from gate.outputs.files import OutputPaths
@@ -63,19 +64,20 @@ def _candidate_lines(candidate: CandidateResult, color: bool = False) -> list[st
 def _comparison_lines(candidate: CandidateResult, baseline: str) -> list[str]:
     # The paired comparison in two lines: the accuracy difference with its interval, then where samples moved.
     comparison = candidate.comparison
-    if not comparison:
+    if comparison is None:
         return []
-    delta = comparison["deltas"].get("delta.accuracy")
+    delta = comparison.deltas.get("delta.accuracy")
     head = f"  vs baseline {baseline}: accuracy {fmt_signed(delta)}"
-    interval = comparison["intervals"].get("delta.accuracy@0.95")
-    if interval:
-        head += f" (95% bounds {fmt_signed(interval['low'])} .. {fmt_signed(interval['high'])})"
-    head += f", McNemar p {fmt(comparison['mcnemar_p'])}"
-    moved = comparison["migration"]
-    tail = (f"  samples: {moved['corrected']} corrected, {moved['regressed']} regressed, "
-            f"{moved['still_wrong']} still wrong")
-    dropped = moved.get("still_wrong_confidence_dropped")
-    if moved["still_wrong"] and dropped is not None:
+    interval = comparison.interval("accuracy", COMPARISON_CONFIDENCE)
+    if interval is not None:
+        head += (f" ({COMPARISON_CONFIDENCE:.0%} bounds {fmt_signed(interval.low)} .. "
+                 f"{fmt_signed(interval.high)})")
+    head += f", McNemar p {fmt(comparison.mcnemar_p)}"
+    moved = comparison.migration
+    tail = (f"  samples: {moved.corrected} corrected, {moved.regressed} regressed, "
+            f"{moved.still_wrong} still wrong")
+    dropped = moved.still_wrong_confidence_dropped
+    if moved.still_wrong and math.isfinite(dropped):
         tail += f" (confidence dropped on {dropped:.0%})"
     return [head, tail]
 

@@ -11,7 +11,6 @@ import math
 import os
 import posixpath
 import re
-import subprocess
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -22,6 +21,14 @@ from typing import Any
 
 from gate.records import Records
 from gate.result import CandidateResult, GateResult
+from gate.tracking.browse import (
+    NOTE_TAG,
+    candidate_note,
+    candidate_run_name,
+    select_note,
+    select_run_name,
+    source_tags,
+)
 
 OUTBOX_FORMAT = "xgate.outbox/v1"
 KIND_TAG, ENTRY_TAG = "xgate.kind", "xgate.entry"
@@ -118,19 +125,18 @@ def plan_entry(result: GateResult, config: TrackingConfig, *, now_ms: int | None
     """Params, metrics, tags and registry aliases of every run of one gate call."""
     end_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     common = _common_params(result)
-    commit = git_commit(result)
     runs: list[RunPlan] = []
     parent: str | None = None
     if result.command == "select":
         parent = "parent"
-        runs.append(RunPlan(key=parent, name=f"select ({len(result.candidates)} candidates)", parent=None,
-                            params=common, metrics=_select_metrics(result), tags=_select_tags(result, commit)))
+        runs.append(RunPlan(key=parent, name=select_run_name(result), parent=None,
+                            params=common, metrics=_select_metrics(result), tags=_select_tags(result)))
     aliases = _aliases(result, config)
     for index, cand in enumerate(result.candidates):
         runs.append(RunPlan(
-            key=f"c{index}", name=cand.candidate.name, parent=parent,
+            key=f"c{index}", name=candidate_run_name(cand), parent=parent,
             params={**common, **_candidate_params(cand), **threshold_params(cand)}, metrics=candidate_metrics(cand),
-            tags=_candidate_tags(result, cand, commit), aliases=aliases.get(cand.candidate.name, ()),
+            tags=_candidate_tags(result, cand), aliases=aliases.get(cand.candidate.name, ()),
         ))
     return EntryPlan(entry_id=uuid.uuid4().hex, experiment=experiment_name(result, config),
                      start_ms=_created_ms(result.created, end_ms), end_ms=end_ms, model_name=config.register,
@@ -164,11 +170,10 @@ def candidate_metrics(cand: CandidateResult) -> dict[str, float]:
     for rule in cand.rules:
         if rule.interval is not None and rule.op in (">=", "<="):
             metrics.update(_bounds(f"bound.{rule.score}", rule.interval))
-    comparison = cand.comparison or {}
-    for key, interval in (comparison.get("intervals") or {}).items():
-        metrics.update(_bounds(key, (interval.get("low"), interval.get("high"))))
-    if comparison.get("mcnemar_p") is not None:
-        metrics["mcnemar_p"] = float(comparison["mcnemar_p"])
+    if cand.comparison is not None:
+        for interval in cand.comparison.intervals:
+            metrics.update(_bounds(interval.key, (interval.low, interval.high)))
+        metrics.update(metrics_of({"mcnemar_p": cand.comparison.mcnemar_p}))
     return metrics
 
 
@@ -224,22 +229,6 @@ def safe_file_name(sample_id: str) -> str:
     return name if name.strip(".") else f"_{name}"
 
 
-def git_commit(result: GateResult) -> str | None:
-    """The source commit: the result's environment, CI variables, or ``git rev-parse HEAD``."""
-    for key in ("git_commit", "git.commit"):
-        if result.environment.get(key):
-            return str(result.environment[key])
-    for var in ("GITHUB_SHA", "CI_COMMIT_SHA"):
-        if os.environ.get(var):
-            return os.environ[var]
-    try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = done.stdout.strip()
-    return commit if done.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", commit) else None
-
-
 def _common_params(result: GateResult) -> dict[str, str]:
     params = {
         "command": result.command, "policy": result.policy.name, "policy.sha256": result.policy.sha256,
@@ -247,6 +236,10 @@ def _common_params(result: GateResult) -> dict[str, str]:
         "review_set.digest": result.review_set.digest, "review_set.size": str(result.review_set.size),
     }
     params.update(_run_params(result))
+    if result.source is not None:
+        params["git.commit"] = result.source.short
+        if result.source.branch:
+            params["git.branch"] = result.source.branch
     if result.baseline is not None:
         params["baseline"] = result.baseline.candidate.path
         params["baseline.sha256"] = result.baseline.candidate.sha256
@@ -305,22 +298,21 @@ def _run_params(result: GateResult) -> dict[str, str]:
     return {key: str(env[key])[:_PARAM_MAX] for key in _RUN_PARAMS if env.get(key) not in (None, "")}
 
 
-def _base_tags(result: GateResult, commit: str | None) -> dict[str, str]:
-    tags = {"xgate.policy": result.policy.name, "xgate.review_set": result.review_set.name,
-            "xgate.command": result.command}
-    if commit:
-        tags["mlflow.source.git.commit"] = commit
-    return tags
+def _base_tags(result: GateResult) -> dict[str, str]:
+    return {"xgate.policy": result.policy.name, "xgate.review_set": result.review_set.name,
+            "xgate.command": result.command, **source_tags(result)}
 
 
-def _select_tags(result: GateResult, commit: str | None) -> dict[str, str]:
+def _select_tags(result: GateResult) -> dict[str, str]:
     failed = [c.candidate.name for c in result.candidates if not c.passed]
-    return {**_base_tags(result, commit), KIND_TAG: "select", "xgate.verdict": result.verdict,
-            "xgate.selected": result.selected or "", "xgate.failed_candidates": _clip(",".join(failed))}
+    return {**_base_tags(result), KIND_TAG: "select", NOTE_TAG: _clip(select_note(result)),
+            "xgate.verdict": result.verdict, "xgate.selected": result.selected or "",
+            "xgate.failed_candidates": _clip(",".join(failed))}
 
 
-def _candidate_tags(result: GateResult, cand: CandidateResult, commit: str | None) -> dict[str, str]:
-    tags = {**_base_tags(result, commit), KIND_TAG: "candidate", "xgate.candidate": cand.candidate.name,
+def _candidate_tags(result: GateResult, cand: CandidateResult) -> dict[str, str]:
+    tags = {**_base_tags(result), KIND_TAG: "candidate", "xgate.candidate": cand.candidate.name,
+            NOTE_TAG: _clip(candidate_note(result, cand)),
             "xgate.verdict": "passed" if cand.passed else "failed",
             "xgate.failed_rules": _clip(",".join(r.rule_id for r in cand.failed_rules))}
     fixed = fixed_map_names(cand.records)

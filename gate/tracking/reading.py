@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gate.errors import InputError, TrackingError, reason
+from gate.result import SHORT_SHA
 from gate.tracking.client import client_for, mlflow_env
 from gate.tracking.plan import (
     FIXED_MAPS_TAG,
@@ -19,18 +20,22 @@ from gate.tracking.plan import (
     safe_file_name,
     threshold_keys,
 )
-from gate.tracking.rows import KEY_SCORES, KIND_SELECT, HistoryRow, format_history
+from gate.tracking.rows import KEY_SCORES, KIND_SELECT, HistoryRow, commit_prefix, format_history, map_rows
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 
 
-def history(config: TrackingConfig, *, experiment: str | None, limit: int = 20) -> list[HistoryRow]:
+def history(
+    config: TrackingConfig, *, experiment: str | None, limit: int = 20, commit: str | None = None
+) -> list[HistoryRow]:
     """Runs of past gate calls, newest first (every xgate experiment when none is named).
 
     Candidate runs and the parent runs of ``select`` calls (``kind == "select"``) are both listed.
+    ``commit``: only the gates of that commit (a SHA or a prefix of 4+ hex digits; a UsageError otherwise).
     """
+    wanted = "" if commit is None else f" AND tags.`mlflow.source.git.commit` LIKE '{commit_prefix(commit)}%'"
     uri = config.resolved_uri()
     name = experiment or config.experiment
     with mlflow_env(config.timeout_s):
@@ -40,7 +45,7 @@ def history(config: TrackingConfig, *, experiment: str | None, limit: int = 20) 
             if not names:
                 return []
             # Every run xgate made (candidate or select); MLflow's filter has no IN for tags.
-            runs = client.search_runs(list(names), filter_string=f"tags.`{KIND_TAG}` LIKE '%'",
+            runs = client.search_runs(list(names), filter_string=f"tags.`{KIND_TAG}` LIKE '%'{wanted}",
                                       order_by=["attributes.start_time DESC", "attributes.run_name ASC"],
                                       max_results=limit)
         except InputError:
@@ -83,17 +88,21 @@ def fetch_maps(
     return maps
 
 
-def history_table(config: TrackingConfig, *, experiment: str | None, limit: int = 20, width: int = 120) -> str:
+def history_table(
+    config: TrackingConfig, *, experiment: str | None, limit: int = 20, width: int = 120, commit: str | None = None
+) -> str:
     """``history`` as a plain-text table for the console, at most ``width`` columns wide."""
-    return format_history(history(config, experiment=experiment, limit=limit), width)
+    return format_history(history(config, experiment=experiment, limit=limit, commit=commit), width)
 
 
-def write_history_html(config: TrackingConfig, path: Path, *, experiment: str | None, limit: int = 20) -> Path:
+def write_history_html(
+    config: TrackingConfig, path: Path, *, experiment: str | None, limit: int = 20, commit: str | None = None
+) -> Path:
     """Write the HTML history page (runs, score trends, maps across versions) to ``path``."""
     from gate.outputs.report.history import render_history
 
-    rows = history(config, experiment=experiment, limit=limit)
-    html = render_history(rows, fetch_maps(config, rows))
+    rows = history(config, experiment=experiment, limit=limit, commit=commit)
+    html = render_history(rows, fetch_maps(config, map_rows(rows)))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(html, encoding="utf-8")
     return path
@@ -122,16 +131,25 @@ def _history_row(run: Any, experiment: str) -> HistoryRow:
     failed = tuple(v.split(": ", 1)[0] for _, v in numbered) or tuple(
         r for r in tags.get("xgate.failed_rules", "").split(",") if r)
     kind = tags.get(KIND_TAG, "candidate")
+    lineage = _select_name(metrics) if kind == KIND_SELECT else tags.get("xgate.candidate", run.info.run_name or "")
     return HistoryRow(
         run_id=run.info.run_id, start_time=datetime.fromtimestamp(run.info.start_time / 1000, tz=UTC),
-        candidate=run.info.run_name if kind == KIND_SELECT else tags.get("xgate.candidate", run.info.run_name or ""),
+        candidate=lineage,
         verdict=tags.get("xgate.verdict", ""), scores=scores, failed_rules=failed,
         sha256=params.get("candidate.sha256", ""), registered=tags.get("xgate.registered_version"),
         experiment=experiment, kind=kind, policy=params.get("policy", tags.get("xgate.policy", "")),
         thresholds=read_thresholds(params, names), rules_total=_count(metrics, "rules.total"),
         rules_failed=_count(metrics, "rules.failed"), parent_run_id=tags.get("mlflow.parentRunId", ""),
         fixed_maps=tuple(name for name in tags.get(FIXED_MAPS_TAG, "").split(",") if name),
+        commit=tags.get("mlflow.source.git.commit", "")[:SHORT_SHA], branch=tags.get("mlflow.source.git.branch", ""),
     )
+
+
+def _select_name(metrics: Mapping[str, float]) -> str:
+    # The run name carries the verdict, which the table shows in its own column.
+    count = _count(metrics, "candidates.total")
+    return "select" if count is None else f"select of {count}"
+
 
 
 def _count(metrics: Mapping[str, float], key: str) -> int | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from gate.metrics.registry import get_spec, say
 from gate.outputs.report import plots
@@ -23,7 +22,16 @@ from gate.outputs.report.samples import (
     only_bg_default,
     showroom,
 )
-from gate.result import CandidateResult, GateResult, PolicyInfo, ReviewSetInfo, RuleResult
+from gate.result import (
+    CandidateResult,
+    Comparison,
+    DeltaInterval,
+    GateResult,
+    Migration,
+    PolicyInfo,
+    ReviewSetInfo,
+    RuleResult,
+)
 
 BASELINE_GROUP = "versus baseline"
 SCORE_GROUPS: tuple[str, ...] = ("classification", "calibration", "alignment", "background", "sanity", BASELINE_GROUP)
@@ -144,6 +152,7 @@ class ReportContext:
     environment: tuple[tuple[str, str], ...]
     timings: tuple[tuple[str, str], ...]
     classes: ClassTable | None = None
+    source: str = ""  # the commit gated, "1a2b3c4 on main"; "" when none (gate.result.SourceInfo.label)
 
     @property
     def has_showroom(self) -> bool:
@@ -227,33 +236,30 @@ def _delta_row(name: str, value: float, higher_is_better: bool | None) -> DeltaR
     return DeltaRow(name=name, value=fmt_signed(value), good=good)
 
 
-def _interval_text(bounds: Mapping[str, Any]) -> str:
-    confidence = bounds.get("confidence")
-    level = f" at {confidence:.0%}" if isinstance(confidence, int | float) else ""
-    return f"[{fmt(bounds.get('low'))}, {fmt(bounds.get('high'))}]{level}"
+def _interval_text(interval: DeltaInterval) -> str:
+    return f"[{fmt(interval.low)}, {fmt(interval.high)}] at {interval.confidence:.0%}"
 
 
-def migration_rows(migration: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-    """Sample counts, then among the still-wrong how many lost confidence (a share in the JSON)."""
-    rows = [(label, str(int(migration[key]))) for key, label in MIGRATION_LABELS if key in migration]
-    share, still_wrong = migration.get("still_wrong_confidence_dropped"), int(migration.get("still_wrong", 0))
+def migration_rows(migration: Migration) -> tuple[tuple[str, str], ...]:
+    """Sample counts, then among the still-wrong how many lost confidence."""
+    rows = [(label, str(int(getattr(migration, key)))) for key, label in MIGRATION_LABELS]
+    share, still_wrong = migration.still_wrong_confidence_dropped, migration.still_wrong
     dropped = "n/a (none still wrong)"
-    if share is not None and still_wrong and math.isfinite(share):
+    if still_wrong and math.isfinite(share):
         dropped = f"{round(share * still_wrong)} of {still_wrong} ({share:.0%})"
     return (*rows, ("still wrong, confidence dropped", dropped))
 
 
-def comparison_view(comparison: Mapping[str, Any]) -> ComparisonView:
-    """The ``gate.decide.compare`` JSON for one candidate, formatted."""
-    migration = comparison.get("migration", {})
-    deltas = comparison.get("deltas", {})
-    class_deltas = present_deltas(comparison.get("class_deltas", {}))
+def comparison_view(comparison: Comparison) -> ComparisonView:
+    """One candidate's :class:`gate.result.Comparison`, formatted."""
+    class_deltas = present_deltas(comparison.class_deltas)
     return ComparisonView(
-        migration=migration_rows(migration),
-        mcnemar_p=fmt(comparison.get("mcnemar_p")),
+        migration=migration_rows(comparison.migration),
+        mcnemar_p=fmt(comparison.mcnemar_p),
         class_deltas=tuple(_delta_row(c, v, True) for c, v in worst_deltas(class_deltas)),
-        deltas=tuple(_delta_row(n, float(v), _higher_is_better(n)) for n, v in deltas.items() if v is not None),
-        intervals=tuple((score, _interval_text(b)) for score, b in comparison.get("intervals", {}).items()),
+        deltas=tuple(_delta_row(n, float(v), _higher_is_better(n)) for n, v in comparison.deltas.items()
+                     if math.isfinite(v)),
+        intervals=tuple((interval.key, _interval_text(interval)) for interval in comparison.intervals),
         class_deltas_total=len(class_deltas),
     )
 
@@ -306,4 +312,5 @@ def build_context(result: GateResult) -> ReportContext:
         environment=tuple((str(k), str(v)) for k, v in result.environment.items()),
         timings=tuple((str(k), f"{v:.2f} s") for k, v in result.timings.items()),
         classes=class_table(columns, records, len(ranked)) if ranked and records[0].size else None,
+        source="" if result.source is None else result.source.label,
     )

@@ -1,13 +1,15 @@
 """The history page: past gate runs from MLflow, score trends per candidate and policy, the same samples' maps.
 
-One self-contained HTML file like the report: inline SVG plots and PNG maps, inline CSS, no script.
-A trend line follows one *lineage*: the versions of one candidate (same name) gated under one policy;
+One self-contained HTML file like the report: inline SVG plots and JPEG map thumbnails, inline CSS, no
+script. A trend line follows one *lineage*: the versions of one candidate (same name) gated under one policy;
 each policy's ``min``/``max`` threshold is drawn beside its lines, so a reader sees how close each
-version came to the line it was held to.
+version came to the line it was held to. The x-axis names each run by its commit (its date when it has none).
+The page of fifty runs stays under 1 MB: maps are small JPEGs, for the newest ``MAP_RUNS`` runs only.
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import math
 import re
@@ -19,11 +21,11 @@ import matplotlib
 from markupsafe import Markup
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from PIL import Image
 
 from gate.outputs.report.html import environment
-from gate.outputs.report.plots import BAD, GOOD, png_data_uri
-from gate.tracking.rows import KEY_SCORES, KIND_SELECT, RUN_ID_CHARS, HistoryRow, rule_count
+from gate.outputs.report.plots import BAD, GOOD
+from gate.tracking.rows import KEY_SCORES, KIND_SELECT, RUN_ID_CHARS, HistoryRow, map_rows, rule_count
 
 # Lineage colours (matplotlib's tab10) and one line style per policy, so "which model" and "which policy"
 # read apart; the policy's threshold is drawn in its own style.
@@ -31,6 +33,10 @@ LINEAGE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c56
                    "#bcbd22", "#17becf")
 POLICY_STYLES = ("solid", "dashed", "dotted", "dashdot")
 THRESHOLD_COLOUR = "#455a64"
+MAX_TICKS = 10  # labelled runs on a trend's x-axis; every k-th run beyond that
+LABEL_GAP = 0.085  # axes height between two threshold labels' baselines: 8 pt text on the 3 in figure
+THUMB_WIDTH, THUMB_QUALITY = 160, 60  # a map thumbnail: ~2-3 kB of JPEG
+THUMB_MAX_PIXELS = 4_000_000  # a map artifact larger than this is not decoded (the page shows "–")
 _RC: dict[Any, Any] = {"text.parse_math": False, "font.size": 10, "axes.titlesize": 11, "svg.fonttype": "none",
        "svg.hashsalt": "xgate-history"}
 _SVG_START = re.compile(r"^.*?(?=<svg)", re.DOTALL)  # the XML declaration and DOCTYPE before the <svg> element
@@ -47,6 +53,8 @@ class RunView:
     position: int  # x on the trend plots: 1 = the oldest candidate run shown; 0 for a select parent
     short_id: str
     started: str
+    commit: str  # short SHA, "" without one
+    branch: str
     kind: str
     experiment: str
     policy: str
@@ -98,8 +106,9 @@ class HistoryContext:
     runs: tuple[RunView, ...]  # newest first, select parents included
     lineages: tuple[Lineage, ...]
     trends: tuple[Trend, ...]  # empty when no lineage has two runs
-    map_runs: tuple[RunView, ...]  # candidate runs, oldest first, so versions read left to right
+    map_runs: tuple[RunView, ...]  # the newest MAP_RUNS candidate runs, oldest first, so versions read left to right
     samples: tuple[SampleMaps, ...]
+    map_runs_total: int = 0  # candidate runs on the page (more than map_runs when older ones have no maps here)
 
 
 def build_history_context(
@@ -111,7 +120,8 @@ def build_history_context(
     candidate_rows = [r for r in reversed(rows) if r.kind != KIND_SELECT]
     positions = {r.run_id: x for x, r in enumerate(candidate_rows, start=1)}
     views = tuple(_run_view(row, names, positions.get(row.run_id, 0)) for row in rows)
-    oldest_first = tuple(reversed([v for v in views if v.kind != KIND_SELECT]))
+    with_maps = {row.run_id for row in map_rows(rows)}
+    oldest_first = tuple(reversed([v for v in views if v.run_id in with_maps]))
     samples = tuple(
         SampleMaps(sample_id=sample_id,
                    maps=tuple(_uri(maps_by_sample[sample_id].get(v.run_id)) for v in oldest_first))
@@ -120,7 +130,7 @@ def build_history_context(
     lineages = lineages_of(candidate_rows)
     return HistoryContext(title=title, score_names=names, runs=views, lineages=lineages,
                           trends=trends(candidate_rows, lineages, (*names, *gated)), map_runs=oldest_first,
-                          samples=samples)
+                          samples=samples, map_runs_total=len(candidate_rows))
 
 
 def render_history(
@@ -152,37 +162,58 @@ def trends(rows: Sequence[HistoryRow], lineages: Sequence[Lineage], names: Seque
 
 
 def _trend(score_index: int, score: str, rows: Sequence[HistoryRow], lineages: Sequence[Lineage]) -> Trend:
-    # x = the run's place in time among all runs shown, so lines of different lineages interleave honestly.
     with matplotlib.rc_context(_RC):
-        figure = Figure(figsize=(5.2, 3.0), layout="constrained")
-        axes = figure.add_subplot()
-        drawn: list[int] = []
-        for lineage in lineages:
-            points = [(x, row) for x, row in enumerate(rows, start=1)
-                      if (row.candidate, row.policy) == (lineage.candidate, lineage.policy) and score in row.scores]
-            if not points:
-                continue
-            xs = [x for x, _ in points]
-            ys = [row.scores[score] for _, row in points]
-            (line,) = axes.plot(xs, ys, color=lineage.colour, linestyle=lineage.style, linewidth=1.6)
-            line.set_gid(f"t{score_index}-line{lineage.index}")
-            for x, row in points:  # the verdict on each version: a filled dot passed, a cross failed
-                passed = row.verdict == "passed"
-                axes.plot([x], [row.scores[score]], marker="o" if passed else "X", markersize=6,
-                          color=lineage.colour, markeredgecolor=GOOD if passed else BAD)
-            drawn.append(lineage.index)
-        thresholds = _draw_thresholds(axes, score_index, score, rows, lineages)
-        _fit_y(axes, [r.scores[score] for r in rows if score in r.scores] +
-               [v for r in rows for _, v in r.thresholds.get(score, ())])
-        axes.set_title(score)
-        axes.set_xlabel("run # (oldest to newest)")
-        axes.set_xlim(0.5, len(rows) + 0.5)
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.grid(alpha=0.25)
+        figure, drawn, thresholds = trend_figure(score_index, score, rows, lineages)
         buffer = io.StringIO()
         figure.savefig(buffer, format="svg")
     svg = scope_svg_ids(_SVG_START.sub("", buffer.getvalue(), count=1), f"t{score_index}_", keep=f"t{score_index}-")
-    return Trend(score=score, svg=Markup(svg), lineages=tuple(drawn), thresholds=thresholds)  # our own SVG, ids scoped
+    return Trend(score=score, svg=Markup(svg), lineages=drawn, thresholds=thresholds)  # our own SVG, ids scoped
+
+
+def trend_figure(
+    score_index: int, score: str, rows: Sequence[HistoryRow], lineages: Sequence[Lineage]
+) -> tuple[Figure, tuple[int, ...], tuple[str, ...]]:
+    """One score's plot (``rows`` oldest first): its figure, the lineages drawn and the thresholds' labels."""
+    # x = the run's place in time among all runs shown, so lines of different lineages interleave honestly.
+    figure = Figure(figsize=(5.2, 3.0), layout="constrained")
+    axes = figure.add_subplot()
+    drawn: list[int] = []
+    for lineage in lineages:
+        points = [(x, row) for x, row in enumerate(rows, start=1)
+                  if (row.candidate, row.policy) == (lineage.candidate, lineage.policy) and score in row.scores]
+        if not points:
+            continue
+        xs = [x for x, _ in points]
+        ys = [row.scores[score] for _, row in points]
+        (line,) = axes.plot(xs, ys, color=lineage.colour, linestyle=lineage.style, linewidth=1.6)
+        line.set_gid(f"t{score_index}-line{lineage.index}")
+        for x, row in points:  # the verdict on each version: a filled dot passed, a cross failed
+            passed = row.verdict == "passed"
+            axes.plot([x], [row.scores[score]], marker="o" if passed else "X", markersize=6,
+                      color=lineage.colour, markeredgecolor=GOOD if passed else BAD)
+        drawn.append(lineage.index)
+    lines = _draw_thresholds(axes, score_index, score, rows, lineages)
+    _fit_y(axes, [r.scores[score] for r in rows if score in r.scores] +
+           [v for r in rows for _, v in r.thresholds.get(score, ())])
+    _label_thresholds(axes, score_index, lines)
+    axes.set_title(score)
+    _commit_axis(axes, rows)
+    axes.grid(alpha=0.25)
+    return figure, tuple(drawn), tuple(label for label, _ in lines)
+
+
+def tick_label(row: HistoryRow) -> str:
+    """A run on the x-axis: its commit's short SHA, else its start date (UTC)."""
+    return row.commit or row.start_time.strftime("%m-%d %H:%M")
+
+
+def _commit_axis(axes: Axes, rows: Sequence[HistoryRow]) -> None:
+    step = max(1, math.ceil(len(rows) / MAX_TICKS))
+    positions = list(range(1, len(rows) + 1, step))
+    axes.set_xticks(positions, [tick_label(rows[x - 1]) for x in positions], rotation=40, ha="right",
+                    rotation_mode="anchor", fontsize=8)
+    axes.set_xlabel("commit (date when none), oldest to newest")
+    axes.set_xlim(0.5, len(rows) + 0.5)
 
 
 def scope_svg_ids(svg: str, prefix: str, keep: str) -> str:
@@ -193,22 +224,45 @@ def scope_svg_ids(svg: str, prefix: str, keep: str) -> str:
 
 def _draw_thresholds(
     axes: Axes, score_index: int, score: str, rows: Sequence[HistoryRow], lineages: Sequence[Lineage]
-) -> tuple[str, ...]:
-    # Each policy's line, as the runs of that policy recorded it (the newest run wins if a policy changed).
+) -> list[tuple[str, float]]:
+    """Each policy's line, as the runs of that policy recorded it (the newest run wins if a policy changed)."""
     lines: dict[tuple[str, str], float] = {}
     for row in rows:
         for op, value in row.thresholds.get(score, ()):
             lines[(row.policy, op)] = value
     styles = {lin.policy: lin.style for lin in lineages}
-    labels = []
-    for number, ((policy, op), value) in enumerate(lines.items()):
+    for number, ((policy, _op), value) in enumerate(lines.items()):
         line = axes.axhline(value, color=THRESHOLD_COLOUR, linestyle=styles.get(policy, "dashed"),
                             linewidth=1.0, alpha=0.8)
         line.set_gid(f"t{score_index}-threshold{number}")
-        axes.annotate(f"{policy} {op} {value:g}", xy=(1.0, value), xycoords=("axes fraction", "data"),
-                      xytext=(-4, 3), textcoords="offset points", ha="right", fontsize=8, color=THRESHOLD_COLOUR)
-        labels.append(f"{policy}: {op} {value:g}")
-    return tuple(labels)
+    return [(f"{policy}: {op} {value:g}", value) for (policy, op), value in lines.items()]
+
+
+def _label_thresholds(axes: Axes, score_index: int, lines: Sequence[tuple[str, float]]) -> None:
+    """Each threshold's label at the right end of its line, moved apart where lines lie close (never overprinted)."""
+    low, high = axes.get_ylim()
+    places = spread([(value - low) / ((high - low) or 1.0) for _, value in lines], LABEL_GAP)
+    for number, ((label, _), place) in enumerate(zip(lines, places, strict=True)):
+        text = axes.annotate(label, xy=(1.0, place), xycoords="axes fraction", xytext=(-4, 2),
+                             textcoords="offset points", ha="right", va="bottom", fontsize=8, color=THRESHOLD_COLOUR,
+                             bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 0.5})
+        text.set_gid(f"t{score_index}-label{number}")
+
+
+def spread(places: Sequence[float], gap: float, top: float = 0.92) -> list[float]:
+    """``places`` (axes fractions) moved apart to at least ``gap`` each, as little as possible, none above ``top``."""
+    order = sorted(range(len(places)), key=lambda i: places[i])
+    moved = [places[i] for i in order]
+    for k in range(1, len(moved)):  # upwards: each label at least `gap` above the one below
+        moved[k] = max(moved[k], moved[k - 1] + gap)
+    if moved and moved[-1] > top:  # then down from the top, so the highest stays inside the axes
+        moved[-1] = top
+        for k in range(len(moved) - 2, -1, -1):
+            moved[k] = min(moved[k], moved[k + 1] - gap)
+    out = [0.0] * len(places)
+    for k, i in enumerate(order):
+        out[i] = moved[k]
+    return out
 
 
 def _fit_y(axes: Axes, values: Sequence[float]) -> None:
@@ -224,7 +278,7 @@ def _fit_y(axes: Axes, values: Sequence[float]) -> None:
 def _run_view(row: HistoryRow, names: Sequence[str], position: int) -> RunView:
     return RunView(
         run_id=row.run_id, position=position, short_id=row.run_id[:RUN_ID_CHARS],
-        started=row.start_time.strftime("%Y-%m-%d %H:%M"),
+        started=row.start_time.strftime("%Y-%m-%d %H:%M"), commit=row.commit, branch=row.branch,
         kind=row.kind, experiment=row.experiment, policy=row.policy, candidate=row.candidate,
         sha256=row.sha256[:12], verdict=row.verdict,
         scores=tuple(f"{row.scores[n]:.4f}" if n in row.scores else "–" for n in names),
@@ -235,4 +289,21 @@ def _run_view(row: HistoryRow, names: Sequence[str], position: int) -> RunView:
 
 
 def _uri(png: bytes | None) -> str | None:
-    return None if png is None else png_data_uri(png)
+    thumb = None if png is None else jpeg_thumbnail(png)
+    return None if thumb is None else "data:image/jpeg;base64," + base64.b64encode(thumb).decode("ascii")
+
+
+def jpeg_thumbnail(png: bytes, width: int = THUMB_WIDTH, quality: int = THUMB_QUALITY) -> bytes | None:
+    """A map artifact (PNG) as a small JPEG ``width`` pixels wide; None when it is not a readable image."""
+    try:
+        with Image.open(io.BytesIO(png)) as picture:
+            if picture.width * picture.height > THUMB_MAX_PIXELS:
+                return None
+            rgb = picture.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None  # a damaged or foreign artifact: that cell shows "–", the page still renders
+    height = max(1, round(rgb.height * width / max(1, rgb.width)))
+    small = rgb.resize((width, height), Image.Resampling.LANCZOS) if rgb.width > width else rgb
+    buffer = io.BytesIO()
+    small.save(buffer, format="JPEG", quality=quality, optimize=True)
+    return buffer.getvalue()

@@ -22,7 +22,15 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from PIL import Image
 
-from gate.metrics.classification import bin_edges, calibration_bin_index, expected_calibration_error
+from gate.metrics.classification import (
+    ECE_BINS,
+    bin_edges,
+    calibration_sums,
+    confidently_wrong,
+    ece_from_sums,
+    per_class_accuracy,
+)
+from gate.metrics.registry import spec_of
 from gate.records import Records
 
 # Pictures are shown with their longest side in [MIN_SIDE, MAX_SIDE] pixels. Larger images are downscaled,
@@ -41,7 +49,8 @@ OVERLAY_QUALITY = 85  # stored at the shown size; smooth colour blends are what 
 CAM_COLORMAP = "inferno"  # perceptually uniform; readable in greyscale
 OUTLINE_RGB = (0, 255, 255)  # cyan stands out against both photos and inferno
 OVERLAY_ALPHA = 0.55
-RELIABILITY_BINS = 15  # the same bins as the ``ece`` score
+RELIABILITY_BINS = ECE_BINS  # the ``ece`` score's bins
+CLASS_LIFT = spec_of("alignment.lift.class.<class>")
 MAX_CLASS_BARS = 20  # beyond this the per-class plot shows the worst present classes only
 FIGSIZE = (4.5, 3.25)  # inches at CSS_DPI: the size the page shows
 CSS_DPI = 96  # a CSS inch
@@ -195,25 +204,20 @@ class ReliabilityBins:
 
 
 def reliability_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = RELIABILITY_BINS) -> ReliabilityBins:
-    """Bin samples exactly as the ``ece`` score does; a confidence of exactly 1.0 is drawn in the top bar."""
-    conf = np.asarray(confidence, dtype=np.float64)
-    hits = np.asarray(correct, dtype=np.float64)
-    index = np.minimum(calibration_bin_index(conf, n_bins), n_bins - 1)
-    counts = np.bincount(index, minlength=n_bins)
+    """The ``ece`` score's own bins and value; exactly 1.0 (a bin of its own there) is drawn in the top bar."""
+    sums = calibration_sums(np.asarray(confidence, dtype=np.float64), np.asarray(correct, dtype=bool), n_bins)
+    count, hits, conf = (np.append(part[:-2], part[-2] + part[-1]) for part in sums.reshape(3, n_bins + 1))
     with np.errstate(invalid="ignore", divide="ignore"):
-        accuracy = np.bincount(index, weights=hits, minlength=n_bins) / counts
-        mean_conf = np.bincount(index, weights=conf, minlength=n_bins) / counts
+        accuracy, mean_conf = hits / count, conf / count
     return ReliabilityBins(edges=bin_edges(n_bins).astype(np.float64), accuracy=accuracy, confidence=mean_conf,
-                           counts=counts, ece=expected_calibration_error(conf, hits.astype(bool), n_bins))
+                           counts=count.astype(np.int64), ece=float(ece_from_sums(sums[None, :])[0]))
 
 
 def wrong_rate_by_threshold(confidence: np.ndarray, correct: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Share of all samples that are wrong AND at least ``t`` confident, for each threshold ``t``."""
-    conf = np.asarray(confidence, dtype=np.float64)
-    wrong = ~np.asarray(correct, dtype=bool)
-    if conf.size == 0:
+    """Share of all samples that are wrong AND at least ``t`` confident, for each threshold ``t`` (as the score)."""
+    if np.asarray(confidence).size == 0:
         return np.full(len(thresholds), np.nan)
-    return np.array([np.mean(wrong & (conf >= t)) for t in thresholds])
+    return np.array([np.mean(confidently_wrong(confidence, correct, t)) for t in thresholds])
 
 
 def class_counts(records: Records) -> np.ndarray:
@@ -222,21 +226,14 @@ def class_counts(records: Records) -> np.ndarray:
 
 
 def class_accuracy(records: Records) -> np.ndarray:
-    """Accuracy per class (review-set order); NaN for a class with no samples."""
-    hits = np.bincount(records.labels, weights=records.correct.astype(np.float64), minlength=len(records.classes))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.asarray(hits / class_counts(records), dtype=np.float64)
+    """Accuracy per class (review-set order), as the ``class_accuracy.<class>`` scores; NaN for no samples."""
+    return per_class_accuracy(records)
 
 
 def class_lift(records: Records) -> np.ndarray:
-    """Mean lift per class over the samples scored for alignment; NaN where a class has none."""
-    lift = records.lift
-    scored = np.isfinite(lift)
-    n_classes = len(records.classes)
-    counts = np.bincount(records.labels[scored], minlength=n_classes)
-    sums = np.bincount(records.labels[scored], weights=lift[scored], minlength=n_classes)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.asarray(sums / counts, dtype=np.float64)
+    """Mean lift per class (review-set order), as the ``alignment.lift.class.<class>`` scores; NaN for none."""
+    values = CLASS_LIFT.values(records)
+    return np.array([values[CLASS_LIFT.expand(name)] for name in records.classes], dtype=np.float64)
 
 
 def worst_present(accuracy: np.ndarray, counts: np.ndarray, limit: int) -> np.ndarray:

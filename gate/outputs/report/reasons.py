@@ -1,9 +1,10 @@
 """Why a candidate failed, in words: one sentence per failed rule, and where the report shows the evidence.
 
 The sentence comes from the score registry (``gate.metrics.registry.say``); the evidence is the part of the
-report that shows the failure (the showroom for background scores, the galleries for alignment, a plot for
-calibration and per-class accuracy, the baseline section for deltas, else the rule's own row). Plain data,
-no Jinja2: the job summary (gate/outputs/github.py) prints the same sentences.
+report that shows the failure, as the score's spec declares it (the showroom for background scores, the
+galleries for alignment, a plot for calibration and per-class accuracy), the baseline section for deltas,
+else the rule's own row. Plain data, no Jinja2: the job summary (gate/outputs/github.py) prints the same
+sentences.
 """
 
 from __future__ import annotations
@@ -12,22 +13,6 @@ from dataclasses import dataclass
 
 from gate.metrics.registry import get_spec, say
 from gate.result import RuleResult
-
-# Evidence by score name (exact) or group; the anchor part is suffixed to the candidate's anchor prefix.
-_BY_NAME: dict[str, tuple[str, str]] = {
-    "accuracy": ("gallery-failures", "the failures gallery"),
-    "selective_accuracy@0.8": ("plot-reliability", "the reliability diagram"),
-    "balanced_accuracy": ("plot-class_accuracy", "the per-class accuracy plot"),
-    "worst_class_accuracy": ("plot-class_accuracy", "the per-class accuracy plot"),
-    "class_accuracy.<class>": ("plot-class_accuracy", "the per-class accuracy plot"),
-    "confident_wrong_rate@0.9": ("plot-wrong_by_threshold", "the wrong-by-confidence plot"),
-    "confident_wrong_rate@0.99": ("plot-wrong_by_threshold", "the wrong-by-confidence plot"),
-}
-_BY_GROUP: dict[str, tuple[str, str]] = {
-    "calibration": ("plot-reliability", "the reliability diagram"),
-    "alignment": ("galleries", "the Grad-CAM galleries"),
-    "background": ("showroom", "the showroom"),
-}
 
 
 @dataclass(frozen=True)
@@ -65,9 +50,9 @@ def _evidence(score: str) -> tuple[str, str] | None:
     if score.startswith("delta."):
         return "baseline", "the comparison with the baseline"
     spec = get_spec(score)
-    if spec is None:
+    if spec is None or spec.evidence is None:
         return None
-    return _BY_NAME.get(spec.name) or _BY_GROUP.get(spec.group)
+    return spec.evidence.anchor, spec.evidence.shows
 
 
 def reasons(rules: tuple[RuleResult, ...], index: int) -> tuple[Reason, ...]:
