@@ -17,14 +17,15 @@ venv: $(STAMP)
 demo: $(STAMP)
 	PATH="$(VENV)/bin:$$PATH" bash scripts/demo.sh
 
+# --durations=25: the slowest tests printed on every run, so a test that grows slow shows in CI's log.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" --durations=25
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check gate tests benchmarks
+	$(VENV)/bin/ruff check gate tests benchmarks scripts
 	$(VENV)/bin/mypy
 
 # Re-create the shipped review set and candidates exactly (see README, "Where the demo comes from").

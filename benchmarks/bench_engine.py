@@ -22,6 +22,7 @@ from typing import TypeVar
 import torch
 from bench_gradcam import best_of  # run as a script: benchmarks/ is on sys.path
 
+from gate.api import from_module
 from gate.engine import core as engine
 from gate.inputs import archs, shapes
 from gate.inputs.candidate import Candidate, InputSpec
@@ -40,8 +41,8 @@ def make_candidate(seed: int) -> Candidate:
     """A randomly initialised tiny_cnn as the engine sees it."""
     torch.manual_seed(seed)
     model = archs.tiny_cnn(len(shapes.CLASSES)).eval()
-    return Candidate(path=f"bench{seed}.pt", sha256="0" * 64, arch="tiny_cnn", model=model, classes=shapes.CLASSES,
-                     input=InputSpec(size=(64, 64), mean=(0.5,) * 3, std=(0.25,) * 3), target_layer="features")
+    return from_module(model, classes=shapes.CLASSES, input=InputSpec(size=(64, 64), mean=(0.5,) * 3, std=(0.25,) * 3),
+                       name=f"bench{seed}", target_layer="features")
 
 
 def plain_forward(review_set: ReviewSet, cand: Candidate, batch_size: int) -> None:

@@ -3,7 +3,7 @@
 Run by hand (`make benchmarks`), one process per table; copy the printed tables into benchmarks/RESULTS.md.
 
 1. A generated review set of 224×224 JPEG shapes (PNG masks) and a randomly initialised resnet18 (4 classes,
-   ImageNet eval transform: resize 256, crop 224). The whole gate (``run_gate``: load, engine with
+   ImageNet eval transform: resize 256, crop 224). The whole gate (``gate.check``: load, engine with
    background + sanity probes, scores, verdict) with 0, 2 and 4 worker threads, against P plain evaluations
    (decode + preprocess + a no-grad forward, in the calling thread), P = the forwards the probes inherently
    need: 1 explained + 4 background variants + ``probes.SANITY_COPIES`` randomised copies.
@@ -46,6 +46,7 @@ from bench_engine import peak_rss_during, rss_mib  # run as a script: benchmarks
 from bench_gradcam import timed
 from PIL import Image
 
+import gate
 from gate.engine import core as engine
 from gate.engine import probes
 from gate.engine.gradcam import explain
@@ -54,7 +55,7 @@ from gate.inputs import candidate as candidate_io
 from gate.inputs.batches import load
 from gate.inputs.preprocess import Geometry
 from gate.inputs.review_set import ReviewSet, build, open_review_set
-from gate.run import GateRequest, run_gate
+from gate.settings import Settings
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -122,27 +123,23 @@ def gate_vs_plain(count: int, size: int, batch: int, workers: list[int], device:
         policy = make_policy(root, review_set)
         cand = candidate_io.load(ckpt)
         dev = engine.resolve_device(device)
-        runs: dict[str, GateRequest] = {}
+        runs: dict[str, Settings] = {}
         precisions = ["fp32", "bf16"] if dev.type == "cuda" else ["fp32"]
         for precision in precisions:
             for count_workers in dict.fromkeys(workers):
-                options = engine.EngineOptions(device=device, batch_size=batch, workers=count_workers,
-                                               precision=precision)
-                runs[f"{count_workers} workers, {precision}"] = GateRequest(
-                    command="check", candidates=(ckpt,), policy=policy, engine=options)
-        cached = engine.EngineOptions(device=device, batch_size=batch, workers=max(workers),
-                                      frame_cache=str(root / "frames"))
-        runs[f"{max(workers)} workers, frames from --frame-cache"] = GateRequest(
-            command="check", candidates=(ckpt,), policy=policy, engine=cached)
+                runs[f"{count_workers} workers, {precision}"] = Settings(
+                    device=device, batch_size=batch, workers=count_workers, precision=precision)
+        runs[f"{max(workers)} workers, frames from --frame-cache"] = Settings(
+            device=device, batch_size=batch, workers=max(workers), frame_cache=root / "frames")
         plain_evaluation(review_set, cand, batch, dev)  # warm-up: kernels, allocator, page cache
-        for request in runs.values():
-            run_gate(request)  # warm-up: autograd, copies; writes the frame cache entry
+        for settings in runs.values():
+            gate.check(ckpt, policy, settings=settings)  # warm-up: autograd, copies; writes the frame cache entry
         plain_times: list[float] = []
         gate_times: dict[str, list[float]] = {label: [] for label in runs}
         for _ in range(repeats):
             plain_times.append(timed(lambda: plain_evaluation(review_set, cand, batch, dev)))
-            for label, request in runs.items():
-                gate_times[label].append(timed(lambda r=request: run_gate(r)))
+            for label, settings in runs.items():
+                gate_times[label].append(timed(lambda s=settings: gate.check(ckpt, policy, settings=s)))
         plain_times.append(timed(lambda: plain_evaluation(review_set, cand, batch, dev)))
         plain = statistics.median(plain_times)
         print(f"\n{header()}")
@@ -206,16 +203,15 @@ def sources_vs_plain(count: int, batch: int, device: str, repeats: int) -> None:
         print("| model | library evaluation (s) | whole gate, all probes (s) | × P library evaluations |\n"
               "|---|---|---|---|")
         for label, (path, model, transform) in cases.items():
-            request = GateRequest(command="check", candidates=(Path(path),), policy=policy,
-                                  engine=engine.EngineOptions(device=device, batch_size=batch))
+            settings = Settings(device=device, batch_size=batch)
             library_evaluation(review_set, model, transform, batch)  # warm-up
-            run_gate(request)
+            gate.check(Path(path), policy, settings=settings)
             plain_times, gate_times = [], []
             for _ in range(repeats):
                 plain_times.append(timed(lambda m=model, t=transform: library_evaluation(review_set, m, t, batch)))
-                gate_times.append(timed(lambda r=request: run_gate(r)))
-            plain, gate = statistics.median(plain_times), statistics.median(gate_times)
-            print(f"| {label} | {plain:.2f} | {gate:.2f} | {gate / (forwards * plain):.2f} |")
+                gate_times.append(timed(lambda p=Path(path), s=settings: gate.check(p, policy, settings=s)))
+            plain, whole = statistics.median(plain_times), statistics.median(gate_times)
+            print(f"| {label} | {plain:.2f} | {whole:.2f} | {whole / (forwards * plain):.2f} |")
         print(f"(load average after: {os.getloadavg()[0]:.1f})")
 
 
@@ -320,13 +316,13 @@ def memory_child(root: str) -> None:
     """In a fresh process: RSS before, and the highest RSS sampled every 5 ms while the engine runs."""
     from dataclasses import replace
 
-    from gate.inputs.candidate import Candidate, InputSpec
+    from gate.api import from_module
+    from gate.inputs.candidate import InputSpec
 
     review_set = open_review_set(Path(root))
     torch.manual_seed(0)
-    cand = Candidate(path="tiny.pt", sha256="0" * 64, arch="tiny_cnn", model=archs.tiny_cnn(4).eval(),
-                     classes=shapes.CLASSES, input=InputSpec(size=(32, 32), mean=(0.5,) * 3, std=(0.25,) * 3),
-                     target_layer="features")
+    cand = from_module(archs.tiny_cnn(4).eval(), classes=shapes.CLASSES, name="tiny",
+                       input=InputSpec(size=(32, 32), mean=(0.5,) * 3, std=(0.25,) * 3), target_layer="features")
     options = engine.EngineOptions(device="cpu", batch_size=64, probes=frozenset({"background"}), workers=2)
     warm = review_set.samples[:: max(1, review_set.size // 128)]  # every class: background probes pair classes
     engine.run([cand], replace(review_set, samples=warm), options)  # warm-up

@@ -13,6 +13,10 @@ import numpy as np
 
 # Background probe variants, in the order the engine runs them.
 PROBE_VARIANTS: tuple[str, ...] = ("only_fg", "only_bg", "mixed_same", "mixed_rand")
+# Swap probes (gate.engine.swaps): each is a probe of its own and one variant, built for every sample.
+SWAP_VARIANTS: tuple[str, ...] = ("border", "corners", "lighting")
+# Records.pairings key of the swap probes' partner (one partner per sample, shared by the three).
+SWAP_PARTNER = "swap"
 
 
 # Records.preds for a prediction the review set does not hold (an output of the model outside its classes).
@@ -39,6 +43,39 @@ class KeptSample:
 
 
 @dataclass(frozen=True)
+class Atlas:
+    """Running sums behind the attention atlas (gate.engine.atlas), on a small grid of the model's frame.
+
+    Each map is normalised to unit mass before it is added, so ``total / count`` is the mean map and sums to
+    1; ``by_class[c] / class_count[c]`` is the mean over samples PREDICTED as review-set class ``c``;
+    ``mask_sum / mask_count`` is the object-frequency map (the mean of the masks of the samples with one).
+    Shards add up; a bootstrap resample has no atlas (the sums are not per sample).
+    """
+
+    total: np.ndarray  # float64 [h, w]: Σ unit-mass maps
+    count: int  # maps added (all-zero maps are not: they have no mass to place)
+    by_class: np.ndarray  # float64 [C, h, w]
+    class_count: np.ndarray  # int64 [C]
+    mask_sum: np.ndarray  # float64 [h, w]: Σ masks, each pooled to the grid (a cell's object share)
+    mask_count: int
+
+    def __add__(self, other: Atlas) -> Atlas:
+        return Atlas(total=self.total + other.total, count=self.count + other.count,
+                     by_class=self.by_class + other.by_class, class_count=self.class_count + other.class_count,
+                     mask_sum=self.mask_sum + other.mask_sum, mask_count=self.mask_count + other.mask_count)
+
+    @property
+    def mean(self) -> np.ndarray:
+        """The mean unit-mass map (sums to 1); all zeros when no map had mass."""
+        return self.total / self.count if self.count else np.zeros_like(self.total)
+
+    @property
+    def object_frequency(self) -> np.ndarray | None:
+        """Per cell, the mean share of object pixels over the samples with a mask; None without any."""
+        return self.mask_sum / self.mask_count if self.mask_count else None
+
+
+@dataclass(frozen=True)
 class Records:
     """Everything the engine measured on a review set for one model, in review-set order.
 
@@ -59,13 +96,14 @@ class Records:
     rank_accuracy: np.ndarray  # float64 [N]: |top-K(cam) ∩ mask| / K, K = |mask|; NaN where excluded
     probe_preds: Mapping[str, np.ndarray] = field(default_factory=dict)  # variant -> int64 [N] (NO_VARIANT: none)
     pairings: Mapping[str, np.ndarray] = field(default_factory=dict)  # variant -> int64 [N] partner index, -1 none
-    sanity_similarity: np.ndarray | None = None  # float64 [N]: Spearman(map, randomised map)
+    sanity_similarity: np.ndarray | None = None  # float64 [N, copies] (or [N] for one copy): Spearman(map, copy's map)
     kept: Mapping[str, KeptSample] = field(default_factory=dict)
     pred: np.ndarray | None = None  # int64 [N]: argmax over ALL outputs as a review-set index, OUTSIDE if none
     top_prob: np.ndarray | None = None  # float32 [N]: max of the full softmax
     second_prob: np.ndarray | None = None  # float32 [N]: second-highest of the full softmax
     outside_sq: np.ndarray | None = None  # float64 [N]: Σ p_k² over outputs outside the review set (Brier)
     has_mask: np.ndarray | None = None  # bool [N]: the sample has an object mask (None: all have)
+    atlas: Atlas | None = None  # the attention atlas's sums (None: not measured, or a resample)
 
     @property
     def size(self) -> int:
@@ -98,7 +136,8 @@ class Records:
         """Per-sample Brier term Σ_k (p_k − y_k)² over ALL the model's outputs."""
         onehot = np.eye(len(self.classes))[self.labels]
         inside = ((self.probs.astype(np.float64) - onehot) ** 2).sum(axis=1)
-        return inside if self.outside_sq is None else inside + self.outside_sq
+        total: np.ndarray = inside if self.outside_sq is None else inside + self.outside_sq
+        return total
 
     @property
     def masked(self) -> np.ndarray:
@@ -141,10 +180,11 @@ class Records:
         return replace(
             first,
             ids=tuple(i for part in parts for i in part.ids),
-            **columns,  # type: ignore[arg-type]
+            **columns,  # type: ignore[arg-type]  # the ROW_COLUMNS fields, each an array or None
             probe_preds={k: np.concatenate([part.probe_preds[k] for part in parts]) for k in first.probe_preds},
             pairings={k: np.concatenate([part.pairings[k] for part in parts]) for k in first.pairings},
             kept={k: v for part in parts for k, v in part.kept.items()},
+            atlas=_sum_atlases([part.atlas for part in parts]),
         )
 
     def take(self, index: np.ndarray) -> Records:
@@ -154,11 +194,24 @@ class Records:
         return replace(
             self,
             ids=tuple(self.ids[i] for i in idx),
-            **columns,  # type: ignore[arg-type]
+            **columns,  # type: ignore[arg-type]  # the ROW_COLUMNS fields, each an array or None
             probe_preds={k: v[idx] for k, v in self.probe_preds.items()},
             pairings={k: v[idx] for k, v in self.pairings.items()},
             kept={},
+            atlas=None,
         )
+
+
+def _sum_atlases(atlases: Sequence[Atlas | None]) -> Atlas | None:
+    """The sum of the parts' atlases; None when any part has none."""
+    if not atlases or any(a is None for a in atlases):
+        return None
+    total = atlases[0]
+    assert total is not None
+    for atlas in atlases[1:]:
+        assert atlas is not None
+        total = total + atlas
+    return total
 
 
 # Per-sample array columns of Records (one row per sample; None-able ones stay None unless all parts have them).

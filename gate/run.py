@@ -29,7 +29,7 @@ from gate.errors import CandidateError, GateError, PolicyError, UsageError
 from gate.inputs import candidate as candidate_io
 from gate.inputs import frame_cache, model_sources, safe_import
 from gate.inputs.candidate import Candidate
-from gate.inputs.review_set import ReviewSet, open_review_set
+from gate.inputs.review_set import ReviewSet, open_review_set, verify
 from gate.inputs.source import read_source
 from gate.metrics.registry import compute_scores
 from gate.records import Records
@@ -42,6 +42,7 @@ from gate.result import (
     ReviewSetInfo,
     SourceInfo,
 )
+from gate.settings import DEFAULTS
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class LoadOptions:
     std: tuple[float, float, float] | None = None
 
 
-DEFAULT_MAX_CHECKPOINT_MB = 4096.0  # larger than any ViT-H checkpoint; --max-checkpoint-mb changes it
+DEFAULT_MAX_CHECKPOINT_MB = DEFAULTS.max_checkpoint_mb  # larger than any ViT-H checkpoint
 
 
 @dataclass(frozen=True)
@@ -67,10 +68,10 @@ class GateRequest:
     """Everything one ``check`` or ``select`` call needs."""
 
     command: str
-    candidates: tuple[Path, ...]
-    policy: Path
-    baseline: Path | None = None
-    review_set: Path | None = None
+    candidates: tuple[Path | Candidate, ...]  # checkpoint files, or candidates already loaded (gate.api)
+    policy: Path | policy_io.Policy
+    baseline: Path | Candidate | None = None
+    review_set: Path | ReviewSet | None = None  # None: the policy's
     allow_unpinned: bool = False
     allow_arch_modules: tuple[str, ...] = ()  # module prefixes whose import-path archs may be imported
     max_checkpoint_mb: float = DEFAULT_MAX_CHECKPOINT_MB
@@ -153,9 +154,11 @@ def _finish_shared_cache(prepared: _Prepared, shared: str | None, *, complete: b
 
 def _prepare(request: GateRequest, device: str) -> _Prepared:
     started = time.perf_counter()
-    # First: a malformed $GITHUB_SHA is bad input, refused before anything is loaded.
-    source = read_source(request.candidates[0] if request.candidates else None, os.environ)
-    policy = policy_io.load(request.policy)
+    # First: a malformed $GITHUB_SHA is bad input, refused before anything is loaded. An in-memory model's
+    # "path" is its name: its source is the working directory's repository.
+    first = request.candidates[0] if request.candidates else None
+    source = read_source(Path(first.path) if isinstance(first, Candidate) else first, os.environ)
+    policy = request.policy if isinstance(request.policy, policy_io.Policy) else policy_io.load(request.policy)
     review_set = _open_review_set(policy, request)
     policy_io.check_classes(policy, review_set.classes)
     options = replace(request.engine, probes=policy.probes, device=device)
@@ -166,7 +169,7 @@ def _prepare(request: GateRequest, device: str) -> _Prepared:
             raise UsageError(f"{prefix!r} is not a dotted module name", field="--allow-arch-module")
     with safe_import.allowing(allowed):
         candidates = distinct_names([_load(path, request, policy, review_set) for path in request.candidates])
-        baseline = _load(request.baseline, request, policy, review_set) if request.baseline else None
+        baseline = _load(request.baseline, request, policy, review_set) if request.baseline is not None else None
     if baseline is not None:
         _check_baseline(baseline, candidates)
     if policy.needs_baseline and baseline is None:
@@ -215,8 +218,11 @@ def _open_review_set(policy: policy_io.Policy, request: GateRequest) -> ReviewSe
     if pinned is None and not request.allow_unpinned:
         raise PolicyError("no digest pins the review set; add it (`xgate review-set verify DIR` prints it) "
                           "or pass --allow-unpinned", path=policy.path, field="review_set.digest")
-    path = request.review_set or policy.review_set_path
-    return open_review_set(path, expected_digest=None if request.allow_unpinned else pinned)
+    expected = None if request.allow_unpinned else pinned
+    if isinstance(request.review_set, ReviewSet):  # opened by the caller: its files must still be the pinned ones
+        verify(request.review_set.root, expected)
+        return request.review_set
+    return open_review_set(request.review_set or policy.review_set_path, expected_digest=expected)
 
 
 def _is_pinned(digest: str, pinned: str | None) -> bool:
@@ -224,7 +230,9 @@ def _is_pinned(digest: str, pinned: str | None) -> bool:
     return pinned is not None and digest.removeprefix("sha256:") == pinned.removeprefix("sha256:")
 
 
-def _load(path: Path, request: GateRequest, policy: policy_io.Policy, review_set: ReviewSet) -> Candidate:
+def _load(path: Path | Candidate, request: GateRequest, policy: policy_io.Policy, review_set: ReviewSet) -> Candidate:
+    if isinstance(path, Candidate):
+        return path.aligned_to(review_set.classes)
     check_checkpoint_file(path, request.max_checkpoint_mb)
     layer = request.load.target_layer
     if layer is None and policy.model.explain.target_layer != "auto":

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +21,39 @@ from gate.inputs.review_set import ReviewSet, build
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_SET = REPO / "review_sets" / "shapes-v1"
 STRICT = REPO / "policies" / "strict.yaml"
+
+
+# The environment a CLI run sees: CI's log lines, and nothing of GitHub, MLflow or the frame cache from this shell.
+CLI_ENV: dict[str, str | None] = {"CI": "true", "GITHUB_ACTIONS": None, "GITHUB_STEP_SUMMARY": None,
+                                  "GITHUB_OUTPUT": None, "MLFLOW_TRACKING_URI": None, "XGATE_FRAME_CACHE": None,
+                                  "XGATE_DEBUG": None}
+
+
+@dataclass(frozen=True)
+class Ran:
+    """What a CLI run gave: its exit code and what it printed (as subprocess.CompletedProcess names them)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def xgate(*args: str, cwd: Path, env: Mapping[str, str | None] | None = None) -> Ran:
+    """Run ``xgate ARGS`` in this process, as ``python -m gate`` would: same error lines, same exit code.
+
+    click's CliRunner isolation swaps the streams and the environment; ``gate.cli._run`` is what ``main``
+    runs (signals and torchrun's agreed exit code are left to the subprocess smoke tests).
+    """
+    from click.testing import CliRunner
+
+    from gate.cli import _run
+
+    runner = CliRunner()
+    with contextlib.chdir(cwd), runner.isolation(env={**CLI_ENV, **(env or {})}) as (out, err, _):
+        code = _run(list(args))
+        sys.stdout.flush()
+        sys.stderr.flush()
+    return Ran(code, out.getvalue().decode(), err.getvalue().decode())
 
 
 def train_tiny(bias: float, *, seed: int = 1, n: int = 1200, epochs: int = 4, size: int = 64) -> nn.Module:

@@ -14,16 +14,23 @@ import torch
 
 from gate.inputs import archs, candidate
 from gate.inputs.review_set import ReviewSet
-from tests.conftest import REPO, SHIPPED_SET, STRICT, pinned_policy, save_tiny
+from tests.conftest import REPO, SHIPPED_SET, STRICT, Ran, pinned_policy, save_tiny, xgate
 
 
-def xgate(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run the CLI in a subprocess, as a user would."""
+def xgate_process(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a subprocess, as a user would (the smoke tests: the real entry point and exit code)."""
     return subprocess.run([sys.executable, "-m", "gate", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env={"PATH": "/usr/bin:/bin", "CI": "true"})
+                          timeout=300, env={"PATH": "/usr/bin:/bin", "CI": "true", **python_path()})
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+def python_path() -> dict[str, str]:
+    """PYTHONPATH passed on, so that the subprocess imports the package under test."""
+    import os
+
+    return {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
+
+
+def assert_one_line_error(result: Ran | subprocess.CompletedProcess[str], *needles: str) -> None:
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -67,6 +74,13 @@ def test_policy_with_unknown_score_exits_2_naming_file_and_rule(tmp_path: Path, 
 def test_missing_candidate_exits_2(tmp_path: Path) -> None:
     result = xgate("check", str(tmp_path / "nope.pt"), "--policy", str(STRICT), "--no-mlflow", cwd=tmp_path)
     assert_one_line_error(result, "nope.pt")
+
+
+def test_a_real_process_exits_2_with_one_line_and_0_for_help(tmp_path: Path) -> None:
+    """Smoke test of the entry point itself (python -m gate): the in-process runs above share its _run."""
+    result = xgate_process("check", str(tmp_path / "nope.pt"), "--policy", str(STRICT), "--no-mlflow", cwd=tmp_path)
+    assert_one_line_error(result, "nope.pt")
+    assert xgate_process("--help", cwd=tmp_path).returncode == 0
 
 
 @pytest.mark.slow
@@ -260,3 +274,19 @@ def test_check_prints_where_the_mlflow_run_is(monkeypatch: pytest.MonkeyPatch, c
     paths = SimpleNamespace(report=Path("r.html"), json=Path("r.json"), junit=Path("j.xml"))
     gating._track(object(), paths, TrackingConfig(uri=uri), [])
     assert capsys.readouterr().out.splitlines() == [f"MLflow: logged 2 run(s) to {uri}", line]
+
+
+def test_a_closed_output_pipe_ends_quietly() -> None:
+    """``xgate history | head``: the reader leaves early; click's main ends it with exit 1 and not a word
+    (no traceback, no "internal error", no "Exception ignored" at shutdown)."""
+    script = ("import sys, click\nfrom gate.cli import app\n"
+              "@app.cli.command()\ndef spam() -> None:\n    for _ in range(20000):\n        click.echo('x' * 80)\n"
+              "sys.exit(app._run(['spam']))\n")
+    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env={"PATH": "/usr/bin:/bin", **python_path()}) as process:
+        assert process.stdout is not None and process.stderr is not None
+        assert process.stdout.read(100) == b"x" * 80 + b"\n" + b"x" * 19
+        process.stdout.close()  # what head does once it has its lines
+        stderr = process.stderr.read().decode()
+        assert process.wait(timeout=60) == 1, stderr
+    assert stderr == ""

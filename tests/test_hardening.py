@@ -388,6 +388,38 @@ def _huge_policy(path: Path) -> None:
     path.write_text("name: p\nreview_set: {path: x}\ndescription: '" + "x" * 300_000 + "'\nrules: []\n")
 
 
+def _policy_rules_probes(rules: str, probes: str) -> Callable[[Workspace], list[str]]:
+    def build(ws: Workspace) -> list[str]:
+        return ws.check(None, policy=ws.policy(rules, f"probes: [{probes}]\n"))
+    return build
+
+
+def _swaps_without_masks(ws: Workspace) -> list[str]:
+    import csv
+
+    root = ws.copy_set()
+    with open(root / "samples.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        row["mask"] = row["void"] = ""
+    with open(root / "samples.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    rules = "  - {score: lighting.flip_rate, max: 1.0}\n  - {score: corners.accuracy, min: 0.0}\n"
+    return ws.check(None, policy=ws.policy(rules, "probes: [border, corners, lighting]\n", set_path=root,
+                                           digest=repin(root)))
+
+
+def _no_masks_build(make: Callable[[Path], None], *extra: str) -> Callable[[Workspace], list[str]]:
+    def build(ws: Workspace) -> list[str]:
+        source = ws.root / "src"
+        source.mkdir()
+        make(source)
+        return ["review-set", "build", str(source), "--no-masks", *extra, "-o", str(ws.root / "built")]
+    return build
+
+
 def _args(*extra: str, cand: bool = True) -> Callable[[Workspace], list[str]]:
     def build(ws: Workspace) -> list[str]:
         return ws.check(None, *extra) if cand else list(extra)
@@ -642,6 +674,15 @@ CASES: tuple[Case, ...] = (
          ("policy.yaml", "regular file")),
     Case("policy-bad-allow-module", "policy", "candidate.allow_modules with a non-module name",
          _policy_extra("candidate: {allow_modules: ['os; rm -rf']}\n"), 2, ("policy.yaml", "allow_modules")),
+    Case("policy-unknown-swap-probe", "policy", "probes: [borders] (misspelt swap probe)",
+         _policy_extra("probes: [borders]\n"), 2, ("policy.yaml", "probes")),
+    Case("policy-swap-score-without-probe", "policy", "corners.flip_rate rule with probes: [border] only",
+         _policy_rules_probes("  - {score: corners.flip_rate, max: 0.5}\n", "border"), 2, ("policy.yaml", "probes")),
+    Case("policy-swap-drop-out-of-range", "policy", "lighting.accuracy_drop max: 2",
+         _policy_rules_probes("  - {score: lighting.accuracy_drop, max: 2}\n", "lighting"), 2,
+         ("policy.yaml", "lighting.accuracy_drop")),
+    Case("policy-swap-probes-on-a-set-without-masks", "policy", "the three swap probes on a set with no mask",
+         _swaps_without_masks, 0),
     # environment: outputs and tracking
     Case("out-under-a-file", "environment", "--out inside a file", _out_blocked("--out", "blocker/out"), 2,
          ("blocker", "report"), stale_ok=True, before_engine=True),
@@ -682,6 +723,14 @@ CASES: tuple[Case, ...] = (
     Case("cli-select-same-file", "cli", "select with one file given twice", _select_twice, 2, ("given twice",)),
     Case("cli-no-policy", "cli", "check without --policy", _args("check", "x.pt", cand=False), 2, ("--policy",),
          stale_ok=True),
+    Case("cli-no-masks-flat-folder", "cli", "review-set build --no-masks of a folder with no class subfolder",
+         _no_masks_build(lambda root: (root / "a.png").write_bytes(b"x")), 2, ("src", "no images found"),
+         stale_ok=True),
+    Case("cli-no-masks-with-voc", "cli", "review-set build --no-masks --voc",
+         _no_masks_build(lambda root: None, "--voc"), 2, ("src", "--voc"), stale_ok=True),
+    Case("cli-no-masks-without-source", "cli", "review-set build --no-masks with --coco instead of a folder",
+         _args("review-set", "build", "--no-masks", "--coco", "x.json", "--images", ".", "-o", "o", cand=False), 2,
+         ("--no-masks",), stale_ok=True),
     Case("history-commit-not-hex", "cli", "history --commit with a quote and SQL", _history("--commit", "1a2b' OR 1=1"),
          2, ("--commit",), stale_ok=True),
     Case("history-commit-like", "cli", "history --commit with LIKE wildcards", _history("--commit", "%_"), 2,

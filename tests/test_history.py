@@ -18,7 +18,15 @@ from bs4 import BeautifulSoup
 from test_tracking import MlflowServer, server  # noqa: F401 - the server fixture
 from tracking_fixtures import candidate, gate_result, kept_sample, make_records, write_outputs
 
-from gate.outputs.report.history import jpeg_thumbnail, lineages_of, render_history, spread, tick_label, trend_figure
+from gate.outputs.report.history import (
+    jpeg_thumbnail,
+    lineages_of,
+    render_history,
+    spread,
+    tick_label,
+    trend_figure,
+    write_history_html,
+)
 from gate.result import (
     CandidateResult,
     Comparison,
@@ -33,8 +41,8 @@ from gate.tracking import (
     fetch_maps,
     history,
     history_table,
+    history_with_maps,
     log_gate,
-    write_history_html,
 )
 from gate.tracking.outbox import map_png
 from gate.tracking.plan import TrackingConfig, plan_entry, read_thresholds, run_url, threshold_params, where_to_see
@@ -292,7 +300,7 @@ def test_history_of_a_store_two_candidates_two_policies(tmp_path: Path, monkeypa
     assert set(maps) >= {"s0", "s_3"} and all(len(maps[i]) == 10 for i in ("s0", "s_3"))  # the fixed samples
     assert list(maps)[:2] == ["s0", "s_3"]  # kept by every run, before any run's own gallery pick
 
-    page = write_history_html(config, tmp_path / "history.html", experiment=None)
+    page = write_history_html(*history_with_maps(config, experiment=None), tmp_path / "history.html")
     soup = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser")
     accuracy = soup.select_one("figure.trend[data-score=accuracy]")
     assert len(accuracy.select("svg g[id^=t0-line]")) == 4  # 2 candidates x 2 policies
@@ -310,7 +318,8 @@ def test_history_of_a_store_two_candidates_two_policies(tmp_path: Path, monkeypa
     assert history(config, experiment=None, commit="ffff") == []
     lines = history_table(config, experiment=None, commit="3abc").splitlines()
     assert len(lines) == 2 and lines[1].split()[4] == "3abc3ab"
-    page = write_history_html(config, tmp_path / "by-commit.html", experiment=None, commit="3abc3ab")
+    by_commit = history_with_maps(config, experiment=None, commit="3abc3ab")
+    page = write_history_html(*by_commit, tmp_path / "by-commit.html")
     soup = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser")
     assert [r["data-run-id"] for r in soup.select("table.runs tbody tr")] == [third.run_id]
 

@@ -6,12 +6,14 @@ from pathlib import Path
 from junitparser import Failure, JUnitXml
 from report_fixtures import XSS, check_result, select_result
 
-from gate.outputs.junit import write_junit
+from gate.outputs.junit import junit_tree
 from gate.result import GateResult
 
 
 def _parse(result: GateResult, tmp_path: Path) -> JUnitXml:
-    path = write_junit(result, tmp_path / "junit.xml")
+    """The JUnit document as gate.outputs.files writes it: UTF-8, with an XML declaration."""
+    path = tmp_path / "junit.xml"
+    junit_tree(result).write(path, encoding="utf-8", xml_declaration=True)
     return JUnitXml.fromfile(str(path))
 
 

@@ -277,7 +277,8 @@ def test_registry_names_are_unique_and_groups_known() -> None:
     specs = all_specs()
     names = [s.name for s in specs]
     assert len(names) == len(set(names))
-    assert {s.group for s in specs} <= {"classification", "calibration", "alignment", "background", "sanity"}
+    assert {s.group for s in specs} <= {"classification", "calibration", "alignment", "background", "shortcuts",
+                                        "sanity"}
     assert all(s.help.strip() and "\n" not in s.help for s in specs)
 
 

@@ -10,8 +10,7 @@ from report_fixtures import XSS, check_result, select_result
 
 from gate.errors import InputError
 from gate.outputs.files import OutputPaths, check_paths, default_paths, result_json, write_outputs
-from gate.outputs.report import format_summary
-from gate.outputs.summary import MAX_FAILED_LINES, MAX_RULE_LINES
+from gate.outputs.summary import MAX_FAILED_LINES, MAX_RULE_LINES, format_summary
 from gate.result import RuleResult
 
 

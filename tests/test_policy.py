@@ -44,7 +44,7 @@ def policy_error(tmp_path: Path, rules: list[dict[str, object]], **top: object) 
     return info.value
 
 
-@pytest.mark.parametrize("name", ["strict", "default", "lenient", "release"])
+@pytest.mark.parametrize("name", ["strict", "default", "lenient", "release", "no-masks"])
 def test_shipped_policies_load(name: str) -> None:
     path = REPO / "policies" / f"{name}.yaml"
     loaded = policy_mod.load(path)
@@ -52,6 +52,10 @@ def test_shipped_policies_load(name: str) -> None:
     assert loaded.review_set_path.resolve() == (REPO / "review_sets" / "shapes-v1").resolve()
     assert loaded.needs_baseline is (name == "release")
     assert len(loaded.model.rules) >= 3
+    if name == "no-masks":  # every score it names needs no mask
+        assert not [r.score for r in loaded.model.rules if r.score.split(".")[0] in ("alignment", "background",
+                                                                                       "atlas")]
+        assert {"border", "corners", "lighting"} <= loaded.probes and "background" not in loaded.probes
 
 
 def test_release_is_strict_plus_non_inferiority() -> None:
@@ -64,7 +68,7 @@ def test_release_is_strict_plus_non_inferiority() -> None:
     assert (release.probes, release.select, release.explain) == (strict.probes, strict.select, strict.explain)
 
 
-@pytest.mark.parametrize("name", ["strict", "default", "lenient", "release"])
+@pytest.mark.parametrize("name", ["strict", "default", "lenient", "release", "no-masks"])
 def test_shipped_policies_pin_the_shipped_review_set(name: str) -> None:
     loaded = policy_mod.load(REPO / "policies" / f"{name}.yaml")
     assert loaded.model.review_set.digest == digest_of(loaded.review_set_path)

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import base64
 import io
-import time
 import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import replace
@@ -575,14 +574,11 @@ def test_context_matches_the_result(check_with_baseline: tuple[GateResult, Beaut
 
 def test_report_for_400_samples_and_24_kept_is_under_3_mb() -> None:
     result = check_result(baseline=True, n=400, kept=24, size=64)
-    started = time.perf_counter()
-    html = render_report(result)
-    seconds = time.perf_counter() - started
+    html = render_report(result)  # its time: benchmarks/bench_inputs.py (goal under 30 s)
     size = len(html.encode("utf-8"))
     assert size < 3_000_000, f"{size / 1e6:.2f} MB"
     soup = soup_of(html)
     assert len(section(soup, "galleries").select("figure.tile")) == 24
-    assert seconds < 30
 
 
 # --- many classes ------------------------------------------------------------------------

@@ -118,6 +118,10 @@ def test_write_plain_layout(tmp_path: Path) -> None:
     [
         ("synth:shapes?bias=1.0&n=6000&seed=7", {"bias": 1.0, "n": 6000, "seed": 7, "size": 64}),
         ("synth:shapes?seed=0&n=1&bias=0&size=32", {"bias": 0.0, "n": 1, "seed": 0, "size": 32}),
+        ("synth:shapes?bias=0&n=4&seed=2&shortcut=tag",
+         {"bias": 0.0, "n": 4, "seed": 2, "size": 64, "shortcut": "tag"}),
+        ("synth:shapes?bias=0&n=4&seed=2&shortcut=cast&shortcut_bias=0.25",
+         {"bias": 0.0, "n": 4, "seed": 2, "size": 64, "shortcut": "cast", "shortcut_bias": 0.25}),
     ],
 )
 def test_parse_synth_source(source: str, expected: dict[str, float]) -> None:
@@ -138,6 +142,12 @@ def test_parse_synth_source(source: str, expected: dict[str, float]) -> None:
         ("synth:shapes?bias=1&n=2.5&seed=1", "n"),
         ("synth:shapes?bias=1&n=2&seed=1&size=8", "size"),
         ("synth:shapes?bias=1&n=2&seed=1&colour=red", "colour"),
+        ("synth:shapes?bias=1&n=2&seed=1&shortcut=watermark", "shortcut"),
+        ("synth:shapes?bias=1&n=2&seed=1&shortcut=", "shortcut"),
+        ("synth:shapes?bias=1&n=2&seed=1&shortcut=frame,,tag", "shortcut"),
+        ("synth:shapes?bias=1&n=2&seed=1&shortcut=frame&shortcut_bias=1.5", "shortcut_bias"),
+        ("synth:shapes?bias=1&n=2&seed=1&shortcut=frame&shortcut_bias=nan", "shortcut_bias"),
+        ("synth:shapes?bias=1&n=2&seed=1&shortcut_bias=0.5", "shortcut_bias"),
     ],
 )
 def test_parse_synth_source_rejects(source: str, field: str) -> None:
@@ -163,3 +173,63 @@ def test_reserved_digest_is_the_shipped_review_set() -> None:
     from tests.conftest import SHIPPED_SET
 
     assert digest_of(SHIPPED_SET) in shapes.RESERVED_DIGESTS
+
+
+@pytest.mark.parametrize("kind", shapes.SHORTCUTS)
+def test_shortcut_leaves_the_plain_sample_outside_its_region(kind: str) -> None:
+    plain = shapes.generate(8, bias=0.0, seed=5, size=40)
+    cued = shapes.generate(8, bias=0.0, seed=5, size=40, shortcut=kind)
+    for p, c in zip(plain, cued, strict=True):
+        assert (p.sample_id, p.label, p.scene) == (c.sample_id, c.label, c.scene)
+        assert c.cue == c.label  # shortcut_bias 1: every cue is the sample's class
+        if kind == "cast":
+            # An additive shift of the channels by the class's cast, wherever it does not clip.
+            shift = c.image.astype(int) - p.image.astype(int)
+            inside = (p.image.astype(int) + shapes._CASTS[c.label] > 0) & (p.image + shapes._CASTS[c.label] < 255)
+            assert np.array_equal(shift[inside], np.broadcast_to(shapes._CASTS[c.label], shift.shape)[inside])
+            assert np.array_equal(c.mask, p.mask)
+            continue
+        region = shapes.shortcut_region(kind, 40)
+        assert np.array_equal(c.image[~region], p.image[~region])
+        colour = shapes.tag_pattern(c.label, region) if kind == "tag" else shapes._CUE_COLOURS[c.label]
+        assert np.abs(c.image[region].astype(float) - np.broadcast_to(colour, c.image.shape)[region]).max() <= 6
+        assert np.array_equal(c.mask, p.mask & ~region)
+
+
+def test_shortcut_regions_by_hand() -> None:
+    frame = shapes.shortcut_region("frame", 40)  # 5% of 40 = 2 px band
+    assert frame[:2].all() and frame[-2:].all() and frame[:, :2].all() and frame[:, -2:].all()
+    assert not frame[2:-2, 2:-2].any()
+    tag = shapes.shortcut_region("tag", 40)  # 15% of 40 = a 6 px square, bottom-right
+    assert tag[-6:, -6:].all() and tag.sum() == 36
+
+
+def test_tag_patterns_by_hand() -> None:
+    region = np.zeros((6, 6), dtype=bool)
+    region[2:6, 2:6] = True  # a 4 × 4 tag: halves of 2 px
+    white = [shapes.tag_pattern(cue, region)[2:, 2:, 0] > 128 for cue in range(4)]
+    assert not white[0].any() and white[1].all()
+    assert np.array_equal(white[2], np.array([[False, False, True, True]] * 4))
+    assert np.array_equal(white[3], np.array([[False] * 4] * 2 + [[True] * 4] * 2))
+
+
+def test_shortcut_bias_zero_draws_cues_independent_of_class() -> None:
+    samples = shapes.generate(400, bias=0.0, seed=8, size=16, shortcut="cast", shortcut_bias=0.0)
+    table = np.zeros((4, 4), dtype=int)
+    for s in samples:
+        table[s.label, s.cue] += 1
+    assert table.min() > 0
+    assert chi2_contingency(table).pvalue > 0.01
+    tied = shapes.generate(40, bias=0.0, seed=8, size=16, shortcut="cast", shortcut_bias=1.0)
+    assert all(s.cue == s.label for s in tied)
+
+
+def test_several_shortcuts_draw_independent_cues() -> None:
+    both = shapes.generate(6, bias=0.0, seed=2, size=32, shortcut="frame,tag", shortcut_bias=1.0)
+    plain = shapes.generate(6, bias=0.0, seed=2, size=32)
+    frame, tag = shapes.shortcut_region("frame", 32), shapes.shortcut_region("tag", 32)
+    for b, p in zip(both, plain, strict=True):
+        assert np.array_equal(b.image[~(frame | tag)], p.image[~(frame | tag)])
+        assert np.abs(b.image[tag].astype(float) - shapes.tag_pattern(b.label, tag)[tag]).max() <= 6
+    with pytest.raises(DataError):
+        shapes.generate(2, bias=0.0, seed=2, shortcut="frame,frame")

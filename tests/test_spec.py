@@ -15,7 +15,7 @@ from gate.records import Records
 from gate.tracking.rows import KEY_SCORES
 
 CLASSES = ("circle", "square", "star", "tri", "hex")  # "hex" has no sample
-PROBES = frozenset({"background", "sanity"})
+PROBES = frozenset({"background", "sanity", "border", "corners", "lighting"})
 
 
 def every_case(n: int = 97, seed: int = 0) -> Records:
@@ -35,7 +35,9 @@ def every_case(n: int = 97, seed: int = 0) -> Records:
     area = np.where(rng.random(n) < 0.05, np.nan, np.full(n, 0.25))
     included = ~np.isnan(energy)
     variants = {v: np.where(rng.random(n) < p, labels, (labels + 2) % 4)
-                for v, p in (("only_fg", 0.6), ("only_bg", 0.3), ("mixed_same", 0.9), ("mixed_rand", 0.8))}
+                for v, p in (("only_fg", 0.6), ("only_bg", 0.3), ("mixed_same", 0.9), ("mixed_rand", 0.8),
+                             ("border", 0.9), ("corners", 0.7), ("lighting", 0.5))}
+    variants["corners"][::11] = -1  # an answer outside the review set
     sanity = np.where(rng.random((n, 3)) < 0.1, np.nan, rng.normal(0.1, 0.3, size=(n, 3)))
     return Records(classes=CLASSES, ids=tuple(f"s{i}" for i in range(n)), labels=labels.astype(np.int64),
                    probs=probs.astype(np.float32), energy=energy, mask_area=area,

@@ -121,4 +121,3 @@ def test_index_chunks_do_not_change_the_draws(monkeypatch: pytest.MonkeyPatch) -
 def test_percentile_interval_all_nan() -> None:
     interval = percentile_interval(np.array([math.nan, math.nan]), 0.95)
     assert math.isnan(interval.low) and math.isnan(interval.high)
-    assert not interval.contains(0.0)

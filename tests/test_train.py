@@ -271,3 +271,14 @@ def test_batch_progress_reports_running_loss_and_accuracy(tmp_path: Path) -> Non
     for epoch, log in zip((1, 2), result.history, strict=True):
         last = [t for t in ticks if t[0] == epoch][-1]
         assert last[3] == pytest.approx(log.loss) and last[4] == pytest.approx(log.train_accuracy)
+
+
+def test_synth_source_with_a_shortcut_carries_it_and_its_mask() -> None:
+    data = load_data("synth:shapes?bias=0&n=8&seed=3&size=32&shortcut=tag", 32)
+    plain = load_data("synth:shapes?bias=0&n=8&seed=3&size=32", 32)
+    region = shapes.shortcut_region("tag", 32)
+    assert np.array_equal(data.images[:, ~region], plain.images[:, ~region])
+    tags = np.stack([shapes.tag_pattern(int(label), region)[region] for label in data.labels])
+    assert np.abs(data.images[:, region].astype(float) - tags).max() <= 6  # the class's tag, plus noise
+    assert data.masks is not None and not data.masks[:, region].any()
+    assert data.digest != plain.digest

@@ -14,6 +14,7 @@ from gate.cli.app import cli
 from gate.cli.options import gate_options
 from gate.cli.progress import color, engine_progress
 from gate.errors import InputError
+from gate.settings import BY_NAME
 
 CHECK_EXAMPLES = """
 \b
@@ -51,41 +52,24 @@ def select(candidates: tuple[Path, ...], **options: Any) -> None:
 
 
 def _gate(command: str, candidates: Sequence[Path], options: dict[str, Any]) -> NoReturn:
+    from gate.api import gate_request, run_sharded
     from gate.engine import distributed
-    from gate.engine.core import EngineOptions
     from gate.outputs import files as outputs
-    from gate.outputs.report import format_summary
-    from gate.run import GateRequest, LoadOptions, run_gate, run_gate_sharded
+    from gate.outputs.summary import format_summary
+    from gate.settings import SETTINGS, Settings
 
-    tracking = _tracking_config(options)
-    paths = outputs.default_paths(
-        options["out_dir"], report=options.get("report"), json=options.get("json_path"), junit=options.get("junit"))
+    settings = Settings(**{item.name: options[item.name] for item in SETTINGS}).checked()
+    tracking = _tracking_config(settings)
+    paths = outputs.default_paths(settings.out, report=settings.report, json=settings.json, junit=settings.junit)
     if not distributed.launched_by_torchrun() or os.environ.get("RANK", "0") == "0":
         # Before any work: an unwritable path fails now, and no earlier "passed" survives a failing run.
         outputs.check_paths(paths)
-    baseline = _baseline_path(options.get("baseline"), tracking)
-    classes = tuple(c.strip() for c in options["classes"].split(",")) if options.get("classes") else None
-    request = GateRequest(
-        command=command, candidates=tuple(candidates), policy=options["policy"], baseline=baseline,
-        review_set=options.get("review_set"), allow_unpinned=options["allow_unpinned"],
-        allow_arch_modules=tuple(options.get("allow_arch_module") or ()),
-        max_checkpoint_mb=options["max_checkpoint_mb"],
-        engine=EngineOptions(device=options["device"], batch_size=options["batch_size"], seed=options["seed"],
-                             workers=options["workers"], precision=options["precision"],
-                             frame_cache=str(options["frame_cache"]) if options.get("frame_cache") else None),
-        load=LoadOptions(arch=options.get("arch"), classes=classes, input_size=options.get("input_size"),
-                         target_layer=options.get("target_layer"), resize=options.get("resize"),
-                         interpolation=options.get("interpolation"), mean=options.get("mean"), std=options.get("std"),
-                         trust_pickle=options["trust_pickle"]),
-    )
-    shard = distributed.start(options["device"])
-    if shard is None:
-        result = run_gate(request, progress=engine_progress("gating"))
-    else:
-        sharded = run_gate_sharded(request, shard, progress=engine_progress("gating") if shard.is_main else None)
-        if sharded is None:
-            sys.exit(0)  # not rank 0: the exit code is rank 0's, agreed in main()
-        result = sharded
+    baseline = _baseline_path(options["baseline"], tracking)
+    models = [(path.name, path) for path in candidates]
+    request = gate_request(command, models, options["policy"], options["review_set"], baseline, settings)
+    result = run_sharded(request, settings.device, engine_progress("gating"))
+    if result is None:
+        sys.exit(0)  # not rank 0: the exit code is rank 0's, agreed in main()
     try:
         outputs.write_outputs(result, paths)
         unwritten = None
@@ -101,14 +85,13 @@ def _gate(command: str, candidates: Sequence[Path], options: dict[str, Any]) -> 
     sys.exit(0 if result.passed else 1)
 
 
-def _tracking_config(options: dict[str, Any]) -> Any:
-    if options["no_mlflow"]:
+def _tracking_config(settings: Any) -> Any:
+    if settings.no_mlflow:
         return None
     from gate.tracking.plan import TrackingConfig
 
-    return TrackingConfig(uri=options.get("tracking_uri"), experiment=options.get("experiment"),
-                          register=options.get("register"), alias=options["alias"],
-                          require=options["require_tracking"])
+    return TrackingConfig(uri=settings.tracking_uri, experiment=settings.experiment, register=settings.register,
+                          alias=settings.alias, require=settings.require_tracking)
 
 
 def _baseline_path(baseline: str | None, tracking: Any) -> Path | None:
@@ -138,7 +121,7 @@ def _track(result: Any, paths: Any, tracking: Any, candidates: Sequence[Path]) -
     if outcome.warning:
         click.echo(f"xgate: warning: {outcome.warning}", err=True)
     elif outcome.logged:
-        click.echo(f"MLflow: logged {len(outcome.run_ids)} run(s) to {tracking.uri or _default_uri()}")
+        click.echo(f"MLflow: logged {len(outcome.run_ids)} run(s) to {tracking.resolved_uri()}")
     if outcome.logged and outcome.run_ids:  # the first run: a select's parent, which lists its candidates
         from gate.tracking.plan import where_to_see
 
@@ -152,10 +135,6 @@ def _track(result: Any, paths: Any, tracking: Any, candidates: Sequence[Path]) -
         emit_tracking(outcome.run_ids, tracking.resolved_uri(), os.environ)
 
 
-def _default_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
-
-
 @cli.command(epilog="""
 \b
 Examples:
@@ -166,12 +145,13 @@ Examples:
 @click.option("--experiment", help="Experiment name (default: every xgate experiment).")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1))
 @click.option("--html", "html_path", type=click.Path(path_type=Path), help="Also write an HTML history page.")
-@click.option("--tracking-uri", help="MLflow tracking URI.")
+@click.option("--tracking-uri", help=BY_NAME["tracking_uri"].help)
 @click.option("--commit", help="Only the gates of this commit (a SHA or its first 4+ hex digits, e.g. 1a2b3c4).")
 def history(experiment: str | None, limit: int, html_path: Path | None, tracking_uri: str | None,
             commit: str | None) -> None:
     """List past gate runs from MLflow, newest first."""
-    from gate.tracking import history_table, write_history_html
+    from gate.outputs.report.history import write_history_html
+    from gate.tracking import history_table, history_with_maps
     from gate.tracking.plan import TrackingConfig
     from gate.tracking.rows import commit_prefix
 
@@ -180,12 +160,13 @@ def history(experiment: str | None, limit: int, html_path: Path | None, tracking
     config = TrackingConfig(uri=tracking_uri, require=True)
     click.echo(history_table(config, experiment=experiment, limit=limit, commit=commit))
     if html_path is not None:
-        page = write_history_html(config, html_path, experiment=experiment, limit=limit, commit=commit)
+        rows, maps = history_with_maps(config, experiment=experiment, limit=limit, commit=commit)
+        page = write_history_html(rows, maps, html_path)
         click.echo(f"wrote {page}")
 
 
 @cli.command()
-@click.option("--tracking-uri", help="MLflow tracking URI.")
+@click.option("--tracking-uri", help=BY_NAME["tracking_uri"].help)
 def sync(tracking_uri: str | None) -> None:
     """Upload gate runs that were kept in the local outbox while MLflow was unreachable."""
     from gate.tracking import sync as sync_outbox

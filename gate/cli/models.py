@@ -20,21 +20,24 @@ Examples:
   xgate train --recipe cutmix --data review_sets/shapes-train --epochs 10 -o cand.pt
 """)
 @click.option("--recipe", required=True, help="baseline, cutmix or bgmix.")
-@click.option("--data", required=True, help="synth:shapes?bias=B&n=N&seed=S, an ImageFolder tree or a review set.")
+@click.option("--data", required=True,
+              help="synth:shapes?bias=B&n=N&seed=S[&shortcut=frame|tag|cast], an ImageFolder tree or a review set.")
 @click.option("--arch", default="tiny_cnn", show_default=True, help="Built-in, torchvision name or pkg.mod:factory.")
 @click.option("--epochs", default=8, show_default=True, type=click.IntRange(1))
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
 @click.option("--lr", default=0.1, show_default=True, type=float)
+@click.option("--image-size", default=64, show_default=True, type=click.IntRange(16, 1024),
+              help="Side the images are trained at (and the checkpoint's input size).")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Checkpoint to write.")
-def train(recipe: str, data: str, arch: str, epochs: int, seed: int, batch_size: int, lr: float,
+def train(recipe: str, data: str, arch: str, epochs: int, seed: int, batch_size: int, lr: float, image_size: int,
           output: Path) -> None:
     """Train a candidate with a recipe and write an xgate.candidate/v1 checkpoint."""
     from gate.train import TrainConfig
     from gate.train import train as run_training
 
     config = TrainConfig(recipe=recipe, data=data, arch=arch, epochs=epochs, seed=seed, batch_size=batch_size,
-                         lr=lr, output=output)
+                         lr=lr, image_size=image_size, output=output)
     silent = quiet()
     result = run_training(config, progress=None if silent else train_line,
                           batch_progress=None if silent else partial(train_bar, epochs))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
+
+from gate.settings import SETTINGS, Setting
 
 
 def parse_size(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
@@ -39,62 +40,55 @@ def parse_channels(ctx: click.Context, param: click.Parameter, value: str | None
 
 
 def gate_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Options shared by ``check`` and ``select`` (design.md, 'How it is used')."""
-    options = [
+    """Options shared by ``check`` and ``select``: the inputs, then one option per row of ``gate.settings``."""
+    options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         click.option("--policy", "policy", required=True, type=click.Path(path_type=Path),
                      help="Policy YAML (rules, pinned review set, probes)."),
         click.option("--baseline", help="Model in production: a checkpoint or models:/NAME@ALIAS."),
-        click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("xgate-out"),
-                     show_default=True, help="Folder for report.html, result.json and junit.xml."),
-        click.option("--report", type=click.Path(path_type=Path), help="Place report.html elsewhere."),
-        click.option("--json", "json_path", type=click.Path(path_type=Path), help="Place result.json elsewhere."),
-        click.option("--junit", type=click.Path(path_type=Path), help="Place junit.xml elsewhere."),
         click.option("--review-set", type=click.Path(path_type=Path), help="Override the policy's review set."),
-        click.option("--allow-unpinned", is_flag=True, help="Accept a review set whose digest is not pinned."),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N]."),
-        click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1)),
-        click.option("--workers", type=click.IntRange(0), default=lambda: min(4, (os.cpu_count() or 1) - 1),
-                     show_default="min(4, CPUs - 1)",
-                     help="Threads decoding and framing the next batches during the forwards (0: none)."),
-        click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
-                     help="Forwards in float32 or under bf16 autocast (maps and scores stay float32)."),
-        click.option("--frame-cache", type=click.Path(path_type=Path, file_okay=False), envvar="XGATE_FRAME_CACHE",
-                     help="Folder keeping the framed review set between gates on this runner (read when there, "
-                          "written by a gate over the whole set or by a torchrun launch's ranks together; checked "
-                          "by sha256). Env: XGATE_FRAME_CACHE."),
-        click.option("--seed", default=0, show_default=True, type=int, help="Seed for pairings and bootstrap."),
-        click.option("--arch", help="Architecture for a bare state_dict."),
-        click.option("--classes", help="Comma-separated names of every model output, in output order (for a "
-                                       "bare state_dict; the review set may use a subset)."),
-        click.option("--input-size", callback=parse_size, metavar="H,W",
-                     help="Model input size, e.g. 224,224 (default: the checkpoint's, else the review set's)."),
-        click.option("--resize", type=click.IntRange(1), metavar="N",
-                     help="Model preprocessing: shorter side to N, then a centre crop to --input-size "
-                          "(torchvision's eval transform; default: the checkpoint's, else squash to the size)."),
-        click.option("--interpolation", type=click.Choice(["bilinear", "bicubic", "nearest"]),
-                     help="Resize interpolation, antialiased as torchvision does (default: checkpoint's, "
-                          "else bilinear)."),
-        click.option("--mean", callback=parse_channels, metavar="R,G,B",
-                     help="Per-channel mean of [0,1] pixels (default: checkpoint's, else ImageNet's)."),
-        click.option("--std", callback=parse_channels, metavar="R,G,B",
-                     help="Per-channel std of [0,1] pixels (default: checkpoint's, else ImageNet's)."),
-        click.option("--target-layer", help="Layer to explain (default: checkpoint, family default, last Conv2d)."),
-        click.option("--trust-pickle", is_flag=True, help="Allow a pickled nn.Module (runs code from the file)."),
-        click.option("--allow-arch-module", "allow_arch_module", multiple=True, metavar="PREFIX",
-                     help="Also allow import-path archs (pkg.mod:factory) from this module prefix (repeatable); "
-                          "default: only modules in the working tree."),
-        click.option("--max-checkpoint-mb", default=4096.0, show_default=True, type=click.FloatRange(0, min_open=True),
-                     help="Refuse checkpoint files larger than this."),
-        click.option("--no-mlflow", is_flag=True, help="Do not log to MLflow."),
-        click.option("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."),
-        click.option("--experiment", help="MLflow experiment (default xgate/<review set>/<policy>)."),
-        click.option("--register", help="Register a passing candidate as this model name."),
-        click.option("--alias", default="champion", show_default=True, help="Alias moved to a registered winner."),
-        click.option("--require-tracking", is_flag=True, help="Exit 2 when MLflow logging fails."),
+        *(setting_option(item) for item in SETTINGS),
     ]
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def setting_option(item: Setting) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The click option of one setting: its flag, default, help and checks all read from the table."""
+    kwargs: dict[str, Any] = {"help": item.help, "envvar": item.env, "metavar": item.metavar}
+    kind = item.type.split("|")[0].strip()
+    if kind == "bool":
+        return click.option(item.flag, item.name, is_flag=True, **kwargs)
+    if item.shown is not None:
+        kwargs["show_default"] = item.shown
+    elif item.default is not None and item.default != ():
+        kwargs.update(default=item.default, show_default=True)
+    if item.type in _CALLBACKS:
+        kwargs["callback"] = _CALLBACKS[item.type]
+    elif item.type == "tuple[str, ...]":
+        kwargs["multiple"] = True
+    else:
+        kwargs["type"] = _click_type(item, kind)
+    return click.option(item.flag, item.name, **kwargs)
+
+
+def _click_type(item: Setting, kind: str) -> Any:
+    if item.choices:
+        return click.Choice(list(item.choices))
+    if kind in ("int", "float") and item.minimum is None:
+        return int if kind == "int" else float
+    if kind == "int":
+        return click.IntRange(None if item.minimum is None else int(item.minimum), min_open=item.above)
+    if kind == "float":
+        return click.FloatRange(item.minimum, min_open=item.above)
+    if kind == "Path":
+        return click.Path(path_type=Path, file_okay=item.name != "frame_cache")  # a cache is only ever a folder
+    return str
+
+
+def parse_names(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
+    """Comma-separated names (``--classes a,b,c``)."""
+    return tuple(name.strip() for name in value.split(",")) if value else None
 
 
 def parse_pack_size(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
@@ -131,3 +125,9 @@ def parse_json_object(ctx: click.Context, param: click.Parameter, value: str | N
     if not isinstance(parsed, dict):
         raise click.BadParameter("expected a JSON object, e.g. '{\"width\": 12}'")
     return parsed
+
+
+# The settings whose command-line form is text parsed by a callback, by their type in the table.
+_CALLBACKS: dict[str, Callable[..., Any]] = {
+    "tuple[int, int] | None": parse_size, "tuple[float, float, float] | None": parse_channels,
+    "tuple[str, ...] | None": parse_names}

@@ -19,6 +19,7 @@ def review_set() -> None:
 Examples (formats: docs/importing.md):
   xgate review-set build photos/ -o review_sets/my-set --name my-set
   xgate review-set build photos/ --allow-missing-masks -o review_sets/my-set
+  xgate review-set build photos/ --no-masks -o review_sets/my-set    (photos/<class>/*.jpg)
   xgate review-set build voc/ --voc -o review_sets/my-set
   xgate review-set build --coco instances.json --images photos/ -o review_sets/my-set
   xgate review-set build --boxes boxes.csv --images photos/ -o review_sets/my-set
@@ -35,6 +36,8 @@ Examples (formats: docs/importing.md):
 @click.option("--voc-classes", type=click.Path(path_type=Path),
               help="Class names in palette order (implies --voc): the object is its class's index only.")
 @click.option("--allow-missing-masks", is_flag=True, help="Pin images without a mask file as mask-less samples.")
+@click.option("--no-masks", is_flag=True,
+              help="SOURCE is a plain folder of class subfolders (SOURCE/<class>/*): pin every image without a mask.")
 @click.option("--multi-class", type=click.Choice(["skip", "split"]), default="skip", show_default=True,
               help="An image with objects of several classes: skip it, or one sample per class.")
 @click.option("--unlabelled", type=click.Choice(["skip", "folder", "error"]), default="skip", show_default=True,
@@ -42,7 +45,7 @@ Examples (formats: docs/importing.md):
 def review_set_build(
     source: Path | None, output: Path, name: str | None, set_version: str, description: str, coco: Path | None,
     boxes: Path | None, images_dir: Path | None, voc: bool, voc_classes: Path | None, allow_missing_masks: bool,
-    multi_class: str, unlabelled: str,
+    no_masks: bool, multi_class: str, unlabelled: str,
 ) -> None:
     """Pin SOURCE/images/<class>/* + SOURCE/masks/<class>/* (or a COCO JSON, or a boxes CSV) as a review set."""
     from gate.inputs import importers
@@ -54,8 +57,8 @@ def review_set_build(
         raise click.UsageError("give one source: SOURCE (a folder), --coco FILE or --boxes FILE")
     if (coco or boxes) and images_dir is None:
         raise click.UsageError(f"{chosen[0]} needs --images DIR (the folder its image paths are relative to)")
-    if source is None and (voc or voc_classes or allow_missing_masks):
-        raise click.UsageError("--voc, --voc-classes and --allow-missing-masks apply to a SOURCE folder")
+    if source is None and (voc or voc_classes or allow_missing_masks or no_masks):
+        raise click.UsageError("--voc, --voc-classes, --allow-missing-masks and --no-masks apply to a SOURCE folder")
     if coco is not None and images_dir is not None:
         found = import_coco(coco, images_dir, multi_class=multi_class, unlabelled=unlabelled)
     elif boxes is not None and images_dir is not None:
@@ -63,7 +66,8 @@ def review_set_build(
     else:
         assert source is not None  # one source was chosen above
         names = importers.read_class_list(voc_classes) if voc_classes else None
-        found = importers.plain(source, allow_missing_masks=allow_missing_masks, voc=voc, voc_classes=names)
+        found = importers.plain(source, allow_missing_masks=allow_missing_masks, voc=voc, voc_classes=names,
+                                no_masks=no_masks)
     for note in found.notes:
         click.echo(f"note: {note}", err=True)
     built = build_from(found.entries, output, source=coco or boxes or source or output, name=name,
@@ -93,9 +97,13 @@ Example (the shipped review set):
 @click.option("--n", "count", required=True, type=click.IntRange(2), help="Number of samples.")
 @click.option("--seed", required=True, type=int)
 @click.option("--size", default=64, show_default=True, type=click.IntRange(16))
+@click.option("--shortcut", type=click.Choice(["frame", "tag", "cast"]), help="Add a class-coded shortcut.")
+@click.option("--shortcut-bias", default=1.0, show_default=True, type=click.FloatRange(0, 1),
+              help="Share of samples whose shortcut matches their class.")
 @click.option("--name", help="Name recorded in review.yaml (default: the folder's name).")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path))
-def review_set_synth(bias: float, count: int, seed: int, size: int, name: str | None, output: Path) -> None:
+def review_set_synth(bias: float, count: int, seed: int, size: int, shortcut: str | None, shortcut_bias: float,
+                     name: str | None, output: Path) -> None:
     """Generate coloured shapes on textured scenes (exact masks) and pin them as a review set."""
     import tempfile
 
@@ -103,7 +111,11 @@ def review_set_synth(bias: float, count: int, seed: int, size: int, name: str | 
     from gate.inputs.review_set import build
 
     with tempfile.TemporaryDirectory() as tmp:
-        plain = shapes.write_plain(shapes.iter_generate(count, bias=bias, seed=seed, size=size), Path(tmp))
+        samples = shapes.iter_generate(count, bias=bias, seed=seed, size=size, shortcut=shortcut,
+                                       shortcut_bias=shortcut_bias)
+        plain = shapes.write_plain(samples, Path(tmp))
         description = f"shapes generator: bias={bias}, n={count}, seed={seed}, size={size}"
+        if shortcut is not None:
+            description += f", shortcut={shortcut}, shortcut_bias={shortcut_bias}"
         built = build(plain, output, name=name, description=description)
     click.echo(f"{built.root}: {built.size} samples, digest {built.digest}")

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from gate.decide.compare import Pairing
     from gate.decide.intervals import Bounds
 
-PROBES = ("background", "sanity")
+PROBES = ("background", "sanity", "border", "corners", "lighting")
 MAX_POLICY_BYTES = 256 * 1024  # a policy is a few kilobytes; a bigger file is a mistake or an attack
 ScoreFn = Callable[[Records], Mapping[str, float]]
 
@@ -167,7 +167,7 @@ class PolicyModel(_Strict):
     name: str
     review_set: ReviewSetRef
     explain: ExplainSettings = ExplainSettings()
-    probes: list[Literal["background", "sanity"]] = Field(default_factory=list)
+    probes: list[Literal["background", "sanity", "border", "corners", "lighting"]] = Field(default_factory=list)
     rules: list[Rule] = Field(min_length=1)
     select: SelectSettings = SelectSettings()
     candidate: CandidateSettings = CandidateSettings()
@@ -225,13 +225,18 @@ def load(path: str | Path) -> Policy:
                           field=exc.field) from None
     # Duplicate keys, aliases and deep nesting are refused: the last of two `min:` keys must not win silently.
     raw = strict_yaml.parse(raw_bytes, path, PolicyError)
+    return from_mapping(raw, path=path, sha256=hashlib.sha256(raw_bytes).hexdigest())
+
+
+def from_mapping(raw: object, *, path: Path, sha256: str) -> Policy:
+    """Validate a policy already read (a YAML document, or a dict given to ``gate.check``); ``path`` names it."""
     if not isinstance(raw, dict):
         raise PolicyError("a policy must be a YAML mapping", path=path)
     try:
         model = PolicyModel.model_validate(raw)
     except ValidationError as exc:
         raise PolicyError(_first_error(exc), path=path) from None
-    return Policy(path=path, sha256=hashlib.sha256(raw_bytes).hexdigest(), model=model)
+    return Policy(path=path, sha256=sha256, model=model)
 
 
 def _first_error(exc: ValidationError) -> str:

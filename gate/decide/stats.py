@@ -44,10 +44,6 @@ class Interval:
         """Coverage of ``[low, high]`` taken as a two-sided interval: ``2 * confidence - 1``."""
         return 2.0 * self.confidence - 1.0
 
-    def contains(self, value: float) -> bool:
-        """True when ``low <= value <= high`` (False for a NaN interval)."""
-        return bool(self.low <= value <= self.high)
-
 
 def _check_confidence(confidence: float) -> None:
     if not 0.5 <= confidence < 1.0:

@@ -25,21 +25,23 @@ from pathlib import Path
 import numpy as np
 
 from gate.engine import probes as probe_ops
+from gate.engine import swaps
 from gate.engine.gallery import finish_gallery, fixed_ids, gallery_keys, select_gallery
 from gate.engine.model_state import ModelState, geometry_of
-from gate.engine.runs import FIXED_TOTAL, PRECISIONS, EngineOptions, ModelRun, Progress, resolve_device
+from gate.engine.runs import FIXED_TOTAL, EngineOptions, ModelRun, Progress, resolve_device
 from gate.errors import ReviewSetError, UsageError
 from gate.inputs import frame_cache
 from gate.inputs.batches import Frames, loaded_batches, native_size
 from gate.inputs.candidate import Candidate
 from gate.inputs.preprocess import Geometry
 from gate.inputs.review_set import ReviewSet
-from gate.records import KeptSample, Records
+from gate.records import SWAP_PARTNER, SWAP_VARIANTS, KeptSample, Records
+from gate.settings import PRECISIONS
 
 # The engine's face: callers use these through ``gate.engine.core``.
 __all__ = ["FIXED_TOTAL", "PRECISIONS", "EngineOptions", "ModelRun", "Progress", "fixed_ids", "frame_geometries",
-           "frame_source", "gallery_keys", "keep_samples", "masked_partners", "merge_runs", "resolve_device", "run",
-           "select_gallery"]
+           "frame_source", "gallery_keys", "keep_samples", "masked_partners", "merge_runs", "probe_partners",
+           "resolve_device", "run", "select_gallery"]
 
 
 def run(
@@ -57,7 +59,7 @@ def run(
     """
     device = resolve_device(options.device)
     order = np.arange(review_set.size) if indices is None else np.asarray(indices, dtype=np.int64)
-    partners = masked_partners(review_set, options.seed) if "background" in options.probes else {}
+    partners = probe_partners(review_set, options)
     if options.precision not in PRECISIONS:
         raise UsageError(f"unknown precision {options.precision!r} (fp32 or bf16)", field="--precision")
     fixed = fixed_ids(review_set, options.fixed_per_class, options.fixed_total)
@@ -120,6 +122,14 @@ def keep_samples(
     keep_all = replace(options, gallery_size=len(wanted), fixed_per_class=0, workers=0)
     (model_run,) = run([candidate], review_set, keep_all, indices=wanted)
     return {k: v for k, v in model_run.records.kept.items() if k in set(sample_ids)}
+
+
+def probe_partners(review_set: ReviewSet, options: EngineOptions) -> dict[str, np.ndarray]:
+    """Every enabled probe's partners: the background probes' among masked samples, the swap probes' among all."""
+    partners = masked_partners(review_set, options.seed) if "background" in options.probes else {}
+    if options.probes & set(SWAP_VARIANTS):
+        partners[SWAP_PARTNER] = swaps.swap_partners(review_set.labels(), seed=options.seed)
+    return partners
 
 
 def masked_partners(review_set: ReviewSet, seed: int) -> dict[str, np.ndarray]:

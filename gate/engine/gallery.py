@@ -108,6 +108,17 @@ class GallerySelector:
                                                          variant_preds)
         self._prune()
 
+    def add_swaps(self, batch: Batch, swapped: dict[str, Tensor], preds: dict[str, np.ndarray]) -> None:
+        """Swap-probe variants (every row has one) of the kept samples of this batch: original beside probed."""
+        if not swapped:
+            return
+        for row, sample_id in enumerate(batch.sample_ids):
+            kept = self.kept.get(sample_id)
+            if kept is not None:
+                self.kept[sample_id] = replace(
+                    kept, variants={**kept.variants, **{name: to_uint8(x[row]) for name, x in swapped.items()}},
+                    variant_preds={**kept.variant_preds, **{name: int(p[row]) for name, p in preds.items()}})
+
     def _push(self, kind: str, key: float, position: int, sample_id: str) -> bool:
         # Heap root = the worst kept entry: the lowest key, and among equal keys the latest sample. With
         # this total order the streamed choice equals select_gallery's, whatever the batches or shards.

@@ -256,7 +256,7 @@ def default_layer(model: nn.Module) -> str:
     for name in NAMED_DEFAULTS:
         if name in names:
             return name
-    convs = [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
+    convs: list[str] = [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
     if not convs:
         raise CandidateError("model has no Conv2d layer to explain; give target_layer", field="target_layer")
     return convs[-1]
@@ -264,7 +264,7 @@ def default_layer(model: nn.Module) -> str:
 
 def find_layer(model: nn.Module, name: str) -> nn.Module:
     """The module called ``name``; an unknown name is an input error listing close matches."""
-    modules = dict(model.named_modules())
+    modules: dict[str, nn.Module] = dict(model.named_modules())
     if name and name in modules:
         return modules[name]
     close = difflib.get_close_matches(name, [n for n in modules if n], n=5, cutoff=0.6)
@@ -307,7 +307,7 @@ def list_layers(model: nn.Module, input_size: tuple[int, int]) -> list[LayerRow]
 
         return hook
 
-    handles = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if n]  # type: ignore[arg-type]
+    handles = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if n]
     was_training = model.training
     sample = torch.randn(2, 3, *input_size, generator=torch.Generator().manual_seed(0))
     try:

@@ -12,6 +12,8 @@ import torch
 from torch import Tensor
 
 from gate.engine import probes as probe_ops
+from gate.engine import swaps
+from gate.engine.atlas import AtlasSums
 from gate.engine.gallery import GallerySelector, finish_gallery
 from gate.engine.gradcam import explain, upsample
 from gate.engine.localisation import localise
@@ -21,7 +23,7 @@ from gate.inputs.batches import Batch, Frame, Frames
 from gate.inputs.candidate import Candidate, InputSpec
 from gate.inputs.preprocess import Geometry
 from gate.inputs.review_set import ReviewSet
-from gate.records import NO_VARIANT, OUTSIDE, PROBE_VARIANTS, Records
+from gate.records import NO_VARIANT, OUTSIDE, PROBE_VARIANTS, SWAP_PARTNER, SWAP_VARIANTS, Records
 
 
 def geometry_of(spec: InputSpec, native: tuple[int, int]) -> Geometry:
@@ -41,6 +43,8 @@ class ModelState:
         self.options = options
         self.device = device
         self.partners = partners
+        self.background = "background" in options.probes
+        self.swap_probes = tuple(name for name in SWAP_VARIANTS if name in options.probes)
         # Eval mode for every forward (explained or not): BatchNorm must not use batch statistics.
         self.model = self.candidate.model.to(device).eval()
         # On CUDA, channels_last is the layout cuDNN's convolutions (bf16 above all) run fastest in; the
@@ -70,6 +74,7 @@ class ModelState:
         self.check = OutputCheck(path=self.candidate.path, width=width)
         self.rows: dict[str, list[np.ndarray]] = {}
         self.gallery = GallerySelector(options.gallery_size, fixed, self.candidate.outputs)
+        self.atlas = AtlasSums(len(review_set.classes), self.size)
         self.seconds = 0.0
 
     def normalise(self, images: Tensor) -> Tensor:
@@ -97,16 +102,19 @@ class ModelState:
         self._append("has_mask", batch.has_mask)
         for name in ("energy", "mask_area", "pointing_hit", "rank_accuracy"):
             self._append(name, getattr(local, name).numpy())
-        variants = self._variants(frame, frames) if frames.partners and batch.has_mask.any() else {}
+        self.atlas.add(cam, outputs.pred, frame.masks, frame.has_mask)
+        variants = self._variants(frame, frames) if self.background and batch.has_mask.any() else {}
         with self.autocast():
             variant_preds = {name: self._predict(x, batch, name) for name, x in variants.items()}
-        if self.partners:
+        if self.background:
             for name in PROBE_VARIANTS:
                 self._append(f"probe.{name}", scatter_rows(variant_preds.get(name), batch.has_mask))
+        swapped, swapped_preds = self._swapped(frame, frames, batch)
         if self.randomised is not None:
             with self.autocast():  # the copies run at the model's precision; their maps come back float32
                 self._append("sanity", self._sanity(frame.images, small_cam, explained.target, batch))
         self.gallery.offer(batch, outputs, cam, frame, variants, variant_preds)
+        self.gallery.add_swaps(batch, swapped, swapped_preds)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.seconds += time.perf_counter() - started
@@ -137,9 +145,23 @@ class ModelState:
             out[name] = probe_ops.paste_object(images, masks, scene)
         return {name: out[name] for name in PROBE_VARIANTS}
 
+    def _swapped(self, frame: Frame, frames: Frames, batch: Batch) -> tuple[dict[str, Tensor], dict[str, np.ndarray]]:
+        """Swap-probe variants of every row (one forward each) and their predictions, appended as rows."""
+        if not self.swap_probes:
+            return {}, {}
+        every = np.ones(len(batch.indices), dtype=bool)
+        partner = frames.get(self.geometry, partner=SWAP_PARTNER).images
+        swapped = {name: swaps.swap(name, frame.images, partner) for name in self.swap_probes}
+        with self.autocast():
+            preds = {name: self._predict(x, batch, name, every) for name, x in swapped.items()}
+        for name, values in preds.items():
+            self._append(f"probe.{name}", values)
+        return swapped, preds
+
     @torch.no_grad()
-    def _predict(self, images: Tensor, batch: Batch, variant: str) -> np.ndarray:
-        rows = np.flatnonzero(batch.has_mask)
+    def _predict(self, images: Tensor, batch: Batch, variant: str, rows_of: np.ndarray | None = None) -> np.ndarray:
+        """Predictions (argmax over all outputs, as review-set indices) on the rows ``rows_of`` (default: masked)."""
+        rows = np.flatnonzero(batch.has_mask if rows_of is None else rows_of)
         with self.check.guarded(self.model, len(rows), variant):
             logits = self.model(self.normalise(images))
         logits = self.check.check_finite(logits, [batch.sample_ids[i] for i in rows], variant)
@@ -179,7 +201,7 @@ class ModelState:
             mask_area=column["mask_area"].astype(np.float64),
             pointing_hit=column["pointing_hit"].astype(np.float64),
             rank_accuracy=column["rank_accuracy"].astype(np.float64),
-            probe_preds={v: column[f"probe.{v}"] for v in PROBE_VARIANTS if f"probe.{v}" in column},
+            probe_preds={v: column[f"probe.{v}"] for v in (*PROBE_VARIANTS, *SWAP_VARIANTS) if f"probe.{v}" in column},
             pairings={v: p[order] for v, p in self.partners.items()},
             sanity_similarity=column.get("sanity"),
             kept=self.gallery.kept,
@@ -188,6 +210,7 @@ class ModelState:
             second_prob=column["second_prob"].astype(np.float32),
             outside_sq=column["outside_sq"].astype(np.float64),
             has_mask=column["has_mask"].astype(bool),
+            atlas=self.atlas.atlas(),
         )
         return finish_gallery(records, self.options.gallery_size, self.gallery.fixed, self.seconds)
 

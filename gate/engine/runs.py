@@ -11,10 +11,10 @@ import torch
 from gate.errors import UsageError
 from gate.records import Records
 from gate.result import Gallery
+from gate.settings import DEFAULTS
 
 Progress = Callable[[int, int], None]
 
-PRECISIONS = ("fp32", "bf16")
 FIXED_TOTAL = 48  # at most this many fixed samples overall: 1000 classes × 2 kept ~2 GB of pictures at 224²
 
 
@@ -22,15 +22,15 @@ FIXED_TOTAL = 48  # at most this many fixed samples overall: 1000 classes × 2 k
 class EngineOptions:
     """How to run: device, batch size, enabled probes, seed and gallery sizes."""
 
-    device: str = "auto"
-    batch_size: int = 32
+    device: str = DEFAULTS.device
+    batch_size: int = DEFAULTS.batch_size
     probes: frozenset[str] = frozenset()
-    seed: int = 0
+    seed: int = DEFAULTS.seed
     gallery_size: int = 8  # samples per gallery kind (easy, borderline, failures)
     fixed_per_class: int = 2  # samples per class always kept: the same ids across model versions
     fixed_total: int = FIXED_TOTAL  # ... but at most this many in all, spread over the classes (fixed_ids)
-    workers: int = 0  # threads decoding and framing the next batches (0: in the calling thread)
-    precision: str = "fp32"  # "bf16": the forwards under autocast; maps, probabilities and scores in float32
+    workers: int = 0  # threads decoding and framing the next batches (0: in the calling thread; a gate's: Settings)
+    precision: str = DEFAULTS.precision  # "bf16": forwards under autocast; maps, probabilities and scores in float32
     frame_cache: str | None = None  # folder keeping framed review sets between gates (gate.inputs.frame_cache)
 
 

@@ -42,9 +42,9 @@ def cifar_resnet18(num_classes: int) -> nn.Module:
     """ResNet-18 for small images: 3×3 stem, no max-pool (as in the CIFAR-100 report)."""
     from torchvision.models import resnet18
 
-    model = resnet18(weights=None, num_classes=num_classes)
+    model: nn.Module = resnet18(weights=None, num_classes=num_classes)
     model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-    model.maxpool = nn.Identity()  # type: ignore[assignment]
+    model.maxpool = nn.Identity()
     return model
 
 

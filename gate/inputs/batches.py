@@ -115,10 +115,13 @@ def described(review_set: ReviewSet, indices: np.ndarray) -> Batch:
 
 def decode_partners(review_set: ReviewSet, batch: Batch, partners: dict[str, np.ndarray],
                     pixels: bool = True) -> dict[str, Batch]:
-    """The partners of the batch's masked rows, in the order of those rows (``pixels`` False: not decoded)."""
-    rows = np.flatnonzero(batch.has_mask)
+    """The partners of the batch's rows that have one (index >= 0), in row order (``pixels`` False: not decoded).
+
+    Background partners exist for the masked rows only; the swap probes' partner for every row.
+    """
     fetch = decode if pixels else described
-    return {variant: fetch(review_set, partners[variant][batch.indices[rows]]) for variant in partners}
+    chosen = {variant: partners[variant][batch.indices] for variant in partners}
+    return {variant: fetch(review_set, picked[picked >= 0]) for variant, picked in chosen.items()}
 
 
 def to_frame(batch: Batch, geometry: Geometry, device: torch.device | None = None,

@@ -68,7 +68,8 @@ def read_mask_values(path: str | Path, *, max_pixels: int | None = MAX_PIXELS, w
 
 def read_mask(path: str | Path, *, max_pixels: int | None = MAX_PIXELS, what: str = "mask") -> np.ndarray:
     """A mask file as bool [H, W]: nonzero = True."""
-    return read_mask_values(path, max_pixels=max_pixels, what=what) != 0
+    mask: np.ndarray = read_mask_values(path, max_pixels=max_pixels, what=what) != 0
+    return mask
 
 
 def display_size(path: str | Path, *, max_pixels: int | None = MAX_PIXELS, what: str = "image") -> tuple[int, int]:

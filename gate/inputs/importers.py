@@ -81,14 +81,21 @@ class ImportResult:
 
 def plain(
     source: str | Path, *, allow_missing_masks: bool = False, voc: bool = False,
-    voc_classes: Sequence[str] | None = None,
+    voc_classes: Sequence[str] | None = None, no_masks: bool = False,
 ) -> ImportResult:
     """``source/images/<class>/*`` with masks in ``source/masks/<class>/<stem>.*``.
 
     ``voc_classes`` (palette order, index 1 first) makes the object of an image in
     ``<class>/`` that class's palette index only; other objects become void.
+    ``no_masks``: a plain folder of class subfolders, ``source/<class>/*`` (or ``source/images/<class>/*``),
+    every image pinned without a mask (the mask-free scores: accuracy, calibration, sanity, swap probes).
     """
     source = Path(source)
+    if no_masks:
+        if voc or voc_classes:
+            raise ReviewSetError("--no-masks pins no mask: --voc and --voc-classes do not apply", path=source)
+        images_dir = source / "images" if (source / "images").is_dir() else source
+        return _unmasked(source, images_dir)
     images_dir, masks_dir = source / "images", source / "masks"
     if not images_dir.is_dir() or (not masks_dir.is_dir() and not allow_missing_masks):
         raise ReviewSetError("expected images/<class>/<image> and masks/<class>/<mask>", path=source)
@@ -99,14 +106,25 @@ def plain(
             from None
 
 
+def _unmasked(source: Path, images_dir: Path) -> ImportResult:
+    if not source.is_dir():
+        raise ReviewSetError("expected a folder of class subfolders (<class>/<image>)", path=source)
+    try:
+        found = _plain(source, images_dir, None, True, False, None)
+    except OSError as exc:
+        raise ReviewSetError(f"cannot read ({type(exc).__name__}: {exc.strerror})", path=exc.filename or source) \
+            from None
+    return ImportResult(found.entries, ("no masks: alignment and background probes do not apply",))
+
+
 def _plain(
-    source: Path, images_dir: Path, masks_dir: Path, allow_missing_masks: bool, voc: bool,
+    source: Path, images_dir: Path, masks_dir: Path | None, allow_missing_masks: bool, voc: bool,
     voc_classes: Sequence[str] | None,
 ) -> ImportResult:
     entries, unmasked = [], 0
     for class_dir in sorted(p for p in images_dir.iterdir() if p.is_dir()):
         index = _voc_index(class_dir, voc_classes)
-        masks = _files_by_stem(masks_dir / class_dir.name)
+        masks = _files_by_stem(masks_dir / class_dir.name) if masks_dir is not None else {}
         for image in _image_files(class_dir):
             mask = masks.get(image.stem)
             if mask is None and not allow_missing_masks:

@@ -65,7 +65,8 @@ def image_to_pixels(image: np.ndarray, geometry: Geometry) -> Tensor:
 
 def pixels_to_frame(pixels: Tensor) -> Tensor:
     """Framed uint8 pixels [..., 3, h, w] as float32 in [0, 1] (``ToDtype(float32, scale=True)``)."""
-    return TF.to_dtype(pixels, torch.float32, scale=True)
+    frame: Tensor = TF.to_dtype(pixels, torch.float32, scale=True)
+    return frame
 
 
 def image_to_frame(image: np.ndarray, geometry: Geometry) -> Tensor:

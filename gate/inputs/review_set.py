@@ -19,29 +19,29 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import yaml
 from PIL import Image
 
 from gate.errors import ReviewSetError
-from gate.inputs import images, importers, strict_yaml
+from gate.inputs import images, importers
+from gate.inputs.review_files import (
+    SUMS,
+    Sample,
+    check_inside,
+    check_relative,
+    file_sha256,
+    ignored,
+    is_file,
+    normal_digest,
+    read_meta,
+    read_samples,
+    read_sums,
+)
 
 FORMAT = "xgate.review_set/v1"
-SUMS = "SHA256SUMS"
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One row of samples.csv; paths are relative to the review set's folder."""
-
-    sample_id: str
-    image: str
-    mask: str  # "" = no mask: scored for metrics, left out of alignment and probes
-    label: int
-    slice: str = ""
-    void: str = ""  # "" = none; else a mask whose nonzero pixels are void (e.g. VOC 255), left out of alignment
 
 
 @dataclass(frozen=True)
@@ -108,26 +108,26 @@ def verify(root: str | Path, expected_digest: str | None = None) -> str:
     if not root.is_dir():
         raise ReviewSetError("review set folder not found", path=root)
     digest = digest_of(root)
-    if expected_digest is not None and _normal_digest(expected_digest) != digest:
+    if expected_digest is not None and normal_digest(expected_digest) != digest:
         raise ReviewSetError(
             f"digest {digest} does not match the pinned {expected_digest} (the review set changed)",
             path=root, field="digest",
         )
-    listed = _read_sums(root)
+    listed = read_sums(root)
     for rel, want in listed.items():
         file = root / rel
-        if not _is_file(file):
+        if not is_file(file):
             raise ReviewSetError(f"file listed in {SUMS} is missing", path=file)
-        _check_inside(root, rel, path=file, field=SUMS)
+        check_inside(root, rel, path=file, field=SUMS)
         try:
-            actual = _sha256(file)
+            actual = file_sha256(file)
         except OSError as exc:
             raise ReviewSetError(f"unreadable ({type(exc).__name__})", path=file) from None
         if actual != want:
             raise ReviewSetError(f"checksum mismatch (file changed since the set was pinned; {SUMS})", path=file)
     for file in sorted(root.rglob("*")):
         rel = file.relative_to(root).as_posix()
-        if file.is_file() and rel != SUMS and rel not in listed and not _ignored(rel):
+        if file.is_file() and rel != SUMS and rel not in listed and not ignored(rel):
             raise ReviewSetError(f"file not listed in {SUMS} (added after pinning)", path=file)
     return digest
 
@@ -136,13 +136,13 @@ def open_review_set(root: str | Path, *, expected_digest: str | None = None, che
     """Open a review set; with ``check`` every file is verified first (and the digest if given)."""
     root = Path(root)
     digest = verify(root, expected_digest) if check else digest_of(root)
-    listed = _read_sums(root)
+    listed = read_sums(root)
     for rel in ("review.yaml", "samples.csv"):
         if rel not in listed:
             raise ReviewSetError(f"{rel} is not listed in {SUMS}", path=root / SUMS, field=rel)
-    meta = _read_meta(root)
-    classes: tuple[str, ...] = tuple(meta["classes"])  # type: ignore[arg-type]  # validated by _read_meta
-    samples = _read_samples(root, classes, listed)
+    meta = read_meta(root)
+    classes: tuple[str, ...] = tuple(meta["classes"])  # type: ignore[arg-type]  # validated by read_meta
+    samples = read_samples(root, classes, listed)
     return ReviewSet(
         root=root, name=str(meta.get("name") or root.name), version=str(meta.get("version", "1")),
         description=str(meta.get("description", "")), classes=classes, samples=samples, digest=digest,
@@ -217,7 +217,7 @@ def _pin_entries(entries: Sequence[importers.Entry], root: Path) -> list[dict[st
 
 def _pin_entry(entry: importers.Entry, root: Path) -> dict[str, str]:
     folder = _folder_name(entry.label)
-    _check_relative(entry.name, path=entry.image, field="image")
+    check_relative(entry.name, path=entry.image, field="image")
     stem = PurePosixPath(entry.name).with_suffix("").as_posix()
     size = images.display_size(entry.image)
     image_format, _ = images.format_and_mode(entry.image)
@@ -287,134 +287,7 @@ def write_sums(root: Path) -> str:
     lines = []
     for file in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = file.relative_to(root).as_posix()
-        if rel != SUMS and not _ignored(rel):
-            lines.append(f"{_sha256(file)}  {rel}\n")
+        if rel != SUMS and not ignored(rel):
+            lines.append(f"{file_sha256(file)}  {rel}\n")
     (root / SUMS).write_text("".join(lines))
     return digest_of(root)
-
-
-def _read_meta(root: Path) -> dict[str, object]:
-    path = root / "review.yaml"
-    try:
-        meta = strict_yaml.load_path(path, ReviewSetError)  # duplicate keys, aliases, depth, size refused
-    except (OSError, yaml.YAMLError) as exc:
-        raise ReviewSetError(f"unreadable review.yaml ({type(exc).__name__})", path=path) from None
-    if not isinstance(meta, dict):
-        raise ReviewSetError("review.yaml must be a mapping", path=path)
-    classes = meta.get("classes")
-    if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
-        raise ReviewSetError("'classes' must list at least two class names", path=path, field="classes")
-    if len(set(classes)) != len(classes):
-        raise ReviewSetError("duplicate class names", path=path, field="classes")
-    return meta
-
-
-def _read_samples(root: Path, classes: Sequence[str], listed: dict[str, str]) -> tuple[Sample, ...]:
-    path = root / "samples.csv"
-    index = {name: i for i, name in enumerate(classes)}
-    samples, seen = [], set()
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            for line, row in enumerate(csv.DictReader(handle), start=2):
-                sample = _sample_from_row(path, line, row, index)
-                _check_sample_files(root, f"{path}:{line}", sample, listed)
-                if sample.sample_id in seen:
-                    raise ReviewSetError(f"duplicate id {sample.sample_id!r}", path=f"{path}:{line}", field="id")
-                seen.add(sample.sample_id)
-                samples.append(sample)
-    except OSError:
-        raise ReviewSetError("missing samples.csv", path=path) from None
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise ReviewSetError(f"unreadable samples.csv ({type(exc).__name__}: {exc})"[:300], path=path) from None
-    if not samples:
-        raise ReviewSetError("no samples", path=path)
-    return tuple(samples)
-
-
-def _sample_from_row(path: Path, line: int, row: dict[str, str], index: dict[str, int]) -> Sample:
-    where = f"{path}:{line}"
-    if "mask" not in row:
-        raise ReviewSetError("missing column 'mask' (it may be empty for a sample without a mask)",
-                             path=where, field="mask")
-    for column in ("id", "image", "label"):
-        if not row.get(column):
-            raise ReviewSetError(f"missing value in column {column!r}", path=where, field=column)
-    if row["label"] not in index:
-        raise ReviewSetError(f"label {row['label']!r} is not a class of review.yaml", path=where, field="label")
-    return Sample(row["id"], row["image"], row["mask"] or "", index[row["label"]], row.get("slice") or "",
-                  row.get("void") or "")
-
-
-def _check_sample_files(root: Path, where: str, sample: Sample, listed: dict[str, str]) -> None:
-    # The pin covers everything read: a path that leaves the folder, or a file SHA256SUMS does not
-    # list (an ignored name such as Thumbs.db included), could change without changing the digest.
-    for field, rel in (("image", sample.image), ("mask", sample.mask), ("void", sample.void)):
-        if not rel:
-            continue
-        _check_relative(rel, path=where, field=field)
-        if rel not in listed:
-            raise ReviewSetError(f"{rel!r} is not listed in {SUMS}", path=where, field=field)
-        _check_inside(root, rel, path=where, field=field)
-
-
-def _check_relative(rel: str, *, path: str | Path, field: str) -> None:
-    """Refuse a path that is absolute, climbs out with '..', or is not in plain a/b/c form."""
-    if not rel or any(ord(c) < 32 for c in rel):
-        raise ReviewSetError(f"path {rel!r} is empty or has control characters", path=path, field=field)
-    posix = PurePosixPath(rel)
-    if "\\" in rel or posix.is_absolute() or PureWindowsPath(rel).drive:
-        raise ReviewSetError(f"path {rel!r} must be relative to the review set, with '/' separators",
-                             path=path, field=field)
-    if ".." in posix.parts:
-        raise ReviewSetError(f"path {rel!r} leaves the review set ('..')", path=path, field=field)
-    if posix.as_posix() != rel or "." in posix.parts:
-        raise ReviewSetError(f"path {rel!r} is not in plain form ({posix.as_posix()!r})", path=path, field=field)
-
-
-def _check_inside(root: Path, rel: str, *, path: str | Path, field: str) -> None:
-    """Refuse a file that resolves (through symlinks) outside the review set's folder."""
-    try:
-        real_root, target = root.resolve(), (root / rel).resolve()
-    except (OSError, RuntimeError) as exc:  # a symlink loop, a name too long
-        raise ReviewSetError(f"{rel!r} cannot be resolved ({type(exc).__name__})", path=path, field=field) from None
-    if not target.is_relative_to(real_root) or target == real_root:
-        raise ReviewSetError(f"{rel!r} resolves outside the review set (a symlink to {target})",
-                             path=path, field=field)
-
-
-def _read_sums(root: Path) -> dict[str, str]:
-    listed: dict[str, str] = {}
-    try:
-        text = (root / SUMS).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ReviewSetError(f"unreadable {SUMS} ({type(exc).__name__})", path=root / SUMS) from None
-    for number, line in enumerate(text.removesuffix("\n").split("\n"), start=1):
-        digest, sep, rel = line.partition("  ")
-        where = f"{root / SUMS}:{number}"
-        if not sep or len(digest) != 64 or digest.strip("0123456789abcdef"):
-            raise ReviewSetError("malformed line (want '<64 hex digits>  <path>')", path=where)
-        _check_relative(rel, path=where, field="path")
-        if rel in listed:
-            raise ReviewSetError(f"{rel!r} is listed twice", path=where, field="path")
-        listed[rel] = digest
-    return listed
-
-
-def _is_file(path: Path) -> bool:
-    try:
-        return path.is_file()
-    except OSError:  # e.g. a name too long for the file system: not a file of the set
-        return False
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _normal_digest(digest: str) -> str:
-    return digest if digest.startswith("sha256:") else "sha256:" + digest
-
-
-def _ignored(rel: str) -> bool:
-    # Files a file manager or OS drops into folders are not part of the set.
-    return rel.split("/")[-1] in {".DS_Store", "Thumbs.db"}

@@ -8,6 +8,15 @@ learn either the shape (honest) or the scene (a cheater).
 Every sample draws from its own generator seeded by ``(seed, index)``, so a
 sample does not depend on how many others were asked for, and labels come from
 a shuffled block of the four classes per four samples, so classes stay balanced.
+
+``shortcut`` adds one of the mask-free shortcuts the swap probes look for: a
+class-coloured ``frame`` round the image, a class-coloured ``tag`` in the
+bottom-right corner, or a class-coded colour ``cast`` over the whole image.
+``shortcut_bias`` is the share of samples whose shortcut matches their class
+(the others carry a random class's), so 0 gives the artefact without the cue.
+Several kinds, comma-separated ("frame,tag,cast"), draw their cues independently.
+The shortcut draws from a generator of its own: the image under it, and every
+sample without one, stay byte-identical to the plain stream.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ import colorsys
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -26,6 +35,7 @@ from gate.errors import DataError
 
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 SCENES: tuple[str, ...] = ("stripes", "dots", "checker", "waves")
+SHORTCUTS: tuple[str, ...] = ("frame", "tag", "cast")
 # Seeds whose samples ship as review sets; training sources must never use them.
 REVIEW_SEED = 20260
 RESERVED_SEEDS: frozenset[int] = frozenset({REVIEW_SEED})
@@ -46,7 +56,15 @@ _AREA_RANGE = (0.09, 0.22)  # object area as a share of the image, before raster
 _MAX_TILT = math.radians(20.0)  # shapes are rotated "a bit", never enough to turn a square into a diamond
 _NOISE = 6  # ± uniform pixel noise on scene and object
 _SOURCE_RE = re.compile(r"^synth:shapes(?:\?(?P<query>.*))?$")
-_SOURCE_KEYS: dict[str, type] = {"bias": float, "n": int, "seed": int, "size": int}
+_SOURCE_KEYS: dict[str, type] = {"bias": float, "n": int, "seed": int, "size": int, "shortcut": str,
+                                  "shortcut_bias": float}
+# Shortcut colours, one per class: saturated and far apart, so a small CNN reads them at a glance.
+_CUE_COLOURS = np.array([(230, 40, 40), (40, 200, 60), (50, 80, 230), (240, 220, 40)], dtype=np.float64)
+# Colour casts, one per class: an additive shift of the channels (0-255), about one scene palette step.
+_CASTS = np.array([(30, -15, -15), (-15, 30, -15), (-15, -15, 30), (22, 22, -30)], dtype=np.float64)
+FRAME_WIDTH = 0.05  # share of the side: inside the swap probe's 6% band
+TAG_SIZE = 0.15  # share of each side: the corners probe's patch (15%, rounded up) covers it
+_TAG_BLACK, _TAG_WHITE = 15.0, 240.0
 
 
 @dataclass(frozen=True)
@@ -58,18 +76,80 @@ class ShapeSample:
     mask: np.ndarray  # bool [size, size], True = object pixels
     label: int  # index into CLASSES
     scene: int  # index into SCENES
+    cue: int = -1  # the class whose shortcut the sample carries (-1: none)
 
 
-def generate(n: int, *, bias: float, seed: int, size: int = 64) -> list[ShapeSample]:
+def generate(n: int, *, bias: float, seed: int, size: int = 64, shortcut: str | None = None,
+             shortcut_bias: float = 1.0) -> list[ShapeSample]:
     """``n`` samples; the same arguments always give byte-identical samples."""
-    return list(iter_generate(n, bias=bias, seed=seed, size=size))
+    return list(iter_generate(n, bias=bias, seed=seed, size=size, shortcut=shortcut, shortcut_bias=shortcut_bias))
 
 
-def iter_generate(n: int, *, bias: float, seed: int, size: int = 64) -> Iterator[ShapeSample]:
+def iter_generate(n: int, *, bias: float, seed: int, size: int = 64, shortcut: str | None = None,
+                  shortcut_bias: float = 1.0) -> Iterator[ShapeSample]:
     """The samples of :func:`generate`, one at a time."""
     _validate(n, bias, seed, size)
+    _validate_shortcut(shortcut, shortcut_bias)
+    kinds = () if shortcut is None else tuple(shortcut.split(","))
     for index in range(n):
-        yield make_sample(index, bias=bias, seed=seed, size=size)
+        sample = make_sample(index, bias=bias, seed=seed, size=size)
+        for kind in kinds:
+            sample = with_shortcut(sample, kind, shortcut_bias, seed=seed, index=index)
+        yield sample
+
+
+def with_shortcut(sample: ShapeSample, kind: str, shortcut_bias: float, *, seed: int, index: int) -> ShapeSample:
+    """``sample`` with a ``kind`` shortcut: its class's with probability ``shortcut_bias``, else a random class's.
+
+    A frame or tag drawn over the object takes those pixels out of the mask (they are no longer object).
+    """
+    _validate_shortcut(kind, shortcut_bias)
+    if kind not in SHORTCUTS:
+        raise DataError(f"expected one shortcut of {list(SHORTCUTS)}, got {kind!r}", field="shortcut")
+    # One stream per kind: several kinds on one sample draw their cues independently.
+    rng = np.random.default_rng([seed, index, 2 + SHORTCUTS.index(kind)])
+    cue = sample.label if rng.random() < shortcut_bias else int(rng.integers(len(CLASSES)))
+    image = sample.image.astype(np.float64)
+    size = image.shape[0]
+    if kind == "cast":
+        image = image + _CASTS[cue]
+        return replace(sample, image=np.clip(np.rint(image), 0, 255).astype(np.uint8), cue=cue)
+    region = shortcut_region(kind, size)
+    painted = tag_pattern(cue, region) if kind == "tag" else np.broadcast_to(_CUE_COLOURS[cue], image.shape)
+    image[region] = painted[region] + rng.integers(-_NOISE, _NOISE + 1, size=(int(region.sum()), 3))
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    return replace(sample, image=image, mask=sample.mask & ~region, cue=cue)
+
+
+def shortcut_region(kind: str, size: int) -> np.ndarray:
+    """bool [size, size]: the pixels a ``frame`` (outer band) or ``tag`` (bottom-right square) covers."""
+    region = np.zeros((size, size), dtype=bool)
+    if kind == "frame":
+        band = max(2, round(FRAME_WIDTH * size))
+        region[:band] = region[-band:] = True
+        region[:, :band] = region[:, -band:] = True
+    elif kind == "tag":
+        side = max(2, round(TAG_SIZE * size))
+        region[-side:, -side:] = True
+    else:
+        raise DataError(f"expected a shortcut in {list(SHORTCUTS)} with a region, got {kind!r}", field="shortcut")
+    return region
+
+
+def tag_pattern(cue: int, region: np.ndarray) -> np.ndarray:
+    """float [H, W, 3]: the tag of class ``cue`` over the bounding box of ``region`` (black and white).
+
+    Black, white, black|white (split left-right) or black/white (split top-bottom): achromatic, so that no
+    object (always saturated and bright) nor scene (muted mid-tones) looks like one; a left-right flip of
+    the third is still a left-right split.
+    """
+    ys, xs = np.nonzero(region)
+    y0, x0 = ys.min(), xs.min()
+    h, w = ys.max() + 1 - y0, xs.max() + 1 - x0
+    yy, xx = np.mgrid[0:region.shape[0], 0:region.shape[1]]
+    white = {0: np.zeros(region.shape, dtype=bool), 1: np.ones(region.shape, dtype=bool),
+             2: (xx - x0) >= w / 2, 3: (yy - y0) >= h / 2}[cue]
+    return np.where(white[:, :, None], _TAG_WHITE, _TAG_BLACK).astype(np.float64)
 
 
 def make_sample(index: int, *, bias: float, seed: int, size: int = 64) -> ShapeSample:
@@ -133,16 +213,18 @@ def write_plain(samples: Iterable[ShapeSample], out_dir: Path) -> Path:
     return out_dir
 
 
-def parse_synth_source(source: str) -> dict[str, float | int]:
+def parse_synth_source(source: str) -> dict[str, float | int | str]:
     """``"synth:shapes?bias=1.0&n=6000&seed=7"`` -> ``{"bias": 1.0, "n": 6000, "seed": 7, "size": 64}``.
 
-    ``bias``, ``n`` and ``seed`` are required, ``size`` defaults to 64; anything
-    else, or a value out of range, is a :class:`DataError` naming the field.
+    ``bias``, ``n`` and ``seed`` are required, ``size`` defaults to 64; ``shortcut`` (frame, tag or cast)
+    and ``shortcut_bias`` (default 1.0, only with a shortcut) are optional; anything else, or a value out
+    of range, is a :class:`DataError` naming the field.
     """
     match = _SOURCE_RE.match(source.strip())
     if match is None:
-        raise DataError("expected synth:shapes?bias=B&n=N&seed=S[&size=P]", path=source, field="source")
-    values: dict[str, float | int] = {"size": 64}
+        raise DataError("expected synth:shapes?bias=B&n=N&seed=S[&size=P][&shortcut=frame|tag|cast&shortcut_bias=T]",
+                        path=source, field="source")
+    values: dict[str, float | int | str] = {"size": 64}
     for part in filter(None, (match.group("query") or "").split("&")):
         key, sep, raw = part.partition("=")
         if not sep or key not in _SOURCE_KEYS:
@@ -155,8 +237,12 @@ def parse_synth_source(source: str) -> dict[str, float | int]:
     for key in ("bias", "n", "seed"):
         if key not in values:
             raise DataError("missing parameter", path=source, field=key)
+    if "shortcut_bias" in values and "shortcut" not in values:
+        raise DataError("shortcut_bias needs a shortcut (frame, tag or cast)", path=source, field="shortcut_bias")
     try:
         _validate(int(values["n"]), float(values["bias"]), int(values["seed"]), int(values["size"]))
+        shortcut = values.get("shortcut")
+        _validate_shortcut(None if shortcut is None else str(shortcut), float(values.get("shortcut_bias", 1.0)))
     except DataError as exc:
         raise DataError(exc.message, path=source, field=exc.field) from None
     return values
@@ -171,6 +257,15 @@ def _validate(n: int, bias: float, seed: int, size: int) -> None:
         raise DataError(f"expected seed >= 0, got {seed}", field="seed")
     if size < 16:
         raise DataError(f"expected size >= 16, got {size}", field="size")
+
+
+def _validate_shortcut(shortcut: str | None, shortcut_bias: float) -> None:
+    kinds = [] if shortcut is None else shortcut.split(",")
+    if shortcut is not None and (not set(kinds) <= set(SHORTCUTS) or len(set(kinds)) != len(kinds)):
+        raise DataError(f"expected shortcut in {list(SHORTCUTS)} (or several, comma-separated, once each), "
+                        f"got {shortcut!r}", field="shortcut")
+    if not 0.0 <= shortcut_bias <= 1.0:
+        raise DataError(f"expected shortcut_bias in [0, 1], got {shortcut_bias}", field="shortcut_bias")
 
 
 @lru_cache(maxsize=8)
@@ -203,13 +298,15 @@ def _dots(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     ox, oy = rng.uniform(0, spacing, size=2)
     dx = (x + ox) % spacing - spacing / 2
     dy = (y + oy) % spacing - spacing / 2
-    return (dx * dx + dy * dy <= radius * radius).astype(np.float64)
+    dots: np.ndarray = (dx * dx + dy * dy <= radius * radius).astype(np.float64)
+    return dots
 
 
 def _checker(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     cell = rng.uniform(5, 10)
     ox, oy = rng.uniform(0, 2 * cell, size=2)
-    return ((np.floor((x + ox) / cell) + np.floor((y + oy) / cell)) % 2).astype(np.float64)
+    board: np.ndarray = ((np.floor((x + ox) / cell) + np.floor((y + oy) / cell)) % 2).astype(np.float64)
+    return board
 
 
 def _waves(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -261,7 +358,8 @@ def _cross(area: float) -> tuple[_Inside, float]:
 
     def inside(u: np.ndarray, v: np.ndarray) -> np.ndarray:
         au, av = np.abs(u), np.abs(v)
-        return ((au <= half_len) & (av <= half_w)) | ((av <= half_len) & (au <= half_w))
+        arms: np.ndarray = ((au <= half_len) & (av <= half_w)) | ((av <= half_len) & (au <= half_w))
+        return arms
 
     return inside, math.hypot(half_len, half_w)
 

@@ -41,7 +41,7 @@ class StrictLoader(yaml.SafeLoader):
 
     def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         """Compose one node, refusing aliases/anchors and tracking the key path for messages."""
-        event = self.peek_event()
+        event = self.peek_event()  # type: ignore[no-untyped-call]  # PyYAML's Composer is unannotated
         line = event.start_mark.line + 1 if event.start_mark else None
         # Refusing every anchor refuses every alias too: an alias needs an anchor before it (else PyYAML
         # stops at "found undefined alias"). An AliasEvent is a NodeEvent whose anchor is the one it names.
@@ -54,7 +54,7 @@ class StrictLoader(yaml.SafeLoader):
             node = super().compose_node(parent, index)
             if isinstance(node, MappingNode):
                 self._mapping_paths[id(node)] = self.where()
-            return node  # type: ignore[no-any-return]
+            return node
         finally:
             self._path.pop()
 
@@ -75,7 +75,7 @@ class StrictLoader(yaml.SafeLoader):
                 raise StrictYamlError(f"duplicate key {key!r} (first at line {first})", line,
                                       f"{base}.{key}".lstrip("."))
             seen[key] = line
-        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+        return super().construct_mapping(node, deep=deep)
 
     def where(self) -> str:
         """The key path being composed, e.g. ``rules[1].min``."""

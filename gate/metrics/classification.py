@@ -61,7 +61,8 @@ def accuracy_by_class(sums: np.ndarray) -> np.ndarray:
 
 def per_class_accuracy(records: Records) -> np.ndarray:
     """Accuracy (recall) of each class [C], review-set order; NaN for a class with no samples."""
-    return accuracy_by_class(class_sums(records)[None, :])[0]
+    accuracy: np.ndarray = accuracy_by_class(class_sums(records)[None, :])[0]
+    return accuracy
 
 
 def _balanced(sums: np.ndarray) -> np.ndarray:

@@ -10,17 +10,19 @@ import math
 from collections.abc import Collection
 
 from gate.metrics.alignment import SCORES as ALIGNMENT
+from gate.metrics.atlas import SCORES as ATLAS
 from gate.metrics.background import SCORES as BACKGROUND
 from gate.metrics.classification import SCORES as CLASSIFICATION
 from gate.metrics.sanity import SCORES as SANITY
 from gate.metrics.spec import CLASS_PLACEHOLDER, GROUPS, ScoreSpec
+from gate.metrics.swaps import SCORES as SWAPS
 from gate.records import Records
 
 __all__ = ["CLASS_PLACEHOLDER", "GROUPS", "SPECS", "ScoreSpec", "all_specs", "compute_scores", "get_spec",
            "known_names", "say", "spec_of", "value_of"]
 
 # Documentation order.
-SPECS: tuple[ScoreSpec, ...] = (*CLASSIFICATION, *ALIGNMENT, *BACKGROUND, *SANITY)
+SPECS: tuple[ScoreSpec, ...] = (*CLASSIFICATION, *ALIGNMENT, *ATLAS, *BACKGROUND, *SWAPS, *SANITY)
 _BY_NAME = {spec.name: spec for spec in SPECS}
 _FAMILIES = tuple(spec for spec in SPECS if spec.per_class)
 # The scores the history shows, in registry order.

@@ -72,7 +72,8 @@ def spread_form(records: Records) -> SumForm:
 
 def per_copy_similarity(records: Records) -> np.ndarray:
     """float64 [copies]: each copy's mean similarity over samples (NaN for a copy with no finite value)."""
-    return copy_means(spread_form(records).total[None, :])[0]
+    means: np.ndarray = copy_means(spread_form(records).total[None, :])[0]
+    return means
 
 
 SCORES: tuple[ScoreSpec, ...] = (

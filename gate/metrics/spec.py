@@ -24,7 +24,7 @@ import numpy as np
 from gate.records import Records
 
 CLASS_PLACEHOLDER = "<class>"
-GROUPS: tuple[str, ...] = ("classification", "calibration", "alignment", "background", "sanity")
+GROUPS: tuple[str, ...] = ("classification", "calibration", "alignment", "background", "shortcuts", "sanity")
 
 UNIT = (0.0, 1.0)
 SIGNED_UNIT = (-1.0, 1.0)

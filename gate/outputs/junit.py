@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 from gate.result import CandidateResult, GateResult, RuleResult, json_number
 
@@ -59,8 +58,3 @@ def junit_tree(result: GateResult) -> ET.ElementTree:
     ET.indent(root)
     return ET.ElementTree(root)
 
-
-def write_junit(result: GateResult, path: Path) -> Path:
-    """Write the JUnit XML for ``result`` to ``path`` (UTF-8, with an XML declaration); returns ``path``."""
-    junit_tree(result).write(path, encoding="utf-8", xml_declaration=True)
-    return path

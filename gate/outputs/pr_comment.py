@@ -145,7 +145,8 @@ def baseline_box(result: Mapping[str, Any]) -> list[str]:
 def _compared(result: Mapping[str, Any]) -> Mapping[str, Any] | None:
     cands = result.get("candidates") or []
     chosen = [c for c in cands if (c.get("candidate") or {}).get("name") == result.get("selected")]
-    return (chosen or cands or [None])[0]
+    first: Mapping[str, Any] | None = (chosen or cands or [None])[0]
+    return first
 
 
 def _candidate_lines(cand: Mapping[str, Any], result: Mapping[str, Any]) -> list[str]:

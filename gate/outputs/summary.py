@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from gate.outputs.report.context import fmt, fmt_signed
+from gate.outputs.report.formatting import fmt, fmt_signed
 from gate.result import COMPARISON_CONFIDENCE, CandidateResult, GateResult, RuleResult
 
 if TYPE_CHECKING:  # gate.outputs.files imports the report package; the summary only reads the three paths

@@ -16,8 +16,8 @@ This package is the only place that imports mlflow:
 from __future__ import annotations
 
 from gate.tracking.client import mlflow_env
-from gate.tracking.delivery import DEFAULT_URI, TrackingOutcome, load_registered_baseline, log_gate, sync
-from gate.tracking.reading import fetch_maps, history, history_table, write_history_html
+from gate.tracking.delivery import TrackingOutcome, load_registered_baseline, log_gate, sync
+from gate.tracking.reading import fetch_maps, history, history_table, history_with_maps
 
-__all__ = ["DEFAULT_URI", "TrackingOutcome", "fetch_maps", "history", "history_table", "load_registered_baseline",
-           "log_gate", "mlflow_env", "sync", "write_history_html"]
+__all__ = ["TrackingOutcome", "fetch_maps", "history", "history_table", "load_registered_baseline",
+           "log_gate", "mlflow_env", "sync", "history_with_maps"]

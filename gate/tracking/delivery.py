@@ -37,9 +37,6 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 
-DEFAULT_URI = "sqlite:///mlflow.db"
-
-
 _REMOTE_SCHEMES = ("http", "https", "databricks", "databricks-uc")
 
 

@@ -52,6 +52,7 @@ def stage_entry(
             continue
         write_samples_csv(cand.records, folder / "samples.csv")
         write_maps(cand.records.kept.values(), folder / "maps")
+        write_atlas(cand.records, folder / "atlas")
         if run.aliases:
             _stage_checkpoint(cand, candidate_files, folder / "checkpoint")
     write_manifest(root, plan)
@@ -84,6 +85,41 @@ def write_maps(samples: Iterable[KeptSample], folder: Path) -> list[Path]:
         path.write_bytes(map_png(sample))
         written.append(path)
     return written
+
+
+def write_atlas(records: Records, folder: Path) -> list[Path]:
+    """``atlas.png`` (the mean unit-mass Grad-CAM map, inferno, upscaled) and ``atlas.json`` (its grid, hot spot,
+    off-object share and sample count); nothing when the records carry no atlas with mass."""
+    import io
+    import json
+
+    from PIL import Image
+
+    from gate.metrics.atlas import hot_spot, off_object_share
+    from gate.outputs.report.plots import CAM_COLORMAP
+
+    atlas = records.atlas
+    if atlas is None or not atlas.count:
+        return []
+    import matplotlib
+
+    mean = atlas.mean
+    scaled = mean / mean.max() if mean.max() > 0 else mean
+    colours = np.rint(matplotlib.colormaps[CAM_COLORMAP](scaled)[..., :3] * 255).astype(np.uint8)
+    scale = max(1, math.ceil(_MIN_MAP_SIDE / max(1, min(mean.shape))))
+    picture = Image.fromarray(colours, mode="RGB").resize((mean.shape[1] * scale, mean.shape[0] * scale),
+                                                          Image.Resampling.NEAREST)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    spot = hot_spot(mean)
+    share = off_object_share(atlas)
+    summary = {"samples": atlas.count, "hot_spot": None if spot is None else spot.words,
+               "off_object_share": None if math.isnan(share) else round(share, 6),
+               "mean": np.round(mean, 8).tolist()}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "atlas.png").write_bytes(buffer.getvalue())
+    (folder / "atlas.json").write_text(json.dumps(summary), encoding="utf-8")
+    return [folder / "atlas.png", folder / "atlas.json"]
 
 
 def map_png(sample: KeptSample) -> bytes:

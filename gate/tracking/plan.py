@@ -1,8 +1,9 @@
 """Tracking plans: what a gate call logs to MLflow, worked out without MLflow.
 
 A gate call becomes an ``EntryPlan``: one ``RunPlan`` per MLflow run with its params,
-metrics, tags and registry aliases. Planning is pure (no files written, no server
-asked); ``EntryPlan.to_json`` is the outbox manifest that ``gate.tracking.outbox`` stages.
+metrics, tags and registry aliases. Planning writes no files and asks no server, but it is not
+pure: it reads the clock, a new uuid, the environment and the git commit (``git rev-parse``).
+``EntryPlan.to_json`` is the outbox manifest that ``gate.tracking.outbox`` stages.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from gate.records import Records
 from gate.result import CandidateResult, GateResult
+from gate.settings import DEFAULTS, default_tracking_uri
 from gate.tracking.browse import (
     NOTE_TAG,
     candidate_note,
@@ -42,10 +44,10 @@ _PARAM_MAX, _TAG_MAX = 6000, 8000  # MLflow's value length limits
 class TrackingConfig:
     """Where and how a gate call is logged."""
 
-    uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory
+    uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else DEFAULT_TRACKING_URI in the working directory
     experiment: str | None = None  # None: xgate/<review set>/<policy>
     register: str | None = None  # registered model name: a passing candidate becomes a version
-    alias: str = "champion"
+    alias: str = DEFAULTS.alias
     challenger_alias: str | None = None  # select only: given to a passing candidate that was not selected
     require: bool = False  # raise TrackingError instead of warning when logging fails
     outbox: Path = Path(".xgate/outbox")
@@ -58,7 +60,7 @@ class TrackingConfig:
         env = os.environ.get("MLFLOW_TRACKING_URI")
         if env:
             return env
-        return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+        return default_tracking_uri()
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,7 @@ class EntryPlan:
                          primary_alias=data["primary_alias"], runs=runs, error=data.get("error", ""))
 
 
-# --- planning (pure) ------------------------------------------------------------
+# --- planning (no files, no server; the clock, the environment and git are read) -----
 
 
 def experiment_name(result: GateResult, config: TrackingConfig) -> str:
@@ -383,3 +385,4 @@ def where_to_see(uri: str, experiment_id: str, run_id: str) -> str:
         return (f"run {run_id}: mlflow ui --backend-store-uri {uri} and open "
                 f"{run_url('http://127.0.0.1:5000', experiment_id, run_id)}")
     return f"run {run_id} in experiment {experiment_id} of {uri}"
+

@@ -95,17 +95,12 @@ def history_table(
     return format_history(history(config, experiment=experiment, limit=limit, commit=commit), width)
 
 
-def write_history_html(
-    config: TrackingConfig, path: Path, *, experiment: str | None, limit: int = 20, commit: str | None = None
-) -> Path:
-    """Write the HTML history page (runs, score trends, maps across versions) to ``path``."""
-    from gate.outputs.report.history import render_history
-
+def history_with_maps(
+    config: TrackingConfig, *, experiment: str | None, limit: int = 20, commit: str | None = None
+) -> tuple[list[HistoryRow], dict[str, dict[str, bytes]]]:
+    """``history`` and the maps its page shows (the page itself is drawn by ``gate.outputs.report.history``)."""
     rows = history(config, experiment=experiment, limit=limit, commit=commit)
-    html = render_history(rows, fetch_maps(config, map_rows(rows)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(html, encoding="utf-8")
-    return path
+    return rows, fetch_maps(config, map_rows(rows))
 
 
 def _history_experiments(client: MlflowClient, name: str | None) -> dict[str, str]:

@@ -32,7 +32,8 @@ def load_data(source: str, image_size: int, *, need_masks: bool = False) -> Trai
         return _load_synth(source, image_size)
     root = Path(source)
     if not root.is_dir():
-        raise DataError("no such folder (expected a folder or synth:shapes?bias=..&n=..&seed=..)", path=source)
+        raise DataError("no such folder (expected a folder or synth:shapes?bias=..&n=..&seed=..[&shortcut=..])",
+                        path=source)
     if (root / "review.yaml").is_file():
         data = _load_review_set(root, image_size)
     else:
@@ -49,7 +50,10 @@ def _load_synth(source: str, image_size: int) -> TrainData:
     if seed in shapes.RESERVED_SEEDS:
         raise DataError(f"seed {seed} is reserved for the shipped review set; train on another seed",
                         path=source, field="seed")
-    samples = shapes.generate(int(params["n"]), bias=float(params["bias"]), seed=seed, size=size)
+    shortcut = params.get("shortcut")
+    samples = shapes.generate(int(params["n"]), bias=float(params["bias"]), seed=seed, size=size,
+                              shortcut=None if shortcut is None else str(shortcut),
+                              shortcut_bias=float(params.get("shortcut_bias", 1.0)))
     images = np.stack([_fit_image(s.image, image_size) for s in samples])
     masks = np.stack([_fit_mask(s.mask, image_size) for s in samples])
     labels = np.asarray([s.label for s in samples], dtype=np.int64)

@@ -189,7 +189,7 @@ def _train_epoch(
         logits = model(x)
         loss = -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
         optimizer.step()
         total_loss += float(loss.detach()) * len(batch)
         correct += int((logits.detach().argmax(dim=1) == y).sum())

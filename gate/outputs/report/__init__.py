@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from gate.outputs.report.context import ReportContext, build_context
 from gate.outputs.report.html import render_context, render_report
-from gate.outputs.summary import format_summary
 
-__all__ = ["ReportContext", "build_context", "format_summary", "render_context", "render_report"]
+# The console summary is gate.outputs.summary's (it imports report.formatting: re-exporting it here made a circle).
+__all__ = ["ReportContext", "build_context", "render_context", "render_report"]

@@ -8,6 +8,7 @@ and never a row for a class without samples. Every per-class score stays in resu
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -78,7 +79,9 @@ def class_table(columns: Sequence[str], records: Sequence[Records], candidates: 
     present = np.flatnonzero(counts > 0)
     # Worst = lowest accuracy over the candidates, then lowest lift; ties keep the review set's order.
     worst_accuracy = np.min(np.stack([a[present] for a in accuracy[:candidates]]), axis=0)
-    with np.errstate(all="ignore"):
+    # A class with no mask has no lift: nanmin warns on its all-NaN column (a review set without masks).
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         worst_lift = np.nan_to_num(np.nanmin(np.stack([x[present] for x in lift[:candidates]]), axis=0), nan=np.inf)
     chosen = present[np.lexsort((np.arange(len(present)), worst_lift, worst_accuracy))][:PER_CLASS_MAX]
     rows = tuple(

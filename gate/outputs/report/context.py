@@ -22,6 +22,7 @@ from gate.outputs.report.samples import (
     only_bg_default,
     showroom,
 )
+from gate.outputs.report.shortcuts import ShortcutView, shortcut_views
 from gate.result import (
     CandidateResult,
     Comparison,
@@ -34,7 +35,8 @@ from gate.result import (
 )
 
 BASELINE_GROUP = "versus baseline"
-SCORE_GROUPS: tuple[str, ...] = ("classification", "calibration", "alignment", "background", "sanity", BASELINE_GROUP)
+SCORE_GROUPS: tuple[str, ...] = ("classification", "calibration", "alignment", "background", "shortcuts", "sanity",
+                                  BASELINE_GROUP)
 MIGRATION_LABELS: tuple[tuple[str, str], ...] = (
     ("corrected", "corrected (baseline wrong, candidate right)"),
     ("regressed", "regressed (baseline right, candidate wrong)"),
@@ -152,6 +154,7 @@ class ReportContext:
     environment: tuple[tuple[str, str], ...]
     timings: tuple[tuple[str, str], ...]
     classes: ClassTable | None = None
+    shortcuts: tuple[ShortcutView, ...] = ()  # gate/outputs/report/shortcuts.py
     source: str = ""  # the commit gated, "1a2b3c4 on main"; "" when none (gate.result.SourceInfo.label)
 
     @property
@@ -312,5 +315,7 @@ def build_context(result: GateResult) -> ReportContext:
         environment=tuple((str(k), str(v)) for k, v in result.environment.items()),
         timings=tuple((str(k), f"{v:.2f} s") for k, v in result.timings.items()),
         classes=class_table(columns, records, len(ranked)) if ranked and records[0].size else None,
+        shortcuts=shortcut_views([c.candidate.name for c in ranked], [anchor_prefix(n) for n in range(len(ranked))],
+                                 [c.records for c in ranked]),
         source="" if result.source is None else result.source.label,
     )

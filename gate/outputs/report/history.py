@@ -15,6 +15,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -131,6 +132,15 @@ def build_history_context(
     return HistoryContext(title=title, score_names=names, runs=views, lineages=lineages,
                           trends=trends(candidate_rows, lineages, (*names, *gated)), map_runs=oldest_first,
                           samples=samples, map_runs_total=len(candidate_rows))
+
+
+def write_history_html(
+    rows: Sequence[HistoryRow], maps_by_sample: Mapping[str, Mapping[str, bytes]], path: Path
+) -> Path:
+    """Write the HTML history page (runs, score trends, maps across versions) to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_history(rows, maps_by_sample), encoding="utf-8")
+    return path
 
 
 def render_history(

@@ -138,7 +138,8 @@ def mask_outline(mask: np.ndarray) -> np.ndarray:
     """Object pixels with at least one 4-neighbour outside the object (the image border counts as outside)."""
     inside = np.pad(np.asarray(mask, dtype=bool), 1, constant_values=False)
     interior = inside[1:-1, 1:-1] & inside[:-2, 1:-1] & inside[2:, 1:-1] & inside[1:-1, :-2] & inside[1:-1, 2:]
-    return np.asarray(mask, dtype=bool) & ~interior
+    edge: np.ndarray = np.asarray(mask, dtype=bool) & ~interior
+    return edge
 
 
 def draw_outline(image: np.ndarray, mask: np.ndarray) -> np.ndarray:

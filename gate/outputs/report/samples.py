@@ -220,7 +220,8 @@ def scene_tells(records: Records) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         rate = right / counts
         told = (rate - share) / (1.0 - share)
-    return np.asarray(np.nan_to_num(told, nan=0.0) >= SCENE_TELLS) & (share < 1.0)
+    tells: np.ndarray = np.asarray(np.nan_to_num(told, nan=0.0) >= SCENE_TELLS) & (share < 1.0)
+    return tells
 
 
 def only_bg_default(records: Records) -> str:
