@@ -86,19 +86,23 @@ def mask_to_frame(mask: np.ndarray, geometry: Geometry) -> Tensor:
 
 def _geometry(pixels: Tensor, geometry: Geometry, mode: InterpolationMode) -> Tensor:
     height, width = geometry.size
+    framed: Tensor
     if geometry.resize is None:
         # Antialias as torchvision does by default (ignored for nearest).
-        return TF.resize(pixels, [height, width], interpolation=mode, antialias=True)
-    resized = TF.resize(pixels, [geometry.resize], interpolation=mode, antialias=True)
+        framed = TF.resize(pixels, [height, width], interpolation=mode, antialias=True)
+        return framed
+    resized: Tensor = TF.resize(pixels, [geometry.resize], interpolation=mode, antialias=True)
     if geometry.pipeline == "transformers":
         return _floored_crop(resized, height, width)
-    return TF.center_crop(resized, [height, width])
+    framed = TF.center_crop(resized, [height, width])
+    return framed
 
 
 def _floored_crop(pixels: Tensor, height: int, width: int) -> Tensor:
     # The Hugging Face image processor floors the offset (torchvision rounds it): one pixel apart on odd margins.
     if pixels.shape[-2] < height or pixels.shape[-1] < width:
-        return TF.center_crop(pixels, [height, width])  # padding: both pad alike
+        padded: Tensor = TF.center_crop(pixels, [height, width])  # padding: both pad alike
+        return padded
     top = (pixels.shape[-2] - height) // 2
     left = (pixels.shape[-1] - width) // 2
     return pixels[..., top : top + height, left : left + width]
@@ -112,5 +116,5 @@ def _pil_geometry(image: Image.Image, geometry: Geometry, interpolation: str) ->
         framed = TF.resize(image, [height, width], interpolation=mode)
     else:
         framed = TF.center_crop(TF.resize(image, [geometry.resize], interpolation=mode), [height, width])
-    pixels = TF.pil_to_tensor(framed)
+    pixels: Tensor = TF.pil_to_tensor(framed)
     return pixels if pixels.dim() == 3 else pixels[None]
