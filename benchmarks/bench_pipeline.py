@@ -6,7 +6,7 @@ Run by hand (`make benchmarks`), one process per table; copy the printed tables 
    ImageNet eval transform: resize 256, crop 224). The whole gate (``gate.check``: load, engine with
    background + sanity probes, scores, verdict) with 0, 2 and 4 worker threads, against P plain evaluations
    (decode + preprocess + a no-grad forward, in the calling thread), P = the forwards the probes inherently
-   need: 1 explained + 4 background variants + ``probes.SANITY_COPIES`` randomised copies.
+   need: 1 explained + 4 background variants + ``sanity.SANITY_COPIES`` randomised copies.
 2. Decode + preprocess throughput (``gate.inputs.batches.load``) in the calling thread, in 2 and 4 threads and
    in 2 and 4 spawned processes, against the forward throughput (plain and explained).
 3. Peak RSS of the engine (tiny_cnn, 32² shapes, background probes, 2 workers) at 1k and 10k images, each
@@ -48,7 +48,7 @@ from PIL import Image
 
 import gate
 from gate.engine import core as engine
-from gate.engine import probes
+from gate.engine import sanity
 from gate.engine.gradcam import explain
 from gate.inputs import archs, frame_cache, shapes
 from gate.inputs import candidate as candidate_io
@@ -115,7 +115,7 @@ def gate_vs_plain(count: int, size: int, batch: int, workers: list[int], device:
     each row is the median of its runs: on a shared machine one timing of the plain evaluation alone swung
     by 25% between runs, and every ratio of the table is divided by it.
     """
-    forwards = 1 + 4 + probes.SANITY_COPIES
+    forwards = 1 + 4 + sanity.SANITY_COPIES
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         review_set = make_jpeg_set(root, count, size)

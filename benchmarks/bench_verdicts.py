@@ -4,7 +4,7 @@ Run by hand (`python benchmarks/bench_verdicts.py [--stability]`); write the pri
 benchmarks/RESULTS.md with the machine and date.
 
 - Sanity cost: the engine on the shipped review set (600 samples) without probes, with the sanity probe at one
-  randomised copy and at ``probes.SANITY_COPIES``: each copy is one more explained forward per batch.
+  randomised copy and at ``sanity.SANITY_COPIES``: each copy is one more explained forward per batch.
 - Bootstrap cost: one rule's interval (2000 resamples) on synthetic records of 600 and 10,000 samples, for a
   share (Wilson), the vectorised forms (a mean, ECE's bins, per-class accuracy, the rank forms of ``aurc`` and
   ``selective_accuracy@0.8``) and, for those two, the per-resample fallback they used before (the score
@@ -30,7 +30,7 @@ from bench_gradcam import best_of  # run as a script: benchmarks/ is on sys.path
 
 from gate.decide import intervals, stats
 from gate.engine import core as engine
-from gate.engine import probes
+from gate.engine import sanity
 from gate.inputs import candidate as candidate_io
 from gate.inputs.review_set import open_review_set
 from gate.metrics.registry import compute_scores
@@ -51,12 +51,12 @@ def sanity_cost(repeats: int) -> None:
         return best_of(repeats, lambda: engine.run([cand], review_set, engine.EngineOptions(probes=enabled)))
 
     plain = run(frozenset())
-    default = probes.SANITY_COPIES
-    probes.SANITY_COPIES = 1
+    default = sanity.SANITY_COPIES
+    sanity.SANITY_COPIES = 1
     try:
         one = run(SANITY)
     finally:
-        probes.SANITY_COPIES = default
+        sanity.SANITY_COPIES = default
     many = run(SANITY)
     print(f"\nSanity cost, {review_set.size} samples, batch 32, median of {repeats} after a warm-up")
     print("| run | seconds | × engine without probes |\n|---|---|---|")
@@ -161,7 +161,7 @@ def stability(batch_size: int) -> None:
         options = engine.EngineOptions(probes=SANITY, seed=0, batch_size=batch_size)
         permuted_scores = [compute_scores(r.records, SANITY)["sanity.randomization_similarity"]
                            for r in engine.run(permuted, review_set, options)]
-    print(f"\nsanity.randomization_similarity, {probes.SANITY_COPIES} copies, --seed 0..4 "
+    print(f"\nsanity.randomization_similarity, {sanity.SANITY_COPIES} copies, --seed 0..4 "
           "(spread = std across the copies within one run)")
     print("| candidate | seeds 0..4 | range | spread (mean) | classes permuted, seed 0: difference |")
     print("|---|---|---|---|---|")

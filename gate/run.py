@@ -205,12 +205,19 @@ def _decide(prepared: _Prepared, runs: Sequence[engine.ModelRun]) -> GateResult:
         ranking=tuple(r.candidate.name for r in ranking(results, rank_by)),
         environment={**environment(options.device), "batch_size": str(options.batch_size), "seed": str(options.seed),
                      "precision": options.precision, "workers": str(options.workers),
-                     "frames": runs[0].frames if runs else "decoded"},
+                     "frames": runs[0].frames if runs else "decoded", **_sanity_trunk(prepared, runs)},
         timings={"load_s": prepared.loaded - prepared.started, "engine_s": ran - prepared.loaded,
                  "total_s": time.perf_counter() - prepared.started},
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         source=prepared.source,
     )
+
+
+def _sanity_trunk(prepared: _Prepared, runs: Sequence[engine.ModelRun]) -> dict[str, str]:
+    """How each model's sanity copies ran ("NAME: shared trunk from BLOCK" or "NAME: full forward: WHY")."""
+    ran = [f"{model.name}: {run.sanity_trunk}" for model, run in zip(prepared.models, runs, strict=False)
+           if run.sanity_trunk]
+    return {"sanity_trunk": "; ".join(ran)} if ran else {}
 
 
 def _open_review_set(policy: policy_io.Policy, request: GateRequest) -> ReviewSet:

@@ -246,3 +246,28 @@ def test_zero_maps_are_explained_in_the_report_and_the_layout_recorded(
     text = " ".join(notes[0].get_text().split())
     assert f"Maps were zero for {small_set.size} samples with a mask" in text and "dead head" in text
     assert "target layer features (spatial)" in " ".join(soup.select_one("#about").get_text().split())
+
+
+# The copies of every family run from the top block's input (gate.engine.trunk) but densenet's: its top block
+# (`features` holds conv0 directly, so its last-conv rule takes all of `features`) starts at the model's input.
+TRUNK_BLOCKS = {"resnet18": "layer4.1", "mobilenet_v3_small": "features.12", "efficientnet_b0": "features.8",
+                "convnext_tiny": "features.7", "vgg11": "features.18", "regnet_y_400mf": "trunk_output.block4",
+                "vit_b_16": "encoder.layers.encoder_layer_11.ln_1", "swin_t": "features.7"}
+
+
+@pytest.mark.parametrize("family", _params(FAMILIES))
+def test_sanity_scores_with_and_without_the_shared_trunk_are_identical(
+    family: Family, review_set: ReviewSet, template: candidate_io.Candidate,
+) -> None:
+    cand = _candidate(template, family, _model(family.arch))
+    runs = {}
+    for shared in (True, False):
+        options = engine.EngineOptions(batch_size=2, device="cpu", probes=frozenset({"sanity"}), shared_trunk=shared)
+        (runs[shared],) = engine.run([cand], review_set, options)
+    block = TRUNK_BLOCKS.get(family.arch)
+    expected = f"shared trunk from {block}" if block else \
+        "full forward: nothing runs below features.conv0: its input is the model's"
+    assert runs[True].sanity_trunk == expected
+    a, b = runs[True].records.sanity_similarity, runs[False].records.sanity_similarity
+    assert a is not None and b is not None and np.isfinite(a).any()
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)

@@ -13,7 +13,7 @@ from conftest import without_masks, write_rows
 from torch import nn
 
 from gate.engine import core as engine
-from gate.engine import model_state, probes
+from gate.engine import model_state, sanity
 from gate.errors import ModelOutputError, UsageError
 from gate.inputs import candidate as candidate_io
 from gate.inputs.review_set import ReviewSet
@@ -30,7 +30,8 @@ class CountingNet(nn.Module):
         self.calls = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
+        if not isinstance(x, torch.fx.Proxy):  # torch.fx tracing (the sanity copies' split) computes nothing
+            self.calls += 1
         return self.inner(x)
 
 
@@ -49,23 +50,32 @@ def test_forward_calls_per_batch(small_set: ReviewSet, untrained_checkpoint: Pat
                                  per_batch: int, monkeypatch: pytest.MonkeyPatch) -> None:
     cand, net = _counting(untrained_checkpoint)
     copies: list[CountingNet] = []
-    real_copy = probes.randomized_copy
+    blocks: list[int] = []
+    real_copy = sanity.randomized_copy
 
     def counting_copy(model: nn.Module, layer: str, seed: int = 0) -> nn.Module:
         copy = real_copy(model, layer, seed)
         assert isinstance(copy, CountingNet)
         copy.calls = 0
         copies.append(copy)
+        block = len(blocks)
+        blocks.append(0)
+        # the copy's top block (re-initialised), counted apart from the copy's whole forward
+        copy.inner.features[12].register_forward_pre_hook(lambda *_: blocks.__setitem__(block, blocks[block] + 1))
         return copy
 
-    monkeypatch.setattr(probes, "randomized_copy", counting_copy)
+    monkeypatch.setattr(sanity, "randomized_copy", counting_copy)
     options = engine.EngineOptions(batch_size=16, probes=enabled)
     (result,) = engine.run([cand], small_set, options)
     batches = -(-small_set.size // 16)
     assert net.calls == batches * per_batch
     if "sanity" in enabled:
-        assert len(copies) == probes.SANITY_COPIES  # one explained forward per randomised copy per batch
-        assert all(copy.calls == batches for copy in copies)
+        assert len(copies) == sanity.SANITY_COPIES
+        # Each copy runs its top block and head once per batch, from the activation the model's forward kept,
+        # never its whole forward (gate.engine.trunk); but once per gate the first copy runs both, to check
+        # that its tail computes what its forward does.
+        assert blocks == [batches + 2] + [batches] * (sanity.SANITY_COPIES - 1)
+        assert [copy.calls for copy in copies] == [1] + [0] * (sanity.SANITY_COPIES - 1)
         assert result.records.sanity_similarity is not None
     else:
         assert not copies
@@ -149,7 +159,7 @@ def test_cuda_without_a_gpu_is_a_usage_error() -> None:
     assert engine.resolve_device("auto").type == "cpu"
 
 
-def _edge_explainer(model: nn.Module, layer: str, inputs: torch.Tensor, target: Any = None) -> Any:
+def _edge_explainer(model: nn.Module, layer: str, inputs: torch.Tensor, target: Any = None, layout: Any = None) -> Any:
     """An 'explainer' that ignores the model: image edges, the classic failed sanity check."""
     from gate.engine.gradcam import Explained
 
@@ -174,7 +184,10 @@ def test_sanity_separates_a_trained_model_from_a_model_blind_explainer(
     cand = candidate_io.load(honest_checkpoint)
     (real,) = engine.run([cand], review, options, indices=subset)
     monkeypatch.setattr(model_state, "explain", _edge_explainer)
-    (blind,) = engine.run([cand], review, options, indices=subset)
+    monkeypatch.setattr(sanity, "explain", _edge_explainer)  # the copies' maps: edges of the same images
+    # The whole-forward copies: with the shared trunk a copy's explainer is handed the kept activation, not the
+    # images, and an explainer blind to the model is the point here.
+    (blind,) = engine.run([cand], review, replace(options, shared_trunk=False), indices=subset)
     real_score = compute_scores(real.records, {"sanity"})["sanity.randomization_similarity"]
     blind_score = compute_scores(blind.records, {"sanity"})["sanity.randomization_similarity"]
     assert real_score < 0.5  # the trained model's maps change when its top is randomised

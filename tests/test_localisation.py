@@ -146,3 +146,48 @@ def test_void_pixels_are_left_out_and_a_missing_mask_gives_nan() -> None:
     assert local.pointing_hit[0].item() == 1.0 and local.rank_accuracy[0].item() == 1.0
     for column in (local.energy, local.mask_area, local.pointing_hit, local.rank_accuracy):
         assert math.isnan(column[1].item())  # no mask at all: left out, area included
+
+
+def _reference(cam: torch.Tensor, mask: torch.Tensor, void: torch.Tensor, present: torch.Tensor) -> np.ndarray:
+    """The per-sample float64 loop on the host (Quantus' definitions, one argsort per sample): [B, 4]."""
+    out = np.full((cam.shape[0], 4), np.nan)
+    for i in range(cam.shape[0]):
+        keep = ~void[i].flatten().numpy()
+        a = cam[i].flatten().double().numpy()[keep]
+        s = (mask[i].flatten().numpy() & ~void[i].flatten().numpy())[keep]
+        if not present[i]:
+            continue
+        out[i, 1] = s.sum() / max(keep.sum(), 1)
+        if not s.any() or a.sum() <= 0:
+            continue
+        out[i, 0] = (a * s).sum() / a.sum()
+        out[i, 2] = float(s[a >= a.max()].any())
+        top = np.argsort(-a, kind="stable")[: int(s.sum())]
+        out[i, 3] = s[top].sum() / s.sum()
+    return out
+
+
+@pytest.mark.parametrize("levels", [4, 1_000_000], ids=["many-ties", "few-ties"])
+def test_batched_localise_equals_the_per_sample_float64_loop(levels: int) -> None:
+    gen = torch.Generator().manual_seed(levels)
+    count, side = 12, 56
+    # Quantised maps give many ties (the stable order decides the top-K); some rows all zero, one mask empty.
+    cam = torch.randint(0, levels, (count, side, side), generator=gen).float() / levels
+    cam[:, :20] *= torch.rand(count, 1, 1, generator=gen) < 0.5
+    cam[3] = 0.0
+    mask = torch.rand(count, side, side, generator=gen) < torch.rand(count, 1, 1, generator=gen)
+    mask[5] = False
+    void = torch.rand(count, side, side, generator=gen) < 0.05
+    present = torch.rand(count, generator=gen) < 0.85
+    local = localise(cam, mask, void, present)
+    got = torch.stack([local.energy, local.mask_area, local.pointing_hit, local.rank_accuracy], dim=1)
+    assert got.dtype == torch.float64 and got.device.type == "cpu"
+    expected = _reference(cam, mask, void, present)
+    np.testing.assert_array_equal(np.isnan(got.numpy()), np.isnan(expected))
+    np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=1e-12)
+    assert np.isfinite(expected[:, 3]).sum() >= 6  # most rows are scored, not NaN
+    # float32 maps give the same numbers as the same maps in float64 (peaks and ranks: to the bit)
+    wide = localise(cam.double(), mask, void, present)
+    np.testing.assert_allclose(wide.energy.numpy(), local.energy.numpy(), rtol=0, atol=1e-12)
+    assert torch.equal(torch.nan_to_num(wide.rank_accuracy, -1), torch.nan_to_num(local.rank_accuracy, -1))
+    assert torch.equal(torch.nan_to_num(wide.pointing_hit, -1), torch.nan_to_num(local.pointing_hit, -1))

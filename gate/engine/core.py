@@ -4,9 +4,10 @@ The review set is decoded once per batch and every model (candidates and the
 baseline) runs on the same batch: each model brings the decoded uint8 images into
 its own frame (its resize, crop and interpolation; models that share them share
 the framed batch), then one forward gives logits and Grad-CAM; each enabled
-background variant adds exactly one more forward; the sanity probe adds one
-explained forward per randomised copy (``probes.SANITY_COPIES``). Only per-sample numbers are kept, plus a
-bounded set of samples (images and maps) for the report's galleries.
+background variant adds exactly one more forward; the sanity probe adds, per randomised copy
+(``sanity.SANITY_COPIES``), an explained run of the copy's re-initialised top block and head from the
+activation the model's forward kept (gate.engine.trunk; the whole forward where the graph does not split).
+Only per-sample numbers are kept, plus a bounded set of samples (images and maps) for the report's galleries.
 
 The prediction is the argmax over ALL the model's outputs and probabilities come
 from its full softmax, also when the review set covers only some of its classes.
@@ -156,4 +157,5 @@ def merge_runs(parts: Sequence[ModelRun], review_set: ReviewSet, options: Engine
     records = Records.concat([part.records for part in parts])
     fixed = fixed_ids(review_set, options.fixed_per_class, options.fixed_total)
     run = finish_gallery(records, options.gallery_size, fixed, max(part.seconds for part in parts))
-    return replace(run, frames=parts[0].frames if parts else run.frames)
+    return replace(run, frames=parts[0].frames if parts else run.frames,
+                   sanity_trunk=parts[0].sanity_trunk if parts else run.sanity_trunk)

@@ -77,11 +77,14 @@ def hooked(model: nn.Module, layer_name: str) -> Iterator[Capture]:
         model.train(was_training)
 
 
-def explain(model: nn.Module, layer_name: str, inputs: Tensor, target: Tensor | None = None) -> Explained:
+def explain(
+    model: nn.Module, layer_name: str, inputs: Tensor, target: Tensor | None = None, layout: Layout | None = None
+) -> Explained:
     """One forward: logits and the Grad-CAM of ``target`` (default: the predicted class) per sample.
 
     The layer's output may be spatial, ViT tokens or channels-last (gate.engine.layers); the map is computed on
-    its grid, with class/register tokens dropped.
+    its grid, with class/register tokens dropped. ``layout``: the layer's layout when known (a randomised
+    copy's tail, whose input is an activation, not the images the layout is read against).
     """
     with hooked(model, layer_name) as capture, torch.enable_grad():
         logits = model(inputs)
@@ -92,7 +95,8 @@ def explain(model: nn.Module, layer_name: str, inputs: Tensor, target: Tensor | 
             layer = find_layer(model, layer_name)
             raise CandidateError(f"target layer {layer_name!r} ({type(layer).__name__}) did not run in the "
                                  "forward", field="target_layer")
-        layout = layout_of(model, layer_name, output, tuple(inputs.shape))
+        if layout is None:
+            layout = layout_of(model, layer_name, output, tuple(inputs.shape))
         chosen = logits.argmax(1) if target is None else target.to(logits.device)
         # Summing over the batch is exact in eval mode: no op mixes samples.
         objective = logits.gather(1, chosen[:, None]).sum()

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from gate.engine import probes as probe_ops
-from gate.engine import swaps
+from gate.engine import sanity, swaps, trunk
 from gate.engine.atlas import AtlasSums
 from gate.engine.gallery import GallerySelector, finish_gallery
 from gate.engine.gradcam import explain, upsample
@@ -53,9 +53,10 @@ class ModelState:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.bf16 = options.precision == "bf16"
-        self.randomised = (
-            probe_ops.randomised_copies(self.model, self.candidate.target_layer, self.candidate.outputs,
-                                        seed=options.seed)
+        self.check = OutputCheck(path=self.candidate.path, width=len(self.candidate.outputs))
+        self.sanity = (
+            sanity.SanityProbe(self.model, self.candidate.target_layer, self.candidate.outputs, seed=options.seed,
+                               shared=options.shared_trunk, check=self.check)
             if "sanity" in options.probes else None
         )
         spec = self.candidate.input
@@ -71,7 +72,6 @@ class ModelState:
         # Model output index -> review-set index (OUTSIDE for outputs the review set does not hold).
         self.to_review = torch.full((width,), OUTSIDE, dtype=torch.long)
         self.to_review[self.order] = torch.arange(len(order))
-        self.check = OutputCheck(path=self.candidate.path, width=width)
         self.rows: dict[str, list[np.ndarray]] = {}
         self.gallery = GallerySelector(options.gallery_size, fixed, self.candidate.outputs)
         self.atlas = AtlasSums(len(review_set.classes), self.size)
@@ -90,7 +90,9 @@ class ModelState:
     def consume(self, batch: Batch, frames: Frames) -> None:
         started = time.perf_counter()
         frame = frames.get(self.geometry)
-        with self.check.guarded(self.model, len(batch.indices)), self.autocast():
+        block = self.sanity.block if self.sanity is not None else None
+        with self.check.guarded(self.model, len(batch.indices)), self.autocast(), \
+                trunk.kept_entry(self.model, block) as entry:
             explained = explain(self.model, self.candidate.target_layer, self.normalise(frame.images))
         # bf16 forwards: probabilities (float64 softmax) and maps are computed in float32 from here on.
         logits, small_cam = explained.logits.float(), explained.cam.float()
@@ -110,9 +112,11 @@ class ModelState:
             for name in PROBE_VARIANTS:
                 self._append(f"probe.{name}", scatter_rows(variant_preds.get(name), batch.has_mask))
         swapped, swapped_preds = self._swapped(frame, frames, batch)
-        if self.randomised is not None:
+        if self.sanity is not None:
             with self.autocast():  # the copies run at the model's precision; their maps come back float32
-                self._append("sanity", self._sanity(frame.images, small_cam, explained.target, batch))
+                similarities = self.sanity.similarities(self.normalise(frame.images), entry.get(), explained,
+                                                        small_cam, batch)
+            self._append("sanity", similarities)
         self.gallery.offer(batch, outputs, cam, frame, variants, variant_preds)
         self.gallery.add_swaps(batch, swapped, swapped_preds)
         if self.device.type == "cuda":
@@ -167,19 +171,6 @@ class ModelState:
         logits = self.check.check_finite(logits, [batch.sample_ids[i] for i in rows], variant)
         return self.to_review[logits.argmax(1).cpu()].numpy().astype(np.int64)
 
-    def _sanity(self, images: Tensor, cam: Tensor, target: Tensor, batch: Batch) -> np.ndarray:
-        # Compared at the target layer's own resolution: upsampling adds no information, only smooth
-        # interpolated pixels that inflate rank correlation (and it costs as much as a forward at 224²).
-        # One explained forward per randomised copy: [B, copies] similarities, same class as the model's map.
-        assert self.randomised is not None
-        inputs, columns = self.normalise(images), []
-        for copy in self.randomised:
-            guard = self.check.guarded(copy.model, len(batch.indices), "randomised-copy")
-            with guard, copy.drawn_for(target, batch.sample_ids):
-                randomised = explain(copy.model, self.candidate.target_layer, inputs, target=target)
-            columns.append(probe_ops.spearman_rows(cam, randomised.cam))
-        return torch.stack(columns, dim=1).double().cpu().numpy()
-
     def _append(self, name: str, values: np.ndarray) -> None:
         self.rows.setdefault(name, []).append(np.asarray(values))
 
@@ -212,7 +203,8 @@ class ModelState:
             has_mask=column["has_mask"].astype(bool),
             atlas=self.atlas.atlas(),
         )
-        return finish_gallery(records, self.options.gallery_size, self.gallery.fixed, self.seconds)
+        run = finish_gallery(records, self.options.gallery_size, self.gallery.fixed, self.seconds)
+        return replace(run, sanity_trunk=self.sanity.trunk if self.sanity is not None else "")
 
 
 def scatter_rows(values: np.ndarray | None, has_mask: np.ndarray) -> np.ndarray:

@@ -32,6 +32,9 @@ class EngineOptions:
     workers: int = 0  # threads decoding and framing the next batches (0: in the calling thread; a gate's: Settings)
     precision: str = DEFAULTS.precision  # "bf16": forwards under autocast; maps, probabilities and scores in float32
     frame_cache: str | None = None  # folder keeping framed review sets between gates (gate.inputs.frame_cache)
+    # The sanity copies run only their top block and head from the activation the explained forward kept
+    # (gate.engine.trunk); False: each copy runs the whole network (the old path, kept for the comparison).
+    shared_trunk: bool = True
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class ModelRun:
     gallery: Gallery
     seconds: float
     frames: str = "decoded"  # where the frames came from (frame_source): "decoded", "cache-read", ...
+    sanity_trunk: str = ""  # how the sanity copies ran (sanity.shared_trunk), "" without the sanity probe
 
 
 def resolve_device(name: str) -> torch.device:

@@ -1,7 +1,7 @@
 """Explanation sanity score (after Adebayo et al. 2018): do the maps change when the model does?
 
 The engine compares, per sample, the Grad-CAM map of the model with the map of each of
-``probes.SANITY_COPIES`` randomised copies (top block and head re-initialised from seeds derived from
+``gate.engine.sanity.SANITY_COPIES`` randomised copies (top block and head re-initialised from seeds derived from
 ``--seed``; class rows keyed by class name, each sample's explained row drawn for that sample) by
 Spearman rank correlation at the target layer's resolution. ``Records.sanity_similarity`` holds
 [N, copies] (or [N] for one copy). A map that stays the same is not explaining the model.

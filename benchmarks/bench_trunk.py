@@ -1,0 +1,177 @@
+"""The gate at the cost of what it must compute: sanity copies sharing the trunk vs the old full-forward copies.
+
+Run by hand (`python benchmarks/bench_trunk.py`); copy the printed tables into benchmarks/RESULTS.md.
+
+1. Whole gate (``run_gate``, the strict policy's probes and rules, pinned to a generated set of 224² JPEG
+   shapes) on randomly initialised resnet50, vit_b_16 and swin_t, with the copies sharing the trunk
+   (``EngineOptions.shared_trunk``, the default) and with the old path (each copy runs the whole network),
+   against one plain evaluation (decode + preprocess + a no-grad forward). The three runs of a model are
+   taken in turn, ``--repeats`` rounds after a warm-up, each row the median: the machine is shared.
+   P is the count of plain forwards the probes inherently need: 1 explained + 4 background variants + 5
+   copies = 10 on the old path; with the shared trunk each copy needs only its tail, so P = 5 + 5·f, with f
+   the tail's share of a forward's multiply-adds (torch.utils.flop_counter, one 224² image).
+2. Peak RSS of the engine (tiny_cnn, 32² shapes, background + sanity probes) at 1k and 10k images, shared
+   trunk vs old path, each run in a fresh process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import yaml
+from bench_engine import peak_rss_during, rss_mib  # run as a script: benchmarks/ is on sys.path
+from bench_gradcam import interleaved
+from bench_pipeline import header, make_jpeg_set, plain_evaluation
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from gate.engine import core as engine
+from gate.engine import sanity, trunk
+from gate.inputs import archs, shapes
+from gate.inputs import candidate as candidate_io
+from gate.inputs.candidate import Candidate, InputSpec
+from gate.inputs.review_set import ReviewSet, build, open_review_set
+from gate.run import GateRequest, run_gate
+
+STRICT = Path(__file__).resolve().parents[1] / "policies" / "strict.yaml"
+COPIES_AND_VARIANTS = 4 + sanity.SANITY_COPIES
+
+
+def make_model(arch: str) -> nn.Module:
+    """Random weights for the 4 shapes classes (ViT's zero-initialised head drawn, so its maps are not zero)."""
+    torch.manual_seed(0)
+    model = archs.build_model(arch, {"num_classes": len(shapes.CLASSES)}).eval()
+    if arch == "vit_b_16":
+        nn.init.normal_(model.heads.head.weight, std=0.5)
+    return model
+
+
+def strict_policy(root: Path, review_set: ReviewSet) -> Path:
+    """policies/strict.yaml (its probes and rules) pinned to ``review_set``; any size may be judged."""
+    doc = yaml.safe_load(STRICT.read_text())
+    doc["review_set"] = {"path": str(review_set.root), "digest": review_set.digest}
+    doc["min_samples"] = {"overall": 1, "per_class": 1}
+    path = root / "strict.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def tail_share(model: nn.Module, layer: str, size: int) -> tuple[float, str]:
+    """The copies' tail's share of a forward's FLOPs (one image at ``size``²), and where the tail starts."""
+    split, words = sanity.shared_trunk(model, layer)
+    if split is None:
+        return 1.0, words
+    x = torch.randn(1, 3, size, size)
+    with torch.no_grad(), trunk.kept_entry(model, split.block) as entry, FlopCounterMode(display=False) as whole:
+        model(x)
+    kept = entry.get()
+    assert kept is not None
+    with torch.no_grad(), FlopCounterMode(display=False) as part:
+        trunk.tail(split, model)(kept)
+    return part.get_total_flops() / whole.get_total_flops(), words
+
+
+def gate_table(models: list[str], count: int, size: int, batch: int, repeats: int, warmups: int) -> None:
+    """Table 1: whole gate, strict policy, shared trunk vs old path, in plain evaluations (a row per model)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        review_set = make_jpeg_set(root, count, size)
+        policy = strict_policy(root, review_set)
+        print(f"\n{header()}")
+        print(f"\n{count} JPEG images {size}², batch {batch}, CPU, {torch.get_num_threads()} threads, strict policy "
+              f"(background + sanity, its 12 rules); median of {repeats} rounds (plain, old, shared) after "
+              f"{warmups} warm-up rounds")
+        print("| model | copies run | f = tail / forward (FLOPs) | P old | P shared | plain evaluation (s) | "
+              "whole gate, old path (s) | × plain | whole gate, shared trunk (s) | × plain | shared / old |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+        for arch in models:
+            ckpt = candidate_io.save(root / f"{arch}.pt", make_model(arch), arch=arch,
+                                     arch_kwargs={"num_classes": 4}, classes=shapes.CLASSES, input_size=(size, size),
+                                     resize=size * 8 // 7)
+            cand = candidate_io.load(ckpt)
+            share, words = tail_share(cand.model, cand.target_layer, size)
+
+            def gate(shared: bool, path: Path = ckpt) -> object:
+                options = engine.EngineOptions(device="cpu", batch_size=batch, shared_trunk=shared)
+                return run_gate(GateRequest(command="check", candidates=(path,), policy=policy, engine=options))
+
+            s = interleaved(repeats, {"plain": lambda c=cand: plain_evaluation(review_set, c, batch,
+                                                                                torch.device("cpu")),
+                                      "old": lambda: gate(False), "shared": lambda: gate(True)}, warmups=warmups)
+            p_new = 1 + COPIES_AND_VARIANTS - sanity.SANITY_COPIES + sanity.SANITY_COPIES * share
+            print(f"| {arch} | {words} | {share:.3f} | {1 + COPIES_AND_VARIANTS} | {p_new:.2f} | {s['plain']:.2f} | "
+                  f"{s['old']:.2f} | {s['old'] / s['plain']:.2f} | {s['shared']:.2f} | "
+                  f"{s['shared'] / s['plain']:.2f} | {s['shared'] / s['old']:.2f} |", flush=True)
+        print(f"(load average after: {os.getloadavg()[0]:.1f})")
+
+
+def memory_child(root: str, shared: bool) -> None:
+    """In a fresh process: RSS before, and the highest RSS sampled every 5 ms while the engine runs."""
+    review_set = open_review_set(Path(root))
+    torch.manual_seed(0)
+    cand = Candidate(path="tiny.pt", sha256="0" * 64, arch="tiny_cnn", model=archs.tiny_cnn(4).eval(),
+                     classes=shapes.CLASSES, input=InputSpec(size=(32, 32), mean=(0.5,) * 3, std=(0.25,) * 3),
+                     target_layer="features")
+    options = engine.EngineOptions(device="cpu", batch_size=64, probes=frozenset({"background", "sanity"}),
+                                   shared_trunk=shared)
+    warm = review_set.samples[:: max(1, review_set.size // 128)]
+    engine.run([cand], replace(review_set, samples=warm), options)  # warm-up
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    before = rss_mib()
+    runs, peak = peak_rss_during(lambda: engine.run([cand], review_set, options))
+    print(json.dumps({"before_mib": before, "peak_mib": peak, "trunk": runs[0].sanity_trunk}))
+
+
+def memory(sizes: list[int]) -> None:
+    """Table 2: peak RSS per review-set size, shared trunk vs old path, each in its own process."""
+    print(f"\n{header()}")
+    print("\n| review set (32² PNG, tiny_cnn, background + sanity) | path | RSS before (MiB) | peak (MiB) | "
+          "peak − before (MiB) |\n|---|---|---|---|---|")
+    for size in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            plain = shapes.write_plain(shapes.iter_generate(size, bias=0.9, seed=77, size=32), Path(tmp) / "plain")
+            review_set = build(plain, Path(tmp) / "set", name=f"bench-{size}")
+            for shared in (False, True):
+                done = subprocess.run([sys.executable, __file__, "--memory-child", str(review_set.root),
+                                       "--shared", str(int(shared))], capture_output=True, text=True, check=False)
+                if done.returncode:
+                    raise SystemExit(f"memory run failed: {done.stderr.strip()}")
+                got = json.loads(done.stdout.strip().splitlines()[-1])
+                print(f"| {size} samples | {got['trunk']} | {got['before_mib']:.0f} | {got['peak_mib']:.0f} | "
+                      f"{got['peak_mib'] - got['before_mib']:.0f} |")
+
+
+def main() -> None:
+    """Print the tables asked for (both by default)."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--models", default="resnet50,vit_b_16,swin_t")
+    parser.add_argument("--count", type=int, default=8)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmups", type=int, default=1, help="Untimed rounds first.")
+    parser.add_argument("--memory-sizes", default="1000,10000")
+    parser.add_argument("--only", choices=["gate", "memory"])
+    parser.add_argument("--memory-child", help=argparse.SUPPRESS)
+    parser.add_argument("--shared", type=int, default=1, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child, bool(args.shared))
+        return
+    if args.only in (None, "gate"):
+        gate_table(args.models.split(","), args.count, args.size, args.batch_size, args.repeats, args.warmups)
+    if args.only in (None, "memory"):
+        memory([int(s) for s in args.memory_sizes.split(",")])
+
+
+if __name__ == "__main__":
+    main()
