@@ -171,7 +171,7 @@ def sources_vs_plain(count: int, batch: int, device: str, repeats: int) -> None:
 
     from gate.inputs.pack import PackRequest, pack
 
-    forwards = 1 + 4 + probes.SANITY_COPIES
+    forwards = 1 + 4 + sanity.SANITY_COPIES
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         review_set = make_jpeg_set(root, count, 224)
