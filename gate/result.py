@@ -47,6 +47,8 @@ class CandidateInfo:
     target_layer: str
     meta: Mapping[str, Any] = field(default_factory=dict)
     target_layout: str = ""  # "spatial", "tokens" or "channels_last" (gate.engine.layers)
+    model_source: str = ""  # torchvision, timm, transformers, xgate or import path (gate.inputs.model_sources)
+    input: Mapping[str, Any] = field(default_factory=dict)  # the input pipeline and where it came from
 
 
 @dataclass(frozen=True)
@@ -274,7 +276,7 @@ class GateResult:
 def _candidate_json(result: CandidateResult) -> dict[str, Any]:
     info = result.candidate
     return {
-        "candidate": {**vars(info), "meta": dict(info.meta)},
+        "candidate": {**vars(info), "meta": dict(info.meta), "input": dict(info.input)},
         "verdict": "passed" if result.passed else "failed",
         "scores": {k: json_number(v) for k, v in result.scores.items()},
         "rules": [
