@@ -11,6 +11,9 @@ Run by hand (`make benchmarks`), one process per table; copy the printed tables 
    in 2 and 4 spawned processes, against the forward throughput (plain and explained).
 3. Peak RSS of the engine (tiny_cnn, 32² shapes, background probes, 2 workers) at 1k and 10k images, each
    in a fresh process.
+4. The whole gate on a timm ViT (``timm:vit_tiny_patch16_224``, packed with timm's preprocessing) and on a
+   Hugging Face ViT folder of the same size, at 224², against P of the library's own evaluations (PIL open,
+   timm's ``create_transform`` or the image processor, a no-grad forward).
 
 On CUDA (when present) the same code runs on the GPU: pinned frames, non-blocking copies, channels_last, and
 a bf16 row (``--precision bf16``). The machine's load average is printed: on a shared machine, read the ratios.
@@ -32,6 +35,7 @@ import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import PIL
@@ -148,6 +152,66 @@ def gate_vs_plain(count: int, size: int, batch: int, workers: list[int], device:
             seconds = statistics.median(times)
             print(f"| whole gate, all probes, {label} | {seconds:.2f} | {seconds / plain:.2f} | "
                   f"{seconds / (forwards * plain):.2f} |")
+        print(f"(load average after: {os.getloadavg()[0]:.1f})")
+
+
+def library_evaluation(review_set: ReviewSet, model: torch.nn.Module, transform: Any, batch: int) -> None:
+    """A team's own evaluation: PIL open, the library's eval transform, one no-grad forward per batch."""
+    with torch.no_grad():
+        for start in range(0, review_set.size, batch):
+            rows = range(start, min(start + batch, review_set.size))
+            images = [Image.open(review_set.root / review_set.samples[i].image).convert("RGB") for i in rows]
+            model(torch.stack([transform(image) for image in images]))
+
+
+def sources_vs_plain(count: int, batch: int, device: str, repeats: int) -> None:
+    """Table 4: the whole gate on a timm ViT and a Hugging Face ViT at 224² vs P of their library's evaluations."""
+    import timm
+    import transformers
+
+    from gate.inputs.pack import PackRequest, pack
+
+    forwards = 1 + 4 + sanity.SANITY_COPIES
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        review_set = make_jpeg_set(root, count, 224)
+        policy = make_policy(root, review_set)
+        (root / "classes.txt").write_text("\n".join(shapes.CLASSES))
+        torch.manual_seed(0)
+        vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=4).eval()
+        torch.save(vit.state_dict(), root / "vit.pth")
+        timm_file = pack(PackRequest(weights=root / "vit.pth", arch="timm:vit_tiny_patch16_224",
+                                     classes_file=root / "classes.txt", output=root / "timm-vit.safetensors")).path
+        labels = dict(enumerate(shapes.CLASSES))
+        config = transformers.ViTConfig(hidden_size=192, num_hidden_layers=12, num_attention_heads=3,
+                                        intermediate_size=768, id2label=labels,
+                                        label2id={v: k for k, v in labels.items()})
+        hf = transformers.ViTForImageClassification(config).eval()
+        hf.save_pretrained(root / "hf-vit")
+        processor = transformers.ViTImageProcessor(size={"height": 224, "width": 224})
+        processor.save_pretrained(root / "hf-vit")
+        cases = {
+            "timm vit_tiny_patch16_224": (timm_file, vit, timm.data.create_transform(
+                **timm.data.resolve_data_config({}, model=vit))),
+            "transformers ViT (vit_tiny's size)": (root / "hf-vit", lambda x: hf(pixel_values=x).logits,
+                                                   lambda image: processor(image, return_tensors="pt")[
+                                                       "pixel_values"][0]),
+        }
+        print(f"\n{header()}")
+        print(f"\n{count} JPEG images 224², random weights, batch {batch}, {device}; P = {forwards} forwards; "
+              f"median of {repeats} rounds taken in turn")
+        print("| model | library evaluation (s) | whole gate, all probes (s) | × P library evaluations |\n"
+              "|---|---|---|---|")
+        for label, (path, model, transform) in cases.items():
+            settings = Settings(device=device, batch_size=batch)
+            library_evaluation(review_set, model, transform, batch)  # warm-up
+            gate.check(Path(path), policy, settings=settings)
+            plain_times, gate_times = [], []
+            for _ in range(repeats):
+                plain_times.append(timed(lambda m=model, t=transform: library_evaluation(review_set, m, t, batch)))
+                gate_times.append(timed(lambda p=Path(path), s=settings: gate.check(p, policy, settings=s)))
+            plain, whole = statistics.median(plain_times), statistics.median(gate_times)
+            print(f"| {label} | {plain:.2f} | {whole:.2f} | {whole / (forwards * plain):.2f} |")
         print(f"(load average after: {os.getloadavg()[0]:.1f})")
 
 
@@ -300,7 +364,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="Rounds of table 1 (each row: the median).")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--memory-sizes", default="1000,10000")
-    parser.add_argument("--only", choices=["gate", "throughput", "memory"])
+    parser.add_argument("--only", choices=["gate", "throughput", "memory", "sources"])
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -313,6 +377,8 @@ def main() -> None:
         throughput(args.count, args.size, args.batch_size, args.device, args.photo_size or args.size)
     if args.only in (None, "memory"):
         memory([int(s) for s in args.memory_sizes.split(",")])
+    if args.only in (None, "sources"):
+        sources_vs_plain(args.count, args.batch_size, args.device, args.repeats)
 
 
 if __name__ == "__main__":

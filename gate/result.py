@@ -33,6 +33,7 @@ class RuleResult:
     # says why, in one wording: gate.decide.intervals.decidability); None for rules without a confidence.
     decidable: bool | None = None
     note: str = ""
+    confidence: float | None = None  # the level of ``interval`` (each end a one-sided bound at it)
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class CandidateInfo:
     target_layer: str
     meta: Mapping[str, Any] = field(default_factory=dict)
     target_layout: str = ""  # "spatial", "tokens" or "channels_last" (gate.engine.layers)
+    model_source: str = ""  # torchvision, timm, transformers, xgate or import path (gate.inputs.model_sources)
+    input: Mapping[str, Any] = field(default_factory=dict)  # the input pipeline and where it came from
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class Gallery:
     easy: tuple[str, ...] = ()
     borderline: tuple[str, ...] = ()
     failures: tuple[str, ...] = ()
+    wrong_reason: tuple[str, ...] = ()  # right answers whose map lies off the object (lift < 1)
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,26 @@ class DeltaInterval:
 
 
 @dataclass(frozen=True)
+class ChangeWarning:
+    """A change no ``vs_baseline`` rule gates whose interval lies wholly on the worse side (gate.decide.watch):
+    a third state beside pass and fail that never changes the verdict."""
+
+    score: str
+    delta: float
+    low: float
+    high: float
+    confidence: float
+    candidate: float
+    baseline: float
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-safe form (NaN becomes null)."""
+        return {"score": self.score, "delta": json_number(self.delta), "low": json_number(self.low),
+                "high": json_number(self.high), "confidence": self.confidence,
+                "candidate": json_number(self.candidate), "baseline": json_number(self.baseline)}
+
+
+@dataclass(frozen=True)
 class Comparison:
     """The candidate against the baseline on the same samples (built by ``gate.decide.compare``)."""
 
@@ -99,6 +123,7 @@ class Comparison:
     class_deltas: Mapping[str, float]  # class name -> candidate - baseline accuracy on that class
     mcnemar_p: float
     intervals: tuple[DeltaInterval, ...] = ()  # those the rules asked for, and the accuracy difference's
+    warnings: tuple[ChangeWarning, ...] = ()  # ungated changes beyond their interval, largest first
 
     def interval(self, score: str, confidence: float) -> DeltaInterval | None:
         """The interval of ``delta.<score>`` at ``confidence``, when one was computed."""
@@ -119,6 +144,7 @@ class Comparison:
                 iv.key: {"low": json_number(iv.low), "high": json_number(iv.high), "confidence": iv.confidence}
                 for iv in self.intervals
             },
+            "warnings": [w.to_json() for w in self.warnings],
         }
 
 
@@ -250,7 +276,7 @@ class GateResult:
 def _candidate_json(result: CandidateResult) -> dict[str, Any]:
     info = result.candidate
     return {
-        "candidate": {**vars(info), "meta": dict(info.meta)},
+        "candidate": {**vars(info), "meta": dict(info.meta), "input": dict(info.input)},
         "verdict": "passed" if result.passed else "failed",
         "scores": {k: json_number(v) for k, v in result.scores.items()},
         "rules": [
@@ -258,7 +284,7 @@ def _candidate_json(result: CandidateResult) -> dict[str, Any]:
                 "id": r.rule_id, "score": r.score, "op": r.op, "threshold": r.threshold,
                 "value": json_number(r.value), "interval": None if r.interval is None else list(r.interval),
                 "passed": r.passed, "message": r.message, "higher_is_better": r.higher_is_better,
-                "decidable": r.decidable, "note": r.note,
+                "decidable": r.decidable, "note": r.note, "confidence": r.confidence,
             }
             for r in result.rules
         ],

@@ -21,13 +21,14 @@ from functools import partial
 from pathlib import Path
 
 from gate.decide import policy as policy_io
+from gate.decide import watch
 from gate.engine import core as engine
 from gate.engine import distributed
 from gate.engine.distributed import Shard
 from gate.engine.layers import expected_layout
 from gate.errors import CandidateError, GateError, PolicyError, UsageError
 from gate.inputs import candidate as candidate_io
-from gate.inputs import frame_cache, safe_import
+from gate.inputs import frame_cache, model_sources, safe_import
 from gate.inputs.candidate import Candidate
 from gate.inputs.review_set import ReviewSet, open_review_set, verify
 from gate.inputs.source import read_source
@@ -252,11 +253,20 @@ def _load(path: Path | Candidate, request: GateRequest, policy: policy_io.Policy
 
 
 def check_checkpoint_file(path: Path, max_mb: float) -> None:
-    """A regular file no larger than ``max_mb`` (checked before reading: /dev/zero or a FIFO would never end)."""
+    """A regular file no larger than ``max_mb`` (checked before reading: /dev/zero or a FIFO would never end),
+    or a Hugging Face folder whose files are (gate.inputs.hf_folder.check_files)."""
+    hub = model_sources.hub_id_error(path)
+    if hub is not None:
+        raise hub
     try:
         info = path.stat()
     except OSError as exc:
         raise CandidateError(f"cannot read checkpoint: {exc.strerror or exc}", path=path) from None
+    if stat.S_ISDIR(info.st_mode):
+        from gate.inputs import hf_folder
+
+        hf_folder.check_files(path, max_mb)
+        return
     if not stat.S_ISREG(info.st_mode):
         raise CandidateError("checkpoint is not a regular file", path=path)
     if info.st_size > max_mb * 1024 * 1024:
@@ -300,7 +310,9 @@ def _judge(
     if evidence.comparison is not None:
         # The vs_baseline rules' intervals are already in it; the accuracy difference's is always reported.
         evidence.comparison.interval_for("accuracy", confidence=COMPARISON_CONFIDENCE, seed=seed)
-        comparison = evidence.comparison.result()
+        gated = {rule.score for rule in policy.model.rules if rule.vs_baseline is not None}
+        warned = watch.warnings(evidence.comparison, gated, confidence=COMPARISON_CONFIDENCE, seed=seed)
+        comparison = replace(evidence.comparison.result(), warnings=warned)
         scores = {**scores, **{k: v for k, v in comparison.deltas.items() if math.isfinite(v)}}
     return CandidateResult(candidate=info(cand), scores=scores, rules=rules, records=model_run.records,
                            gallery=model_run.gallery, comparison=comparison,
@@ -324,7 +336,8 @@ def info(cand: Candidate) -> CandidateInfo:
     """The identifying fields of a candidate."""
     return CandidateInfo(path=cand.path, name=cand.name, sha256=cand.sha256, arch=cand.arch,
                          target_layer=cand.target_layer, meta=dict(cand.meta),
-                         target_layout=expected_layout(cand.model, cand.target_layer))
+                         target_layout=expected_layout(cand.model, cand.target_layer), model_source=cand.source,
+                         input={**cand.input.to_json(), "pipeline": cand.input.pipeline, "from": cand.input_origin})
 
 
 def select_winner(results: Sequence[CandidateResult], rank_by: Sequence[str]) -> str | None:

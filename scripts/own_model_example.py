@@ -10,6 +10,9 @@ writes into my-model/:
   aspect ratios for two of the model's three classes, annotated with polygons, RLE, boxes only, two
   instances of one class in one photo, and photos left without any annotation.
 
+With ``--timm`` it writes ``convnext.pt`` (a timm ConvNeXt-Atto state_dict), with ``--hf`` the folder ``vit/``
+(a Hugging Face ViT saved with ``save_pretrained``), both with random weights and the same three classes.
+
 Deterministic for a given torch/Pillow version (seeded content, fixed JPEG quality).
 """
 
@@ -110,8 +113,40 @@ def write_example(out: Path) -> None:
     (out / "instances.json").write_text(json.dumps(doc, indent=1))
 
 
+def write_timm(out: Path) -> Path:
+    """A timm ConvNeXt-Atto state_dict with 3 outputs (random weights), as ``torch.save(model.state_dict())``."""
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("convnext_atto", pretrained=False, num_classes=len(MODEL_CLASSES))
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), out / "convnext.pt")
+    return out / "convnext.pt"
+
+
+def write_hf(out: Path) -> Path:
+    """A small ViT for image classification saved with save_pretrained, next to its image processor."""
+    import transformers
+
+    torch.manual_seed(0)
+    labels = dict(enumerate(MODEL_CLASSES))
+    config = transformers.ViTConfig(image_size=224, patch_size=32, hidden_size=64, num_hidden_layers=2,
+                                    num_attention_heads=2, intermediate_size=128, id2label=labels,
+                                    label2id={name: index for index, name in labels.items()})
+    folder = out / "vit"
+    transformers.ViTForImageClassification(config).save_pretrained(folder)
+    transformers.ViTImageProcessor(size={"height": 224, "width": 224}, image_mean=[0.5] * 3,
+                                   image_std=[0.5] * 3).save_pretrained(folder)
+    return folder
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python scripts/own_model_example.py OUT_DIR")
+    args = sys.argv[1:]
+    if len(args) == 2 and args[1] in ("--timm", "--hf"):
+        written = (write_timm if args[1] == "--timm" else write_hf)(Path(args[0]))
+        print(f"wrote {written}")
+        sys.exit(0)
+    if len(args) != 1:
+        sys.exit("usage: python scripts/own_model_example.py OUT_DIR [--timm | --hf]")
     write_example(Path(sys.argv[1]))
     print(f"wrote {sys.argv[1]}/: finetuned.pt, classes.txt, photos/ (12 JPEGs), instances.json")

@@ -131,3 +131,23 @@ def test_default_target_layer_needs_a_conv() -> None:
     with pytest.raises(CandidateError) as info:
         default_target_layer(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)))
     assert info.value.field == "target_layer"
+
+
+def test_source_of_names_where_the_arch_comes_from() -> None:
+    from gate.inputs.model_sources import source_of
+
+    assert [source_of(a) for a in ("resnet18", "tiny_cnn", "timm:convnext_tiny", "transformers:ViTForImage",
+                                   "mypkg.models:make")] == [
+        "torchvision", "xgate", "timm", "transformers", "import path"]
+
+
+def test_hub_ids_are_told_apart_from_local_paths(tmp_path: Path) -> None:
+    from gate.inputs.model_sources import hub_id_error
+
+    error = hub_id_error(Path("google/vit-base-patch16-224"))
+    assert error is not None and error.field == "path" and "hf download google/vit-base-patch16-224" in error.message
+    assert hub_id_error(Path("models/cand.pt")) is None  # a missing checkpoint file: "cannot read" elsewhere
+    assert hub_id_error(Path("a/b/c")) is None
+    (tmp_path / "org").mkdir()
+    (tmp_path / "org" / "model").mkdir()
+    assert hub_id_error(tmp_path / "org" / "model") is None  # exists

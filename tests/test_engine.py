@@ -18,7 +18,7 @@ from gate.errors import ModelOutputError, UsageError
 from gate.inputs import candidate as candidate_io
 from gate.inputs.review_set import ReviewSet
 from gate.metrics.registry import compute_scores
-from gate.records import PROBE_VARIANTS
+from gate.records import PROBE_VARIANTS, Records
 
 
 class CountingNet(nn.Module):
@@ -130,8 +130,14 @@ def test_gallery_is_bounded_and_consistent(small_set: ReviewSet, untrained_check
     fixed = {next(s.sample_id for s in small_set.samples if s.label == k) for k in range(4)}
     assert len(gallery.borderline) == 3
     assert len(gallery.easy) + len(gallery.failures) >= 3
-    shown = set(gallery.easy) | set(gallery.borderline) | set(gallery.failures)
+    shown = set(gallery.easy) | set(gallery.borderline) | set(gallery.failures) | set(gallery.wrong_reason)
     assert set(records.kept) == shown | fixed
+    # Right for the wrong reason: only right answers whose lift is below 1, the lowest lift first.
+    lift = dict(zip(records.ids, records.lift, strict=True))
+    assert all(correct_of(records, i) and lift[i] < 1 for i in gallery.wrong_reason)
+    assert [lift[i] for i in gallery.wrong_reason] == sorted(lift[i] for i in gallery.wrong_reason)
+    eligible = sorted(lift[i] for i in records.ids if correct_of(records, i) and lift[i] < 1)
+    assert [lift[i] for i in gallery.wrong_reason] == eligible[:3]
     confidence = dict(zip(records.ids, records.confidence, strict=True))
     correct = dict(zip(records.ids, records.correct, strict=True))
     wrong_conf = sorted((confidence[i] for i in records.ids if not correct[i]), reverse=True)
@@ -233,6 +239,25 @@ def test_gallery_ties_go_to_the_earlier_sample_whatever_the_batch_size(small_set
     assert len(galleries) == 1
     (gallery,) = galleries
     assert gallery == engine.select_gallery(engine.run([cand], small_set, engine.EngineOptions())[0].records, 4)
+
+
+def correct_of(records: Records, sample_id: str) -> bool:
+    return bool(records.correct[records.ids.index(sample_id)])
+
+
+def test_select_gallery_borderline_cut_off_and_right_for_the_wrong_reason() -> None:
+    from gate.records import Records
+
+    # margins 0.8, 0.2, 0.44, 0.6 and 0.1; lifts 0.5, 2.0, 0.9, 0.2 (a wrong answer), and no mask.
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.72, 0.28], [0.2, 0.8], [0.45, 0.55]], dtype=np.float32)
+    labels = np.array([0, 0, 0, 0, 1])
+    energy = np.array([0.1, 0.4, 0.18, 0.04, np.nan])
+    area = np.array([0.2, 0.2, 0.2, 0.2, np.nan])
+    records = Records(classes=("x", "y"), ids=("a", "b", "c", "d", "e"), labels=labels, probs=probs, energy=energy,
+                      mask_area=area, pointing_hit=np.full(5, np.nan), rank_accuracy=np.full(5, np.nan))
+    gallery = engine.select_gallery(records, 3)
+    assert gallery.borderline == ("e", "b", "c")  # 0.1, 0.2, 0.44; a (0.8) and d (0.6) lead by 0.5 or more
+    assert gallery.wrong_reason == ("a", "c")  # right with lift 0.5 and 0.9; d is wrong, b has lift 2, e no mask
 
 
 def test_select_gallery_hand_case() -> None:

@@ -65,7 +65,8 @@ def test_summary_has_verdict_rules_table_and_paths(tmp_path: Path) -> None:
     text = summary_markdown(result, default_paths(tmp_path))
     lines = text.splitlines()
     assert lines[0] == "## ❌ xgate check: failed"
-    assert "| ❌ | accuracy >= 0.95 |" in text and "| ✅ | ece \\<= 0.5 | 0.08 | 0.5 |" in text
+    assert "| ❌ | accuracy >= 0.95 | 67.5% \\< 95%: failed |" in text
+    assert "| ✅ | ece \\<= 0.5 | 8% ≤ 50%: passed |" in text
     rows = [line for line in lines if line.startswith("| ✅") or line.startswith("| ❌")]
     assert len(rows) == len(result.candidates[0].rules)
     assert markdown_escape(XSS) in text and XSS not in text
@@ -206,11 +207,13 @@ def test_advisory_mode_annotates_failed_rules_as_warnings(tmp_path: Path) -> Non
 
 def test_summary_says_each_failed_rule_in_words_as_the_report_does() -> None:
     result = check_result()
-    accuracy = result.candidates[0].scores["accuracy"]
+    assert result.candidates[0].scores["accuracy"] == 27 / 40
     text = summary_markdown(result, None)
-    # The registry's words for accuracy, with the value as a percentage; a passing rule gets no sentence.
-    assert f"- The model answers right on {accuracy:.0%} of samples (needs >= 0.95; rule accuracy >= 0.95)." in text
-    assert text.count("\n- ") == len(result.candidates[0].failed_rules) == 1
+    # The diagnosis, then the family, then the registry's words and the deciding number; passing rules get none.
+    assert "**Accuracy: the model is right too rarely (accuracy below the floor)**" in text
+    assert ("- Accuracy:\n  - The model answers right on 67.5% of samples — 67.5% \\< 95%: failed "
+            "(rule accuracy >= 0.95).") in text
+    assert text.count("\n  - ") == len(result.candidates[0].failed_rules) == 1
 
 
 def test_summary_gives_the_migration_and_mcnemar_line_with_a_baseline() -> None:

@@ -149,6 +149,43 @@ class Case:
     out_needles: tuple[str, ...] = ()  # in stdout or stderr, whatever the exit code (a note, a warning)
 
 
+def _hf_folder(name: str, edit: Callable[[Path], None]) -> Callable[[Workspace], list[str]]:
+    """A tiny Hugging Face ViT folder (the review set's 4 classes, random weights), altered by ``edit``."""
+
+    def build(ws: Workspace) -> list[str]:
+        import transformers
+
+        from gate.inputs import shapes
+
+        labels = dict(enumerate(shapes.CLASSES))
+        config = transformers.ViTConfig(image_size=16, patch_size=8, hidden_size=8, num_hidden_layers=1,
+                                        num_attention_heads=1, intermediate_size=8, id2label=labels,
+                                        label2id={v: k for k, v in labels.items()})
+        folder = ws.root / name
+        transformers.ViTForImageClassification(config).save_pretrained(folder)
+        transformers.ViTImageProcessor(size={"height": 16, "width": 16}).save_pretrained(folder)
+        edit(folder)
+        return ws.check(folder)
+
+    return build
+
+
+def _json_edit(file: str, **changes: Any) -> Callable[[Path], None]:
+    def edit(folder: Path) -> None:
+        value = json.loads((folder / file).read_text())
+        value.update(changes)
+        (folder / file).write_text(json.dumps(value))
+
+    return edit
+
+
+def _pickled_weights(folder: Path) -> None:
+    import torch
+
+    (folder / "model.safetensors").unlink()
+    torch.save({"w": torch.zeros(1)}, folder / "pytorch_model.bin")
+
+
 def _pwn_kwargs(ws: Workspace, arch: str) -> dict[str, Any]:
     # What an attacker would pass: each would create the marker if the callable ran.
     marker = str(ws.marker)
@@ -494,6 +531,41 @@ CASES: tuple[Case, ...] = (
     Case("kwargs-weights-download", "checkpoint", "torchvision arch asking for pretrained weights",
          lambda ws: ws.check(ws.v1("w.pt", arch="resnet18", arch_kwargs={"weights": "IMAGENET1K_V1"})), 2,
          ("w.pt", "arch_kwargs.weights")),
+    Case("timm-pretrained", "checkpoint", "timm arch asking for pretrained weights",
+         lambda ws: ws.check(ws.v1("t.pt", arch="timm:resnet10t", arch_kwargs={"pretrained": True})), 2,
+         ("t.pt", "arch_kwargs.pretrained")),
+    Case("timm-checkpoint-path", "checkpoint", "timm arch loading a checkpoint_path of its own",
+         lambda ws: ws.check(ws.v1("t.pt", arch="timm:resnet10t", arch_kwargs={"checkpoint_path": "/etc/passwd"})),
+         2, ("t.pt", "arch_kwargs.checkpoint_path")),
+    Case("timm-unknown-name", "checkpoint", "timm arch with a name timm does not know",
+         lambda ws: ws.check(ws.v1("t.pt", arch="timm:no_such_net")), 2, ("t.pt", "arch", "timm has no model")),
+    Case("input-pipeline-unknown", "checkpoint", "input.pipeline naming no known pipeline",
+         lambda ws: ws.check(ws.v1("p.pt", input={"size": [64, 64], "pipeline": "opencv"})), 2,
+         ("p.pt", "input.pipeline")),
+    Case("hf-packed-auto-map", "checkpoint", "packed Hugging Face arch whose config names custom code",
+         lambda ws: ws.check(ws.v1("h.pt", arch="transformers:ViTForImageClassification", arch_kwargs={
+             "config": {"model_type": "vit", "auto_map": {"AutoModel": "evil.Model"}}})), 2, ("h.pt", "auto_map")),
+    Case("hf-auto-map", "checkpoint", "Hugging Face folder whose config.json names custom code (auto_map)",
+         _hf_folder("custom", _json_edit("config.json", auto_map={"AutoModelForImageClassification": "m.Evil"})),
+         2, ("config.json", "auto_map")),
+    Case("hf-pickled-weights", "checkpoint", "Hugging Face folder with only pytorch_model.bin",
+         _hf_folder("pickled", _pickled_weights), 2, ("pytorch_model.bin", "weights")),
+    Case("hf-hub-id", "checkpoint", "a hub id instead of a folder", lambda ws: ws.check("google/vit-base-patch16-224"),
+         2, ("google/vit-base-patch16-224", "download")),
+    Case("hf-no-processor", "checkpoint", "Hugging Face folder without preprocessor_config.json",
+         _hf_folder("noproc", lambda folder: (folder / "preprocessor_config.json").unlink()), 2,
+         ("preprocessor_config.json",)),
+    Case("hf-id2label-width", "checkpoint", "Hugging Face folder whose id2label disagrees with the head's width",
+         _hf_folder("wide", _json_edit("config.json", id2label={str(i): f"c{i}" for i in range(6)})), 2,
+         ("config.json", "id2label", "head")),
+    Case("hf-processor-bgr", "checkpoint", "Hugging Face image processor flipping channels to BGR",
+         _hf_folder("bgr", _json_edit("preprocessor_config.json", do_flip_channel_order=True)), 2,
+         ("preprocessor_config.json", "do_flip_channel_order")),
+    Case("hf-config-not-json", "checkpoint", "Hugging Face folder whose config.json is not JSON",
+         _hf_folder("garbled", lambda folder: (folder / "config.json").write_text("{not json")), 2,
+         ("config.json",)),
+    Case("hf-folder-allowed", "checkpoint", "a good Hugging Face folder (the review set's classes)",
+         _hf_folder("good", lambda folder: None), 0),
     Case("pickled-module", "checkpoint", "pickled nn.Module without --trust-pickle", _pickled, 2,
          ("pickled.pt", "--trust-pickle")),
     Case("garbage-bytes", "checkpoint", "random bytes", _bytes("garbage.pt", os.urandom(4096)), 2, ("garbage.pt",)),

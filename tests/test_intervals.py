@@ -283,9 +283,11 @@ def test_console_line_shows_the_bound_and_the_note(tmp_path: Path) -> None:
     rules = evaluate(small, [{"score": "ece", "max": 0.15, "confidence": 0.95}], tmp_path, {"overall": 30})
     undecided, too_small = rules["ece <= 0.15 @95%"], rules["samples >= 30"]
     assert undecided.interval is not None
-    assert _rule_line(undecided) == (f"  FAIL  ece <= 0.15 @95%: {undecided.value:.4g}, bound "
-                                     f"{undecided.interval[1]:.4g} vs 0.15  ({undecided.note})")
-    assert _rule_line(too_small) == "  FAIL  samples >= 30: 20 vs 30  (failed: review set too small)"
+    assert (round(undecided.value, 4), round(undecided.interval[1], 4)) == (0.099, 0.2225)
+    # The deciding bound in the score's unit, and "undecided" (the interval holds 0.15): the note's meaning in words.
+    assert _rule_line(undecided) == ("  FAIL  ece <= 0.15 @95%: 9.9% ≤ 15%, but the 95% upper bound is 22.2%: "
+                                     "undecided; more samples would settle it")
+    assert _rule_line(too_small) == "  FAIL  samples >= 30: 20 < 30: failed  (failed: review set too small)"
 
 
 def test_two_gate_runs_give_identical_numbers(small_set: ReviewSet, untrained_checkpoint: Path,

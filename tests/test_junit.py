@@ -33,14 +33,15 @@ def test_one_suite_per_candidate_and_one_case_per_rule(tmp_path: Path) -> None:
     assert sum(s.failures for s in suites) == 1
 
 
-def test_failure_message_names_value_and_threshold(tmp_path: Path) -> None:
+def test_failure_message_is_the_deciding_number_as_the_console_says_it(tmp_path: Path) -> None:
     result = check_result(kept=0)
     rule = result.candidates[0].failed_rules[0]
+    assert rule.value == 27 / 40
     case = next(c for c in next(iter(_parse(result, tmp_path))) if c.name == rule.rule_id)
     failure = case.result[0]
     assert isinstance(failure, Failure)
-    assert failure.message == f"value {rule.value:.6g} vs threshold 0.95"
-    assert failure.text == rule.message
+    assert failure.message == "67.5% < 95%: failed"
+    assert failure.text == "The model answers right on 67.5% of samples — 67.5% < 95%: failed\n" + rule.message
     passing = next(c for c in next(iter(_parse(result, tmp_path))) if c.name == "ece <= 0.5")
     assert passing.is_passed
 
@@ -54,5 +55,5 @@ def test_user_strings_and_control_characters_survive(tmp_path: Path) -> None:
     cases = list(suite)
     assert cases[2].name == f"class_accuracy.{XSS} >= 0.0"
     failure = cases[0].result[0]
-    assert failure.message == "value n/a vs threshold 0.95"
-    assert failure.text == "bad\ufffdbyte & <tag>"
+    assert failure.message == "could not be computed: failed"
+    assert failure.text == "Accuracy could not be computed — could not be computed: failed\nbad\ufffdbyte & <tag>"

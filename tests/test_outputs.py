@@ -130,10 +130,11 @@ def test_summary_for_check_lists_failed_then_passed_rules_and_paths(tmp_path: Pa
     assert lines[1] == "policy strict, review set shapes-v1 1 (40 samples)"
     assert lines[2] == "baseline: prod.pt"
     assert lines[3] == "cand.pt: failed (1 of 5 rules failed)"
-    accuracy = result.candidates[0].scores["accuracy"]
-    assert lines[4] == f"  FAIL  accuracy >= 0.95: {accuracy:.4g} vs 0.95"
-    assert lines[5] == "  pass  ece <= 0.5: 0.08 vs 0.5"
-    assert f"  pass  class_accuracy.{XSS} >= 0.0" in lines[6]
+    assert lines[4] == "  Accuracy: the model is right too rarely (accuracy below the floor)"
+    assert result.candidates[0].scores["accuracy"] == 27 / 40
+    assert lines[5] == "  FAIL  accuracy >= 0.95: 67.5% < 95%: failed"
+    assert lines[6] == "  pass  ece <= 0.5: 8% ≤ 50%: passed"
+    assert lines[7] == f"  pass  class_accuracy.{XSS} >= 0.0: 60% ≥ 0%: passed"
     assert lines[-3:] == [f"report: {tmp_path / 'report.html'}", f"json:   {tmp_path / 'result.json'}",
                           f"junit:  {tmp_path / 'junit.xml'}"]
 
@@ -142,13 +143,14 @@ def test_summary_for_select_ranks_the_passing_and_explains_the_rejected() -> Non
     result = select_result(kept=0)
     a, b, c = result.candidates
     lines = format_summary(result, None).splitlines()
+    assert (a.scores["accuracy"], b.scores["accuracy"], c.scores["accuracy"]) == (27 / 40, 31 / 40, 25 / 40)
     assert lines[2:] == [
         "passed, ranked by accuracy (ties: next score, then name):",
-        f"  1. a.pt  accuracy {a.scores['accuracy']:.4g}  <- selected",
-        f"  2. c.pt  accuracy {c.scores['accuracy']:.4g}",
+        "  1. a.pt  accuracy 67.5%  <- selected",
+        "  2. c.pt  accuracy 62.5%",
         "rejected:",
-        "  b.pt: 1 of 5 rules failed",
-        f"    FAIL  accuracy >= 0.99: {b.scores['accuracy']:.4g} vs 0.99",
+        "  b.pt: 1 of 5 rules failed - Accuracy: the model is right too rarely (accuracy below the floor)",
+        "    FAIL  accuracy >= 0.99: 77.5% < 99%: failed",
         "selected: a.pt",
     ]
 
@@ -175,7 +177,8 @@ def test_summary_stays_on_one_screen_with_many_rules() -> None:
     candidates = tuple(replace(c, rules=many) for c in result.candidates)
     lines = format_summary(replace(result, candidates=candidates, selected=None), None).splitlines()
     assert len(lines) == 2 + 1 + 3 * (1 + MAX_FAILED_LINES + 1) + 1
-    first = lines.index("  a.pt: 14 of 40 rules failed")
+    first = lines.index("  a.pt: 14 of 40 rules failed - Accuracy: the model is right too rarely (accuracy below the "
+                        "floor)")
     shown = lines[first + 1: first + 1 + MAX_FAILED_LINES]
     assert all(line.startswith("    FAIL  rule") for line in shown)  # only failed rules are listed
     assert lines[first + 1 + MAX_FAILED_LINES] == f"    ... {14 - MAX_FAILED_LINES} more failed rules"
@@ -187,7 +190,7 @@ def test_check_summary_keeps_passing_rules_and_caps_lines() -> None:
     many = forty_rules()
     text = format_summary(replace(result, candidates=(replace(result.candidates[0], rules=many),)), None)
     lines = text.splitlines()
-    first = lines.index("cand.pt: failed (14 of 40 rules failed)")
+    first = lines.index("cand.pt: failed (14 of 40 rules failed)") + 1  # then the diagnosis headline
     shown = lines[first + 1: first + 1 + MAX_RULE_LINES]
     assert [line.startswith("  FAIL  ") for line in shown] == [True] * 14 + [False] * (MAX_RULE_LINES - 14)
     assert lines[first + 1 + MAX_RULE_LINES] == f"  ... {40 - MAX_RULE_LINES} more rules (0 failed)"
@@ -208,28 +211,29 @@ def test_check_summary_with_a_baseline_shows_the_paired_comparison() -> None:
     assert cand.comparison is not None
     moved = cand.comparison.migration
     lines = format_summary(result, None).splitlines()
-    delta = cand.scores["delta.accuracy"]
-    assert lines[-2] == (f"  vs baseline prod.pt: accuracy {delta:+.4g} (95% bounds -0.05 .. +0.11), "
-                         "McNemar p 0.0312")
+    assert cand.scores["delta.accuracy"] == pytest.approx(-2 / 40)
+    assert lines[-2] == "  vs baseline prod.pt: accuracy -5.0 pts [-5.0 pts, +11.0 pts] at 95%, McNemar p 0.0312"
     assert lines[-1] == (f"  samples: {moved.corrected} corrected, {moved.regressed} regressed, "
                          f"{moved.still_wrong} still wrong (confidence dropped on 50%)")
 
 
 def test_select_summary_with_a_baseline_shows_each_accuracy_delta() -> None:
     result = select_result(baseline=True, kept=0)
-    a = result.candidates[0]
-    text = format_summary(result, None)
-    assert f"1. a.pt  accuracy {a.scores['accuracy']:.4g}  (vs baseline: accuracy {a.scores['delta.accuracy']:+.4g})" \
-        in text
+    assert result.candidates[0].scores["delta.accuracy"] == pytest.approx(-2 / 40)
+    assert "1. a.pt  accuracy 67.5%  (vs baseline: accuracy -5.0 pts)" in format_summary(result, None)
 
 
 @pytest.mark.parametrize(
     ("op", "higher", "interval", "line"),
     [
-        ("non_inferior", True, (-0.004, 0.006), "delta +0.001, bound -0.004 vs -0.01"),  # low >= -max_drop
-        ("non_inferior", False, (-0.004, 0.006), "delta +0.001, bound +0.006 vs +0.01"),  # high <= +max_drop
-        ("superior", True, (-0.004, 0.006), "delta +0.001, bound -0.004 vs +0.01"),  # low >= +min_gain
-        ("superior", False, (-0.004, 0.006), "delta +0.001, bound +0.006 vs -0.01"),  # high <= -min_gain
+        # low >= -max_drop
+        ("non_inferior", True, (-0.004, 0.006), "change +0.1 pts ≥ -1.0 pts, and the lower bound -0.4 pts ≥ -1.0 pts"),
+        # high <= +max_drop
+        ("non_inferior", False, (-0.004, 0.006), "change +0.1 pts ≤ +1.0 pts, and the upper bound +0.6 pts ≤ +1.0 pts"),
+        # low > +min_gain: not so here, and the line says so although the (made-up) rule passed
+        ("superior", True, (-0.004, 0.006), "change +0.1 pts ≤ +1.0 pts, and the lower bound -0.4 pts ≤ +1.0 pts"),
+        # high < -min_gain
+        ("superior", False, (-0.004, 0.006), "change +0.1 pts ≥ -1.0 pts, and the upper bound +0.6 pts ≥ -1.0 pts"),
     ],
 )
 def test_vs_baseline_rule_line_shows_the_bound_and_the_signed_limit(
@@ -239,4 +243,4 @@ def test_vs_baseline_rule_line_shows_the_bound_and_the_signed_limit(
     rule = RuleResult(rule_id="r", score="accuracy", op=op, threshold=0.01, value=0.001, passed=True, message="",
                       higher_is_better=higher, interval=interval)
     text = format_summary(replace(result, candidates=(replace(result.candidates[0], rules=(rule,)),)), None)
-    assert f"  pass  r: {line}" in text.splitlines()
+    assert f"  pass  r: {line}: passed" in text.splitlines()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import subprocess
 import sys
@@ -46,7 +47,7 @@ def example_module() -> ModuleType:
 def readme_walkthrough() -> str:
     """The sh block under '## Gate your own model', exactly as written."""
     text = README.read_text()
-    section = text.split("## Gate your own model", 1)[1].split("\n## ", 1)[0]
+    section = text.split("## Gate your own model", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
     blocks = re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL)
     assert len(blocks) == 1, "the walkthrough is one sh block"
     return blocks[0]
@@ -57,8 +58,13 @@ def test_readme_walkthrough_runs_as_written(tmp_path: Path) -> None:
     (tmp_path / "scripts").symlink_to(REPO / "scripts")  # the commands run from a repository root
     venv_bin = Path(sys.executable).parent
     env = {"PATH": f"{venv_bin}:/usr/bin:/bin", "CI": "true", "HOME": str(tmp_path)}
-    result = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", readme_walkthrough()], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=600)
+    # The timm and Hugging Face variants build on the walkthrough's review set and policy: one run for both
+    # (tests/test_hf.py checks what they print and gate).
+    from tests.test_hf import assert_readme_variants_ran, readme_variants
+
+    env["PYTHONPATH"] = os.environ.get("PYTHONPATH", "")  # a worktree's own gate, where one is set
+    result = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", readme_walkthrough() + "\n" + readme_variants()],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "target layer: layer4 (default for this model)" in result.stdout
     assert "Resize(256, bilinear, antialias) -> CenterCrop(224x224)" in result.stdout
@@ -70,6 +76,7 @@ def test_readme_walkthrough_runs_as_written(tmp_path: Path) -> None:
     assert candidate["scores"]["alignment.coverage"] == pytest.approx(10 / 12)
     assert gate["review_set"]["size"] == 12 and gate["review_set"].get("pinned", True) is not False
     assert (tmp_path / "my-model" / "gate" / "report.html").stat().st_size < 3_000_000
+    assert_readme_variants_ran(tmp_path, result.stdout)
 
 
 # --- issue 11 acceptance ------------------------------------------------------------------

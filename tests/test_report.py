@@ -124,9 +124,12 @@ def test_rules_table_has_every_rule_with_value_threshold_and_direction(
         assert texts[0] == f"{rule.rule_id} {'↑' if rule.higher_is_better else '↓'}"
         assert texts[1] == fmt(rule.value) and texts[2] == f"{rule.op} {fmt(rule.threshold)}"
         assert texts[3] == ("" if rule.interval is None else f"[{fmt(rule.interval[0])}, {fmt(rule.interval[1])}]")
-        assert texts[4] == ("pass" if rule.passed else "FAIL")
+        assert texts[4] == ("✓ pass" if rule.passed else "✗ FAIL")
     failed = [attr(r, "data-rule-id") for r in rows if "rule-fail" in classes_of(r)]
     assert failed == [rule.rule_id for rule in candidate.failed_rules] == ["accuracy >= 0.95"]
+    # The meaning in words, then the number that decided the rule, in the score's unit.
+    assert cells(rows[0])[5] == "The model answers right on 67.5% of samples67.5% < 95%: failed"
+    assert cells(rows[1])[5] == "Stated confidence and real accuracy differ by 8% on average8% ≤ 50%: passed"
 
 
 def test_scores_are_grouped_with_a_baseline_column(check_with_baseline: tuple[GateResult, BeautifulSoup]) -> None:
@@ -135,7 +138,7 @@ def test_scores_are_grouped_with_a_baseline_column(check_with_baseline: tuple[Ga
     # The deltas are shown once, in the baseline section, not as a score group too.
     assert list(tables) == ["classification", "calibration", "alignment", "background", "sanity"]
     assert not section(soup, "scores").find("tr", attrs={"data-score": "delta.accuracy"})
-    assert len(section(soup, "baseline").select('tr[data-score="delta.accuracy"]')) == 1
+    assert len(section(soup, "baseline").select('table.deltas tr[data-score="accuracy"]')) == 1
     expected = {"accuracy": "classification", "ece": "calibration", "alignment.lift": "alignment",
                 "background.only_bg_accuracy": "background", "sanity.randomization_similarity": "sanity"}
     for score, group in expected.items():
@@ -181,7 +184,8 @@ def test_galleries_have_expected_tiles_with_baseline_overlays(
     result, soup = check_with_baseline
     gallery = result.candidates[0].gallery
     blocks = {attr(g, "data-kind"): g for g in section(soup, "galleries").select("div.gallery")}
-    assert set(blocks) == {"easy", "borderline", "failures"}
+    # In the order that argues the verdict.
+    assert list(blocks) == ["failures", "wrong_reason", "borderline", "easy"]
     total = 0
     kept = result.candidates[0].records.kept
     for kind, block in blocks.items():
@@ -198,10 +202,11 @@ def test_galleries_have_expected_tiles_with_baseline_overlays(
             assert all(s.startswith(DATA_URI) for s in sources)
             assert decode_picture(sources[0]).size == (16, 16)  # stored at its own size; the page enlarges it
             assert decode_picture(sources[1]).size == (160, 160)  # the overlay: 16 px enlarged 10x
-            # The tile is its own full-size view: a link to its id (CSS :target, no script).
-            assert one(tile, "a.open")["href"] == "#" + attr(tile, "id")
+            # The pictures are their own full-size view: a popover the tile's button opens (no script).
+            pics = one(tile, "div.pics")
+            assert pics.has_attr("popover") and attr(one(tile, "button.open"), "popovertarget") == attr(pics, "id")
         total += len(tiles)
-    assert total == 8 and len(gallery.failures) > 0
+    assert total == 8 + len(gallery.wrong_reason) and len(gallery.failures) > 0
 
 
 def test_tile_shows_label_prediction_and_confidence(check_with_baseline: tuple[GateResult, BeautifulSoup]) -> None:
@@ -212,8 +217,13 @@ def test_tile_shows_label_prediction_and_confidence(check_with_baseline: tuple[G
     tile = one(soup, f'figure.tile[data-sample="{sample_id}"]')
     text = tile.get_text(" ", strip=True)
     assert f"label {CLASSES[kept.label]}" in text
-    assert f"pred {CLASSES[kept.pred]} ({fmt(kept.confidence)})" in text
+    lift = float(records.lift[records.ids.index(sample_id)])
+    assert f"pred ✗ {CLASSES[kept.pred]} confidence {kept.confidence:.2f} · lift {lift:.2f}" in text
+    assert (kept.confidence, lift) == (pytest.approx(0.3379, abs=1e-4), pytest.approx(5.1, abs=0.005))
     assert "wrong" in classes_of(tile)
+    # The button that opens the full-size view is named by sample, label and prediction.
+    assert one(tile, "button.open").get_text(strip=True) == f"full size: {sample_id}, {CLASSES[kept.label]} → " \
+        f"{CLASSES[kept.pred]}"
 
 
 def _scene_tells_by_hand(records: Records) -> list[bool]:
@@ -313,10 +323,14 @@ def test_baseline_section_shows_migration_mcnemar_and_class_deltas(
     for row in rows:
         delta = comparison.class_deltas[attr(row, "data-class")]
         cell = one(row, "td.num")
-        assert cell.get_text() == f"{delta:+.4g}"
+        arrow = "▲ " if delta > 0 else "▼ " if delta < 0 else " "  # a word or icon with every colour
+        assert cell.get_text() == f"{arrow}{delta * 100:+.1f} pts"
         assert ("good" in classes_of(cell)) == (delta > 0) and ("bad" in classes_of(cell)) == (delta < 0)
-    assert "good" in classes_of(one(block, 'table.deltas tr[data-score="delta.ece"] td.num'))  # lower ECE is better
-    assert one(block, "table.intervals").get_text(" ", strip=True).endswith("[-0.05, 0.11] at 95%")
+    ece = block.select('table.deltas tr[data-score="ece"] td.num')
+    # Candidate, baseline, change, interval: lower ECE is better. (The fixture has no score values for it.)
+    assert [td.get_text(strip=True) for td in ece] == ["n/a", "n/a", "▲ better -2.0 pts", ""]
+    assert "good" in classes_of(ece[2])
+    assert one(block, "table.intervals").get_text(" ", strip=True).endswith("[-5.0 pts, +11.0 pts] at 95%")
 
 
 @pytest.mark.parametrize(
@@ -344,15 +358,20 @@ def test_report_renders_a_comparison_with_nothing_still_wrong() -> None:
 # --- select ------------------------------------------------------------------------
 
 
-def test_select_report_lists_candidates_side_by_side_in_rank_order() -> None:
+def test_select_report_ranks_with_intervals_ties_and_one_line_per_rejected() -> None:
     result = select_result(kept=3)  # ranking a.pt, c.pt (passed), then b.pt (failed)
     soup = soup_of(render_report(result))
-    rows = section(soup, "candidates").select("tr.candidate")
+    rows = one(section(soup, "diagnosis"), "table.ranking").select("tr[data-candidate]")
     assert [attr(r, "data-candidate") for r in rows] == ["a.pt", "c.pt", "b.pt"]
-    assert [r.find_all("td")[1].get_text() for r in rows] == ["passed", "passed", "failed"]
+    # Accuracy 27, 25 and 31 of 40 right, with Wilson bounds (one-sided 95%, z = 1.645) worked out by hand.
+    assert [cells(r)[2] for r in rows] == ["67.5% [54.6%, 78.2%]", "62.5% [49.5%, 73.9%]", "77.5% [65.1%, 86.4%]"]
     assert "(selected)" in rows[0].get_text() and "(selected)" not in rows[2].get_text()
-    assert rows[2].find_all("td")[3].get_text(" ", strip=True).startswith("accuracy >= 0.99")
-    assert rows[2].find_all("td")[2].get_text(strip=True) == "4 / 5"
+    assert cells(rows[0])[3] == "✓ passed"
+    assert cells(rows[1])[3] == "✓ passedtied within noise with a.pt on accuracy (95% intervals overlap)"
+    assert cells(rows[2])[3] == "✗ failed: Accuracy: the model is right too rarely (accuracy below the floor)rules"
+    # Full sections only for the winner; the others' rules stay in the rules table.
+    assert [attr(g, "data-candidate") for g in section(soup, "galleries").select("div.gallery")] == ["a.pt"] * 4
+    assert {attr(f, "data-candidate") for f in section(soup, "plots").select("div.figures")} == {"a.pt"}
     assert [attr(t, "data-candidate") for t in section(soup, "rules").select("table.rules")] == ["a.pt", "c.pt", "b.pt"]
     header = [th.get_text() for th in one(section(soup, "scores"), "table.scores thead").find_all("th")]
     assert header == ["Score", "Dir", "a.pt", "c.pt", "b.pt"]
@@ -560,11 +579,10 @@ def test_context_matches_the_result(check_with_baseline: tuple[GateResult, Beaut
     view = context.candidates[0]
     assert context.verdict == "failed" and not context.passed and context.baseline_name == "prod.pt"
     assert [r.rule_id for r in view.failed] == ["accuracy >= 0.95"]
+    gallery = result.candidates[0].gallery
+    assert [g.kind for g in view.galleries] == ["failures", "wrong_reason", "borderline", "easy"]
     assert [len(g.tiles) for g in view.galleries] == [
-        len(result.candidates[0].gallery.easy),
-        len(result.candidates[0].gallery.borderline),
-        len(result.candidates[0].gallery.failures),
-    ]
+        len(gallery.failures), len(gallery.wrong_reason), len(gallery.borderline), len(gallery.easy)]
     assert all(t.baseline is not None for g in view.galleries for t in g.tiles)
     assert context.score_columns == ("cand.pt", "baseline: prod.pt")
 
@@ -578,7 +596,8 @@ def test_report_for_400_samples_and_24_kept_is_under_3_mb() -> None:
     size = len(html.encode("utf-8"))
     assert size < 3_000_000, f"{size / 1e6:.2f} MB"
     soup = soup_of(html)
-    assert len(section(soup, "galleries").select("figure.tile")) == 24
+    gallery = result.candidates[0].gallery
+    assert len(section(soup, "galleries").select("figure.tile")) == 24 + len(gallery.wrong_reason)
 
 
 # --- many classes ------------------------------------------------------------------------
@@ -695,7 +714,7 @@ def test_a_prediction_outside_the_review_set_is_named() -> None:
     gallery = replace(cand.gallery, failures=(sample_id,), easy=(), borderline=())
     soup = soup_of(render_report(replace(result, candidates=(replace(cand, records=records, gallery=gallery),))))
     tile = one(soup, f'figure.tile[data-sample="{sample_id}"]')
-    assert "pred tench (outside the review set)" in tile.get_text(" ", strip=True)
+    assert "pred ✗ tench (outside the review set)" in tile.get_text(" ", strip=True)
 
 
 def test_a_1000_class_report_stays_small() -> None:
@@ -778,7 +797,7 @@ def test_select_over_three_100_class_candidates_renders(tmp_path: Path, thirty_c
     candidates = [random_candidate(tmp_path / f"{name}.pt", 100, seed) for seed, name in enumerate("abc")]
     result, html = gate_report(tmp_path, thirty_class_set, candidates, "select")
     soup = soup_of(html)
-    assert len(section(soup, "candidates").select("tr.candidate")) == 3
+    assert len(section(soup, "diagnosis").select("table.ranking tr[data-candidate]")) == 3
     table = one(section(soup, "classes"), "table.classes")
     header = [th.get_text(strip=True) for th in table.select("thead tr")[0].find_all("th")]
     assert header == ["Class", "Samples", *[c.candidate.name for c in result.ranked()]]
@@ -829,8 +848,8 @@ def test_every_registered_score_says_its_value_in_words() -> None:
     for spec in all_specs():
         assert spec.words, spec.name
         assert spec.name not in say(spec.expand("cat"), 0.5), spec.name  # words, not "name = value"
-    assert say("alignment.off_object_rate", 0.9767) == "the map lands off the object on 98% of samples"
-    assert say("background.only_bg_accuracy", 0.9133) == "the scene alone gives the right answer 91% of the time"
+    assert say("alignment.off_object_rate", 0.9767) == "the map lands off the object on 97.7% of samples"
+    assert say("background.only_bg_accuracy", 0.9133) == "the scene alone gives the right answer 91.3% of the time"
     assert say("class_accuracy.cat", 0.4) == "class cat is answered right on 40% of its samples"
     assert say("alignment.lift", 0.5764) == "the map puts 0.58× the mass on the object that a uniform map would"
     assert say("made_up", 0.25) == "made_up = 0.25" and say("accuracy", None) == "accuracy could not be computed"
@@ -840,8 +859,9 @@ def test_every_registered_score_says_its_value_in_words() -> None:
     ("score", "anchor"),
     [("accuracy", "c1-gallery-failures"), ("ece", "c1-plot-reliability"),
      ("confident_wrong_rate@0.99", "c1-plot-wrong_by_threshold"), ("class_accuracy.cat", "c1-plot-class_accuracy"),
-     ("alignment.lift", "c1-galleries"), ("background.bg_gap", "c1-showroom"), ("delta.accuracy", "c1-baseline"),
-     ("sanity.randomization_similarity", "c1-rule-1"), ("made_up", "c1-rule-1")],
+     ("alignment.lift", "c1-gallery-wrong_reason"), ("alignment.pointing_game", "c1-galleries"),
+     ("background.bg_gap", "c1-showroom"), ("sanity.randomization_similarity", "c1-rule-1"),
+     ("made_up", "c1-rule-1")],
 )
 def test_a_failed_rule_links_to_its_evidence(score: str, anchor: str) -> None:
     from gate.outputs.report.reasons import reasons
@@ -853,7 +873,23 @@ def test_a_failed_rule_links_to_its_evidence(score: str, anchor: str) -> None:
 
     found = reasons((rule(True), rule(False)), 1)  # the second rule of the second candidate in rank order
     assert len(found) == 1 and found[0].anchor == anchor
-    assert found[0].needs == "needs >= 0.9, with its interval [0.2, 0.3]"
+    assert found[0].decision.endswith("0.9, and even the upper bound 0.3 < 0.9: failed") or \
+        found[0].decision.endswith("90%, and even the upper bound 30% < 90%: failed") or \
+        found[0].decision.endswith("0.90×, and even the upper bound 0.30× < 0.90×: failed"), found[0].decision
+
+
+def test_a_failed_baseline_rule_links_to_the_comparison_box() -> None:
+    from gate.outputs.report.reasons import reasons
+    from gate.result import RuleResult
+
+    rule = RuleResult(rule_id="accuracy vs baseline", score="accuracy", op="non_inferior", threshold=0.01,
+                      value=-0.03, passed=False, message="", higher_is_better=True, interval=(-0.05, -0.012),
+                      confidence=0.95)
+    (found,) = reasons((rule,), 1)
+    assert found.anchor == "c1-comparison"
+    assert found.text == "accuracy is 3.0 points below the baseline's (worse); it may drop at most 1.0 points"
+    assert found.decision == ("change -3.0 pts < -1.0 pts, and even the 95% upper bound -1.2 pts < -1.0 pts: "
+                              "failed")
 
 
 def test_a_one_class_gallery_makes_room_for_the_other_kept_classes() -> None:
@@ -889,4 +925,4 @@ def test_borderline_tiles_show_the_margin_to_the_runner_up(
         row = records.ids.index(sample_id)
         top2 = sorted(records.probs[row].tolist())[-2:]  # the fixture's model has no outputs beyond the set
         text = one(soup, f'div.gallery[data-kind="borderline"] figure.tile[data-sample="{sample_id}"]').get_text()
-        assert f"margin {fmt(top2[1] - top2[0])} to the runner-up" in text
+        assert f"margin {top2[1] - top2[0]:.2f} to the runner-up" in text  # two digits, as confidence and lift

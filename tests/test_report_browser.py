@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 import subprocess
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
 import pytest
 from bs4 import BeautifulSoup
 from PIL import Image
-from report_fixtures import check_result, select_result
+from report_fixtures import check_result, demo_result, select_result, six_select
 
 from gate.outputs.files import default_paths, write_outputs
 from gate.outputs.report import render_report
+from gate.result import GateResult
 
 pytestmark = pytest.mark.slow
 
@@ -82,7 +87,8 @@ def test_report_dom_has_every_section_and_only_inline_resources(report: Path, tm
     dom = BeautifulSoup(run.stdout, "html.parser")
     ids = [str(s["id"]) for s in dom.find_all("section")]
     # The answer, then the evidence, then the tables.
-    assert ids == ["verdict", "galleries", "showroom", "plots", "rules", "baseline", "scores", "classes", "about"]
+    assert ids == ["verdict", "diagnosis", "galleries", "showroom", "shortcuts", "plots", "rules", "baseline", "scores",
+                   "classes", "about"]
     assert dom.find_all("script") == []
     sources = [str(tag["src"]) for tag in dom.find_all(src=True)]
     links = [str(tag["href"]) for tag in dom.find_all(href=True)]
@@ -100,16 +106,20 @@ window.addEventListener("load", () => {
   const out = document.createElement("pre");
   out.id = "measured";
   const width = document.documentElement.clientWidth;
+  const scroll = document.documentElement.scrollWidth;
+  const bottom = sel => [...document.querySelectorAll(sel)].map(e => e.getBoundingClientRect().bottom);
   const wide = [...document.querySelectorAll("table")].filter(t => t.getBoundingClientRect().right > width + 1);
-  const verdict = document.getElementById("verdict").getBoundingClientRect().bottom;
-  const reasons = [...document.querySelectorAll("#verdict ul.reasons li")].map(li => li.getBoundingClientRect().bottom);
-  out.textContent = JSON.stringify({width, wide: wide.length, verdict, reasons});
+  const banner = document.getElementById("verdict").getBoundingClientRect();
+  out.textContent = JSON.stringify({width, scroll, wide: wide.length, verdict: banner.bottom, banner: banner.height,
+    headline: bottom("#verdict .headline"), reasons: bottom("#diagnosis .family li"),
+    decisions: bottom("#diagnosis .family li .decision"), box: bottom("#diagnosis .comparison-box"),
+    ranking: bottom("#diagnosis table.ranking")});
   document.body.appendChild(out);
 });
 </script>"""
 
 
-def _measure(html: str, tmp_path: Path, width: int) -> dict[str, object]:
+def _measure(html: str, tmp_path: Path, width: int) -> dict[str, Any]:
     import json
 
     page = tmp_path / f"measured-{width}.html"
@@ -123,21 +133,150 @@ def _measure(html: str, tmp_path: Path, width: int) -> dict[str, object]:
     return dict(json.loads(found.get_text()))
 
 
-@pytest.mark.parametrize("make", [lambda: check_result(baseline=True, kept=8),
-                                  lambda: select_result(baseline=True)], ids=["check", "select"])
+def _twenty_failed() -> GateResult:
+    # A check that fails 20 rules: the banner still fits in 300 px; the reasons follow under it.
+    result = demo_result("cheater.pt")
+    cand = result.candidates[0]
+    extra = tuple(replace(rule, rule_id=f"{rule.rule_id} #{n}") for n in range(4) for rule in cand.failed_rules[:4])
+    result = replace(result, candidates=(replace(cand, rules=(*cand.rules, *extra[:14])),))
+    assert len(result.candidates[0].failed_rules) == 20
+    return result
+
+
+@pytest.mark.parametrize("make", [lambda: demo_result("cheater.pt"), lambda: demo_result("release"),
+                                  lambda: six_select(n=200, kept=6, size=32), _twenty_failed],
+                         ids=["cheater", "release", "select", "twenty-failed"])
 def test_the_answer_is_on_the_first_screen_and_no_table_overflows(make, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    html = render_report(make())
+    result = make()
+    html = render_report(result)
     wide = _measure(html, tmp_path, 1400)
-    assert wide["reasons"], "the fixture has failed rules"
-    assert float(wide["verdict"]) <= 900 and all(float(b) <= 900 for b in wide["reasons"])  # type: ignore[union-attr]
+    # The headline, every reason with its deciding bound, and the comparison box above the fold at 1400 x 900.
+    assert wide["banner"] <= 300, wide
+    assert all(b <= 900 for b in wide["headline"] + wide["reasons"] + wide["decisions"] + wide["box"]), wide
+    failed = sum(len(c.failed_rules) for c in result.candidates if result.command == "check")
+    assert len(wide["reasons"]) == len(wide["decisions"]) == failed
+    assert bool(wide["box"]) == (result.baseline is not None)
+    assert bool(wide["ranking"]) == (result.command == "select") and all(b <= 900 for b in wide["ranking"])
     narrow = _measure(html, tmp_path, 1000)
-    assert narrow["width"] <= 1000 and narrow["wide"] == 0  # type: ignore[operator]
+    assert narrow["width"] <= 1000 and narrow["wide"] == 0
 
 
 def test_every_reason_links_to_evidence_that_is_on_the_page() -> None:
-    for result in (check_result(baseline=True, kept=8), select_result(baseline=True)):
+    for result in (check_result(baseline=True, kept=8), demo_result("cheater.pt"), select_result(baseline=True)):
         dom = BeautifulSoup(render_report(result), "html.parser")
-        links = [str(a["href"]) for a in dom.select("#verdict ul.reasons a")]
-        failed = sum(len(c.failed_rules) for c in result.candidates)
+        links = [str(a["href"]) for a in dom.select("#diagnosis .family li a, #diagnosis table.ranking a")]
+        if result.command == "select":  # one line per rejected candidate, linking to its rules
+            failed = sum(not c.passed for c in result.candidates)
+        else:
+            failed = sum(len(c.failed_rules) for c in result.candidates)
         assert len(links) == failed > 0
         assert all(h.startswith("#") and dom.find(id=h[1:]) is not None for h in links), links
+
+
+# --- driven through the DevTools protocol: a phone's width (headless windows are at least 500 px) and real keys ---
+
+
+class DevTools:
+    """One headless Chromium page driven through the DevTools protocol (aiohttp's WebSocket client)."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.sent = 0
+
+    async def call(self, method: str, **params: Any) -> dict[str, Any]:
+        self.sent += 1
+        await self.ws.send_json({"id": self.sent, "method": method, "params": params})
+        while True:
+            message = await self.ws.receive_json()
+            if message.get("id") == self.sent:
+                assert "error" not in message, message
+                return dict(message.get("result", {}))
+
+    async def value(self, expression: str) -> Any:
+        found = await self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        return found["result"].get("value")
+
+    async def key(self, key: str, code: int) -> None:
+        for kind in ("keyDown", "keyUp"):
+            await self.call("Input.dispatchKeyEvent", type=kind, key=key, code=key, windowsVirtualKeyCode=code)
+
+
+def _devtools_port(process: subprocess.Popen[str], seconds: float = 60) -> str:
+    """The port Chromium's DevTools listen on, read from its stderr within ``seconds``."""
+    import selectors
+    import time
+
+    assert process.stderr is not None
+    deadline = time.monotonic() + seconds
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stderr, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if selector.select(timeout=1):
+                line = process.stderr.readline()
+                found = re.search(r"DevTools listening on ws://[^:]+:(\d+)/", line)
+                if found:
+                    return found.group(1)
+    raise AssertionError("Chromium did not open its DevTools port")
+
+
+def _devtools(page: Path, profile: Path, width: int, steps: Callable[[DevTools], Awaitable[Any]]) -> Any:
+    aiohttp = pytest.importorskip("aiohttp")
+    command = [_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-port=0",
+               f"--user-data-dir={profile}", "--proxy-server=127.0.0.1:9", "about:blank"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        port = _devtools_port(process)
+
+        async def drive() -> Any:
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"http://127.0.0.1:{port}/json/list") as listing:
+                    target = next(t for t in await listing.json() if t["type"] == "page")
+                async with session.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0) as ws:
+                    tools = DevTools(ws)
+                    await tools.call("Page.enable")
+                    await tools.call("Emulation.setDeviceMetricsOverride", width=width, height=800,
+                                     deviceScaleFactor=1, mobile=width < 600)
+                    await tools.call("Page.navigate", url=page.as_uri())
+                    await tools.value("new Promise(done => document.readyState === 'complete' ? done(1) : "
+                                      "window.addEventListener('load', () => done(1)))")
+                    return await steps(tools)
+
+        return asyncio.run(asyncio.wait_for(drive(), 120))
+    finally:
+        process.kill()
+        process.wait()
+
+
+@pytest.mark.parametrize("make", [lambda: demo_result("cheater.pt"), lambda: demo_result("release"),
+                                  lambda: six_select(n=200, kept=6, size=32)], ids=["cheater", "release", "select"])
+def test_no_horizontal_scroll_on_a_phone(make, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    page = tmp_path / "report.html"
+    page.write_text(render_report(make()), encoding="utf-8")
+
+    async def widths(tools: DevTools) -> Any:
+        return await tools.value("[document.documentElement.clientWidth, document.documentElement.scrollWidth]")
+
+    client, scroll = _devtools(page, tmp_path / "profile", 390, widths)
+    assert client == 390 and scroll <= client
+
+
+def test_escape_closes_the_full_size_view_and_gives_focus_back_to_the_tile(tmp_path: Path) -> None:
+    page = tmp_path / "report.html"
+    page.write_text(render_report(demo_result("cheater.pt")), encoding="utf-8")
+
+    async def open_then_escape(tools: DevTools) -> Any:
+        await tools.value("(() => { const b = document.querySelector('.tile button.open'); b.focus(); b.click(); })()")
+        opened = await tools.value(
+            "(() => { const v = document.querySelector('.tile .pics'); return [v.matches(':popover-open'), "
+            "v.querySelector('img').getBoundingClientRect().width, document.documentElement.clientWidth]; })()")
+        await tools.key("Escape", 27)
+        closed = await tools.value(
+            "(() => { const b = document.querySelector('.tile button.open'); return [document.querySelector("
+            "'.tile .pics').matches(':popover-open'), document.activeElement === b, b.textContent.trim()]; })()")
+        return opened, closed
+
+    (is_open, image, viewport), (still_open, focused, name) = _devtools(page, tmp_path / "profile", 390,
+                                                                          open_then_escape)
+    assert is_open and image >= 0.9 * viewport  # on a phone the full-size picture is the screen's width
+    assert not still_open and focused  # Escape closed it; focus is back on the tile's button
+    assert name.startswith("full size: s0") and "→" in name  # named by sample, label and prediction

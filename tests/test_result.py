@@ -6,6 +6,7 @@ import json
 import math
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from gate.inputs.review_set import ReviewSet
@@ -63,7 +64,14 @@ def test_the_comparison_is_serialised_as_before_with_nan_as_null() -> None:
         '"baseline_scores": {"accuracy": 0.9}, "migration": {"corrected": 2, "regressed": 8, "still_wrong": 50, '
         '"still_right": 540, "still_wrong_confidence_dropped": null}, "class_deltas": {"a": 0.5, "b": null}, '
         '"mcnemar_p": 0.109375, "intervals": {"delta.ece@0.9": {"low": null, "high": 0.02, "confidence": 0.9}, '
-        '"delta.accuracy@0.95": {"low": -0.03, "high": 0.005, "confidence": 0.95}}}')
+        '"delta.accuracy@0.95": {"low": -0.03, "high": 0.005, "confidence": 0.95}}, "warnings": []}')
+    # ... plus the warnings (issue 23): ungated changes beyond their interval, NaN as null as everywhere.
+    from gate.result import ChangeWarning
+
+    warned = replace(comparison, warnings=(ChangeWarning("ece", 0.1, 0.085, math.nan, 0.95, 0.11, 0.01),))
+    assert json.dumps(warned.to_json()["warnings"]) == (
+        '[{"score": "ece", "delta": 0.1, "low": 0.085, "high": null, "confidence": 0.95, "candidate": 0.11, '
+        '"baseline": 0.01}]')
     found = comparison.interval("accuracy", 0.95)
     assert found is not None and (found.low, found.high) == (-0.03, 0.005)
     assert comparison.interval("accuracy", 0.9) is None

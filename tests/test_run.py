@@ -149,7 +149,11 @@ def test_comparison_reports_the_accuracy_interval_the_rule_used(
     (cand,) = result.candidates
     assert cand.comparison is not None
     intervals = {interval.key: (interval.low, interval.high) for interval in cand.comparison.intervals}
-    assert set(intervals) == {"delta.accuracy@0.95", "delta.ece@0.9"}
+    # The rules' intervals, and one per watched score no rule gates (the policy enables no background probe).
+    from gate.decide.watch import WATCHED
+
+    watched = {f"delta.{s}@0.95" for s in WATCHED if s not in ("accuracy", "ece") and not s.startswith("background.")}
+    assert set(intervals) == {"delta.accuracy@0.95", "delta.ece@0.9"} | watched
     accuracy_rule, ece_rule = cand.rules
     assert accuracy_rule.interval == intervals["delta.accuracy@0.95"]
     assert ece_rule.interval == intervals["delta.ece@0.9"]

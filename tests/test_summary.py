@@ -29,9 +29,22 @@ def test_colour_marks_verdicts_rules_and_notes_and_is_off_by_default() -> None:
     lines = coloured.splitlines()
     assert lines[0] == f"xgate check: {RED}FAILED{RESET} - cand.pt on cpu"
     assert lines[2] == f"cand.pt: {RED}failed{RESET} (1 of 5 rules failed)"
-    assert lines[3].startswith(f"  {RED}FAIL{RESET}  accuracy >= 0.95")
-    assert lines[4].startswith(f"  {GREEN}pass{RESET}  ")
-    assert lines[4].endswith(f"{YELLOW}  (the review set is too small to settle it){RESET}")
+    assert lines[3] == "  Accuracy: the model is right too rarely (accuracy below the floor)"
+    assert lines[4] == f"  {RED}FAIL{RESET}  accuracy >= 0.95: 67.5% < 95%: failed"
+    assert lines[5].startswith(f"  {GREEN}pass{RESET}  ")
+    assert lines[5].endswith(f"{YELLOW}  (the review set is too small to settle it){RESET}")
+
+
+def test_an_undecided_rule_says_its_bound_and_undecided_in_yellow() -> None:
+    result = check_result(kept=0)
+    cand = result.candidates[0]
+    undecided = replace(cand.rules[0], value=0.913, interval=(0.893, 0.93), confidence=0.95,
+                        rule_id="accuracy >= 0.9 @95%", threshold=0.9, passed=False)
+    result = replace(result, candidates=(replace(cand, rules=(undecided, *cand.rules[1:])),))
+    lines = format_summary(result, None, color=True).splitlines()
+    assert lines[3] == "  Accuracy not shown: accuracy may be below the floor on this many samples"
+    assert lines[4] == (f"  {RED}FAIL{RESET}  accuracy >= 0.9 @95%: 91.3% ≥ 90%, but the 95% lower bound is 89.3%: "
+                        f"{YELLOW}undecided{RESET}; more samples would settle it")
 
 
 def test_select_header_names_the_candidates_and_device() -> None:

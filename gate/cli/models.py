@@ -59,6 +59,8 @@ Examples:
   xgate pack resnet50-finetuned.pt --arch resnet50 --classes classes.txt --preset imagenet -o cand.pt
   xgate pack weights.safetensors --arch efficientnet_b0 --classes classes.json --preset imagenet \\
       --resize 232 --interpolation bicubic -o cand.safetensors
+  xgate pack convnext.pt --arch timm:convnext_tiny --classes classes.txt -o cand.safetensors
+  xgate pack models/vit-finetuned/ -o cand.safetensors      # a Hugging Face save_pretrained folder
   xgate pack state_dict.pth --arch tiny_cnn --arch-kwargs '{"width": 12}' --classes classes.txt \\
       --size 64,64 --mean 0.5,0.5,0.5 --std 0.25,0.25,0.25 --meta recipe=cutmix --meta epochs=16 -o cand.pt
 """
@@ -74,9 +76,11 @@ Examples:
 
 @cli.command(epilog=PACK_EXAMPLES)
 @click.argument("weights", type=click.Path(path_type=Path))
-@click.option("--arch", required=True, help="torchvision model name, xgate built-in or package.module:factory.")
-@click.option("--classes", "classes_file", required=True, type=click.Path(path_type=Path),
-              help='Class names in output order: one per line, a JSON list, or JSON {"0": name, ...}.')
+@click.option("--arch", help="torchvision model name, timm:NAME, xgate built-in or package.module:factory "
+                             "(not for a Hugging Face folder).")
+@click.option("--classes", "classes_file", type=click.Path(path_type=Path),
+              help='Class names in output order: one per line, a JSON list, or JSON {"0": name, ...} '
+                   "(not for a Hugging Face folder: its id2label).")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="Candidate to write (.safetensors: safetensors; otherwise a torch file).")
 @click.option("--preset", type=click.Choice(["imagenet"]),
@@ -90,11 +94,15 @@ Examples:
 @click.option("--arch-kwargs", callback=parse_json_object, metavar="JSON",
               help="Extra arguments for the arch (num_classes is the number of class names).")
 @click.option("--meta", multiple=True, callback=parse_meta, metavar="KEY=VALUE", help="Recorded in meta.")
-def pack(weights: Path, arch: str, classes_file: Path, output: Path, preset: str | None,
+def pack(weights: Path, arch: str | None, classes_file: Path | None, output: Path, preset: str | None,
          size: tuple[int, int] | None, resize: int | None, interpolation: str | None,
          mean: tuple[float, float, float] | None, std: tuple[float, float, float] | None,
          target_layer: str | None, arch_kwargs: dict[str, Any], meta: dict[str, Any]) -> None:
-    """Turn WEIGHTS (a state_dict: .pt, .pth or .safetensors) into a candidate, checked by one forward."""
+    """Turn WEIGHTS (a state_dict: .pt, .pth or .safetensors; or a Hugging Face folder) into a candidate.
+
+    The candidate is loaded back and checked by one forward. timm:NAME and Hugging Face folders bring their
+    own preprocessing (timm's data config, the image processor); the options override it.
+    """
     from gate.inputs.pack import PackRequest, Preprocessing, format_description
     from gate.inputs.pack import describe as describe_candidate
     from gate.inputs.pack import pack as pack_candidate
@@ -149,6 +157,7 @@ def layers_command(candidate: Path, arch: str | None, classes: str | None, input
     from gate.errors import UsageError
     from gate.inputs import safe_import
     from gate.inputs.candidate import load
+    from gate.inputs.pack import pipeline_text
 
     names = tuple(c.strip() for c in classes.split(",")) if classes else None
     safe_import.refuse_prefixes(allow_arch_module)
@@ -162,6 +171,10 @@ def layers_command(candidate: Path, arch: str | None, classes: str | None, input
     default = layers.default_layer(cand.model)
     if target_layer is not None:
         layers.check_layer(rows, target_layer)
-    click.echo(f"{candidate}: {cand.arch}, sample input [B, 3, {size[0]}, {size[1]}], default layer {default!r}")
+    click.echo(f"{candidate}: {cand.arch} ({cand.source}), sample input [B, 3, {size[0]}, {size[1]}], "
+               f"default layer {default!r}")
+    spec = cand.input
+    click.echo(f"input: {pipeline_text(spec.size, spec.resize, spec.interpolation)}, {spec.pipeline} resampling, "
+               f"from {cand.input_origin}")
     for line in layers.listing_lines(rows, default, target_layer, maps_only):
         click.echo(line)

@@ -339,7 +339,7 @@ def _evaluate_rule(rule: Rule, evidence: Evidence) -> RuleResult:
     verb = "meets" if passed else "fails"
     message = f"{rule.score} = {value:.4g}{bound} {verb} {op} {threshold:g}" + (f"; {note}" if note else "")
     return RuleResult(rule_id, rule.score, op, threshold, value, passed, message, spec.higher_is_better, interval,
-                      decidable=decidable, note=note)
+                      decidable=decidable, note=note, confidence=rule.confidence)
 
 
 def _baseline_rule(rule: Rule, test: BaselineTest, evidence: Evidence) -> RuleResult:
@@ -366,7 +366,7 @@ def _baseline_rule(rule: Rule, test: BaselineTest, evidence: Evidence) -> RuleRe
     if math.isnan(delta):
         passed, message = False, f"Δ{rule.score} could not be computed"
     return RuleResult(rule_id, rule.score, op, threshold, None if math.isnan(delta) else delta, passed, message,
-                      spec.higher_is_better, span)
+                      spec.higher_is_better, span, confidence=test.confidence)
 
 
 def _decidability(op: str, threshold: float, bounds: Bounds) -> tuple[bool, str]:

@@ -15,23 +15,46 @@ from gate.inputs.review_set import ReviewSet
 from gate.records import KeptSample, Records
 from gate.result import Gallery
 
+# Borderline means the runner-up came close: a sample whose top answer leads by this much or more is not
+# borderline, however few closer ones there are (a confident set would otherwise show margins of 0.99).
+BORDERLINE_MARGIN = 0.5
+# Right for the wrong reason: a right answer whose map puts less mass on the object than a uniform map would.
+WRONG_REASON_LIFT = 1.0
+KINDS = ("easy", "borderline", "failures", "wrong_reason")
 
-def gallery_keys(top_prob: np.ndarray, second_prob: np.ndarray, correct: np.ndarray) -> dict[str, np.ndarray]:
+
+def gallery_keys(
+    top_prob: np.ndarray, second_prob: np.ndarray, correct: np.ndarray, lift: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
     """Per-sample ranking keys of each gallery kind (higher is shown first; NaN = not of that kind).
 
     easy: confidence of a right answer; failures: confidence of a wrong one; borderline: minus the margin
-    between the top two probabilities (over all the model's outputs), float32 as the records keep them.
+    between the top two probabilities (over all the model's outputs, float32 as the records keep them), only
+    below ``BORDERLINE_MARGIN``; wrong_reason: minus the lift of a right answer whose lift is below
+    ``WRONG_REASON_LIFT`` (the map furthest off the object first; no lift, no pick).
     """
     top = np.asarray(top_prob, dtype=np.float32)
     conf = top.astype(np.float64)
     margin = (top - np.asarray(second_prob, dtype=np.float32)).astype(np.float64)
-    return {"easy": np.where(correct, conf, np.nan), "borderline": -margin,
-            "failures": np.where(correct, np.nan, conf)}
+    lifts = np.full(conf.shape, np.nan) if lift is None else np.asarray(lift, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        off_object = np.asarray(correct, dtype=bool) & (lifts < WRONG_REASON_LIFT)
+    return {"easy": np.where(correct, conf, np.nan),
+            "borderline": np.where(margin < BORDERLINE_MARGIN, -margin, np.nan),
+            "failures": np.where(correct, np.nan, conf), "wrong_reason": np.where(off_object, -lifts, np.nan)}
+
+
+def lift_of(energy: np.ndarray, mask_area: np.ndarray) -> np.ndarray:
+    """Per-sample lift as ``Records.lift`` computes it (energy over mask area, NaN without a mask)."""
+    energy, area = np.asarray(energy, dtype=np.float64), np.asarray(mask_area, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(area > 0, energy / area, np.nan)
 
 
 def select_gallery(records: Records, size: int) -> Gallery:
     """The ``size`` highest-keyed samples of each kind, ties to the earlier sample (rows in review-set order)."""
-    keys = gallery_keys(records.confidence.astype(np.float32), records.runner_up, records.correct)
+    keys = gallery_keys(records.confidence.astype(np.float32), records.runner_up, records.correct,
+                        lift_of(records.energy, records.mask_area))
 
     def top(kind: str) -> tuple[str, ...]:
         key = keys[kind]
@@ -39,12 +62,12 @@ def select_gallery(records: Records, size: int) -> Gallery:
         best = rows[np.lexsort((rows, -key[rows]))][:size]
         return tuple(records.ids[int(i)] for i in best)
 
-    return Gallery(easy=top("easy"), borderline=top("borderline"), failures=top("failures"))
+    return Gallery(**{kind: top(kind) for kind in KINDS})
 
 
 def finish_gallery(records: Records, size: int, fixed: frozenset[str], seconds: float) -> ModelRun:
     gallery = select_gallery(records, size)
-    shown = set(gallery.easy) | set(gallery.borderline) | set(gallery.failures) | fixed
+    shown = {i for kind in KINDS for i in getattr(gallery, kind)} | fixed
     kept = {k: v for k, v in records.kept.items() if k in shown}
     return ModelRun(records=replace(records, kept=kept), gallery=gallery, seconds=seconds)
 
@@ -86,14 +109,15 @@ class GallerySelector:
         self.size = size
         self.fixed = fixed
         self.output_names = tuple(output_names)
-        self.heaps: dict[str, list[_Entry]] = {"easy": [], "borderline": [], "failures": []}
+        self.heaps: dict[str, list[_Entry]] = {kind: [] for kind in KINDS}
         self.kept: dict[str, KeptSample] = {}
 
     def offer(
         self, batch: Batch, outputs: BatchOutputs, cam: Tensor, frame: Frame, variants: dict[str, Tensor],
-        variant_preds: dict[str, np.ndarray],
+        variant_preds: dict[str, np.ndarray], lift: np.ndarray | None = None,
     ) -> None:
-        keys = gallery_keys(outputs.top_prob, outputs.second_prob, outputs.pred == batch.labels)
+        """Keep the batch's samples that enter a gallery (``lift``: per row, for right-for-the-wrong-reason)."""
+        keys = gallery_keys(outputs.top_prob, outputs.second_prob, outputs.pred == batch.labels, lift)
         masked_row = np.cumsum(batch.has_mask) - 1  # position among the masked rows (variants hold only those)
         for row in range(len(batch.indices)):
             sample_id = batch.sample_ids[row]

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from gate.engine import layers_sources
 from gate.errors import CandidateError
 
 SPATIAL = "spatial"
@@ -95,7 +96,7 @@ def patch_size(model: nn.Module) -> tuple[int, int] | None:
         conv = modules.get(name)
         if isinstance(conv, nn.Conv2d) and conv.kernel_size == conv.stride:
             return (int(conv.stride[0]), int(conv.stride[1]))
-    return None
+    return layers_sources.patch_size(model)  # transformers: from the config
 
 
 def _token_layout(model: nn.Module, name: str, shape: tuple[int, ...], input_shape: tuple[int, ...]) -> Layout:
@@ -105,8 +106,9 @@ def _token_layout(model: nn.Module, name: str, shape: tuple[int, ...], input_sha
                             "(patch_size, patch_embed or conv_proj) to lay them on a grid")
     if shape[0] != input_shape[0]:
         raise _no_map(name, f"its output {list(shape)} is not batch-first [B, N, C]")
-    grid = (int(input_shape[-2]) // patch[0], int(input_shape[-1]) // patch[1])
-    declared = getattr(model, "num_prefix_tokens", None)
+    grid = layers_sources.token_grid(model, name, input_shape) or (
+        int(input_shape[-2]) // patch[0], int(input_shape[-1]) // patch[1])
+    declared = layers_sources.prefix_tokens(model)  # timm's num_prefix_tokens, transformers' by model type
     prefix = declared if isinstance(declared, int) else shape[1] - grid[0] * grid[1]
     if prefix < 0 or shape[1] != prefix + grid[0] * grid[1]:
         raise _no_map(name, f"its {shape[1]} tokens do not hold the {grid[0]}x{grid[1]} patch grid of a "
@@ -133,7 +135,7 @@ def _evidence(module: nn.Module) -> bool | None:
     """True: this module's 4-D output is channels-last; False: channels-first; None: it does not say."""
     from torchvision.ops.misc import Permute
 
-    if isinstance(module, _swin_types()):
+    if isinstance(module, _swin_types()) or layers_sources.channels_last(module):
         return True
     if isinstance(module, Permute):
         dims = list(module.dims)
@@ -246,8 +248,8 @@ def _transformer_layer(model: nn.Module) -> str | None:
 
 
 def default_layer(model: nn.Module) -> str:
-    """The family's layer, else a known layer name, else the last ``Conv2d``."""
-    family = _family_layer(model)
+    """The family's layer (timm, transformers: gate.engine.layers_sources), else a known name, else the last Conv2d."""
+    family = layers_sources.default_layer(model) or _family_layer(model)
     if family is not None:
         return family
     names = dict(model.named_modules())

@@ -14,7 +14,7 @@ from torch import Tensor
 from gate.engine import probes as probe_ops
 from gate.engine import sanity, swaps, trunk
 from gate.engine.atlas import AtlasSums
-from gate.engine.gallery import GallerySelector, finish_gallery
+from gate.engine.gallery import GallerySelector, finish_gallery, lift_of
 from gate.engine.gradcam import explain, upsample
 from gate.engine.localisation import localise
 from gate.engine.model_faults import OutputCheck
@@ -117,7 +117,8 @@ class ModelState:
                 similarities = self.sanity.similarities(self.normalise(frame.images), entry.get(), explained,
                                                         small_cam, batch)
             self._append("sanity", similarities)
-        self.gallery.offer(batch, outputs, cam, frame, variants, variant_preds)
+        self.gallery.offer(batch, outputs, cam, frame, variants, variant_preds,
+                           lift=lift_of(local.energy.numpy(), local.mask_area.numpy()))
         self.gallery.add_swaps(batch, swapped, swapped_preds)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

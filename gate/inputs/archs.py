@@ -14,6 +14,7 @@ from typing import Any
 from torch import nn
 
 from gate.errors import CandidateError
+from gate.inputs.model_sources import HF_PREFIX, TIMM_PREFIX
 from gate.inputs.safe_import import import_factory
 
 
@@ -51,11 +52,20 @@ def cifar_resnet18(num_classes: int) -> nn.Module:
 BUILTINS: dict[str, Callable[..., nn.Module]] = {"tiny_cnn": tiny_cnn, "cifar_resnet18": cifar_resnet18}
 
 def build_model(arch: str, arch_kwargs: dict[str, Any] | None = None) -> nn.Module:
-    """Instantiate ``arch``: a built-in, a torchvision model name, or ``package.module:factory``."""
+    """Instantiate ``arch``: a built-in, a torchvision model name, ``timm:NAME``, ``transformers:CLASS`` (with
+    ``config``, a packed Hugging Face folder) or ``package.module:factory``."""
     kwargs = dict(arch_kwargs or {})
     check_plain_kwargs(kwargs)
     if arch in BUILTINS:
         return _call(BUILTINS[arch], arch, kwargs)
+    if arch.startswith(TIMM_PREFIX):
+        from gate.inputs import timm_models
+
+        return timm_models.build(arch, kwargs)
+    if arch.startswith(HF_PREFIX):
+        from gate.inputs import hf_folder
+
+        return hf_folder.build(arch, kwargs)
     if ":" in arch:
         return _call(_import_factory(arch), arch, kwargs)
     import torchvision.models
@@ -68,7 +78,7 @@ def build_model(arch: str, arch_kwargs: dict[str, Any] | None = None) -> nn.Modu
         kwargs.setdefault("weights", None)
         return _call(torchvision.models.get_model, arch, {"name": arch, **kwargs})
     raise CandidateError(f"unknown arch {arch!r} (a torchvision model name, one of {sorted(BUILTINS)}, "
-                         "or package.module:factory)", field="arch")
+                         "timm:NAME or package.module:factory)", field="arch")
 
 
 def _import_factory(arch: str) -> Callable[..., nn.Module]:

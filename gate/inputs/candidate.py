@@ -22,9 +22,9 @@ from torch import nn
 
 from gate.engine.layers import find_layer
 from gate.errors import CandidateError
-from gate.inputs import files, safetensors_io
+from gate.inputs import files, model_sources, safetensors_io
 from gate.inputs.archs import build_model, checked_meta, default_target_layer
-from gate.inputs.preprocess import INTERPOLATIONS, Geometry
+from gate.inputs.preprocess import INTERPOLATIONS, PIPELINES, Geometry
 
 # The reader's bound for weights (inspect, layers, pack); check and select apply --max-checkpoint-mb first.
 MAX_WEIGHTS_BYTES = 64 * 1024**3
@@ -49,11 +49,12 @@ class InputSpec:
     std: tuple[float, float, float] = IMAGENET_STD
     resize: int | None = None
     interpolation: str = "bilinear"
+    pipeline: str = "torchvision"  # whose implementation of these steps (gate.inputs.preprocess)
 
     @property
     def geometry(self) -> Geometry:
         """Where the pixels go (what :mod:`gate.inputs.preprocess` needs), without the normalisation."""
-        return Geometry(size=self.size, resize=self.resize, interpolation=self.interpolation)
+        return Geometry(size=self.size, resize=self.resize, interpolation=self.interpolation, pipeline=self.pipeline)
 
     def to_json(self) -> dict[str, Any]:
         """The checkpoint's ``input`` field (``resize`` only when set)."""
@@ -62,6 +63,8 @@ class InputSpec:
             out["resize"] = self.resize
         out.update(interpolation=self.interpolation, mean=[float(m) for m in self.mean],
                    std=[float(s) for s in self.std])
+        if self.pipeline != "torchvision":  # files written before timm/transformers stay as they were
+            out["pipeline"] = self.pipeline
         return out
 
 
@@ -84,6 +87,8 @@ class Candidate:
     logit_order: tuple[int, ...] | None = None
     label: str | None = None  # display name when file names collide (see gate.run.distinct_names)
     model_classes: tuple[str, ...] = ()  # the model's output names once aligned (empty: same as ``classes``)
+    source: str = "torchvision"  # torchvision, timm, transformers, xgate or import path (gate.inputs.model_sources)
+    input_origin: str = "checkpoint"  # where ``input`` came from, for inspect
 
     @property
     def name(self) -> str:
@@ -193,6 +198,12 @@ def load(
     ``max_input_side`` bounds the input's sides (and resize) before anything is allocated for them.
     """
     path = Path(path)
+    if path.is_dir():  # a Hugging Face save_pretrained folder
+        return _load_folder(path, classes=classes, target_layer=target_layer, overrides=dict(
+            input_size=input_size, resize=resize, interpolation=interpolation, mean=mean, std=std))
+    hub = model_sources.hub_id_error(path)
+    if hub is not None:
+        raise hub
     data = files.read_bytes(path, limit=MAX_WEIGHTS_BYTES, error=CandidateError)  # a FIFO or /dev/zero: refused
     sha = hashlib.sha256(data).hexdigest()
     # safetensors (no pickle) is told apart by its first bytes; anything else is read as a torch file.
@@ -209,7 +220,8 @@ def load(
             raise CandidateError("a bare state_dict needs --arch and --classes", path=path, field="state_dict")
         model = build_model(arch, {"num_classes": len(classes)})
         _load_state(path, model, unwrapped_state(obj)[0], hint=f" with {len(classes)} outputs, one per --classes name")
-        spec_arch, file_classes, file_input, file_layer, meta = arch, None, None, None, {}
+        spec_arch, file_classes, file_layer, meta = arch, None, None, {}
+        file_input = _library_input(path, arch, model)
     else:
         fmt = obj.get("format") if isinstance(obj, Mapping) else type(obj).__name__
         raise CandidateError(f"not an {FORMAT} checkpoint (format {fmt!r})", path=path, field="format")
@@ -224,8 +236,8 @@ def load(
         raise CandidateError("checkpoint names no classes; give --classes", path=path, field="classes")
     if len(set(names)) != len(names):
         raise CandidateError(f"duplicate class names {list(names)}", path=path, field="classes")
-    spec = _overridden(path, file_input or InputSpec(size=(0, 0)), input_size=input_size, resize=resize,
-                       interpolation=interpolation, mean=mean, std=std)
+    given = {"input_size": input_size, "resize": resize, "interpolation": interpolation, "mean": mean, "std": std}
+    spec = _overridden(path, file_input or InputSpec(size=(0, 0)), **given)
     check_input_side(path, spec, max_input_side, "--input-size" if input_size else "input.size")
     layer = target_layer or file_layer or default_target_layer(model)
     try:
@@ -234,7 +246,49 @@ def load(
         raise CandidateError(exc.message, path=path, field="target_layer") from None
     model.eval()
     return Candidate(path=str(path), sha256=sha, arch=spec_arch, model=model, classes=names,
-                     input=spec, target_layer=layer, meta=dict(meta))
+                     input=spec, target_layer=layer, meta=dict(meta), source=model_sources.source_of(spec_arch),
+                     input_origin=_origin(file_input, file_classes, given))
+
+
+def _origin(file_input: InputSpec | None, file_classes: Sequence[str] | None, given: Mapping[str, Any]) -> str:
+    """Where the input pipeline came from, for inspect."""
+    origin = "checkpoint" if file_input is not None else "review set size, ImageNet mean/std"
+    if file_input is not None and file_classes is None:
+        origin = "timm data config"  # a bare state_dict with a timm arch (_library_input)
+    return origin + (", overridden on the command line" if any(v is not None for v in given.values()) else "")
+
+
+def _library_input(path: Path, arch: str, model: nn.Module) -> InputSpec | None:
+    """A bare state_dict has no ``input`` field: a timm arch brings its own data config, others none."""
+    if not arch.startswith(model_sources.TIMM_PREFIX):
+        return None
+    from gate.inputs import timm_models
+
+    raw, _ = timm_models.input_defaults(model)
+    return _checked_spec(path, raw)
+
+
+def _load_folder(path: Path, *, classes: Sequence[str] | None, target_layer: str | None,
+                 overrides: Mapping[str, Any]) -> Candidate:
+    """A Hugging Face folder as a candidate: classes from id2label, input from the image processor."""
+    from gate.inputs import hf_folder
+
+    folder = hf_folder.read(path)
+    if classes and tuple(classes) != folder.classes:
+        raise CandidateError(f"--classes differs from the folder's id2label {list(folder.classes)[:5]}; drop it "
+                             "(the folder names its classes)", path=path / hf_folder.CONFIG, field="id2label")
+    spec = _overridden(path, _checked_spec(path / hf_folder.PROCESSOR, folder.input), **overrides)
+    model = hf_folder.load_model(folder)
+    layer = target_layer or default_target_layer(model)
+    try:
+        find_layer(model, layer)
+    except CandidateError as exc:
+        raise CandidateError(exc.message, path=path, field="target_layer") from None
+    origin = folder.input_origin + (", overridden on the command line" if any(
+        v is not None for v in overrides.values()) else "")
+    return Candidate(path=str(path), sha256=folder.sha256, arch=folder.arch, model=model, classes=folder.classes,
+                     input=spec, target_layer=layer, meta={},
+                     source="transformers", input_origin=origin)
 
 
 def _torch_load(path: Path, data: bytes, trust_pickle: bool) -> Any:
@@ -298,7 +352,7 @@ def check_input_side(path: str | Path, spec: InputSpec, limit: int, field: str) 
                              path=path, field=field)
 
 
-INPUT_KEYS = frozenset({"size", "resize", "interpolation", "mean", "std"})
+INPUT_KEYS = frozenset({"size", "resize", "interpolation", "mean", "std", "pipeline"})
 # A checkpoint is untrusted: a side of 10⁹ pixels would exhaust memory before any check could run.
 MAX_SIDE = 8192
 
@@ -332,8 +386,13 @@ def _checked_spec(path: str | Path, raw: Mapping[str, Any]) -> InputSpec:
     if interpolation not in INTERPOLATIONS:
         raise CandidateError(f"must be one of {sorted(INTERPOLATIONS)}, got {interpolation!r}", path=path,
                              field="input.interpolation")
+    pipeline = raw.get("pipeline", "torchvision")
+    if pipeline not in PIPELINES:
+        raise CandidateError(f"must be one of {list(PIPELINES)}, got {pipeline!r}"[:200], path=path,
+                             field="input.pipeline")
     return InputSpec(size=(int(size[0]), int(size[1])), mean=(mean[0], mean[1], mean[2]),
-                     std=(std[0], std[1], std[2]), resize=resize, interpolation=str(interpolation))
+                     std=(std[0], std[1], std[2]), resize=resize, interpolation=str(interpolation),
+                     pipeline=str(pipeline))
 
 
 def _numbers(path: str | Path, name: str, raw: Any, count: int, kind: type) -> tuple[Any, ...]:

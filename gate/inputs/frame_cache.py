@@ -50,7 +50,9 @@ def entry_key(digest: str, geometry: Geometry) -> dict[str, object]:
     """What an entry's frames depend on: the review set, the geometry and the libraries that framed it."""
     return {"format": FORMAT, "digest": digest, "size": list(geometry.size), "resize": geometry.resize,
             "interpolation": geometry.interpolation, "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "pillow": PIL.__version__}
+            "torchvision": torchvision.__version__, "pillow": PIL.__version__,
+            # torchvision's pipeline is left out so that entries written before timm/transformers keep their name
+            **({"pipeline": geometry.pipeline} if geometry.pipeline != "torchvision" else {})}
 
 
 def entry_name(key: dict[str, object]) -> str:

@@ -37,6 +37,7 @@ from gate.inputs.candidate import (
     unwrapped_state,
 )
 from gate.inputs.candidate import load as load_candidate
+from gate.inputs.model_sources import TIMM_PREFIX
 
 # torchvision's ImageClassification eval transform for its ImageNet weights (e.g. ResNet50_Weights.IMAGENET1K_V1).
 PRESETS: Mapping[str, Mapping[str, Any]] = {
@@ -58,9 +59,13 @@ class Preprocessing:
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        """The checkpoint's ``input`` field; a usage error when neither ``size`` nor a preset is given."""
-        base: Mapping[str, Any] = {}
+    def to_json(self, defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The checkpoint's ``input`` field; a usage error when neither ``size`` nor a preset is given.
+
+        ``defaults`` is the model's own pipeline (timm's data config, a Hugging Face image processor): it
+        stands in for a preset when none is given, and its ``pipeline`` (whose resampling) is kept.
+        """
+        base: Mapping[str, Any] = defaults or {}
         if self.preset is not None:
             if self.preset not in PRESETS:
                 raise UsageError(f"unknown preset {self.preset!r} (known: {sorted(PRESETS)})", field="--preset")
@@ -75,6 +80,8 @@ class Preprocessing:
         out["interpolation"] = self.interpolation or base.get("interpolation", "bilinear")
         out["mean"] = [float(v) for v in (self.mean or base.get("mean", IMAGENET_MEAN))]
         out["std"] = [float(v) for v in (self.std or base.get("std", IMAGENET_STD))]
+        if self.preset is None and base.get("pipeline"):
+            out["pipeline"] = base["pipeline"]
         return out
 
 
@@ -82,9 +89,9 @@ class Preprocessing:
 class PackRequest:
     """What ``xgate pack`` was given."""
 
-    weights: Path
-    arch: str
-    classes_file: Path
+    weights: Path  # a state_dict file, or a Hugging Face save_pretrained folder
+    arch: str | None
+    classes_file: Path | None
     output: Path
     preprocessing: Preprocessing = Preprocessing()
     arch_kwargs: Mapping[str, Any] = field(default_factory=dict)
@@ -102,27 +109,70 @@ class PackResult:
 
 
 def pack(request: PackRequest) -> PackResult:
-    """Write a candidate file from weights + classes + preprocessing, then prove it loads and fits."""
+    """Write a candidate file from weights + classes + preprocessing, then prove it loads and fits.
+
+    A Hugging Face folder brings its classes, preprocessing and architecture; a state_dict needs ``arch`` and
+    ``classes_file``, and a ``timm:NAME`` arch brings timm's preprocessing for that model.
+    """
     checked_meta("--meta", request.meta)  # what load would refuse is never written
-    classes = read_classes(request.classes_file)
-    state, notes = read_state_dict(request.weights)
-    kwargs = {"num_classes": len(classes), **dict(request.arch_kwargs)}
-    payload: dict[str, Any] = {
-        "format": FORMAT, "arch": request.arch, "arch_kwargs": kwargs, "state_dict": state,
-        "classes": list(classes), "input": request.preprocessing.to_json(), "meta": dict(request.meta),
-    }
+    if request.weights.is_dir():
+        payload, notes, n_classes = _folder_payload(request)
+    else:
+        payload, notes, n_classes = _state_payload(request)
     if request.target_layer:
         payload["target_layer"] = request.target_layer
     out = request.output
     temporary = out.with_name(f".{out.name}.partial")
     try:
         _write(temporary, payload, safetensors=out.suffix == ".safetensors")
-        loaded = _checked(temporary, request, len(classes))
+        loaded = _checked(temporary, request, n_classes)
         _move(temporary, out)
     finally:
         with contextlib.suppress(OSError):  # e.g. the output's folder could not be made
             temporary.unlink(missing_ok=True)
     return PackResult(path=out, candidate=replace(loaded, path=str(out)), notes=notes)
+
+
+def _state_payload(request: PackRequest) -> tuple[dict[str, Any], tuple[str, ...], int]:
+    if not request.arch or request.classes_file is None:
+        raise UsageError("a state_dict needs --arch and --classes (a Hugging Face folder names both)",
+                         field="--arch" if not request.arch else "--classes")
+    classes = read_classes(request.classes_file)
+    state, notes = read_state_dict(request.weights)
+    kwargs = {"num_classes": len(classes), **dict(request.arch_kwargs)}
+    defaults = None
+    if request.arch.startswith(TIMM_PREFIX) and request.preprocessing.preset is None:
+        from gate.inputs import timm_models
+        from gate.inputs.archs import build_model
+
+        defaults, origin = timm_models.input_defaults(build_model(request.arch, kwargs))
+        notes = (*notes, f"preprocessing from the {origin}")
+    payload: dict[str, Any] = {
+        "format": FORMAT, "arch": request.arch, "arch_kwargs": kwargs, "state_dict": state,
+        "classes": list(classes), "input": request.preprocessing.to_json(defaults), "meta": dict(request.meta),
+    }
+    return payload, notes, len(classes)
+
+
+def _folder_payload(request: PackRequest) -> tuple[dict[str, Any], tuple[str, ...], int]:
+    """A Hugging Face folder as one candidate file: its config in arch_kwargs, its model's state_dict."""
+    from gate.inputs import hf_folder
+
+    if request.arch or request.classes_file is not None or request.arch_kwargs:
+        raise UsageError("a Hugging Face folder names its architecture and classes: drop --arch, --classes and "
+                         "--arch-kwargs", field="--arch")
+    folder = hf_folder.read(request.weights)
+    model = hf_folder.load_model(folder)
+    import transformers
+
+    state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    payload: dict[str, Any] = {
+        "format": FORMAT, "arch": folder.arch, "arch_kwargs": {"config": dict(folder.config)}, "state_dict": state,
+        "classes": list(folder.classes), "input": request.preprocessing.to_json(folder.input),
+        "meta": {"transformers": transformers.__version__, **dict(request.meta)},
+    }
+    return payload, (f"classes from config.json id2label, preprocessing from {folder.input_origin}",), len(
+        folder.classes)
 
 
 def read_classes(path: Path) -> tuple[str, ...]:
@@ -273,8 +323,7 @@ def describe(path: Path) -> dict[str, Any]:
         raise CandidateError("a bare state_dict, not a candidate: make one with "
                              "'xgate pack WEIGHTS --arch ARCH --classes FILE --preset imagenet -o cand.pt'",
                              path=path, field=exc.field) from None
-    data = files.read_bytes(path, limit=MAX_WEIGHTS_BYTES, error=CandidateError)
-    container = "safetensors" if safetensors_io.is_safetensors(data) else "torch, read with weights_only"
+    container = _container(path)
     try:
         default_layer: str | None = default_target_layer(loaded.model)
     except CandidateError:
@@ -283,15 +332,23 @@ def describe(path: Path) -> dict[str, Any]:
     resize, interpolation = spec.resize, spec.interpolation
     parameters = sum(p.numel() for p in loaded.model.parameters())
     return {
-        "path": loaded.path, "sha256": loaded.sha256, "format": f"{FORMAT} ({container})", "arch": loaded.arch,
-        "num_classes": len(loaded.classes), "classes": list(loaded.classes),
+        "path": loaded.path, "sha256": loaded.sha256, "format": container, "arch": loaded.arch,
+        "source": loaded.source, "num_classes": len(loaded.classes), "classes": list(loaded.classes),
         "input": {"size": list(spec.size), "resize": resize, "interpolation": interpolation,
-                  "mean": list(spec.mean), "std": list(spec.std),
-                  "pipeline": pipeline_text(spec.size, resize, interpolation)},
+                  "mean": list(spec.mean), "std": list(spec.std), "resampling": spec.pipeline,
+                  "from": loaded.input_origin, "pipeline": pipeline_text(spec.size, resize, interpolation)},
         "target_layer": loaded.target_layer,
         "target_layer_source": "default for this model" if loaded.target_layer == default_layer else "checkpoint",
         "parameters": parameters, "meta": _plain(loaded.meta),
     }
+
+
+def _container(path: Path) -> str:
+    if path.is_dir():
+        return "Hugging Face save_pretrained folder (safetensors)"
+    data = files.read_bytes(path, limit=MAX_WEIGHTS_BYTES, error=CandidateError)
+    kind = "safetensors" if safetensors_io.is_safetensors(data) else "torch, read with weights_only"
+    return f"{FORMAT} ({kind})"
 
 
 def pipeline_text(size: Sequence[int], resize: int | None, interpolation: str) -> str:
@@ -327,9 +384,12 @@ def format_description(info: Mapping[str, Any], max_classes: int = 10) -> str:
         f"format:       {info['format']}",
         f"sha256:       {info['sha256']}",
         f"arch:         {info['arch']} ({info['parameters']:,} parameters)",
+        f"source:       {info['source']}",
         f"classes:      {info['num_classes']}: {shown}",
-        f"input:        {spec['pipeline']}",
+        f"input:        {spec['pipeline']}" + (f" ({spec['resampling']} resampling)"
+                                               if spec["resampling"] != "torchvision" else ""),
         f"              then [0, 1] pixels, mean {_floats(spec['mean'])}, std {_floats(spec['std'])}",
+        f"              from {spec['from']}",
         f"target layer: {info['target_layer']} ({info['target_layer_source']})",
         f"meta:         {meta}",
     ]

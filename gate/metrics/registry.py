@@ -16,10 +16,11 @@ from gate.metrics.classification import SCORES as CLASSIFICATION
 from gate.metrics.sanity import SCORES as SANITY
 from gate.metrics.spec import CLASS_PLACEHOLDER, GROUPS, ScoreSpec
 from gate.metrics.swaps import SCORES as SWAPS
+from gate.metrics.wording import number, percent
 from gate.records import Records
 
 __all__ = ["CLASS_PLACEHOLDER", "GROUPS", "SPECS", "ScoreSpec", "all_specs", "compute_scores", "get_spec",
-           "known_names", "say", "spec_of", "value_of"]
+           "known_names", "number", "percent", "say", "spec_of", "value_of"]
 
 # Documentation order.
 SPECS: tuple[ScoreSpec, ...] = (*CLASSIFICATION, *ALIGNMENT, *ATLAS, *BACKGROUND, *SWAPS, *SANITY)
@@ -82,7 +83,8 @@ def compute_scores(
 
 
 def say(name: str, value: float | None) -> str:
-    """Score ``name`` at ``value`` in words ("the map lands off the object on 98% of samples").
+    """Score ``name`` at ``value`` in words ("the map lands off the object on 97.7% of samples"), true at every
+    value (its ``Wording``: the sentence at 0, below 0 or at 1 where the general one would mislead).
 
     Unknown scores and missing values get a plain "<name> = <value>"; ``delta.`` names say the change.
     """
@@ -92,13 +94,18 @@ def say(name: str, value: float | None) -> str:
         base = name.removeprefix("delta.").partition("@")[0]
         return f"{base} changed by {value:+.4g} against the baseline"
     spec = get_spec(name)
-    if spec is None or not spec.words:
+    if spec is None or spec.wording is None:
         return f"{name} = {value:.4g}"
-    text = spec.words.format(pct=f"{value:.0%}" if abs(value) >= 0.01 or value == 0 else f"{value:.1%}",
-                             value=f"{value:.4g}", times=f"{value:.2g}×")
-    if spec.per_class:
-        text = text.replace("this class", f"class {spec.member(name)}")
-    return text
+    wording = spec.wording
+    template = wording.says
+    if value == 0 and wording.at_zero:
+        template = wording.at_zero
+    elif value == 1 and wording.at_one:
+        template = wording.at_one
+    elif value < 0 and wording.below_zero:
+        template = wording.below_zero
+        value = -value
+    return spec.name_class(name, template.format(v=number(value, wording.unit)))
 
 
 def is_better(name: str, candidate: float, reference: float) -> bool:

@@ -21,6 +21,7 @@ from functools import cached_property
 
 import numpy as np
 
+from gate.metrics.wording import WORDING, Wording
 from gate.records import Records
 
 CLASS_PLACEHOLDER = "<class>"
@@ -131,6 +132,7 @@ RELIABILITY_PLOT = EvidenceLink("plot-reliability", "the reliability diagram")
 CLASS_PLOT = EvidenceLink("plot-class_accuracy", "the per-class accuracy plot")
 WRONG_PLOT = EvidenceLink("plot-wrong_by_threshold", "the wrong-by-confidence plot")
 GALLERIES = EvidenceLink("galleries", "the Grad-CAM galleries")
+WRONG_REASON_GALLERY = EvidenceLink("gallery-wrong_reason", "the right-for-the-wrong-reason gallery")
 SHOWROOM = EvidenceLink("showroom", "the showroom")
 
 
@@ -165,6 +167,16 @@ class ScoreSpec:
     def per_class(self) -> bool:
         """True for families such as ``class_accuracy.<class>``."""
         return CLASS_PLACEHOLDER in self.name
+
+    @property
+    def wording(self) -> Wording | None:
+        """How the score says itself (value sentence, unit, endings, noun): ``gate.metrics.wording.WORDING``."""
+        return WORDING.get(self.name)
+
+    def name_class(self, name: str, text: str) -> str:
+        """``text`` with "this class" replaced by the class that the concrete score ``name`` names."""
+        member = self.member(name)
+        return text.replace("this class", f"class {member}") if self.per_class and member else text
 
     def expand(self, class_name: str) -> str:
         """The concrete score name for one class."""

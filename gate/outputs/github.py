@@ -10,7 +10,8 @@ from gate.errors import InputError
 from gate.outputs.files import OutputPaths
 from gate.outputs.junit import failure_message
 from gate.outputs.report.formatting import fmt
-from gate.outputs.report.reasons import reasons
+from gate.outputs.report.reasons import diagnose
+from gate.outputs.sentences import decision, warning_sentence
 from gate.result import CandidateResult, GateResult, RuleResult
 
 MAX_ANNOTATIONS = 10  # GitHub shows about ten annotations per step; the rest go into one count line
@@ -67,10 +68,10 @@ def markdown_code(text: str) -> str:
 
 
 def _rules_table(candidate: CandidateResult) -> list[str]:
-    lines = ["| | Rule | Value | Threshold | Message |", "|---|---|---|---|---|"]
+    lines = ["| | Rule | Decided by | Message |", "|---|---|---|---|"]
     for rule in candidate.rules:
         mark = "✅" if rule.passed else "❌"
-        cells = [mark, markdown_escape(rule.rule_id), fmt(rule.value), fmt(rule.threshold)]
+        cells = [mark, markdown_escape(rule.rule_id), markdown_escape(decision(rule).text)]
         cells.append(markdown_escape(rule.message))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -82,20 +83,30 @@ def _candidate_markdown(candidate: CandidateResult, selected: str | None) -> lis
     failed, total = len(candidate.failed_rules), len(candidate.rules)
     winner = " (selected)" if selected == name else ""
     head = f"### {markdown_escape(name)}{winner}: {verdict}, {failed} of {total} rules failed"
-    # Why, in words: the same sentences as the top of the report (the anchors live in the report artifact).
-    why = [f"- {markdown_escape(r.sentence)}" for r in reasons(candidate.rules, 0)]
+    # The diagnosis and the reasons by family: the same sentences as the top of the report.
+    diagnosis = diagnose(candidate.rules)
+    why = [f"**{markdown_escape(diagnosis.headline)}**", ""]
+    for group in diagnosis.families:
+        why += [f"- {markdown_escape(group.title.capitalize())}:"]
+        why += [f"  - {markdown_escape(r.sentence)}" for r in group.reasons]
+    if diagnosis.closest:
+        why += ["Closest calls:", *(f"- {markdown_escape(r.sentence)}" for r in diagnosis.closest)]
     versus = _versus_baseline(candidate)
-    return ["", head, *([""] + why if why else []), *(["", versus] if versus else []), "", *_rules_table(candidate)]
+    return ["", head, "", *why, *(["", *versus] if versus else []), "", *_rules_table(candidate)]
 
 
-def _versus_baseline(candidate: CandidateResult) -> str:
-    """"Against the baseline: 12 corrected, 3 regressed (McNemar p = 0.035)", or "" without a comparison."""
+def _versus_baseline(candidate: CandidateResult) -> list[str]:
+    """The comparison in Markdown: sample moves, McNemar, and each warning (an ungated change beyond its
+    interval); [] without a comparison."""
     comparison = candidate.comparison
     if comparison is None:
-        return ""
+        return []
     moved = comparison.migration
-    return (f"Against the baseline: {moved.corrected} corrected, {moved.regressed} regressed "
-            f"(McNemar p = {fmt(comparison.mcnemar_p)})")
+    lines = [f"Against the baseline: {moved.corrected} corrected, {moved.regressed} regressed "
+             f"(McNemar p = {fmt(comparison.mcnemar_p)})"]
+    for warning in comparison.warnings:
+        lines += ["", f"⚠️ Warning: {markdown_escape(warning_sentence(warning))}"]
+    return lines
 
 
 def summary_markdown(result: GateResult, paths: OutputPaths | None) -> str:

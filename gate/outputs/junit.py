@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
-from gate.result import CandidateResult, GateResult, RuleResult, json_number
+from gate.outputs.sentences import decision, rule_sentence
+from gate.result import CandidateResult, GateResult, RuleResult
 
 # Characters XML 1.0 cannot carry at all; ElementTree would write them and produce an unreadable file.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -15,21 +16,17 @@ def _text(value: str) -> str:
     return _NOT_XML.sub("\ufffd", value)
 
 
-def _number(value: float | None) -> str:
-    number = json_number(value)
-    return "n/a" if number is None else f"{number:.6g}"
-
-
 def failure_message(rule: RuleResult) -> str:
-    """``value X vs threshold Y`` for a failed rule."""
-    return f"value {_number(rule.value)} vs threshold {_number(rule.threshold)}"
+    """The number that decided a failed rule, as the console and the report say it
+    ("91.3% ≥ 90%, but the 95% lower bound is 89.3%: undecided; more samples would settle it")."""
+    return decision(rule).text
 
 
 def _testcase(parent: ET.Element, candidate: str, rule: RuleResult) -> None:
     case = ET.SubElement(parent, "testcase", name=_text(rule.rule_id), classname=_text(f"xgate.{candidate}"), time="0")
     if not rule.passed:
         failure = ET.SubElement(case, "failure", message=failure_message(rule), type=_text(rule.op))
-        failure.text = _text(rule.message)
+        failure.text = _text(f"{rule_sentence(rule)}\n{rule.message}")
 
 
 def _testsuite(parent: ET.Element, candidate: CandidateResult) -> None:

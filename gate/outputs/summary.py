@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from gate.errors import flat
-from gate.outputs.report.formatting import fmt, fmt_signed
+from gate.metrics.registry import number
+from gate.outputs.report.formatting import fmt
+from gate.outputs.report.reasons import diagnose
+from gate.outputs.sentences import UNDECIDED, change, decision, unit_of, warning_sentence
 from gate.result import COMPARISON_CONFIDENCE, CandidateResult, GateResult, RuleResult
 
 if TYPE_CHECKING:  # gate.outputs.files imports the report package; the summary only reads the three paths
@@ -30,31 +34,33 @@ def rules_failed(candidate: CandidateResult) -> str:
 
 
 def _rule_line(rule: RuleResult, color: bool = False) -> str:
+    """``  FAIL  <rule id>: <the deciding number>``: the same words as the report and the job summary."""
     mark = paint("pass", GREEN, color) if rule.passed else paint("FAIL", RED, color)
-    if rule.op in ("non_inferior", "superior") and rule.interval is not None:
-        # The rule tests a confidence bound of the difference against a signed limit; show both.
-        low, high = rule.interval
-        bound = low if rule.higher_is_better else high
-        allowed_below = (rule.op == "non_inferior") == rule.higher_is_better
-        limit = -rule.threshold if allowed_below else rule.threshold
-        return (f"  {mark}  {rule.rule_id}: delta {fmt_signed(rule.value)}, bound {fmt_signed(bound)} "
-                f"vs {fmt_signed(limit)}")
-    shown = fmt(rule.value)
-    if rule.interval is not None:  # a rule with a confidence tests its bound, not the value
-        shown += f", bound {fmt(rule.interval[0] if rule.op == '>=' else rule.interval[1])}"
-    note = paint(f"  ({rule.note})", YELLOW, color) if rule.note else ""  # gate.decide.intervals' wording
-    return f"  {mark}  {rule.rule_id}: {shown} vs {fmt(rule.threshold)}{note}"
+    decided = decision(rule)
+    text = decided.text
+    if decided.state == UNDECIDED:
+        head, _, tail = text.rpartition(": undecided")
+        text = f"{head}: {paint('undecided', YELLOW, color)}{tail}"
+    note = ""
+    if rule.note and decided.state != UNDECIDED and rule.note not in text:  # what the decision does not say
+        note = paint(f"  ({rule.note})", YELLOW, color)
+    return f"  {mark}  {rule.rule_id}: {text}{note}"
 
 
 def _candidate_lines(candidate: CandidateResult, color: bool = False) -> list[str]:
-    # check: every rule of the one candidate, failed first.
+    # check: the diagnosis, then every rule of the one candidate, failed first (most telling first).
     name = candidate.candidate.name
     rules = candidate.rules
-    failed = candidate.failed_rules
     verdict = paint("passed", GREEN, color) if candidate.passed else paint("failed", RED, color)
     head = f"{name}: {verdict} ({rules_failed(candidate)})"
+    diagnosis = diagnose(rules)
+    by_id = {r.rule_id: r for r in rules}
+    failed = [by_id[r.rule_id] for r in diagnosis.reasons]
     ordered = [*failed, *(r for r in rules if r.passed)]
-    lines = [head, *(_rule_line(r, color) for r in ordered[:MAX_RULE_LINES])]
+    lines = [head, f"  {diagnosis.headline}"]
+    if diagnosis.closest:
+        lines.append("  closest calls: " + "; ".join(f"{r.rule_id} ({r.decision})" for r in diagnosis.closest))
+    lines.extend(_rule_line(r, color) for r in ordered[:MAX_RULE_LINES])
     if len(ordered) > MAX_RULE_LINES:
         hidden = ordered[MAX_RULE_LINES:]
         hidden_failed = sum(not r.passed for r in hidden)
@@ -62,17 +68,22 @@ def _candidate_lines(candidate: CandidateResult, color: bool = False) -> list[st
     return lines
 
 
+def _shown(scores: Mapping[str, float], score: str) -> str:
+    value = scores.get(score)
+    return "n/a" if value is None or not math.isfinite(value) else number(value, unit_of(score))
+
+
 def _comparison_lines(candidate: CandidateResult, baseline: str) -> list[str]:
-    # The paired comparison in two lines: the accuracy difference with its interval, then where samples moved.
+    # The paired comparison: the accuracy change with its interval, where samples moved, then each warning.
     comparison = candidate.comparison
     if comparison is None:
         return []
     delta = comparison.deltas.get("delta.accuracy")
-    head = f"  vs baseline {baseline}: accuracy {fmt_signed(delta)}"
+    head = f"  vs baseline {baseline}: accuracy {'n/a' if delta is None else change(delta, 'pct')}"
     interval = comparison.interval("accuracy", COMPARISON_CONFIDENCE)
     if interval is not None:
-        head += (f" ({COMPARISON_CONFIDENCE:.0%} bounds {fmt_signed(interval.low)} .. "
-                 f"{fmt_signed(interval.high)})")
+        head += (f" [{change(interval.low, 'pct')}, {change(interval.high, 'pct')}] at "
+                 f"{COMPARISON_CONFIDENCE:.0%}")
     head += f", McNemar p {fmt(comparison.mcnemar_p)}"
     moved = comparison.migration
     tail = (f"  samples: {moved.corrected} corrected, {moved.regressed} regressed, "
@@ -80,12 +91,13 @@ def _comparison_lines(candidate: CandidateResult, baseline: str) -> list[str]:
     dropped = moved.still_wrong_confidence_dropped
     if moved.still_wrong and math.isfinite(dropped):
         tail += f" (confidence dropped on {dropped:.0%})"
-    return [head, tail]
+    warned = [f"  warning: {warning_sentence(w)}" for w in comparison.warnings]
+    return [head, tail, *warned]
 
 
 def _select_lines(result: GateResult, color: bool = False) -> list[str]:
-    # One line per passing candidate (rank and the scores it was ranked by), then each rejected one with the
-    # rules it failed: a select over many candidates still fits on one screen and says why each lost.
+    # One line per passing candidate (rank and the scores it was ranked by), then each rejected one with its
+    # diagnosis and the rules it failed: a select over many candidates still fits on one screen.
     ranked = result.ranked()
     passing = [c for c in ranked if c.passed]
     rejected = [c for c in ranked if not c.passed]
@@ -94,16 +106,20 @@ def _select_lines(result: GateResult, color: bool = False) -> list[str]:
         lines.append(f"passed, ranked by {', '.join(result.rank_by)} (ties: next score, then name):")
         for place, candidate in enumerate(passing, start=1):
             name = candidate.candidate.name
-            shown = "  ".join(f"{score} {fmt(candidate.scores.get(score))}" for score in result.rank_by)
+            shown = "  ".join(f"{score} {_shown(candidate.scores, score)}" for score in result.rank_by)
             if candidate.comparison:
-                shown += f"  (vs baseline: accuracy {fmt_signed(candidate.scores.get('delta.accuracy'))})"
+                delta = candidate.scores.get("delta.accuracy")
+                shown += f"  (vs baseline: accuracy {'n/a' if delta is None else change(delta, 'pct')})"
             marker = paint("  <- selected", GREEN, color) if result.selected == name else ""
             lines.append(f"  {place}. {name}  {shown}{marker}")
     if rejected:
         lines.append("rejected:")
         for candidate in rejected:
-            failed = candidate.failed_rules
-            lines.append(f"  {candidate.candidate.name}: {paint(rules_failed(candidate), RED, color)}")
+            diagnosis = diagnose(candidate.rules)
+            by_id = {r.rule_id: r for r in candidate.rules}
+            failed = [by_id[r.rule_id] for r in diagnosis.reasons]
+            lines.append(f"  {candidate.candidate.name}: {paint(rules_failed(candidate), RED, color)} - "
+                         f"{diagnosis.headline}")
             lines.extend("  " + _rule_line(rule, color) for rule in failed[:MAX_FAILED_LINES])
             if len(failed) > MAX_FAILED_LINES:
                 lines.append(f"    ... {len(failed) - MAX_FAILED_LINES} more failed rules")

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from gate.metrics.registry import get_spec, say
+from gate.metrics.registry import get_spec, number
 from gate.outputs.report import plots
 from gate.outputs.report.classes import ClassTable, class_table, present_deltas, worst_deltas
 from gate.outputs.report.formatting import fmt, fmt_signed
-from gate.outputs.report.reasons import Reason, anchor_prefix, reasons, rule_anchor
+from gate.outputs.report.ranking import RankRow, ranking_rows
+from gate.outputs.report.reasons import Diagnosis, Reason, anchor_prefix, diagnose, rule_anchor
 from gate.outputs.report.samples import (
     GalleryView,
     ShowroomRow,
@@ -23,6 +24,7 @@ from gate.outputs.report.samples import (
     showroom,
 )
 from gate.outputs.report.shortcuts import ShortcutView, shortcut_views
+from gate.outputs.sentences import BASELINE_OPS, change, decision, rule_text, unit_of, warning_sentence
 from gate.result import (
     CandidateResult,
     Comparison,
@@ -64,6 +66,8 @@ class RuleRow:
     message: str
     meaning: str = ""  # the value in words, from the score registry
     anchor: str = ""  # the row's element id
+    decision: str = ""  # the number that decided it (gate.outputs.sentences.decision)
+    state: str = ""  # passed | failed | undecided
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,24 @@ class DeltaRow:
     name: str
     value: str
     good: bool | None  # None: no change or direction unknown
+    candidate: str = ""  # the candidate's value, in the score's unit
+    baseline: str = ""  # the baseline's value
+    interval: str = ""  # the change's interval, where one was computed ("[-1.4 pts, +0.4 pts] at 95%")
+    verdict: str = ""  # gated rows: passed | failed | undecided; warnings: "warning"
+
+
+@dataclass(frozen=True)
+class GatedRow:
+    """A comparison a rule gates: both models' values, the change with its interval, and the rule's outcome."""
+
+    rule_id: str
+    score: str
+    candidate: str
+    baseline: str
+    change: str
+    interval: str
+    state: str  # passed | failed | undecided
+    decision: str
 
 
 @dataclass(frozen=True)
@@ -103,6 +125,10 @@ class ComparisonView:
     deltas: tuple[DeltaRow, ...]
     intervals: tuple[tuple[str, str], ...]
     class_deltas_total: int = 0  # classes with a delta; more than shown when the worst are picked
+    gated: tuple[GatedRow, ...] = ()  # the vs_baseline rules, for the box on the first screen
+    warnings: tuple[str, ...] = ()  # ungated changes beyond their interval (gate.decide.watch), in words
+    corrected: int = 0
+    regressed: int = 0
 
 
 @dataclass(frozen=True)
@@ -127,6 +153,8 @@ class CandidateView:
     anchor: str = "c0"  # id prefix of this candidate's parts (galleries, showroom, plots, rules)
     reasons: tuple[Reason, ...] = ()  # one per failed rule, in words, with the evidence's anchor
     only_bg_default: str = ""  # the model's most common answer on empty scenes, with its share
+    diagnosis: Diagnosis = Diagnosis("", ())
+    full: bool = True  # select: only the winner gets galleries, showroom and plots; the others link to rules
 
     @property
     def verdict(self) -> str:
@@ -154,6 +182,7 @@ class ReportContext:
     environment: tuple[tuple[str, str], ...]
     timings: tuple[tuple[str, str], ...]
     classes: ClassTable | None = None
+    ranking: tuple[RankRow, ...] = ()  # select: every candidate in rank order
     shortcuts: tuple[ShortcutView, ...] = ()  # gate/outputs/report/shortcuts.py
     source: str = ""  # the commit gated, "1a2b3c4 on main"; "" when none (gate.result.SourceInfo.label)
 
@@ -202,10 +231,11 @@ def rule_row(rule: RuleResult, anchor: str = "") -> RuleRow:
     interval = None
     if rule.interval is not None:
         interval = f"[{fmt(rule.interval[0])}, {fmt(rule.interval[1])}]"
+    decided = decision(rule)
     return RuleRow(
         rule_id=rule.rule_id, score=rule.score, op=rule.op, threshold=fmt(rule.threshold), value=fmt(rule.value),
         passed=rule.passed, arrow=arrow, direction=direction, interval=interval, message=rule.message,
-        meaning=say(rule.score, rule.value), anchor=anchor,
+        meaning=rule_text(rule), anchor=anchor, decision=decided.text, state=decided.state,
     )
 
 
@@ -239,8 +269,11 @@ def _delta_row(name: str, value: float, higher_is_better: bool | None) -> DeltaR
     return DeltaRow(name=name, value=fmt_signed(value), good=good)
 
 
-def _interval_text(interval: DeltaInterval) -> str:
-    return f"[{fmt(interval.low)}, {fmt(interval.high)}] at {interval.confidence:.0%}"
+def _interval_text(low: float, high: float, confidence: float | None, unit: str = "value") -> str:
+    level = "" if confidence is None else f" at {confidence:.0%}"
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return f"[n/a]{level}"
+    return f"[{change(low, unit)}, {change(high, unit)}]{level}"
 
 
 def migration_rows(migration: Migration) -> tuple[tuple[str, str], ...]:
@@ -253,41 +286,122 @@ def migration_rows(migration: Migration) -> tuple[tuple[str, str], ...]:
     return (*rows, ("still wrong, confidence dropped", dropped))
 
 
-def comparison_view(comparison: Comparison) -> ComparisonView:
-    """One candidate's :class:`gate.result.Comparison`, formatted."""
+def _value(scores: Mapping[str, float], score: str) -> str:
+    value = scores.get(score)
+    return "n/a" if value is None or not math.isfinite(value) else number(value, unit_of(score))
+
+
+def _size_of_change(score: str, value: float) -> float:
+    spec = get_spec(score)
+    low, high = (0.0, 1.0) if spec is None else spec.range
+    scale = high - low if math.isfinite(high - low) and high > low else 1.0
+    return abs(value) / scale if math.isfinite(value) else -1.0
+
+
+def full_deltas(comparison: Comparison) -> tuple[DeltaRow, ...]:
+    """Every score's change: both values and, where computed, the interval; largest change (by range) first."""
+    cand, base = comparison.candidate_scores, comparison.baseline_scores
+    bounds: dict[str, DeltaInterval] = {}
+    for computed in comparison.intervals:
+        bounds.setdefault(computed.score, computed)  # the first level computed
+    warned = {w.score for w in comparison.warnings}
+    rows = []
+    for name, value in comparison.deltas.items():
+        if not math.isfinite(value):
+            continue
+        score = name.removeprefix("delta.")
+        spec = get_spec(score)
+        if spec is not None and spec.per_class:
+            continue  # the per-class table shows the worst classes
+        unit = unit_of(score)
+        row = _delta_row(score, value, None if spec is None else spec.higher_is_better)
+        bound = bounds.get(score)
+        interval = "" if bound is None else _interval_text(bound.low, bound.high, bound.confidence, unit)
+        rows.append((_size_of_change(score, value), replace(
+            row, value=change(value, unit), candidate=_value(cand, score), baseline=_value(base, score),
+            interval=interval, verdict="warning" if score in warned else "")))
+    return tuple(row for _size, row in sorted(rows, key=lambda pair: -pair[0]))
+
+
+def gated_rows(rules: Sequence[RuleResult], comparison: Comparison) -> tuple[GatedRow, ...]:
+    """The vs_baseline rules with both models' values, the change and its interval."""
+    cand, base = comparison.candidate_scores, comparison.baseline_scores
+    rows = []
+    for rule in rules:
+        if rule.op not in BASELINE_OPS:
+            continue
+        unit = unit_of(rule.score)
+        interval = "" if rule.interval is None else _interval_text(*rule.interval, rule.confidence, unit)
+        decided = decision(rule)
+        rows.append(GatedRow(rule.rule_id, rule.score, _value(cand, rule.score), _value(base, rule.score),
+                             "n/a" if rule.value is None else change(rule.value, unit), interval, decided.state,
+                             decided.text))
+    return tuple(rows)
+
+
+def comparison_view(comparison: Comparison, rules: Sequence[RuleResult] = ()) -> ComparisonView:
+    """One candidate's :class:`gate.result.Comparison`, formatted (``rules``: its rules, for the gated rows)."""
     class_deltas = present_deltas(comparison.class_deltas)
     return ComparisonView(
         migration=migration_rows(comparison.migration),
         mcnemar_p=fmt(comparison.mcnemar_p),
-        class_deltas=tuple(_delta_row(c, v, True) for c, v in worst_deltas(class_deltas)),
-        deltas=tuple(_delta_row(n, float(v), _higher_is_better(n)) for n, v in comparison.deltas.items()
-                     if math.isfinite(v)),
-        intervals=tuple((interval.key, _interval_text(interval)) for interval in comparison.intervals),
+        class_deltas=tuple(replace(_delta_row(c, v, True), value=change(v, "pct"))
+                           for c, v in worst_deltas(class_deltas)),
+        deltas=full_deltas(comparison),
+        intervals=tuple((iv.key, _interval_text(iv.low, iv.high, iv.confidence, unit_of(iv.score)))
+                        for iv in comparison.intervals),
         class_deltas_total=len(class_deltas),
+        gated=gated_rows(rules, comparison),
+        warnings=tuple(warning_sentence(w) for w in comparison.warnings),
+        corrected=comparison.migration.corrected, regressed=comparison.migration.regressed,
     )
 
 
+def _to_rule_rows(diagnosis: Diagnosis, index: int, positions: Mapping[str, int]) -> Diagnosis:
+    def moved(found: Reason) -> Reason:
+        if found.anchor.endswith("-comparison"):
+            return found
+        return replace(found, anchor=rule_anchor(index, positions[found.rule_id]), evidence="the rule")
+
+    families = tuple(replace(f, reasons=tuple(map(moved, f.reasons))) for f in diagnosis.families)
+    return replace(diagnosis, families=families, closest=tuple(map(moved, diagnosis.closest)))
+
+
 def candidate_view(
-    result: CandidateResult, baseline: CandidateResult | None, selected: str | None, index: int = 0
+    result: CandidateResult, baseline: CandidateResult | None, selected: str | None, index: int = 0,
+    full: bool = True,
 ) -> CandidateView:
     """One candidate's view (``index``: its place in rank order, for anchors), with pictures rendered."""
     info = result.candidate
     prefix = anchor_prefix(index)
     rules = tuple(rule_row(r, rule_anchor(index, n)) for n, r in enumerate(result.rules))
+    diagnosis = diagnose(result.rules, index)
+    if not full:  # no galleries, showroom or plots on the page for it: its reasons point at their rule rows
+        positions = {r.rule_id: n for n, r in enumerate(result.rules)}
+        diagnosis = _to_rule_rows(diagnosis, index, positions)
     return CandidateView(
         name=info.name, path=info.path, sha256=info.sha256, arch=info.arch, target_layer=info.target_layer,
         passed=result.passed, selected=selected == info.name, rules=rules,
         failed=tuple(r for r in rules if not r.passed),
-        plots=plots.candidate_plots(result.records, None if baseline is None else baseline.records),
-        galleries=galleries(result, baseline, prefix), showroom=showroom(result),
-        comparison=None if result.comparison is None else comparison_view(result.comparison),
+        plots=plots.candidate_plots(result.records, None if baseline is None else baseline.records, result.rules)
+        if full else (),
+        galleries=galleries(result, baseline, prefix) if full else (), showroom=showroom(result) if full else (),
+        comparison=None if result.comparison is None else comparison_view(result.comparison, result.rules),
         target_layout=info.target_layout, zero_maps=_count(result.scores.get("alignment.zero_maps")),
-        anchor=prefix, reasons=reasons(result.rules, index), only_bg_default=only_bg_default(result.records),
+        anchor=prefix, reasons=diagnosis.reasons, only_bg_default=only_bg_default(result.records),
+        diagnosis=diagnosis, full=full,
     )
 
 
 def _count(value: float | None) -> int:
     return int(value) if value is not None and math.isfinite(value) else 0
+
+
+def _full(result: GateResult, candidate: CandidateResult, index: int) -> bool:
+    """check: the one candidate; select: only the winner (the first ranked when none passed) gets pictures."""
+    if result.command != "select":
+        return True
+    return candidate.candidate.name == result.selected if result.selected else index == 0
 
 
 def _title(result: GateResult) -> str:
@@ -305,16 +419,20 @@ def build_context(result: GateResult) -> ReportContext:
         columns.append(f"baseline: {result.baseline.candidate.name}")
         scores.append(result.baseline.scores)
         records.append(result.baseline.records)
+    views = tuple(candidate_view(c, result.baseline, result.selected, n, full=_full(result, c, n))
+                  for n, c in enumerate(ranked))
     return ReportContext(
         title=_title(result), command=result.command, verdict=result.verdict, passed=result.passed,
         selected=result.selected, created=result.created, policy=result.policy, review_set=result.review_set,
-        candidates=tuple(candidate_view(c, result.baseline, result.selected, n) for n, c in enumerate(ranked)),
+        candidates=views,
         baseline_name=None if result.baseline is None else result.baseline.candidate.name,
         rank_by=result.rank_by,
         score_columns=tuple(columns), score_groups=score_groups(scores),
         environment=tuple((str(k), str(v)) for k, v in result.environment.items()),
         timings=tuple((str(k), f"{v:.2f} s") for k, v in result.timings.items()),
         classes=class_table(columns, records, len(ranked)) if ranked and records[0].size else None,
+        ranking=ranking_rows(result, {v.name: v.diagnosis.headline for v in views}) if result.command == "select"
+        else (),
         shortcuts=shortcut_views([c.candidate.name for c in ranked], [anchor_prefix(n) for n in range(len(ranked))],
                                  [c.records for c in ranked]),
         source="" if result.source is None else result.source.label,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -30,8 +30,9 @@ from gate.metrics.classification import (
     ece_from_sums,
     per_class_accuracy,
 )
-from gate.metrics.registry import spec_of
+from gate.metrics.registry import percent, spec_of
 from gate.records import Records
+from gate.result import RuleResult
 
 # Pictures are shown with their longest side in [MIN_SIDE, MAX_SIDE] pixels. Larger images are downscaled,
 # so 24 kept samples with a few pictures each keep the report small even for 224x224 review sets. Smaller
@@ -47,10 +48,12 @@ MAX_SIDE = 192
 PHOTO_QUALITY = 90  # stored small and enlarged 3x by the page, so artefacts are magnified: a high quality
 OVERLAY_QUALITY = 85  # stored at the shown size; smooth colour blends are what JPEG compresses best
 CAM_COLORMAP = "inferno"  # perceptually uniform; readable in greyscale
-OUTLINE_RGB = (0, 255, 255)  # cyan stands out against both photos and inferno
+OUTLINE_RGB = (0, 255, 255)  # cyan: the history's map panels (gate.tracking.outbox)
+OUTLINE_LIGHT, OUTLINE_DARK = (255, 255, 255), (0, 0, 0)  # the report's two-tone outline: white inside, black out
 OVERLAY_ALPHA = 0.55
 RELIABILITY_BINS = ECE_BINS  # the ``ece`` score's bins
 CLASS_LIFT = spec_of("alignment.lift.class.<class>")
+SMALL_PT = 8.5  # the smallest text on a plot: 8.5 pt is 11.3 CSS px at 96 dpi
 MAX_CLASS_BARS = 20  # beyond this the per-class plot shows the worst present classes only
 FIGSIZE = (4.5, 3.25)  # inches at CSS_DPI: the size the page shows
 CSS_DPI = 96  # a CSS inch
@@ -142,17 +145,40 @@ def mask_outline(mask: np.ndarray) -> np.ndarray:
     return edge
 
 
-def draw_outline(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """A copy of ``image`` with the mask's outline painted in ``OUTLINE_RGB``."""
+def ring_outside(mask: np.ndarray) -> np.ndarray:
+    """Pixels outside the object with at least one 4-neighbour inside it."""
+    inside = np.pad(np.asarray(mask, dtype=bool), 1, constant_values=False)
+    touches = inside[:-2, 1:-1] | inside[2:, 1:-1] | inside[1:-1, :-2] | inside[1:-1, 2:]
+    return np.asarray(touches & ~np.asarray(mask, dtype=bool))
+
+
+def draw_outline(image: np.ndarray, mask: np.ndarray, two_tone: bool = False) -> np.ndarray:
+    """A copy of ``image`` with the mask's outline painted in ``OUTLINE_RGB``; ``two_tone``: white on the
+    object's edge and black just outside it, a line that shows on any colour (cyan vanishes on cyan objects)."""
     out = np.array(image, dtype=np.uint8, copy=True)
+    if two_tone:
+        out[ring_outside(mask)] = OUTLINE_DARK
+        out[mask_outline(mask)] = OUTLINE_LIGHT
+        return out
     out[mask_outline(mask)] = OUTLINE_RGB
     return out
 
 
-def cam_overlay(image: np.ndarray, cam: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+def greyscale(image: np.ndarray) -> np.ndarray:
+    """``image`` (uint8 HxWx3) as grey in three channels (ITU-R 601 luma, as PIL's "L")."""
+    luma = np.asarray(image, dtype=np.float64) @ np.array([0.299, 0.587, 0.114])
+    grey: np.ndarray = np.clip(np.rint(luma), 0, 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+def cam_overlay(
+    image: np.ndarray, cam: np.ndarray, mask: np.ndarray | None = None, *, grey: bool = False,
+    two_tone: bool = False,
+) -> np.ndarray:
     """The Grad-CAM map blended over the image in a perceptual colormap, with the mask outline on top.
 
-    The map is scaled by its maximum for display only; scores are computed on the raw map upstream.
+    ``grey``: over a greyscale copy, so a bright object does not read as heat. The map is scaled by its
+    maximum for display only; scores are computed on the raw map upstream.
     """
     size = image.shape[:2]
     values = np.nan_to_num(_resize_map(np.asarray(cam, dtype=np.float32), size), nan=0.0, posinf=0.0, neginf=0.0)
@@ -160,9 +186,10 @@ def cam_overlay(image: np.ndarray, cam: np.ndarray, mask: np.ndarray | None = No
     peak = float(values.max()) if values.size else 0.0
     scaled = values / peak if peak > 0 else values
     colours = matplotlib.colormaps[CAM_COLORMAP](scaled)[..., :3] * 255.0
-    blended = (1.0 - OVERLAY_ALPHA) * image.astype(np.float64) + OVERLAY_ALPHA * colours
+    base = greyscale(image) if grey else image
+    blended = (1.0 - OVERLAY_ALPHA) * base.astype(np.float64) + OVERLAY_ALPHA * colours
     out = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
-    return out if mask is None else draw_outline(out, mask)
+    return out if mask is None else draw_outline(out, mask, two_tone)
 
 
 @dataclass(frozen=True)
@@ -180,8 +207,9 @@ def sample_pictures(image: np.ndarray, mask: np.ndarray, cam: np.ndarray) -> Sam
     shown_mask = _resize_mask(mask, shown.shape[:2])
     shown_cam = _resize_map(np.asarray(cam, dtype=np.float32), shown.shape[:2])
     return SamplePictures(
-        image=image_uri(draw_outline(photo, _resize_mask(mask, photo.shape[:2]))),
-        overlay=image_uri(cam_overlay(shown, shown_cam, shown_mask), quality=OVERLAY_QUALITY),
+        image=image_uri(draw_outline(photo, _resize_mask(mask, photo.shape[:2]), two_tone=True)),
+        overlay=image_uri(cam_overlay(shown, shown_cam, shown_mask, grey=True, two_tone=True),
+                          quality=OVERLAY_QUALITY),
     )
 
 
@@ -276,8 +304,18 @@ def _figure_uri(figure: Figure) -> str:
     return svg_data_uri(buffer.getvalue())
 
 
-def reliability_plot(records: Records) -> str:
-    """Reliability diagram (15 bins): accuracy per confidence bin against the diagonal."""
+def _limits(rules: Sequence[RuleResult], *scores: str) -> list[RuleResult]:
+    """The plain rules (floors and ceilings) on ``scores``: what a plot draws as the policy."""
+    return [r for r in rules if r.op in (">=", "<=") and r.score in scores]
+
+
+def _policy_text(rule: RuleResult) -> str:
+    return f"policy: {rule.score} {rule.op.replace('>=', '≥').replace('<=', '≤')} {percent(rule.threshold)}"
+
+
+def reliability_plot(records: Records, rules: Sequence[RuleResult] = ()) -> str:
+    """Reliability diagram (15 bins): accuracy per confidence bin against the diagonal; the policy's ECE and
+    over-confidence ceilings in the title."""
     bins = reliability_bins(records.confidence, records.correct)
     with _figure() as (figure, axes):
         centres = (bins.edges[:-1] + bins.edges[1:]) / 2
@@ -285,40 +323,61 @@ def reliability_plot(records: Records) -> str:
         heights = np.nan_to_num(bins.accuracy)
         bars = axes.bar(centres, heights, width=width, color="#5c6bc0", edgecolor="white", label="accuracy")
         # Samples per bin above each bar: a tall bar over 3 samples means little.
-        axes.bar_label(bars, labels=[str(int(c)) if c else "" for c in bins.counts], fontsize=7, padding=1,
-                       color="#37474f")
+        axes.bar_label(bars, labels=[str(int(c)) if c else "" for c in bins.counts], fontsize=SMALL_PT, padding=1,
+                       color="#37474f", rotation=90)
         axes.plot([0, 1], [0, 1], linestyle="--", color="#444444", linewidth=1, label="perfect calibration")
-        axes.set(xlim=(0, 1), ylim=(0, 1.08), xlabel="confidence (numbers: samples per bin)", ylabel="accuracy")
-        axes.set_title(f"Reliability ({len(centres)} bins), ECE {bins.ece:.3f}")
-        axes.legend(loc="upper left", fontsize=7)
+        axes.set(xlim=(0, 1), ylim=(0, 1.2), xlabel="confidence (numbers: samples per bin)", ylabel="accuracy")
+        limits = _limits(rules, "ece", "overconfidence_error", "mce")
+        policy = "; ".join(_policy_text(r) for r in limits)
+        axes.set_title(f"Reliability ({len(centres)} bins), ECE {bins.ece:.3f}" + (f"\n{policy}" if policy else ""))
+        axes.legend(loc="upper left", fontsize=SMALL_PT)
         return _figure_uri(figure)
+
+
+def _zoom(confidence: np.ndarray) -> float:
+    """Where the confidence axis starts: a tenth below where 98% of the samples are (at most 0.9), 0 if none."""
+    if confidence.size == 0:
+        return 0.0
+    return float(min(np.floor(np.quantile(confidence, 0.02) * 10) / 10, 0.9))
 
 
 def confidence_histogram_plot(records: Records) -> str:
-    """Histograms of top-label confidence for correct and wrong predictions."""
+    """Histograms of top-label confidence for correct and wrong predictions, zoomed where the samples are."""
     conf = records.confidence
     correct = records.correct
-    edges = np.linspace(0.0, 1.0, 21).tolist()
+    low = _zoom(conf)
+    edges = np.linspace(low, 1.0, 21).tolist()
     with _figure() as (figure, axes):
         axes.hist(conf[correct], bins=edges, color=GOOD, alpha=0.7, label=f"correct ({int(correct.sum())})")
-        axes.hist(conf[~correct], bins=edges, color=BAD, alpha=0.7, label=f"wrong ({int((~correct).sum())})")
-        axes.set(xlim=(0, 1), xlabel="confidence", ylabel="samples")
+        wrong = int((~correct).sum())
+        axes.hist(conf[~correct], bins=edges, color=BAD, alpha=0.7, hatch="//", label=f"wrong ({wrong})")
+        axes.set(xlim=(low, 1), xlabel="confidence", ylabel="samples")
         axes.set_title("Confidence: correct vs wrong")
-        axes.legend(loc="upper left", fontsize=7)
+        axes.legend(loc="upper left", fontsize=SMALL_PT)
         return _figure_uri(figure)
 
 
-def wrong_by_threshold_plot(records: Records) -> str:
-    """Confidently-wrong rate (wrong and confidence >= t, over all samples) against the threshold t."""
-    thresholds = np.linspace(0.0, 1.0, 101)
+def wrong_by_threshold_plot(records: Records, rules: Sequence[RuleResult] = ()) -> str:
+    """Confidently-wrong rate (wrong and confidence >= t, over all samples) against the threshold t; each policy
+    ceiling on ``confident_wrong_rate@t`` is drawn at t, its failing region shaded."""
+    low = _zoom(records.confidence)
+    thresholds = np.linspace(low, 1.0, 101)
     rates = wrong_rate_by_threshold(records.confidence, records.correct, thresholds)
+    limits = _limits(rules, "confident_wrong_rate@0.9", "confident_wrong_rate@0.99")
+    top = max(float(np.nanmax(rates, initial=0.0)), *(r.threshold * 1.5 for r in limits), 0.01) * 1.1
     with _figure() as (figure, axes):
-        axes.plot(thresholds, rates, color=BAD)
+        axes.plot(thresholds, rates, color=BAD, label="wrong and conf ≥ t")
         for marker in (0.9, 0.99):
             axes.axvline(marker, color=NEUTRAL, linestyle=":", linewidth=1)
-        axes.set(xlim=(0, 1), ylim=(0, max(float(np.nanmax(rates, initial=0.0)), 0.01) * 1.05))
+        for rule in limits:
+            at = float(rule.score.split("@")[1])
+            axes.plot([at, 1.0], [rule.threshold, rule.threshold], color="#212121", linewidth=1.5)
+            axes.fill_between([at, 1.0], rule.threshold, top, color=BAD, alpha=0.12, hatch="//", linewidth=0)
+            axes.annotate(f"policy ≤ {percent(rule.threshold)} at ≥ {at:g}", (at, rule.threshold),
+                          textcoords="offset points", xytext=(-4, 4), ha="right", fontsize=SMALL_PT)
+        axes.set(xlim=(low, 1), ylim=(0, top))
         axes.set(xlabel="confidence threshold t", ylabel="wrong and conf >= t")
-        axes.set_title("Wrong predictions by confidence threshold")
+        axes.set_title("Wrong predictions by confidence threshold" + ("\n(shaded: fails the policy)" if limits else ""))
         return _figure_uri(figure)
 
 
@@ -328,8 +387,9 @@ def _bar_colours(deltas: np.ndarray | None, count: int) -> list[str]:
     return [GOOD if d > 0 else BAD if d < 0 else NEUTRAL for d in np.nan_to_num(deltas)]
 
 
-def class_accuracy_plot(records: Records, baseline: Records | None = None) -> str:
-    """Accuracy per class; with a baseline, bars are coloured by the delta and the baseline is marked."""
+def class_accuracy_plot(records: Records, baseline: Records | None = None, rules: Sequence[RuleResult] = ()) -> str:
+    """Accuracy per class; with a baseline, bars are coloured by the delta and the baseline is marked; the policy's
+    per-class floor is a line, and the bars under it are hatched."""
     accuracy = class_accuracy(records)
     base = class_accuracy(baseline) if baseline is not None else None
     counts = class_counts(records)
@@ -339,10 +399,20 @@ def class_accuracy_plot(records: Records, baseline: Records | None = None) -> st
     deltas = None if base is None else accuracy[order] - base[order]
     with _figure() as (figure, axes):
         positions = np.arange(len(order))
-        axes.bar(positions, np.nan_to_num(accuracy[order]), color=_bar_colours(deltas, len(order)))
+        bars = axes.bar(positions, np.nan_to_num(accuracy[order]), color=_bar_colours(deltas, len(order)))
+        floors = [r.threshold for r in _limits(rules, "worst_class_accuracy") if r.op == ">="]
+        if floors:
+            floor = max(floors)
+            axes.axhline(floor, color="#212121", linewidth=1.5, linestyle="--")
+            axes.annotate(f"policy floor {percent(floor)}", (0, floor), xycoords=("axes fraction", "data"),
+                          textcoords="offset points", xytext=(2, 3), fontsize=SMALL_PT)
+            for bar, value in zip(bars, np.nan_to_num(accuracy[order]), strict=True):
+                if value < floor:
+                    bar.set_hatch("//")
+                    bar.set_edgecolor(BAD)
         if base is not None:
             axes.scatter(positions, base[order], marker="_", s=120, color="#212121", label="baseline", zorder=3)
-            axes.legend(loc="upper right", fontsize=7, ncols=1)  # sits in the headroom above 1.0
+            axes.legend(loc="upper right", fontsize=SMALL_PT, ncols=1)  # sits in the headroom above 1.0
         crowded = len(order) > 6 or max((len(n) for n in names), default=0) > 8
         axes.set_xticks(positions, names, rotation=60 if crowded else 0, ha="right" if crowded else "center")
         axes.set(ylim=(0, 1.3), yticks=np.linspace(0, 1, 6), ylabel="accuracy")
@@ -363,16 +433,18 @@ class PlotImage:
     height: int = round(FIGSIZE[1] * CSS_DPI)
 
 
-def candidate_plots(records: Records, baseline: Records | None = None) -> tuple[PlotImage, ...]:
-    """The four plots of one candidate, in report order."""
+def candidate_plots(
+    records: Records, baseline: Records | None = None, rules: Sequence[RuleResult] = (),
+) -> tuple[PlotImage, ...]:
+    """The four plots of one candidate, in report order; ``rules``: the policy's limits they draw."""
     return (
         PlotImage("reliability", "Reliability diagram", "accuracy per confidence bin, 15 bins",
-                  reliability_plot(records)),
+                  reliability_plot(records, rules)),
         PlotImage("confidence", "Confidence histograms", "confidence of correct and wrong predictions",
                   confidence_histogram_plot(records)),
         PlotImage("wrong_by_threshold", "Wrong by confidence threshold",
-                  "share of samples wrong at or above each confidence", wrong_by_threshold_plot(records)),
+                  "share of samples wrong at or above each confidence", wrong_by_threshold_plot(records, rules)),
         PlotImage("class_accuracy", "Accuracy per class", "accuracy per class, coloured by delta to the baseline",
-                  class_accuracy_plot(records, baseline)),
+                  class_accuracy_plot(records, baseline, rules)),
     )
 

@@ -5,20 +5,24 @@ Views are frozen dataclasses the templates read; pictures are rendered here (gat
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from gate.outputs.report import plots
-from gate.outputs.report.formatting import fmt
 from gate.records import NO_VARIANT, PROBE_VARIANTS, KeptSample, Records
 from gate.result import CandidateResult
 
+# In the order that argues a verdict: what went wrong, what was right by luck, what was close, then the easy.
 GALLERY_TITLES: Mapping[str, tuple[str, str]] = {
+    "failures": ("Failures", "wrong predictions, the most confident first"),
+    "wrong_reason": ("Right for the wrong reason", "right answers whose map puts less mass on the object than a "
+                     "uniform map would (lift < 1), the lowest lift first"),
+    "borderline": ("Borderline", "right or wrong, the runner-up came within 0.5 of the top answer; smallest margin "
+                   "first"),
     "easy": ("Easy", "right and confident"),
-    "borderline": ("Borderline", "the smallest margins between the top two answers"),
-    "failures": ("Failures", "wrong predictions"),
 }
 # Showroom panels: (variant key, title); "original" is the kept image itself.
 SHOWROOM_PANELS: tuple[tuple[str, str], ...] = (
@@ -60,8 +64,9 @@ class Tile:
     image: str
     overlay: str
     baseline: BaselineTile | None
-    anchor: str = ""  # element id of the full-size view (a :target, no script)
+    anchor: str = ""  # element id of the full-size view (a popover, no script)
     note: str = ""  # borderline: the margin to the runner-up, the reason the engine picked it
+    lift: str = ""  # the map's mass on the object over a uniform map's, two digits ("0.42"); "" without a mask
 
 
 @dataclass(frozen=True)
@@ -111,19 +116,24 @@ def _baseline_tile(sample: KeptSample | None, classes: Sequence[str]) -> Baselin
         return None
     pictures = plots.sample_pictures(sample.image, sample.mask, sample.cam)
     return BaselineTile(
-        pred=_class_name(classes, sample.pred, sample.pred_name), confidence=fmt(sample.confidence),
+        pred=_class_name(classes, sample.pred, sample.pred_name), confidence=f"{sample.confidence:.2f}",
         correct=sample.pred == sample.label, overlay=pictures.overlay,
     )
 
 
-def tile(sample: KeptSample, classes: Sequence[str], baseline: KeptSample | None, anchor: str = "") -> Tile:
-    """One gallery tile; ``baseline`` is the baseline's kept sample with the same id, if any."""
+def tile(
+    sample: KeptSample, classes: Sequence[str], baseline: KeptSample | None, anchor: str = "",
+    lift: float = math.nan,
+) -> Tile:
+    """One gallery tile; ``baseline`` is the baseline's kept sample with the same id, if any; ``lift`` the
+    sample's lift (``Records.lift``)."""
     pictures = plots.sample_pictures(sample.image, sample.mask, sample.cam)
     return Tile(
         sample_id=sample.sample_id, label=_class_name(classes, sample.label),
         pred=_class_name(classes, sample.pred, sample.pred_name),
-        confidence=fmt(sample.confidence), correct=sample.pred == sample.label, image=pictures.image,
+        confidence=f"{sample.confidence:.2f}", correct=sample.pred == sample.label, image=pictures.image,
         overlay=pictures.overlay, baseline=_baseline_tile(baseline, classes), anchor=anchor,
+        lift=f"{lift:.2f}" if math.isfinite(lift) else "",
     )
 
 
@@ -180,21 +190,22 @@ def _margins(records: Records, ids: Sequence[str]) -> dict[str, str]:
     wanted = set(ids)
     rows = {sample_id: i for i, sample_id in enumerate(records.ids) if sample_id in wanted}
     confidence, runner_up = records.confidence, records.runner_up
-    return {s: f"margin {fmt(float(confidence[i]) - float(runner_up[i]))} to the runner-up" for s, i in rows.items()}
+    return {s: f"margin {float(confidence[i]) - float(runner_up[i]):.2f} to the runner-up" for s, i in rows.items()}
 
 
 def galleries(result: CandidateResult, baseline: CandidateResult | None, prefix: str = "c0") -> tuple[GalleryView, ...]:
-    """Easy, borderline and failure galleries, stratified and with classes interleaved (ids missing from
-    ``records.kept`` are skipped)."""
+    """Failures, right for the wrong reason, borderline and easy galleries, stratified and with classes
+    interleaved (ids missing from ``records.kept`` are skipped)."""
     kept = result.records.kept
     baseline_kept: Mapping[str, KeptSample] = {} if baseline is None else baseline.records.kept
+    lifts = dict(zip(result.records.ids, result.records.lift.tolist(), strict=True))
     views = []
-    taken = frozenset(i for kind in GALLERY_TITLES for i in getattr(result.gallery, kind))
+    taken = frozenset(i for kind in GALLERY_TITLES for i in getattr(result.gallery, kind, ()))
     for kind, (title, blurb) in GALLERY_TITLES.items():
-        chosen = interleave_classes(stratify(kind, getattr(result.gallery, kind), kept, taken))
+        chosen = interleave_classes(stratify(kind, getattr(result.gallery, kind, ()), kept, taken))
         notes = _margins(result.records, [s.sample_id for s in chosen]) if kind == "borderline" else {}
-        tiles = tuple(replace(tile(s, result.records.classes, baseline_kept.get(s.sample_id), f"{prefix}-{kind}-{n}"),
-                              note=notes.get(s.sample_id, ""))
+        tiles = tuple(replace(tile(s, result.records.classes, baseline_kept.get(s.sample_id), f"{prefix}-{kind}-{n}",
+                                   lifts.get(s.sample_id, math.nan)), note=notes.get(s.sample_id, ""))
                       for n, s in enumerate(chosen))
         views.append(GalleryView(kind=kind, title=title, blurb=blurb, tiles=tiles, anchor=f"{prefix}-gallery-{kind}"))
     return tuple(views)
