@@ -40,8 +40,7 @@ IMAGES, MASKS, META = "images.u8", "masks.u8", "meta.json"
 MAX_META_BYTES = 64 * 1024  # ours is < 1 KB
 PART_PREFIX = "part-"  # a rank's record of the rows it wrote into a shared entry
 STALE_AFTER_S = 6 * 3600  # an unfinished entry untouched this long belongs to a gate that died
-# In every folder a gate makes, from its first moment: clean-up touches only folders named as ours that hold it.
-MARKER = ".xgate-frame-cache"
+MARKER = ".xgate-frame-cache"  # in every folder a gate makes, from its first moment (see ours)
 _OURS = re.compile(r"[0-9a-f]{32}|\.tmp-[0-9a-f]{32}-(?:\d+-[0-9a-f]{8}|shared-[A-Za-z0-9_-]{1,64})")
 _CHUNK = 1 << 20
 
