@@ -47,7 +47,7 @@ class CandidateInfo:
     target_layer: str
     meta: Mapping[str, Any] = field(default_factory=dict)
     target_layout: str = ""  # "spatial", "tokens" or "channels_last" (gate.engine.layers)
-    model_source: str = ""  # torchvision, timm, transformers, xgate or import path (gate.inputs.model_sources)
+    model_source: str = ""  # torchvision, timm, transformers, xgate or import path (gate.inputs.archs.source_of)
     input: Mapping[str, Any] = field(default_factory=dict)  # the input pipeline and where it came from
 
 

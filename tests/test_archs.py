@@ -134,7 +134,7 @@ def test_default_target_layer_needs_a_conv() -> None:
 
 
 def test_source_of_names_where_the_arch_comes_from() -> None:
-    from gate.inputs.model_sources import source_of
+    from gate.inputs.archs import source_of
 
     assert [source_of(a) for a in ("resnet18", "tiny_cnn", "timm:convnext_tiny", "transformers:ViTForImage",
                                    "mypkg.models:make")] == [

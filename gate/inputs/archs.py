@@ -51,6 +51,18 @@ def cifar_resnet18(num_classes: int) -> nn.Module:
 
 BUILTINS: dict[str, Callable[..., nn.Module]] = {"tiny_cnn": tiny_cnn, "cifar_resnet18": cifar_resnet18}
 
+
+def source_of(arch: str) -> str:
+    """``torchvision``, ``timm``, ``transformers``, ``xgate`` (built-in) or ``import path``, from the arch string."""
+    if arch.startswith(TIMM_PREFIX):
+        return "timm"
+    if arch.startswith(HF_PREFIX):
+        return "transformers"
+    if arch in BUILTINS:
+        return "xgate"
+    return "import path" if ":" in arch else "torchvision"
+
+
 def build_model(arch: str, arch_kwargs: dict[str, Any] | None = None) -> nn.Module:
     """Instantiate ``arch``: a built-in, a torchvision model name, ``timm:NAME``, ``transformers:CLASS`` (with
     ``config``, a packed Hugging Face folder) or ``package.module:factory``."""

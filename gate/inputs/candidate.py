@@ -23,7 +23,7 @@ from torch import nn
 from gate.engine.layers import find_layer
 from gate.errors import CandidateError
 from gate.inputs import files, model_sources, safetensors_io
-from gate.inputs.archs import build_model, checked_meta, default_target_layer
+from gate.inputs.archs import build_model, checked_meta, default_target_layer, source_of
 from gate.inputs.preprocess import INTERPOLATIONS, PIPELINES, Geometry
 
 # The reader's bound for weights (inspect, layers, pack); check and select apply --max-checkpoint-mb first.
@@ -87,7 +87,7 @@ class Candidate:
     logit_order: tuple[int, ...] | None = None
     label: str | None = None  # display name when file names collide (see gate.run.distinct_names)
     model_classes: tuple[str, ...] = ()  # the model's output names once aligned (empty: same as ``classes``)
-    source: str = "torchvision"  # torchvision, timm, transformers, xgate or import path (gate.inputs.model_sources)
+    source: str = "torchvision"  # torchvision, timm, transformers, xgate or import path (gate.inputs.archs.source_of)
     input_origin: str = "checkpoint"  # where ``input`` came from, for inspect
 
     @property
@@ -246,7 +246,7 @@ def load(
         raise CandidateError(exc.message, path=path, field="target_layer") from None
     model.eval()
     return Candidate(path=str(path), sha256=sha, arch=spec_arch, model=model, classes=names,
-                     input=spec, target_layer=layer, meta=dict(meta), source=model_sources.source_of(spec_arch),
+                     input=spec, target_layer=layer, meta=dict(meta), source=source_of(spec_arch),
                      input_origin=_origin(file_input, file_classes, given))
 
 

@@ -26,19 +26,6 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".safetensors", ".bin", ".ckpt", ".pkl")
 
 
-def source_of(arch: str) -> str:
-    """``torchvision``, ``timm``, ``transformers``, ``xgate`` (built-in) or ``import path``, from the arch string."""
-    from gate.inputs.archs import BUILTINS
-
-    if arch.startswith(TIMM_PREFIX):
-        return "timm"
-    if arch.startswith(HF_PREFIX):
-        return "transformers"
-    if arch in BUILTINS:
-        return "xgate"
-    return "import path" if ":" in arch else "torchvision"
-
-
 @contextlib.contextmanager
 def offline() -> Iterator[None]:
     """The hub libraries' offline switches on for the duration (restored after): no call may download."""
