@@ -25,7 +25,8 @@ from bench_gradcam import best_of  # run as a script: benchmarks/ is on sys.path
 from gate.api import from_module
 from gate.engine import core as engine
 from gate.inputs import archs, shapes
-from gate.inputs.candidate import Candidate, InputSpec
+from gate.inputs.candidate import Candidate
+from gate.inputs.model_input import InputSpec
 from gate.inputs.review_set import ReviewSet, build, open_review_set
 
 T = TypeVar("T")

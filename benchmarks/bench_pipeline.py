@@ -317,7 +317,7 @@ def memory_child(root: str) -> None:
     from dataclasses import replace
 
     from gate.api import from_module
-    from gate.inputs.candidate import InputSpec
+    from gate.inputs.model_input import InputSpec
 
     review_set = open_review_set(Path(root))
     torch.manual_seed(0)

@@ -38,7 +38,8 @@ from gate.engine import core as engine
 from gate.engine import sanity, trunk
 from gate.inputs import archs, shapes
 from gate.inputs import candidate as candidate_io
-from gate.inputs.candidate import Candidate, InputSpec
+from gate.inputs.candidate import Candidate
+from gate.inputs.model_input import InputSpec
 from gate.inputs.review_set import ReviewSet, build, open_review_set
 from gate.run import GateRequest, run_gate
 

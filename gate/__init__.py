@@ -30,9 +30,10 @@ from gate.settings import Settings
 if TYPE_CHECKING:
     from gate.api import check, energy_in_mask, explain, lift, load_policy, pointing_game, select
     from gate.decide.policy import Policy
-    from gate.inputs.candidate import Candidate, InputSpec
+    from gate.inputs.candidate import Candidate
     from gate.inputs.candidate import load as load_candidate
     from gate.inputs.candidate import save as save_candidate
+    from gate.inputs.model_input import InputSpec
     from gate.inputs.review_set import ReviewSet, open_review_set
     from gate.result import GateResult
 
@@ -49,7 +50,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "load_policy": ("gate.api", "load_policy"),
     "Policy": ("gate.decide.policy", "Policy"),
     "Candidate": ("gate.inputs.candidate", "Candidate"),
-    "InputSpec": ("gate.inputs.candidate", "InputSpec"),
+    "InputSpec": ("gate.inputs.model_input", "InputSpec"),
     "load_candidate": ("gate.inputs.candidate", "load"),
     "save_candidate": ("gate.inputs.candidate", "save"),
     "ReviewSet": ("gate.inputs.review_set", "ReviewSet"),

@@ -25,7 +25,8 @@ from gate.engine.layers import find_layer
 from gate.engine.localisation import localise
 from gate.errors import CandidateError, UsageError
 from gate.inputs.archs import default_target_layer
-from gate.inputs.candidate import Candidate, InputSpec
+from gate.inputs.candidate import Candidate
+from gate.inputs.model_input import InputSpec
 from gate.inputs.review_set import ReviewSet
 from gate.result import GateResult
 from gate.run import GateRequest, LoadOptions, run_gate, run_gate_sharded

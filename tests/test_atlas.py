@@ -13,6 +13,7 @@ from torch import nn
 from gate.engine import core as engine
 from gate.engine.atlas import AtlasSums, grid_shape
 from gate.inputs import candidate as candidate_io
+from gate.inputs.model_input import InputSpec
 from gate.inputs.review_set import ReviewSet
 from gate.metrics import atlas as atlas_scores
 from gate.metrics.registry import compute_scores
@@ -132,7 +133,7 @@ class CornerGlancer(nn.Module):
 
 
 def test_the_atlas_of_a_corner_glancer_names_that_corner(small_set: ReviewSet) -> None:
-    spec = candidate_io.InputSpec(size=(32, 32), mean=(0.5,) * 3, std=(0.25,) * 3)
+    spec = InputSpec(size=(32, 32), mean=(0.5,) * 3, std=(0.25,) * 3)
     cand = candidate_io.Candidate(path="glance.pt", sha256="", arch="custom", model=CornerGlancer().eval(),
                                   classes=small_set.classes, input=spec, target_layer="features")
     (run,) = engine.run([cand], small_set, engine.EngineOptions(batch_size=16))

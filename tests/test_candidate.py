@@ -17,7 +17,8 @@ from torch import nn
 from gate.errors import CandidateError
 from gate.inputs import candidate, safe_import
 from gate.inputs.archs import tiny_cnn
-from gate.inputs.candidate import Candidate, InputSpec
+from gate.inputs.candidate import Candidate
+from gate.inputs.model_input import IMAGENET_MEAN, IMAGENET_STD, InputSpec
 from gate.inputs.review_set import ReviewSet
 from tests.conftest import REPO, pinned_policy
 
@@ -397,7 +398,7 @@ def test_input_round_trip_and_command_line_overrides(tmp_path: Path, model: nn.M
     path = save_v1(tmp_path / "c.pt", model, input_size=(14, 12), resize=16, interpolation="bicubic")
     payload = torch.load(path, weights_only=True)
     assert payload["input"] == {"size": [14, 12], "resize": 16, "interpolation": "bicubic",
-                                "mean": list(candidate.IMAGENET_MEAN), "std": list(candidate.IMAGENET_STD)}
+                                "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
     loaded = candidate.load(path)
     assert loaded.input == InputSpec(size=(14, 12), resize=16, interpolation="bicubic")
     overridden = candidate.load(path, resize=20, interpolation="nearest", mean=(0.1, 0.2, 0.3), std=(1, 1, 1))

@@ -16,6 +16,7 @@ from gate.engine import core as engine
 from gate.engine import model_state, sanity
 from gate.errors import ModelOutputError, UsageError
 from gate.inputs import candidate as candidate_io
+from gate.inputs.model_input import InputSpec
 from gate.inputs.review_set import ReviewSet
 from gate.metrics.registry import compute_scores
 from gate.records import PROBE_VARIANTS, Records
@@ -306,7 +307,7 @@ def _six_output_candidate(small_set: ReviewSet) -> tuple[candidate_io.Candidate,
         half = len(gaps) // 2  # halfway between two samples' gaps: no sample sits on a tie
         model.fc.bias[0] += (gaps[half - 1] + gaps[half]) / 2  # type: ignore[index, union-attr]
         full = torch.softmax(model(x).double(), 1).numpy()
-    spec = candidate_io.InputSpec(size=(32, 32), mean=(0.5,) * 3, std=(0.25,) * 3)
+    spec = InputSpec(size=(32, 32), mean=(0.5,) * 3, std=(0.25,) * 3)
     cand = candidate_io.Candidate(path="six.pt", sha256="", arch="tiny_cnn", model=model, classes=OUTPUTS,
                                   input=spec, target_layer="features")
     return cand, full

@@ -17,7 +17,8 @@ from torch import nn
 from torchvision.transforms import v2
 
 from gate.engine import core as engine
-from gate.inputs.candidate import Candidate, InputSpec
+from gate.inputs.candidate import Candidate
+from gate.inputs.model_input import InputSpec
 from gate.inputs.preprocess import Geometry, image_to_frame, mask_to_frame
 from gate.inputs.review_set import ReviewSet, open_review_set, write_sums
 from tests.conftest import REPO, pinned_policy

@@ -15,6 +15,7 @@ from gate.engine import core as engine
 from gate.engine import swaps
 from gate.errors import GateError, ReviewSetError
 from gate.inputs import candidate as candidate_io
+from gate.inputs.model_input import InputSpec
 from gate.inputs.review_set import ReviewSet
 from gate.metrics import swaps as swap_scores
 from gate.metrics.registry import compute_scores, known_names
@@ -141,7 +142,7 @@ class CornerReader(nn.Module):
 
 
 def _corner_candidate() -> candidate_io.Candidate:
-    spec = candidate_io.InputSpec(size=(32, 32), mean=(0.5,) * 3, std=(0.25,) * 3)
+    spec = InputSpec(size=(32, 32), mean=(0.5,) * 3, std=(0.25,) * 3)
     return candidate_io.Candidate(path="corner.pt", sha256="", arch="custom", model=CornerReader().eval(),
                                   classes=OUTPUTS, input=spec, target_layer="features")
 

@@ -20,7 +20,8 @@ from gate.engine.localisation import localise
 from gate.engine.model_faults import OutputCheck
 from gate.engine.runs import BatchOutputs, EngineOptions, ModelRun
 from gate.inputs.batches import Batch, Frame, Frames
-from gate.inputs.candidate import Candidate, InputSpec
+from gate.inputs.candidate import Candidate
+from gate.inputs.model_input import InputSpec
 from gate.inputs.preprocess import Geometry
 from gate.inputs.review_set import ReviewSet
 from gate.records import NO_VARIANT, OUTSIDE, PROBE_VARIANTS, SWAP_PARTNER, SWAP_VARIANTS, Records

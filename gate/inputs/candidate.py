@@ -9,7 +9,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import io
-import math
 import pickle
 import warnings
 from collections.abc import Mapping, Sequence
@@ -24,48 +23,23 @@ from gate.engine.layers import find_layer
 from gate.errors import CandidateError
 from gate.inputs import files, model_sources, safetensors_io
 from gate.inputs.archs import build_model, checked_meta, default_target_layer, source_of
-from gate.inputs.preprocess import INTERPOLATIONS, PIPELINES, Geometry
+from gate.inputs.model_input import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    InputSpec,
+    check_input_side,
+    checked_spec,
+    input_spec,
+    overridden,
+)
 
 # The reader's bound for weights (inspect, layers, pack); check and select apply --max-checkpoint-mb first.
 MAX_WEIGHTS_BYTES = 64 * 1024**3
 DEFAULT_MAX_INPUT_SIDE = 4096  # --max-input-side: 3·4096²·4 bytes = 192 MiB per image of one batch's input
 
 FORMAT = "xgate.candidate/v1"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-@dataclass(frozen=True)
-class InputSpec:
-    """How images are fed to the model (torchvision's ``ImageClassification`` eval transform).
-
-    With ``resize`` the shorter side goes to ``resize`` and a centre crop to ``size`` (H, W) follows;
-    without it the image is squashed to ``size``. ``interpolation`` is bilinear, bicubic or nearest
-    (antialiased as torchvision does); ``mean``/``std`` normalise [0, 1] pixels per channel.
-    """
-
-    size: tuple[int, int]
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    resize: int | None = None
-    interpolation: str = "bilinear"
-    pipeline: str = "torchvision"  # whose implementation of these steps (gate.inputs.preprocess)
-
-    @property
-    def geometry(self) -> Geometry:
-        """Where the pixels go (what :mod:`gate.inputs.preprocess` needs), without the normalisation."""
-        return Geometry(size=self.size, resize=self.resize, interpolation=self.interpolation, pipeline=self.pipeline)
-
-    def to_json(self) -> dict[str, Any]:
-        """The checkpoint's ``input`` field (``resize`` only when set)."""
-        out: dict[str, Any] = {"size": list(self.size)}
-        if self.resize is not None:
-            out["resize"] = self.resize
-        out.update(interpolation=self.interpolation, mean=[float(m) for m in self.mean],
-                   std=[float(s) for s in self.std])
-        if self.pipeline != "torchvision":  # files written before timm/transformers stay as they were
-            out["pipeline"] = self.pipeline
-        return out
 
 
 @dataclass(frozen=True)
@@ -158,7 +132,7 @@ def save(
     ``resize`` (shorter side, then a centre crop to ``input_size``) and ``interpolation`` describe the
     model's own eval preprocessing; without ``resize`` images are squashed to ``input_size``.
     """
-    spec = _checked_spec(path, {"size": list(input_size), "resize": resize, "interpolation": interpolation,
+    spec = checked_spec(path, {"size": list(input_size), "resize": resize, "interpolation": interpolation,
                                 "mean": list(mean), "std": list(std)})
     payload: dict[str, Any] = {
         "format": FORMAT,
@@ -237,7 +211,7 @@ def load(
     if len(set(names)) != len(names):
         raise CandidateError(f"duplicate class names {list(names)}", path=path, field="classes")
     given = {"input_size": input_size, "resize": resize, "interpolation": interpolation, "mean": mean, "std": std}
-    spec = _overridden(path, file_input or InputSpec(size=(0, 0)), **given)
+    spec = overridden(path, file_input or InputSpec(size=(0, 0)), **given)
     check_input_side(path, spec, max_input_side, "--input-size" if input_size else "input.size")
     layer = target_layer or file_layer or default_target_layer(model)
     try:
@@ -265,7 +239,7 @@ def _library_input(path: Path, arch: str, model: nn.Module) -> InputSpec | None:
     from gate.inputs import timm_models
 
     raw, _ = timm_models.input_defaults(model)
-    return _checked_spec(path, raw)
+    return checked_spec(path, raw)
 
 
 def _load_folder(path: Path, *, classes: Sequence[str] | None, target_layer: str | None,
@@ -277,7 +251,7 @@ def _load_folder(path: Path, *, classes: Sequence[str] | None, target_layer: str
     if classes and tuple(classes) != folder.classes:
         raise CandidateError(f"--classes differs from the folder's id2label {list(folder.classes)[:5]}; drop it "
                              "(the folder names its classes)", path=path / hf_folder.CONFIG, field="id2label")
-    spec = _overridden(path, _checked_spec(path / hf_folder.PROCESSOR, folder.input), **overrides)
+    spec = overridden(path, checked_spec(path / hf_folder.PROCESSOR, folder.input), **overrides)
     model = hf_folder.load_model(folder)
     layer = target_layer or default_target_layer(model)
     try:
@@ -337,85 +311,9 @@ def _from_v1(
     layer = obj.get("target_layer")
     if layer is not None and not isinstance(layer, str):
         raise CandidateError("'target_layer' must be a string", path=path, field="target_layer")
-    return model, arch, tuple(classes), _input_spec(path, obj.get("input")), layer, checked_meta(path, obj.get("meta"))
+    return model, arch, tuple(classes), input_spec(path, obj.get("input")), layer, checked_meta(path, obj.get("meta"))
 
 
-def check_input_side(path: str | Path, spec: InputSpec, limit: int, field: str) -> None:
-    """Refuse input sides (or a resize) above ``limit`` before any tensor of that size is made."""
-    height, width = spec.size
-    largest = max(height, width, spec.resize or 0)
-    if largest > limit:
-        per_image = 3 * max(height, spec.resize or 0) * max(width, spec.resize or 0) * 4 / 2**20
-        raise CandidateError(f"input {height}x{width}" + (f" (resize {spec.resize})" if spec.resize else "")
-                             + f" is over the --max-input-side limit of {limit} pixels ({per_image:,.0f} MiB of "
-                             "float32 pixels per image of every batch); raise --max-input-side to gate it",
-                             path=path, field=field)
-
-
-INPUT_KEYS = frozenset({"size", "resize", "interpolation", "mean", "std", "pipeline"})
-# A checkpoint is untrusted: a side of 10⁹ pixels would exhaust memory before any check could run.
-MAX_SIDE = 8192
-
-
-def _input_spec(path: Path, raw: Any) -> InputSpec:
-    if not isinstance(raw, Mapping):
-        raise CandidateError("'input' must be a mapping with size [H, W] (and resize, interpolation, mean, std)",
-                             path=path, field="input")
-    unknown = sorted(str(k) for k in raw if k not in INPUT_KEYS)
-    if unknown:
-        raise CandidateError(f"unknown key(s) {unknown} (known: {sorted(INPUT_KEYS)})", path=path, field="input")
-    return _checked_spec(path, raw)
-
-
-def _checked_spec(path: str | Path, raw: Mapping[str, Any]) -> InputSpec:
-    """An InputSpec from the ``input`` field's values, each checked (one line naming the bad field)."""
-    size = _numbers(path, "input.size", raw.get("size"), 2, int)
-    mean = _numbers(path, "input.mean", raw.get("mean", IMAGENET_MEAN), 3, float)
-    std = _numbers(path, "input.std", raw.get("std", IMAGENET_STD), 3, float)
-    if min(size) <= 0 or max(size) > MAX_SIDE:
-        raise CandidateError(f"must be two integers [H, W] in 1..{MAX_SIDE}, got {list(size)}", path=path,
-                             field="input.size")
-    if min(std) <= 0 or not all(math.isfinite(v) for v in (*mean, *std)):
-        raise CandidateError(f"mean must be finite and std positive, got mean {list(mean)} std {list(std)}",
-                             path=path, field="input.std")
-    resize = raw.get("resize")
-    if resize is not None and (isinstance(resize, bool) or not isinstance(resize, int) or not 0 < resize <= MAX_SIDE):
-        raise CandidateError(f"must be a positive integer up to {MAX_SIDE} (the shorter side), got {resize!r}",
-                             path=path, field="input.resize")
-    interpolation = raw.get("interpolation", "bilinear")
-    if interpolation not in INTERPOLATIONS:
-        raise CandidateError(f"must be one of {sorted(INTERPOLATIONS)}, got {interpolation!r}", path=path,
-                             field="input.interpolation")
-    pipeline = raw.get("pipeline", "torchvision")
-    if pipeline not in PIPELINES:
-        raise CandidateError(f"must be one of {list(PIPELINES)}, got {pipeline!r}"[:200], path=path,
-                             field="input.pipeline")
-    return InputSpec(size=(int(size[0]), int(size[1])), mean=(mean[0], mean[1], mean[2]),
-                     std=(std[0], std[1], std[2]), resize=resize, interpolation=str(interpolation),
-                     pipeline=str(pipeline))
-
-
-def _numbers(path: str | Path, name: str, raw: Any, count: int, kind: type) -> tuple[Any, ...]:
-    if (isinstance(raw, str | bytes) or not isinstance(raw, Sequence) or len(raw) != count
-            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in raw)
-            or (kind is int and not all(float(v).is_integer() for v in raw))):
-        raise CandidateError(f"must be a list of {count} {kind.__name__}s, got {raw!r}"[:200], path=path, field=name)
-    return tuple(kind(v) for v in raw)
-
-
-def _overridden(path: Path, spec: InputSpec, **overrides: Any) -> InputSpec:
-    """``spec`` with the options given on the command line in place of the file's values, checked again."""
-    given = {k: v for k, v in overrides.items() if v is not None}
-    if not given:
-        return spec
-    raw = {**spec.to_json(), **{("size" if k == "input_size" else k): v for k, v in given.items()}}
-    if raw.get("resize") is not None and min(raw["size"]) <= 0:
-        raise CandidateError("--resize needs --input-size (the centre crop after the resize)", path=path,
-                             field="input.resize")
-    if min(raw["size"]) <= 0:
-        raw["size"] = [1, 1]  # unknown yet: the engine takes the review set's own size
-        return replace(_checked_spec(path, raw), size=(0, 0))
-    return _checked_spec(path, raw)
 
 
 # Prefixes wrappers put on every key of a state_dict: DataParallel/DDP and torch.compile's OptimizedModule.

@@ -30,13 +30,12 @@ from gate.inputs import files, safetensors_io
 from gate.inputs.archs import checked_meta, default_target_layer
 from gate.inputs.candidate import (
     FORMAT,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     MAX_WEIGHTS_BYTES,
     Candidate,
     unwrapped_state,
 )
 from gate.inputs.candidate import load as load_candidate
+from gate.inputs.model_input import IMAGENET_MEAN, IMAGENET_STD
 from gate.inputs.model_sources import TIMM_PREFIX
 
 # torchvision's ImageClassification eval transform for its ImageNet weights (e.g. ResNet50_Weights.IMAGENET1K_V1).
