@@ -18,8 +18,10 @@ from report_fixtures import CLASSES, MATH, XSS, check_result, make_records, sele
 from torchmetrics.functional.classification import multiclass_calibration_error
 
 from gate.outputs.report import build_context, render_report
+from gate.outputs.report import pictures as Pic
 from gate.outputs.report import plots as P
-from gate.outputs.report.context import fmt, migration_rows, score_group
+from gate.outputs.report.comparison import migration_rows
+from gate.outputs.report.context import fmt, score_group
 from gate.records import Records
 from gate.result import Comparison, GateResult, Migration
 
@@ -458,9 +460,9 @@ def test_class_accuracy_per_class() -> None:
 def test_mask_outline_of_a_square() -> None:
     mask = np.zeros((6, 6), dtype=bool)
     mask[1:5, 1:5] = True
-    outline = P.mask_outline(mask)
+    outline = Pic.mask_outline(mask)
     assert outline.sum() == 12 and not outline[2:4, 2:4].any() and outline[1, 1:5].all()
-    assert P.mask_outline(np.ones((3, 3), dtype=bool)).sum() == 8  # the image border counts as outside
+    assert Pic.mask_outline(np.ones((3, 3), dtype=bool)).sum() == 8  # the image border counts as outside
 
 
 def test_cam_overlay_blends_the_colormap_scaled_by_the_map_maximum() -> None:
@@ -468,31 +470,31 @@ def test_cam_overlay_blends_the_colormap_scaled_by_the_map_maximum() -> None:
     cam = np.zeros((4, 4), dtype=np.float32)
     cam[0, 0] = 7.0  # raw scale: the peak shows as the top of the colormap
     cam[3, 3] = 3.5
-    out = P.cam_overlay(image, cam)
-    cmap = matplotlib.colormaps[P.CAM_COLORMAP]
+    out = Pic.cam_overlay(image, cam)
+    cmap = matplotlib.colormaps[Pic.CAM_COLORMAP]
     for (y, x), level in (((0, 0), 1.0), ((3, 3), 0.5), ((1, 1), 0.0)):
-        expected = (1 - P.OVERLAY_ALPHA) * 100 + P.OVERLAY_ALPHA * np.array(cmap(level)[:3]) * 255
+        expected = (1 - Pic.OVERLAY_ALPHA) * 100 + Pic.OVERLAY_ALPHA * np.array(cmap(level)[:3]) * 255
         assert out[y, x].tolist() == np.rint(expected).astype(int).tolist()
     mask = np.zeros((4, 4), dtype=bool)
     mask[1:3, 1:3] = True
-    assert P.cam_overlay(image, cam, mask)[1, 1].tolist() == list(P.OUTLINE_RGB)
+    assert Pic.cam_overlay(image, cam, mask)[1, 1].tolist() == list(Pic.OUTLINE_RGB)
 
 
 def test_thumbnails_are_shown_between_160_and_192_px() -> None:
-    assert P.thumbnail_size(224, 224) == (192, 192)
-    assert P.thumbnail_size(300, 150) == (192, 96)
-    assert P.thumbnail_size(64, 64) == (192, 192)  # enlarged by a whole factor: 3
-    assert P.thumbnail_size(16, 16) == (160, 160)
-    assert P.thumbnail_size(170, 100) == (170, 100)  # already in range
+    assert Pic.thumbnail_size(224, 224) == (192, 192)
+    assert Pic.thumbnail_size(300, 150) == (192, 96)
+    assert Pic.thumbnail_size(64, 64) == (192, 192)  # enlarged by a whole factor: 3
+    assert Pic.thumbnail_size(16, 16) == (160, 160)
+    assert Pic.thumbnail_size(170, 100) == (170, 100)  # already in range
     big = np.zeros((224, 224, 3), dtype=np.uint8)
-    pictures = P.sample_pictures(big, np.ones((224, 224), dtype=bool), np.ones((224, 224), dtype=np.float32))
+    pictures = Pic.sample_pictures(big, np.ones((224, 224), dtype=bool), np.ones((224, 224), dtype=np.float32))
     assert decode_picture(pictures.overlay).size == (192, 192)
     assert decode_picture(pictures.image).size == (192, 192)  # shrunk: stored at the shown size
 
 
 def test_a_small_image_is_enlarged_by_nearest_neighbour_for_display_only() -> None:
     image = np.arange(64 * 64 * 3, dtype=np.uint8).reshape(64, 64, 3)
-    shown = P.thumbnail(image)
+    shown = Pic.thumbnail(image)
     assert shown.shape == (192, 192, 3)
     assert np.array_equal(shown, image.repeat(3, axis=0).repeat(3, axis=1))  # every pixel a 3x3 block
 
@@ -515,21 +517,21 @@ def png_bytes(image: np.ndarray) -> int:
 
 
 def test_a_photo_is_stored_as_jpeg_close_to_the_original_and_smaller_than_png() -> None:
-    photo = P.draw_outline(noisy_photo(), np.pad(np.ones((32, 32), dtype=bool), 16))
-    uri = P.image_uri(photo)
+    photo = Pic.draw_outline(noisy_photo(), np.pad(np.ones((32, 32), dtype=bool), 16))
+    uri = Pic.image_uri(photo)
     decoded = np.asarray(decode_picture(uri).convert("RGB"))
     assert uri.startswith(JPEG_URI)
     assert len(base64.b64decode(uri[len(JPEG_URI):])) < png_bytes(photo) / 2
     assert psnr(decoded, photo) > 30
-    outline = P.mask_outline(np.pad(np.ones((32, 32), dtype=bool), 16))
+    outline = Pic.mask_outline(np.pad(np.ones((32, 32), dtype=bool), 16))
     # Full-resolution colour: the 1-px cyan outline stays cyan (with 4:2:0 it is off by ~80 levels).
-    assert np.abs(decoded[outline].astype(int) - P.OUTLINE_RGB).mean() < 12
+    assert np.abs(decoded[outline].astype(int) - Pic.OUTLINE_RGB).mean() < 12
 
 
 def test_a_flat_synthetic_picture_is_stored_as_lossless_png() -> None:
     flat = np.zeros((64, 64, 3), dtype=np.uint8)
     flat[16:48, 16:48] = (255, 0, 0)
-    uri = P.image_uri(flat)
+    uri = Pic.image_uri(flat)
     assert uri.startswith(PNG_URI)
     assert np.array_equal(np.asarray(decode_picture(uri).convert("RGB")), flat)
 
@@ -539,13 +541,13 @@ def test_sample_pictures_of_a_64px_photo_are_small() -> None:
     mask = np.zeros((64, 64), dtype=bool)
     mask[16:48, 16:48] = True
     cam = np.outer(np.hanning(8), np.hanning(8)).astype(np.float32)
-    pictures = P.sample_pictures(photo, mask, cam)
+    pictures = Pic.sample_pictures(photo, mask, cam)
     image, overlay = decode_picture(pictures.image), decode_picture(pictures.overlay)
     assert (image.format, image.size) == ("JPEG", (64, 64))  # the page enlarges it (CSS pixelated)
     assert (overlay.format, overlay.size) == ("JPEG", (192, 192))
     # The photo as a 192 px PNG, as before, is ~17 kB of base64 here.
     assert len(pictures.image) < 8_000 and len(pictures.overlay) < 16_000
-    variant = decode_picture(P.variant_uri(photo))
+    variant = decode_picture(Pic.variant_uri(photo))
     assert variant.size == (64, 64)
 
 
@@ -689,7 +691,7 @@ def test_class_plot_draws_present_classes_only() -> None:
 
 
 def test_class_deltas_are_bounded_to_the_worst_present() -> None:
-    from gate.outputs.report.context import ComparisonView, comparison_view
+    from gate.outputs.report.comparison import ComparisonView, comparison_view
 
     def view_of(class_deltas: dict[str, float]) -> ComparisonView:
         return comparison_view(Comparison(deltas={}, candidate_scores={}, baseline_scores={},

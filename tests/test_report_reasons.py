@@ -198,12 +198,24 @@ def _rule(score: str, op: str, note: str = "") -> RuleResult:
     (_rule("accuracy", "non_inferior"), "regression"),
     (_rule("background.flip_rate", ">="), "shortcut"),
     (_rule("alignment.lift", ">="), "shortcut"),
+    (_rule("lighting.flip_rate", "<="), "shortcut"),
+    (_rule("corners.accuracy_drop", "<="), "shortcut"),
     (_rule("ece", ">="), "calibration"),
     (_rule("sanity.randomization_similarity", ">="), "sanity"),
     (_rule("worst_class_accuracy", ">="), "accuracy"),
-], ids=["samples", "too-small", "baseline", "scene", "map", "calibration", "sanity", "accuracy"])
+], ids=["samples", "too-small", "baseline", "scene", "map", "lighting", "corners", "calibration", "sanity",
+        "accuracy"])
 def test_family(rule: RuleResult, kind: str) -> None:
     assert family(rule) == kind
+
+
+def test_a_mask_free_probe_headline_says_what_the_answer_follows() -> None:
+    lighting = RuleResult("lighting.flip_rate <= 0.4", "lighting.flip_rate", "<=", 0.4, 0.83, False, "", False)
+    border = RuleResult("border.flip_rate <= 0.4", "border.flip_rate", "<=", 0.4, 0.9, False, "", False)
+    scene = RuleResult("background.bg_gap <= 0.1", "background.bg_gap", "<=", 0.1, 0.88, False, "", False)
+    assert diagnose((lighting,)).headline == "Shortcut: its answer follows the image's lighting"
+    assert diagnose((scene, border, lighting)).headline == (
+        "Shortcut: the model reads the scene, not the object, and its answer follows the image's border and lighting")
 
 
 def test_a_regression_headline_names_what_got_worse() -> None:

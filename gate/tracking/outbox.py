@@ -96,7 +96,7 @@ def write_atlas(records: Records, folder: Path) -> list[Path]:
     from PIL import Image
 
     from gate.metrics.atlas import hot_spot, off_object_share
-    from gate.outputs.report.plots import CAM_COLORMAP
+    from gate.outputs.report.pictures import CAM_COLORMAP
 
     atlas = records.atlas
     if atlas is None or not atlas.count:
@@ -128,7 +128,7 @@ def map_png(sample: KeptSample) -> bytes:
 
     from PIL import Image
 
-    from gate.outputs.report.plots import cam_overlay, draw_outline
+    from gate.outputs.report.pictures import cam_overlay, draw_outline
 
     image = np.asarray(sample.image, dtype=np.uint8)
     mask = np.asarray(sample.mask, dtype=bool)

@@ -31,6 +31,7 @@ FAMILIES: tuple[tuple[str, str, str, str], ...] = (
 )
 _FAMILY_ORDER = {key: n for n, (key, *_rest) in enumerate(FAMILIES)}
 SCENE, OFF_OBJECT = "the model reads the scene, not the object", "its attention lands off the object"
+SWAPPED = {"border": "border", "corners": "corners", "lighting": "lighting"}  # mask-free probe -> what it swaps
 CLOSEST = 3  # closest calls listed for a pass
 
 
@@ -94,7 +95,7 @@ def family(rule: RuleResult) -> str:
         return "regression"
     spec = get_spec(rule.score)
     group = "classification" if spec is None else spec.group
-    if group in ("background", "alignment"):
+    if group in ("background", "alignment", "shortcuts"):
         return "shortcut"
     return {"calibration": "calibration", "sanity": "sanity"}.get(group, "accuracy")
 
@@ -139,6 +140,11 @@ def _nouns(family_reasons: tuple[Reason, ...], rules: dict[str, RuleResult]) -> 
 def _shortcut_what(family_reasons: tuple[Reason, ...], rules: dict[str, RuleResult]) -> str:
     groups = {getattr(get_spec(rules[r.rule_id].score), "group", "") for r in family_reasons}
     parts = [text for group, text in (("background", SCENE), ("alignment", OFF_OBJECT)) if group in groups]
+    # Mask-free probes name what the answer follows: "border", "corners" or "lighting" (the score's prefix).
+    probes = dict.fromkeys(rules[r.rule_id].score.split(".", 1)[0] for r in family_reasons
+                           if getattr(get_spec(rules[r.rule_id].score), "group", "") == "shortcuts")
+    if probes:
+        parts.append(f"its answer follows the image's {' and '.join(SWAPPED[p] for p in probes if p in SWAPPED)}")
     return ", and ".join(parts)
 
 

@@ -1,6 +1,6 @@
 """The report's pictures of samples: gallery tiles and the showroom of probe variants.
 
-Views are frozen dataclasses the templates read; pictures are rendered here (gate.outputs.report.plots).
+Views are frozen dataclasses the templates read; pictures are rendered here (gate.outputs.report.pictures).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from gate.outputs.report import plots
+from gate.outputs.report.pictures import sample_pictures, variant_uri
 from gate.records import NO_VARIANT, PROBE_VARIANTS, KeptSample, Records
 from gate.result import CandidateResult
 
@@ -114,7 +114,7 @@ def _class_name(classes: Sequence[str], index: int, model_name: str = "") -> str
 def _baseline_tile(sample: KeptSample | None, classes: Sequence[str]) -> BaselineTile | None:
     if sample is None:
         return None
-    pictures = plots.sample_pictures(sample.image, sample.mask, sample.cam)
+    pictures = sample_pictures(sample.image, sample.mask, sample.cam)
     return BaselineTile(
         pred=_class_name(classes, sample.pred, sample.pred_name), confidence=f"{sample.confidence:.2f}",
         correct=sample.pred == sample.label, overlay=pictures.overlay,
@@ -127,7 +127,7 @@ def tile(
 ) -> Tile:
     """One gallery tile; ``baseline`` is the baseline's kept sample with the same id, if any; ``lift`` the
     sample's lift (``Records.lift``)."""
-    pictures = plots.sample_pictures(sample.image, sample.mask, sample.cam)
+    pictures = sample_pictures(sample.image, sample.mask, sample.cam)
     return Tile(
         sample_id=sample.sample_id, label=_class_name(classes, sample.label),
         pred=_class_name(classes, sample.pred, sample.pred_name),
@@ -275,7 +275,7 @@ def showroom_row(sample: KeptSample, classes: Sequence[str], tells: bool = False
             tone, good = ("miss" if flagged else "hit"), not flagged
         else:
             tone, good = ("hit" if pred == sample.pred else "changed"), correct
-        panels.append(ShowroomPanel(variant, title, plots.variant_uri(image), _class_name(classes, pred), correct,
+        panels.append(ShowroomPanel(variant, title, variant_uri(image), _class_name(classes, pred), correct,
                                     good=good, tone=tone))
     flipped = sample.variant_preds.get("mixed_rand", sample.pred) != sample.pred
     return ShowroomRow(sample.sample_id, _class_name(classes, sample.label), flipped, tuple(panels),

@@ -15,7 +15,7 @@ import matplotlib
 import numpy as np
 
 from gate.metrics.atlas import hot_spot, off_object_share
-from gate.outputs.report.plots import CAM_COLORMAP, image_uri, thumbnail
+from gate.outputs.report.pictures import CAM_COLORMAP, image_uri, thumbnail
 from gate.records import SWAP_VARIANTS, Atlas, KeptSample, Records
 
 FLIPS_SHOWN = 6  # flipped samples per candidate
