@@ -199,3 +199,18 @@ def test_mlflow_staging_writes_the_atlas(tmp_path: Path) -> None:
     assert summary["hot_spot"] == "bottom-right corner, 5% of the image" and summary["samples"] == 5
     assert summary["off_object_share"] == pytest.approx(1 - 16 * 0.2 / 60)
     assert write_atlas(_records(None), tmp_path / "none") == []
+
+
+def test_a_select_report_shows_the_atlas_of_the_winner_only() -> None:
+    from dataclasses import replace
+
+    from gate.outputs.report.context import build_context
+    from tests.report_fixtures import six_select
+
+    result = six_select(n=40, kept=2, size=16)
+    cornered = replace(_cornered_records(), classes=result.candidates[0].records.classes)
+    with_atlas = tuple(replace(c, records=replace(c.records, atlas=cornered.atlas)) for c in result.candidates)
+    ctx = build_context(replace(result, candidates=with_atlas))
+    assert [v.name for v in ctx.shortcuts] == ["bgmix.pt"]  # the selected one; the other five link to their rules
+    single = replace(result, command="check", candidates=with_atlas[3:4], selected=None, ranking=())
+    assert [v.name for v in build_context(single).shortcuts] == ["cheater.pt"]

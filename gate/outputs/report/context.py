@@ -167,11 +167,6 @@ def score_group(name: str) -> str:
     return prefix if prefix in SCORE_GROUPS else "classification"
 
 
-def _higher_is_better(name: str) -> bool | None:
-    spec = get_spec(name)
-    return None if spec is None else spec.higher_is_better
-
-
 # --- builders -----------------------------------------------------------------
 
 
@@ -260,6 +255,13 @@ def _full(result: GateResult, candidate: CandidateResult, index: int) -> bool:
     return candidate.candidate.name == result.selected if result.selected else index == 0
 
 
+def _shortcuts(result: GateResult, ranked: Sequence[CandidateResult]) -> tuple[ShortcutView, ...]:
+    """The atlas and flipped samples of the candidates that get pictures (select: the winner only)."""
+    shown = [(n, c) for n, c in enumerate(ranked) if _full(result, c, n)]
+    return shortcut_views([c.candidate.name for _, c in shown], [anchor_prefix(n) for n, _ in shown],
+                          [c.records for _, c in shown])
+
+
 def _title(result: GateResult) -> str:
     names = ", ".join(c.candidate.name for c in result.candidates)
     return f"xgate {result.command}: {result.verdict} — {names}"
@@ -289,7 +291,6 @@ def build_context(result: GateResult) -> ReportContext:
         classes=class_table(columns, records, len(ranked)) if ranked and records[0].size else None,
         ranking=ranking_rows(result, {v.name: v.diagnosis.headline for v in views}) if result.command == "select"
         else (),
-        shortcuts=shortcut_views([c.candidate.name for c in ranked], [anchor_prefix(n) for n in range(len(ranked))],
-                                 [c.records for c in ranked]),
+        shortcuts=_shortcuts(result, ranked),
         source="" if result.source is None else result.source.label,
     )
