@@ -238,7 +238,8 @@ def test_the_readme_demo_command_passes(tmp_path: Path) -> None:
 
     store = tmp_path / "mlflow.db"
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "CI": "true", "HOME": str(tmp_path),
-           "XGATE_DEMO_OUT": str(tmp_path / "out"), "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
+           "XGATE_DEMO_OUT": str(tmp_path / "out"), "MLFLOW_TRACKING_URI": f"sqlite:///{store}",
+           "PYTHONPATH": str(REPO)}  # the code under test, not whatever copy the venv has installed
     if "TMPDIR" in os.environ:
         env["TMPDIR"] = os.environ["TMPDIR"]
     done = subprocess.run(["bash", str(REPO / "scripts" / "demo.sh")], env=env, capture_output=True, text=True,
