@@ -3,6 +3,7 @@ policies' thresholds, the fixed samples' maps across versions), and what a real 
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import re
@@ -18,6 +19,7 @@ from bs4 import BeautifulSoup
 from test_tracking import MlflowServer, server  # noqa: F401 - the server fixture
 from tracking_fixtures import candidate, gate_result, kept_sample, make_records, write_outputs
 
+from gate.metrics.atlas import hot_spot
 from gate.outputs.report.history import (
     jpeg_thumbnail,
     lineages_of,
@@ -27,6 +29,7 @@ from gate.outputs.report.history import (
     trend_figure,
     write_history_html,
 )
+from gate.records import Atlas
 from gate.result import (
     CandidateResult,
     Comparison,
@@ -38,15 +41,17 @@ from gate.result import (
     SourceInfo,
 )
 from gate.tracking import (
+    RunAtlas,
+    fetch_atlases,
     fetch_maps,
     history,
     history_table,
     history_with_maps,
     log_gate,
 )
-from gate.tracking.outbox import map_png
+from gate.tracking.outbox import map_png, write_atlas
 from gate.tracking.plan import TrackingConfig, plan_entry, read_thresholds, run_url, threshold_params, where_to_see
-from gate.tracking.reading import _history_row, _shared_map_ids
+from gate.tracking.reading import ATLAS_JSON_MAX_BYTES, _history_row, _shared_map_ids, hot_spot_words
 from gate.tracking.rows import KEY_SCORES, MAP_RUNS, HistoryRow, format_history, map_rows, rule_count
 
 THRESHOLDS = {"strict": 0.9, "lenient": 0.75}
@@ -198,6 +203,96 @@ def test_history_page_without_a_second_run_has_no_trends() -> None:
     assert soup.select("figure.trend") == [] and soup.find(id="trends") is None
 
 
+# --- the attention atlas: the maps table's first row ----------------------------------------------------------
+
+
+def atlas_at(top: int, left: int, side: int = 32) -> Atlas:
+    """An atlas on the engine's 32 × 32 grid with 90% of its mass in the 4 × 4 patch at (top, left)."""
+    mean = np.full((side, side), 0.1 / side**2)
+    mean[top:top + 4, left:left + 4] += 0.9 / 16
+    return Atlas(total=mean * 5, count=5, by_class=np.zeros((1, side, side)), class_count=np.zeros(1, dtype=np.int64),
+                 mask_sum=np.zeros((side, side)), mask_count=0)
+
+
+def logged_atlas(atlas: Atlas, folder: Path) -> RunAtlas:
+    """What the history reads back for a run that logged ``atlas``: write_atlas's PNG, and the JSON's hot spot."""
+    png, summary = write_atlas(replace(make_records(), atlas=atlas), folder)
+    return RunAtlas(png=png.read_bytes(), hot_spot=hot_spot_words(summary.read_bytes()))
+
+
+def test_the_atlas_is_the_first_row_of_the_maps_table_with_its_hot_spot(tmp_path: Path) -> None:
+    corner = logged_atlas(atlas_at(28, 28), tmp_path / "corner")
+    centre = logged_atlas(atlas_at(14, 14), tmp_path / "centre")
+    assert corner.hot_spot == hot_spot(atlas_at(28, 28).mean).words == "bottom-right corner, 1% of the image"
+    assert centre.hot_spot == "centre, 1% of the image"
+    atlases = {"a1": corner, "a3": replace(centre, hot_spot=None), "b4": RunAtlas(b"garbage", "top edge, 3% of it"),
+               "sel": centre, "gone": centre}  # a select parent and a run not on the page: no column
+    png = map_png(kept_sample("s0", 0, 0, seed=1))
+    soup = BeautifulSoup(render_history(demo_rows(), {"s0": {"a1": png, "b1": png}}, atlases=atlases),
+                         "html.parser")
+    body = soup.select("table.maps tbody tr")
+    assert [r.get("data-row") or r["data-sample-id"] for r in body] == ["atlas", "s0"]
+    assert body[0].th.get_text(" ", strip=True) == "atlas mean map of the review set"
+    headers = [th["data-run-id"] for th in soup.select("table.maps thead th[data-run-id]")]
+    cells = dict(zip(headers, body[0].find_all("td"), strict=True))
+    assert [run for run, td in cells.items() if td.img] == ["a1", "a3"]
+    assert cells["a1"].get_text(strip=True) == "bottom-right corner, 1% of the image"
+    assert cells["a3"].get_text(strip=True) == ""  # an atlas without words
+    assert {run: td.get_text(strip=True) for run, td in cells.items() if not td.img} == {
+        "b1": "–", "a2": "–", "b2": "–", "b3": "–", "a4": "–", "b4": "–"}  # b4: a damaged PNG, its words not shown
+    # The thumbnail is the atlas itself (inferno: the hot corner bright), not a sample's map.
+    from PIL import Image
+
+    src = cells["a1"].img["src"]
+    assert src.startswith("data:image/jpeg;base64,")
+    thumb = np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("L"), dtype=float)
+    assert thumb.shape == (128, 128)  # the 32-cell grid upscaled to 128 px, under the 160 px thumbnail width
+    assert thumb[116:124, 116:124].mean() > 200 > 60 > thumb[:64, :64].mean()
+    assert "atlas/atlas.png" in soup.select_one("#maps p").get_text() and "maps/" in soup.select_one("#maps p").text
+    assert cells["a1"].img["alt"] == "attention atlas of cutmix.pt"
+
+
+def test_an_atlas_row_without_sample_maps_still_renders_and_no_atlas_means_no_row(tmp_path: Path) -> None:
+    corner = logged_atlas(atlas_at(28, 28), tmp_path / "corner")
+    soup = BeautifulSoup(render_history(demo_rows(), {}, atlases={"b4": corner}), "html.parser")
+    (only,) = soup.select("#maps table.maps tbody tr")
+    assert only["data-row"] == "atlas" and len(only.find_all("td")) == 8 and len(only.find_all("img")) == 1
+    assert "maps/" not in soup.select_one("#maps p").get_text()  # no sample maps to point at
+    # No atlas for any column (a select parent's never is one): the table has no atlas row, as before.
+    png = map_png(kept_sample("s0", 0, 0, seed=1))
+    for atlases in (None, {}, {"sel": corner}):
+        soup = BeautifulSoup(render_history(demo_rows(), {"s0": {"a1": png}}, atlases=atlases), "html.parser")
+        assert [r.get("data-sample-id") for r in soup.select("table.maps tbody tr")] == ["s0"]
+        assert "atlas" not in soup.select_one("#maps p").get_text()
+    assert BeautifulSoup(render_history(demo_rows(), {}, atlases={}), "html.parser").find(id="maps") is None
+    # Every atlas damaged: a row of dashes, and the page still renders.
+    soup = BeautifulSoup(render_history(demo_rows(), {}, atlases={"a1": RunAtlas(b"\x89PNG broken")}), "html.parser")
+    assert [td.get_text(strip=True) for td in soup.select("tr[data-row=atlas] td")] == ["–"] * 8
+
+
+@pytest.mark.parametrize(("summary", "words"), [
+    (json.dumps({"samples": 4, "hot_spot": "bottom-right corner, 4% of the image"}).encode(),
+     "bottom-right corner, 4% of the image"),
+    (json.dumps(["bottom-right corner, 4% of the image"]).encode(), None),  # not an object
+    (json.dumps("centre, 9% of the image").encode(), None),
+    (b"null", None),
+    (json.dumps({"hot_spot": 3}).encode(), None),  # not a string
+    (json.dumps({"hot_spot": None}).encode(), None),  # what write_atlas logs for an atlas without a spot
+    (json.dumps({"hot_spot": ["centre"]}).encode(), None),
+    (json.dumps({"hot_spot": "x" * 900_000}).encode(), None),  # under the size cap, but no short line of words
+    (json.dumps({"hot_spot": "centre", "pad": "x" * ATLAS_JSON_MAX_BYTES}).encode(), None),  # over the size cap
+    (json.dumps({"hot_spot": "centre\x1b[2J"}).encode(), None),  # a terminal escape
+    (json.dumps({"hot_spot": "   "}).encode(), None),
+    (b"[" * 200_000, None),  # nested too deep for the parser
+    (b"\xff\xfe\x00garbage", None),  # not JSON text
+    (b"", None),
+    (b'{"hot_spot": NaN}', None),
+], ids=["words", "list", "string", "null", "number", "none", "nested", "huge-string", "over-cap", "escape", "blank",
+        "deep", "binary", "empty", "nan"])
+def test_a_hostile_atlas_json_gives_no_words(summary: bytes, words: str | None) -> None:
+    assert hot_spot_words(summary) == words
+
+
 class FakeArtifacts:
     """What ``list_artifacts(run, "maps")`` answers, per run."""
 
@@ -257,7 +352,8 @@ def test_where_to_see_a_run() -> None:
 # --- a real store ----------------------------------------------------------------------------------------
 
 
-def gate(path: str, policy: str, accuracy: float, created: str, extra_kept: str) -> GateResult:
+def gate(path: str, policy: str, accuracy: float, created: str, extra_kept: str,
+         atlas: Atlas | None = None) -> GateResult:
     """A check of ``path`` under ``policy``: two fixed samples in every run, one gallery sample of its own."""
     threshold = THRESHOLDS[policy]
     rules = (RuleResult(rule_id=f"accuracy >= {threshold}", score="accuracy", op=">=", threshold=threshold,
@@ -266,7 +362,7 @@ def gate(path: str, policy: str, accuracy: float, created: str, extra_kept: str)
     kept = {**records.kept, extra_kept: kept_sample(extra_kept, 1, 1, seed=3)}
     base = candidate(path, accuracy >= threshold)
     cand = CandidateResult(candidate=base.candidate, scores={**base.scores, "accuracy": accuracy}, rules=rules,
-                           records=replace(records, kept=kept))
+                           records=replace(records, kept=kept, atlas=atlas))
     result = gate_result(cand, created=created)
     return replace(result, policy=PolicyInfo(name=policy, path=f"policies/{policy}.yaml", sha256="cd" * 32))
 
@@ -278,12 +374,14 @@ def test_history_of_a_store_two_candidates_two_policies(tmp_path: Path, monkeypa
     plan = [("cutmix.pt", "strict", 0.88), ("cheater.pt", "strict", 0.95), ("cutmix.pt", "lenient", 0.88),
             ("cheater.pt", "lenient", 0.95), ("cutmix.pt", "strict", 0.92), ("cheater.pt", "strict", 0.96),
             ("cutmix.pt", "lenient", 0.93), ("cheater.pt", "lenient", 0.70)]
+    # The four older runs were logged before the atlas existed; the newer four carry one, its patch moving.
+    atlases = {4: atlas_at(28, 28), 5: atlas_at(0, 0), 6: atlas_at(0, 28), 7: atlas_at(14, 14)}
     for hour, (path, policy, accuracy) in enumerate(plan):
-        result = gate(path, policy, accuracy, f"2026-01-01T{hour:02d}:00:00+00:00", f"g{hour}")
+        result = gate(path, policy, accuracy, f"2026-01-01T{hour:02d}:00:00+00:00", f"g{hour}", atlases.get(hour))
         result = replace(result, source=SourceInfo(commit=f"{hour}abc" * 10, branch=f"b{hour}"))
         assert log_gate(result, write_outputs(result, tmp_path / f"o{hour}"), config, {}).logged
-    picked = [gate(p, "strict", a, "2026-01-01T09:00:00+00:00", f"s{a}") for p, a in (("cutmix.pt", 0.94),
-                                                                                    ("cheater.pt", 0.97))]
+    picked = [gate(p, "strict", a, "2026-01-01T09:00:00+00:00", f"s{a}", atlas) for p, a, atlas in (
+        ("cutmix.pt", 0.94, atlas_at(28, 0)), ("cheater.pt", 0.97, None))]
     chosen = replace(picked[0], command="select", candidates=tuple(r.candidates[0] for r in picked),
                      selected="cheater.pt", ranking=("cheater.pt", "cutmix.pt"))
     assert log_gate(chosen, write_outputs(chosen, tmp_path / "o9"), config, {}).logged
@@ -300,8 +398,42 @@ def test_history_of_a_store_two_candidates_two_policies(tmp_path: Path, monkeypa
     assert set(maps) >= {"s0", "s_3"} and all(len(maps[i]) == 10 for i in ("s0", "s_3"))  # the fixed samples
     assert list(maps)[:2] == ["s0", "s_3"]  # kept by every run, before any run's own gallery pick
 
-    page = write_history_html(*history_with_maps(config, experiment=None), tmp_path / "history.html")
+    # Two runs' atlas.json replaced by hostile ones (a list; a valid object over the size cap): no words, no crash.
+    by_commit = {r.commit: r.run_id for r in rows}
+    from mlflow import MlflowClient
+
+    for hour, hostile in ((5, ["top-left corner"]), (6, {"hot_spot": "top-right", "pad": "x" * ATLAS_JSON_MAX_BYTES})):
+        (tmp_path / f"hostile{hour}").mkdir()
+        (tmp_path / f"hostile{hour}" / "atlas.json").write_text(json.dumps(hostile), encoding="utf-8")
+        MlflowClient(config.resolved_uri()).log_artifact(by_commit[(f"{hour}abc" * 2)[:7]],
+                                                         str(tmp_path / f"hostile{hour}" / "atlas.json"), "atlas")
+    read = fetch_atlases(config, rows)
+    words = {run: (atlas.hot_spot, atlas.png[:4]) for run, atlas in read.items()}
+    cutmix_picked = next(r.run_id for r in rows[1:3] if r.candidate == "cutmix.pt")
+    assert words == {by_commit["4abc4ab"]: ("bottom-right corner, 1% of the image", b"\x89PNG"),
+                     by_commit["5abc5ab"]: (None, b"\x89PNG"), by_commit["6abc6ab"]: (None, b"\x89PNG"),
+                     by_commit["7abc7ab"]: ("centre, 1% of the image", b"\x89PNG"),
+                     cutmix_picked: ("bottom-left corner, 1% of the image", b"\x89PNG")}
+
+    shown = history_with_maps(config, experiment=None)
+    assert shown.atlases == read and shown.rows == rows and shown.maps == maps
+    page = write_history_html(shown.rows, shown.maps, tmp_path / "history.html", atlases=shown.atlases)
     soup = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser")
+    first = soup.select_one("table.maps tbody tr")
+    assert first["data-row"] == "atlas"
+    headers = [th["data-run-id"] for th in soup.select("table.maps thead th[data-run-id]")]
+    cells = {run: (bool(td.img), td.get_text(strip=True)) for run, td in zip(headers, first.find_all("td"),
+                                                                            strict=True)}
+    assert cells == {row.run_id: (row.run_id in read, (read[row.run_id].hot_spot or "") if row.run_id in read else "–")
+                     for row in rows if row.kind == "candidate"}
+    assert sum(has for has, _ in cells.values()) == 5 and cells[by_commit["0abc0ab"]] == (False, "–")
+    # The command writes the same row: `xgate history --html` passes the atlases on.
+    from conftest import xgate
+
+    ran = xgate("history", "--tracking-uri", config.resolved_uri(), "--html", "cli.html", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    by_cli = BeautifulSoup((tmp_path / "cli.html").read_text(encoding="utf-8"), "html.parser")
+    assert str(by_cli.select_one("table.maps tbody tr")) == str(first)
     accuracy = soup.select_one("figure.trend[data-score=accuracy]")
     assert len(accuracy.select("svg g[id^=t0-line]")) == 4  # 2 candidates x 2 policies
     assert len(accuracy.select("svg g[id^=t0-threshold]")) == 2
@@ -318,8 +450,8 @@ def test_history_of_a_store_two_candidates_two_policies(tmp_path: Path, monkeypa
     assert history(config, experiment=None, commit="ffff") == []
     lines = history_table(config, experiment=None, commit="3abc").splitlines()
     assert len(lines) == 2 and lines[1].split()[4] == "3abc3ab"
-    by_commit = history_with_maps(config, experiment=None, commit="3abc3ab")
-    page = write_history_html(*by_commit, tmp_path / "by-commit.html")
+    one = history_with_maps(config, experiment=None, commit="3abc3ab")
+    page = write_history_html(one.rows, one.maps, tmp_path / "by-commit.html", atlases=one.atlases)
     soup = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser")
     assert [r["data-run-id"] for r in soup.select("table.runs tbody tr")] == [third.run_id]
 
@@ -433,7 +565,17 @@ def realistic_map(n: int, sample: int) -> bytes:
                               confidence=0.9))
 
 
-def test_the_history_page_of_fifty_runs_stays_under_one_megabyte() -> None:
+def realistic_atlas(n: int, folder: Path) -> RunAtlas:
+    """An atlas as the engine logs it (32 × 32 grid, a smooth blob over a floor), its blob moving per run."""
+    yy, xx = np.mgrid[0:32, 0:32]
+    mean = np.exp(-((yy - 8 - n % 16) ** 2 + (xx - 20) ** 2) / 20.0) + 0.02
+    mean /= mean.sum()
+    return logged_atlas(Atlas(total=mean * 50, count=50, by_class=np.zeros((1, 32, 32)),
+                              class_count=np.zeros(1, dtype=np.int64), mask_sum=np.zeros((32, 32)), mask_count=0),
+                        folder)
+
+
+def test_the_history_page_of_fifty_runs_stays_under_one_megabyte(tmp_path: Path) -> None:
     policies = ("strict", "lenient")
     rows = []
     for n in range(50):
@@ -446,12 +588,14 @@ def test_the_history_page_of_fifty_runs_stays_under_one_megabyte() -> None:
     rows = rows[::-1]  # newest first, as history() returns them
     shown = [r.run_id for r in map_rows(rows)]
     maps = {f"s{k}": {run: realistic_map(n, k) for n, run in enumerate(shown)} for k in range(8)}
-    html = render_history(rows, maps)
+    atlases = {run: realistic_atlas(n, tmp_path / run) for n, run in enumerate(shown)}
+    html = render_history(rows, maps, atlases=atlases)
     assert len(html.encode("utf-8")) <= 1_000_000, len(html.encode("utf-8"))
     soup = BeautifulSoup(html, "html.parser")
     assert len(soup.select("table.runs tbody tr")) == 50 and len(soup.select("figure.trend")) == len(KEY_SCORES)
     assert len(soup.select("table.maps thead th[data-run-id]")) == MAP_RUNS == len(shown)
-    assert len(soup.select("table.maps img")) == 8 * MAP_RUNS
+    assert len(soup.select("table.maps img")) == 9 * MAP_RUNS  # 8 samples and the atlas
+    assert len(soup.select("tr[data-row=atlas] img")) == MAP_RUNS
     assert f"of the {MAP_RUNS} newest of 50 runs" in " ".join(soup.select_one("#maps p").get_text().split())
     # The cells hold whole words: the runs table does not wrap (it scrolls), whatever the shared style says.
     assert re.search(r"table\.runs th, table\.runs td \{[^}]*white-space: nowrap", soup.style.get_text())

@@ -198,8 +198,8 @@ def history(experiment: str | None, limit: int, html_path: Path | None, tracking
     config = TrackingConfig(uri=tracking_uri, require=True)
     click.echo(history_table(config, experiment=experiment, limit=limit, commit=commit))
     if html_path is not None:
-        rows, maps = history_with_maps(config, experiment=experiment, limit=limit, commit=commit)
-        page = write_history_html(rows, maps, html_path)
+        shown = history_with_maps(config, experiment=experiment, limit=limit, commit=commit)
+        page = write_history_html(shown.rows, shown.maps, html_path, atlases=shown.atlases)
         click.echo(f"wrote {page}")
 
 

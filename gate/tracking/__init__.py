@@ -10,14 +10,22 @@ The package also reads past runs back (history, maps, registered baselines).
 mlflow is imported inside functions only: ``xgate --help`` must not pay for it.
 This package is the only place that imports mlflow:
 :mod:`~gate.tracking.delivery` (log, sync, registered baselines), :mod:`~gate.tracking.reading`
-(history, maps) and :mod:`~gate.tracking.client` (the client and its environment).
+(history, maps, atlases) and :mod:`~gate.tracking.client` (the client and its environment).
 """
 
 from __future__ import annotations
 
 from gate.tracking.client import mlflow_env
 from gate.tracking.delivery import TrackingOutcome, load_registered_baseline, log_gate, sync
-from gate.tracking.reading import fetch_maps, history, history_table, history_with_maps
+from gate.tracking.reading import (
+    HistoryPage,
+    RunAtlas,
+    fetch_atlases,
+    fetch_maps,
+    history,
+    history_table,
+    history_with_maps,
+)
 
-__all__ = ["TrackingOutcome", "fetch_maps", "history", "history_table", "load_registered_baseline",
-           "log_gate", "mlflow_env", "sync", "history_with_maps"]
+__all__ = ["HistoryPage", "RunAtlas", "TrackingOutcome", "fetch_atlases", "fetch_maps", "history", "history_table",
+           "load_registered_baseline", "log_gate", "mlflow_env", "sync", "history_with_maps"]

@@ -1,12 +1,14 @@
-"""Reading past gates back from MLflow: the history table and page, and the maps of fixed samples."""
+"""Reading past gates back from MLflow: the history table and page, the maps of fixed samples and the atlases."""
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gate.errors import InputError, TrackingError, reason
 from gate.result import SHORT_SHA
@@ -25,6 +27,28 @@ from gate.tracking.rows import KEY_SCORES, KIND_SELECT, HistoryRow, commit_prefi
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+# A run's atlas artifacts (gate.tracking.outbox.write_atlas) are read only up to these sizes: the PNG is a small
+# upscaled grid (a few kB) and the JSON its summary (the grid as numbers, ~12 kB); anything larger is not an atlas
+# xgate wrote and is skipped, as is a hot spot that is not a short line of words.
+ATLAS_PNG_MAX_BYTES = 8_000_000
+ATLAS_JSON_MAX_BYTES = 1_000_000
+HOT_SPOT_MAX_CHARS = 120
+
+
+@dataclass(frozen=True)
+class RunAtlas:
+    """One run's attention atlas as its ``atlas/`` artifacts hold it."""
+
+    png: bytes  # atlas/atlas.png as logged (the page checks that it is an image)
+    hot_spot: str | None = None  # from atlas/atlas.json, e.g. "bottom-right corner, 4% of the image"; None: no words
+
+
+class HistoryPage(NamedTuple):
+    """What the history page shows: ``history``'s rows, the maps (sample id -> run id -> PNG), the atlases by run."""
+
+    rows: list[HistoryRow]
+    maps: dict[str, dict[str, bytes]]
+    atlases: dict[str, RunAtlas]
 
 
 def history(
@@ -88,6 +112,45 @@ def fetch_maps(
     return maps
 
 
+def fetch_atlases(config: TrackingConfig, rows: Sequence[HistoryRow]) -> dict[str, RunAtlas]:
+    """The ``atlas/atlas.png`` artifacts of ``rows``' candidate runs and their hot spots: run id -> RunAtlas.
+
+    Runs without an atlas PNG (logged before the atlas existed, or with no map mass) are left out; a PNG or JSON
+    above its size cap counts as absent, and a JSON that does not hold a short hot-spot string gives no words.
+    """
+    rows = [row for row in rows if row.kind != KIND_SELECT]
+    if not rows:
+        return {}
+    uri = config.resolved_uri()
+    with mlflow_env(config.timeout_s), tempfile.TemporaryDirectory(prefix="xgate-atlas-") as tmp:
+        client = client_for(uri)
+        try:
+            atlases: dict[str, RunAtlas] = {}
+            for row in rows:
+                atlas = _download_atlas(client, row.run_id, Path(tmp))
+                if atlas is not None:
+                    atlases[row.run_id] = atlas
+        except Exception as exc:
+            raise TrackingError(f"cannot read atlases from {uri}: {reason(exc)}") from None
+    return atlases
+
+
+def hot_spot_words(summary: bytes) -> str | None:
+    """The ``hot_spot`` words of an ``atlas.json``; None unless it is a JSON object (at most ``ATLAS_JSON_MAX_BYTES``)
+    whose ``hot_spot`` is a printable string of at most ``HOT_SPOT_MAX_CHARS`` characters."""
+    if len(summary) > ATLAS_JSON_MAX_BYTES:
+        return None
+    try:
+        value = json.loads(summary)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8 (a ValueError too), or nested too deep
+        return None
+    words = value.get("hot_spot") if isinstance(value, dict) else None
+    if not isinstance(words, str):
+        return None
+    words = words.strip()
+    return words if words and len(words) <= HOT_SPOT_MAX_CHARS and words.isprintable() else None
+
+
 def history_table(
     config: TrackingConfig, *, experiment: str | None, limit: int = 20, width: int = 120, commit: str | None = None
 ) -> str:
@@ -97,10 +160,14 @@ def history_table(
 
 def history_with_maps(
     config: TrackingConfig, *, experiment: str | None, limit: int = 20, commit: str | None = None
-) -> tuple[list[HistoryRow], dict[str, dict[str, bytes]]]:
-    """``history`` and the maps its page shows (the page itself is drawn by ``gate.outputs.report.history``)."""
+) -> HistoryPage:
+    """``history`` and the maps and atlases its page shows, for the runs of its map strip (``map_rows``).
+
+    The page itself is drawn by ``gate.outputs.report.history``.
+    """
     rows = history(config, experiment=experiment, limit=limit, commit=commit)
-    return rows, fetch_maps(config, map_rows(rows))
+    shown = map_rows(rows)
+    return HistoryPage(rows=rows, maps=fetch_maps(config, shown), atlases=fetch_atlases(config, shown))
 
 
 def _history_experiments(client: MlflowClient, name: str | None) -> dict[str, str]:
@@ -184,3 +251,31 @@ def _download_map(client: MlflowClient, run_id: str, sample_id: str, tmp: Path) 
         return None  # this run did not keep that sample
     path = Path(local)
     return path.read_bytes() if path.is_file() else None
+
+
+def _download_atlas(client: MlflowClient, run_id: str, tmp: Path) -> RunAtlas | None:
+    sizes = {Path(a.path).name: a.file_size for a in client.list_artifacts(run_id, "atlas") if not a.is_dir}
+    png = _download_capped(client, run_id, "atlas.png", sizes, ATLAS_PNG_MAX_BYTES, tmp)
+    if png is None:
+        return None
+    summary = _download_capped(client, run_id, "atlas.json", sizes, ATLAS_JSON_MAX_BYTES, tmp)
+    return RunAtlas(png=png, hot_spot=None if summary is None else hot_spot_words(summary))
+
+
+def _download_capped(
+    client: MlflowClient, run_id: str, name: str, sizes: Mapping[str, int | None], cap: int, tmp: Path
+) -> bytes | None:
+    """``atlas/<name>`` of the run when it is listed and at most ``cap`` bytes (as listed, and as downloaded)."""
+    from mlflow.exceptions import MlflowException
+
+    if name not in sizes or (sizes[name] or 0) > cap:
+        return None
+    target = tmp / run_id
+    target.mkdir(exist_ok=True)
+    try:
+        path = Path(client.download_artifacts(run_id, f"atlas/{name}", str(target)))
+        if not path.is_file() or path.stat().st_size > cap:
+            return None
+        return path.read_bytes()
+    except (MlflowException, OSError):
+        return None

@@ -4,7 +4,8 @@ One self-contained HTML file like the report: inline SVG plots and JPEG map thum
 script. A trend line follows one *lineage*: the versions of one candidate (same name) gated under one policy;
 each policy's ``min``/``max`` threshold is drawn beside its lines, so a reader sees how close each
 version came to the line it was held to. The x-axis names each run by its commit (its date when it has none).
-The page of fifty runs stays under 1 MB: maps are small JPEGs, for the newest ``MAP_RUNS`` runs only.
+The maps table starts with each run's attention atlas (its mean Grad-CAM map over the review set) when the runs
+logged one. The page of fifty runs stays under 1 MB: maps are small JPEGs, for the newest ``MAP_RUNS`` runs only.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 from markupsafe import Markup
@@ -27,6 +28,9 @@ from PIL import Image
 from gate.outputs.report.html import environment
 from gate.outputs.report.plots import BAD, GOOD
 from gate.tracking.rows import KEY_SCORES, KIND_SELECT, RUN_ID_CHARS, HistoryRow, map_rows, rule_count
+
+if TYPE_CHECKING:
+    from gate.tracking.reading import RunAtlas
 
 # Lineage colours (matplotlib's tab10) and one line style per policy, so "which model" and "which policy"
 # read apart; the policy's threshold is drawn in its own style.
@@ -99,6 +103,14 @@ class SampleMaps:
 
 
 @dataclass(frozen=True)
+class AtlasCell:
+    """One run's attention atlas in the maps table: its thumbnail (None: "–") and its hot spot in words ("": none)."""
+
+    uri: str | None
+    hot_spot: str
+
+
+@dataclass(frozen=True)
 class HistoryContext:
     """Everything the history template shows."""
 
@@ -110,12 +122,18 @@ class HistoryContext:
     map_runs: tuple[RunView, ...]  # the newest MAP_RUNS candidate runs, oldest first, so versions read left to right
     samples: tuple[SampleMaps, ...]
     map_runs_total: int = 0  # candidate runs on the page (more than map_runs when older ones have no maps here)
+    atlas: tuple[AtlasCell, ...] = ()  # aligned with map_runs; empty when none of them logged an atlas (no row)
 
 
 def build_history_context(
-    rows: Sequence[HistoryRow], maps_by_sample: Mapping[str, Mapping[str, bytes]], *, title: str = "xgate history"
+    rows: Sequence[HistoryRow], maps_by_sample: Mapping[str, Mapping[str, bytes]], *, title: str = "xgate history",
+    atlases: Mapping[str, RunAtlas] | None = None,
 ) -> HistoryContext:
-    """The page's context; ``rows`` newest first, ``maps_by_sample`` is sample id -> run id -> PNG bytes."""
+    """The page's context; ``rows`` newest first, ``maps_by_sample`` is sample id -> run id -> PNG bytes.
+
+    ``atlases`` (run id -> the run's atlas, as ``gate.tracking.history_with_maps`` reads them): the maps table's
+    first row, when any run of its columns has one.
+    """
     names = tuple(s for s in KEY_SCORES if any(s in r.scores for r in rows))  # the runs table's columns
     gated = tuple(dict.fromkeys(s for r in rows for s in r.scores if s not in KEY_SCORES))
     candidate_rows = [r for r in reversed(rows) if r.kind != KIND_SELECT]
@@ -128,26 +146,31 @@ def build_history_context(
                    maps=tuple(_uri(maps_by_sample[sample_id].get(v.run_id)) for v in oldest_first))
         for sample_id in sorted(maps_by_sample)
     )
+    atlases = atlases or {}
+    atlas = tuple(_atlas_cell(atlases.get(v.run_id)) for v in oldest_first)
     lineages = lineages_of(candidate_rows)
     return HistoryContext(title=title, score_names=names, runs=views, lineages=lineages,
                           trends=trends(candidate_rows, lineages, (*names, *gated)), map_runs=oldest_first,
-                          samples=samples, map_runs_total=len(candidate_rows))
+                          samples=samples, map_runs_total=len(candidate_rows),
+                          atlas=atlas if any(v.run_id in atlases for v in oldest_first) else ())
 
 
 def write_history_html(
-    rows: Sequence[HistoryRow], maps_by_sample: Mapping[str, Mapping[str, bytes]], path: Path
+    rows: Sequence[HistoryRow], maps_by_sample: Mapping[str, Mapping[str, bytes]], path: Path, *,
+    atlases: Mapping[str, RunAtlas] | None = None,
 ) -> Path:
-    """Write the HTML history page (runs, score trends, maps across versions) to ``path``."""
+    """Write the HTML history page (runs, score trends, atlases and maps across versions) to ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_history(rows, maps_by_sample), encoding="utf-8")
+    path.write_text(render_history(rows, maps_by_sample, atlases=atlases), encoding="utf-8")
     return path
 
 
 def render_history(
-    rows: Sequence[HistoryRow], maps_by_sample: Mapping[str, Mapping[str, bytes]], *, title: str = "xgate history"
+    rows: Sequence[HistoryRow], maps_by_sample: Mapping[str, Mapping[str, bytes]], *, title: str = "xgate history",
+    atlases: Mapping[str, RunAtlas] | None = None,
 ) -> str:
     """The history page as one HTML string (rows newest first, as ``gate.tracking.history`` returns them)."""
-    context = build_history_context(rows, maps_by_sample, title=title)
+    context = build_history_context(rows, maps_by_sample, title=title, atlases=atlases)
     return environment().get_template("history.html.j2").render(ctx=context)
 
 
@@ -296,6 +319,11 @@ def _run_view(row: HistoryRow, names: Sequence[str], position: int) -> RunView:
         rule_count="" if row.rules_total is None else rule_count(row.rules_failed, row.rules_total),
         registered=row.registered or "",
     )
+
+
+def _atlas_cell(atlas: RunAtlas | None) -> AtlasCell:
+    uri = None if atlas is None else _uri(atlas.png)
+    return AtlasCell(uri=uri, hot_spot=(atlas.hot_spot or "") if atlas is not None and uri is not None else "")
 
 
 def _uri(png: bytes | None) -> str | None:
