@@ -23,6 +23,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -44,7 +45,10 @@ from gate.inputs.review_set import ReviewSet, build, open_review_set
 from gate.run import GateRequest, run_gate
 
 STRICT = Path(__file__).resolve().parents[1] / "policies" / "strict.yaml"
-COPIES_AND_VARIANTS = 4 + sanity.SANITY_COPIES
+SWAPS = ("border", "corners", "lighting")
+# The two policies the table prices: strict as issue 25 was filed (background + sanity probes) and strict
+# today (plus the three mask-free swap probes, one forward each).
+POLICIES = {"strict without swaps": ("background", "sanity"), "strict": ("background", "sanity") + SWAPS}
 
 
 def make_model(arch: str) -> nn.Module:
@@ -56,12 +60,15 @@ def make_model(arch: str) -> nn.Module:
     return model
 
 
-def strict_policy(root: Path, review_set: ReviewSet) -> Path:
-    """policies/strict.yaml (its probes and rules) pinned to ``review_set``; any size may be judged."""
+def strict_policy(root: Path, review_set: ReviewSet, probes: tuple[str, ...]) -> Path:
+    """policies/strict.yaml pinned to ``review_set`` with only ``probes`` (and their rules); any size is judged."""
     doc = yaml.safe_load(STRICT.read_text())
     doc["review_set"] = {"path": str(review_set.root), "digest": review_set.digest}
     doc["min_samples"] = {"overall": 1, "per_class": 1}
-    path = root / "strict.yaml"
+    doc["probes"] = list(probes)
+    dropped = tuple(probe + "." for probe in SWAPS if probe not in probes)
+    doc["rules"] = [rule for rule in doc["rules"] if not str(rule["score"]).startswith(dropped)]
+    path = root / f"strict-{len(probes)}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
@@ -81,19 +88,26 @@ def tail_share(model: nn.Module, layer: str, size: int) -> tuple[float, str]:
     return part.get_total_flops() / whole.get_total_flops(), words
 
 
+def inherent_forwards(probes: tuple[str, ...], share: float) -> float:
+    """P: plain forwards the probes need per batch (1 explained, 4 background variants, 1 per swap, copies)."""
+    copies = sanity.SANITY_COPIES * share if "sanity" in probes else 0.0
+    return 1 + 4 * ("background" in probes) + sum(probe in probes for probe in SWAPS) + copies
+
+
 def gate_table(models: list[str], count: int, size: int, batch: int, repeats: int, warmups: int) -> None:
-    """Table 1: whole gate, strict policy, shared trunk vs old path, in plain evaluations (a row per model)."""
+    """Table 1: whole gate per policy, shared trunk vs old path, in plain evaluations (a row per model and policy)."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         review_set = make_jpeg_set(root, count, size)
-        policy = strict_policy(root, review_set)
+        policies = {name: strict_policy(root, review_set, probes) for name, probes in POLICIES.items()}
         print(f"\n{header()}")
-        print(f"\n{count} JPEG images {size}², batch {batch}, CPU, {torch.get_num_threads()} threads, strict policy "
-              f"(background + sanity, its 12 rules); median of {repeats} rounds (plain, old, shared) after "
-              f"{warmups} warm-up rounds")
-        print("| model | copies run | f = tail / forward (FLOPs) | P old | P shared | plain evaluation (s) | "
+        print(f"\n{count} JPEG images {size}², batch {batch}, CPU, {torch.get_num_threads()} threads; policies: "
+              + "; ".join(f"{name} ({' + '.join(probes)})" for name, probes in POLICIES.items())
+              + f"; median of {repeats} rounds (plain, then old and shared per policy, in turn) after {warmups} "
+              "warm-up rounds")
+        print("| model | policy | copies run | f = tail / forward (FLOPs) | P old | P shared | plain evaluation (s) | "
               "whole gate, old path (s) | × plain | whole gate, shared trunk (s) | × plain | shared / old |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
         for arch in models:
             ckpt = candidate_io.save(root / f"{arch}.pt", make_model(arch), arch=arch,
                                      arch_kwargs={"num_classes": 4}, classes=shapes.CLASSES, input_size=(size, size),
@@ -101,17 +115,22 @@ def gate_table(models: list[str], count: int, size: int, batch: int, repeats: in
             cand = candidate_io.load(ckpt)
             share, words = tail_share(cand.model, cand.target_layer, size)
 
-            def gate(shared: bool, path: Path = ckpt) -> object:
+            def gate(shared: bool, policy: Path, path: Path = ckpt) -> object:
                 options = engine.EngineOptions(device="cpu", batch_size=batch, shared_trunk=shared)
                 return run_gate(GateRequest(command="check", candidates=(path,), policy=policy, engine=options))
 
-            s = interleaved(repeats, {"plain": lambda c=cand: plain_evaluation(review_set, c, batch,
-                                                                                torch.device("cpu")),
-                                      "old": lambda: gate(False), "shared": lambda: gate(True)}, warmups=warmups)
-            p_new = 1 + COPIES_AND_VARIANTS - sanity.SANITY_COPIES + sanity.SANITY_COPIES * share
-            print(f"| {arch} | {words} | {share:.3f} | {1 + COPIES_AND_VARIANTS} | {p_new:.2f} | {s['plain']:.2f} | "
-                  f"{s['old']:.2f} | {s['old'] / s['plain']:.2f} | {s['shared']:.2f} | "
-                  f"{s['shared'] / s['plain']:.2f} | {s['shared'] / s['old']:.2f} |", flush=True)
+            calls: dict[str, Callable[[], object]] = {
+                "plain": lambda c=cand: plain_evaluation(review_set, c, batch, torch.device("cpu"))}
+            for name, policy in policies.items():
+                calls[f"old {name}"] = lambda p=policy: gate(False, p)
+                calls[f"shared {name}"] = lambda p=policy: gate(True, p)
+            s = interleaved(repeats, calls, warmups=warmups)
+            for name, probes in POLICIES.items():
+                old, shared = s[f"old {name}"], s[f"shared {name}"]
+                print(f"| {arch} | {name} | {words} | {share:.3f} | {inherent_forwards(probes, 1.0):.0f} | "
+                      f"{inherent_forwards(probes, share):.2f} | {s['plain']:.2f} | {old:.2f} | "
+                      f"{old / s['plain']:.2f} | {shared:.2f} | {shared / s['plain']:.2f} | {shared / old:.2f} |",
+                      flush=True)
         print(f"(load average after: {os.getloadavg()[0]:.1f})")
 
 
