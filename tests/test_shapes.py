@@ -233,3 +233,43 @@ def test_several_shortcuts_draw_independent_cues() -> None:
         assert np.abs(b.image[tag].astype(float) - shapes.tag_pattern(b.label, tag)[tag]).max() <= 6
     with pytest.raises(DataError):
         shapes.generate(2, bias=0.0, seed=2, shortcut="frame,frame")
+
+
+def test_palette_scene_is_the_default_stream_byte_for_byte() -> None:
+    default = shapes.generate(8, bias=0.5, seed=3, size=32)
+    explicit = shapes.generate(8, bias=0.5, seed=3, size=32, palette="scene")
+    assert all(np.array_equal(a.image, b.image) and a.scene == b.scene for a, b in zip(default, explicit, strict=True))
+
+
+def test_palette_random_repaints_only_the_scene_with_an_independent_palette() -> None:
+    scene_coloured = shapes.generate(400, bias=1.0, seed=5, size=16)
+    random_coloured = shapes.generate(400, bias=1.0, seed=5, size=16, palette="random")
+    for a, b in zip(scene_coloured, random_coloured, strict=True):
+        assert a.label == b.label and a.scene == b.scene and np.array_equal(a.mask, b.mask)
+        assert np.array_equal(a.image[a.mask], b.image[b.mask])  # the object is untouched
+    # By hand: each palette's mean colour is its two colours' midpoint; with palette=random the scene's mean
+    # colour no longer tells the scene (nearest-palette guess at chance), with palette=scene it always does.
+    centres = np.array([(np.add(*map(np.asarray, pair)) / 2) for pair in shapes._PALETTES])
+
+    def guessed(sample: shapes.ShapeSample) -> int:
+        mean = sample.image[~sample.mask].reshape(-1, 3).mean(0)
+        return int(np.argmin(((centres - mean) ** 2).sum(1)))
+
+    hits = [np.mean([guessed(s) == s.scene for s in samples]) for samples in (scene_coloured, random_coloured)]
+    assert hits[0] >= 0.95
+    assert 0.15 <= hits[1] <= 0.40  # chance is 0.25
+    table = np.zeros((4, 4), dtype=int)
+    for s in random_coloured:
+        table[s.scene, guessed(s)] += 1
+    assert chi2_contingency(table).pvalue > 0.01
+
+
+def test_palette_is_a_source_parameter() -> None:
+    parsed = shapes.parse_synth_source("synth:shapes?bias=1&n=4&seed=2&palette=random")
+    assert parsed["palette"] == "random"
+    with pytest.raises(DataError) as err:
+        shapes.parse_synth_source("synth:shapes?bias=1&n=4&seed=2&palette=plaid")
+    assert err.value.field == "palette" and err.value.exit_code == 2
+    with pytest.raises(DataError) as err:
+        shapes.generate(2, bias=0.0, seed=2, palette="")
+    assert err.value.field == "palette"

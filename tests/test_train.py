@@ -229,12 +229,14 @@ def test_evaluate_counts_correct_predictions() -> None:
         (None, {"recipe": "mixup"}, "unknown recipe 'mixup'"),
         (None, {"data": "synth:shapes?bias=0&n=64&seed=20260"}, "reserved"),
         (None, {"data": "synth:shapes?bias=2&n=64&seed=1"}, "bias"),
+        (None, {"data": "synth:shapes?bias=1&n=64&seed=1&palette=../../etc"}, "palette"),
+        (None, {"data": "synth:shapes?bias=1&n=64&seed=1&palette=random&palette=scene;rm"}, "palette"),
         (None, {"data": "/no/such/dir"}, "no such folder"),
         (None, {"epochs": 0}, "epochs >= 1"),
         (None, {"val_fraction": 1.0}, "val_fraction"),
     ],
-    ids=["empty", "single-class", "bgmix-no-masks", "recipe", "reserved-seed", "bad-source", "missing", "epochs",
-         "val-fraction"],
+    ids=["empty", "single-class", "bgmix-no-masks", "recipe", "reserved-seed", "bad-source", "bad-palette",
+         "palette-twice", "missing", "epochs", "val-fraction"],
 )
 def test_bad_inputs_raise_data_error(
     tmp_path: Path, setup: str | None, config: dict[str, object], message: str

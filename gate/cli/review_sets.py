@@ -100,10 +100,12 @@ Example (the shipped review set):
 @click.option("--shortcut", type=click.Choice(["frame", "tag", "cast"]), help="Add a class-coded shortcut.")
 @click.option("--shortcut-bias", default=1.0, show_default=True, type=click.FloatRange(0, 1),
               help="Share of samples whose shortcut matches their class.")
+@click.option("--palette", default="scene", show_default=True, type=click.Choice(["scene", "random"]),
+              help="scene: each scene has its own colours; random: colours drawn apart from the scene (texture only).")
 @click.option("--name", help="Name recorded in review.yaml (default: the folder's name).")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path))
 def review_set_synth(bias: float, count: int, seed: int, size: int, shortcut: str | None, shortcut_bias: float,
-                     name: str | None, output: Path) -> None:
+                     palette: str, name: str | None, output: Path) -> None:
     """Generate coloured shapes on textured scenes (exact masks) and pin them as a review set."""
     import tempfile
 
@@ -112,10 +114,12 @@ def review_set_synth(bias: float, count: int, seed: int, size: int, shortcut: st
 
     with tempfile.TemporaryDirectory() as tmp:
         samples = shapes.iter_generate(count, bias=bias, seed=seed, size=size, shortcut=shortcut,
-                                       shortcut_bias=shortcut_bias)
+                                       shortcut_bias=shortcut_bias, palette=palette)
         plain = shapes.write_plain(samples, Path(tmp))
         description = f"shapes generator: bias={bias}, n={count}, seed={seed}, size={size}"
         if shortcut is not None:
             description += f", shortcut={shortcut}, shortcut_bias={shortcut_bias}"
+        if palette != "scene":
+            description += f", palette={palette}"
         built = build(plain, output, name=name, description=description)
     click.echo(f"{built.root}: {built.size} samples, digest {built.digest}")

@@ -17,6 +17,12 @@ bottom-right corner, or a class-coded colour ``cast`` over the whole image.
 Several kinds, comma-separated ("frame,tag,cast"), draw their cues independently.
 The shortcut draws from a generator of its own: the image under it, and every
 sample without one, stay byte-identical to the plain stream.
+
+``palette`` says what colours a scene: ``"scene"`` (the default, as in shapes-v1:
+each scene has its own palette, so the scene's colour and its texture are one cue)
+or ``"random"`` (each sample's palette drawn independently of its scene, from a
+generator of its own: the scene is then told by its texture alone, and a scene
+reader is not a colour reader).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from gate.errors import DataError
 
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 SCENES: tuple[str, ...] = ("stripes", "dots", "checker", "waves")
+PALETTE_MODES: tuple[str, ...] = ("scene", "random")
 SHORTCUTS: tuple[str, ...] = ("frame", "tag", "cast")
 # Seeds whose samples ship as review sets; training sources must never use them.
 REVIEW_SEED = 20260
@@ -57,7 +64,7 @@ _MAX_TILT = math.radians(20.0)  # shapes are rotated "a bit", never enough to tu
 _NOISE = 6  # ± uniform pixel noise on scene and object
 _SOURCE_RE = re.compile(r"^synth:shapes(?:\?(?P<query>.*))?$")
 _SOURCE_KEYS: dict[str, type] = {"bias": float, "n": int, "seed": int, "size": int, "shortcut": str,
-                                  "shortcut_bias": float}
+                                  "shortcut_bias": float, "palette": str}
 # Shortcut colours, one per class: saturated and far apart, so a small CNN reads them at a glance.
 _CUE_COLOURS = np.array([(230, 40, 40), (40, 200, 60), (50, 80, 230), (240, 220, 40)], dtype=np.float64)
 # Colour casts, one per class: an additive shift of the channels (0-255), about one scene palette step.
@@ -80,19 +87,21 @@ class ShapeSample:
 
 
 def generate(n: int, *, bias: float, seed: int, size: int = 64, shortcut: str | None = None,
-             shortcut_bias: float = 1.0) -> list[ShapeSample]:
+             shortcut_bias: float = 1.0, palette: str = "scene") -> list[ShapeSample]:
     """``n`` samples; the same arguments always give byte-identical samples."""
-    return list(iter_generate(n, bias=bias, seed=seed, size=size, shortcut=shortcut, shortcut_bias=shortcut_bias))
+    return list(iter_generate(n, bias=bias, seed=seed, size=size, shortcut=shortcut, shortcut_bias=shortcut_bias,
+                              palette=palette))
 
 
 def iter_generate(n: int, *, bias: float, seed: int, size: int = 64, shortcut: str | None = None,
-                  shortcut_bias: float = 1.0) -> Iterator[ShapeSample]:
+                  shortcut_bias: float = 1.0, palette: str = "scene") -> Iterator[ShapeSample]:
     """The samples of :func:`generate`, one at a time."""
     _validate(n, bias, seed, size)
     _validate_shortcut(shortcut, shortcut_bias)
+    _validate_palette(palette)
     kinds = () if shortcut is None else tuple(shortcut.split(","))
     for index in range(n):
-        sample = make_sample(index, bias=bias, seed=seed, size=size)
+        sample = make_sample(index, bias=bias, seed=seed, size=size, palette=palette)
         for kind in kinds:
             sample = with_shortcut(sample, kind, shortcut_bias, seed=seed, index=index)
         yield sample
@@ -152,13 +161,16 @@ def tag_pattern(cue: int, region: np.ndarray) -> np.ndarray:
     return np.where(white[:, :, None], _TAG_WHITE, _TAG_BLACK).astype(np.float64)
 
 
-def make_sample(index: int, *, bias: float, seed: int, size: int = 64) -> ShapeSample:
+def make_sample(index: int, *, bias: float, seed: int, size: int = 64, palette: str = "scene") -> ShapeSample:
     """Sample number ``index`` of the stream for ``seed`` (independent of how many are drawn)."""
+    _validate_palette(palette)
     label = int(np.random.default_rng([seed, index // 4, 1]).permutation(len(CLASSES))[index % 4])
     rng = np.random.default_rng([seed, index, 0])
     own_scene = rng.random() < bias
     scene = label if own_scene else int(rng.integers(len(SCENES)))
-    background = render_scene(scene, size, rng)
+    # Its own stream: with palette="scene" nothing is drawn from it and the sample is byte-identical to before.
+    colours = scene if palette == "scene" else int(np.random.default_rng([seed, index, 9]).integers(len(_PALETTES)))
+    background = render_scene(scene, size, rng, palette=colours)
     mask = render_mask(label, size, rng)
     colour = _object_colour(rng)
     noise = rng.integers(-_NOISE, _NOISE + 1, size=(size, size, 3))
@@ -167,13 +179,16 @@ def make_sample(index: int, *, bias: float, seed: int, size: int = 64) -> ShapeS
     return ShapeSample(sample_id=f"s{seed}-{index:06d}", image=image, mask=mask, label=label, scene=scene)
 
 
-def render_scene(scene: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """A uint8 [size, size, 3] texture of scene ``scene`` with random phase, scale and colour jitter."""
+def render_scene(scene: int, size: int, rng: np.random.Generator, palette: int | None = None) -> np.ndarray:
+    """A uint8 [size, size, 3] texture of scene ``scene`` with random phase, scale and colour jitter.
+
+    ``palette``: the index of the palette to paint it with (default: the scene's own).
+    """
     ys, xs = _grid(size)
     scale = size / 64.0
     texture = _TEXTURES[scene]
     t = texture(xs / scale, ys / scale, rng)
-    low, high = (np.asarray(c, dtype=np.float64) for c in _PALETTES[scene])
+    low, high = (np.asarray(c, dtype=np.float64) for c in _PALETTES[scene if palette is None else palette])
     shift = rng.uniform(-20, 20)  # shared brightness jitter keeps the palette's contrast
     low = low + shift + rng.uniform(-12, 12, size=3)
     high = high + shift + rng.uniform(-12, 12, size=3)
@@ -217,12 +232,13 @@ def parse_synth_source(source: str) -> dict[str, float | int | str]:
     """``"synth:shapes?bias=1.0&n=6000&seed=7"`` -> ``{"bias": 1.0, "n": 6000, "seed": 7, "size": 64}``.
 
     ``bias``, ``n`` and ``seed`` are required, ``size`` defaults to 64; ``shortcut`` (frame, tag or cast)
-    and ``shortcut_bias`` (default 1.0, only with a shortcut) are optional; anything else, or a value out
-    of range, is a :class:`DataError` naming the field.
+    and ``shortcut_bias`` (default 1.0, only with a shortcut) and ``palette`` (scene or random) are
+    optional; anything else, or a value out of range, is a :class:`DataError` naming the field.
     """
     match = _SOURCE_RE.match(source.strip())
     if match is None:
-        raise DataError("expected synth:shapes?bias=B&n=N&seed=S[&size=P][&shortcut=frame|tag|cast&shortcut_bias=T]",
+        raise DataError("expected synth:shapes?bias=B&n=N&seed=S[&size=P][&shortcut=frame|tag|cast&shortcut_bias=T]"
+                        "[&palette=scene|random]",
                         path=source, field="source")
     values: dict[str, float | int | str] = {"size": 64}
     for part in filter(None, (match.group("query") or "").split("&")):
@@ -243,6 +259,7 @@ def parse_synth_source(source: str) -> dict[str, float | int | str]:
         _validate(int(values["n"]), float(values["bias"]), int(values["seed"]), int(values["size"]))
         shortcut = values.get("shortcut")
         _validate_shortcut(None if shortcut is None else str(shortcut), float(values.get("shortcut_bias", 1.0)))
+        _validate_palette(str(values.get("palette", "scene")))
     except DataError as exc:
         raise DataError(exc.message, path=source, field=exc.field) from None
     return values
@@ -266,6 +283,11 @@ def _validate_shortcut(shortcut: str | None, shortcut_bias: float) -> None:
                         f"got {shortcut!r}", field="shortcut")
     if not 0.0 <= shortcut_bias <= 1.0:
         raise DataError(f"expected shortcut_bias in [0, 1], got {shortcut_bias}", field="shortcut_bias")
+
+
+def _validate_palette(palette: str) -> None:
+    if palette not in PALETTE_MODES:
+        raise DataError(f"expected palette in {list(PALETTE_MODES)}, got {palette!r}", field="palette")
 
 
 @lru_cache(maxsize=8)

@@ -53,7 +53,8 @@ def _load_synth(source: str, image_size: int) -> TrainData:
     shortcut = params.get("shortcut")
     samples = shapes.generate(int(params["n"]), bias=float(params["bias"]), seed=seed, size=size,
                               shortcut=None if shortcut is None else str(shortcut),
-                              shortcut_bias=float(params.get("shortcut_bias", 1.0)))
+                              shortcut_bias=float(params.get("shortcut_bias", 1.0)),
+                              palette=str(params.get("palette", "scene")))
     images = np.stack([_fit_image(s.image, image_size) for s in samples])
     masks = np.stack([_fit_mask(s.mask, image_size) for s in samples])
     labels = np.asarray([s.label for s in samples], dtype=np.int64)
