@@ -162,7 +162,7 @@ def test_the_atlas_of_the_tag_cheater_names_its_corner(models: dict[str, Path],
     assert corner["tag"] >= 3 * corner["honest"], corner
 
 
-def test_the_scene_cheater_is_caught_by_the_background_probes_not_by_border_or_corners() -> None:
+def test_the_demos_scene_cheater_is_caught_by_the_background_probes_and_by_no_mask_free_probe() -> None:
     from tests.conftest import REPO, SHIPPED_SET
 
     review = open_review_set(SHIPPED_SET)
@@ -170,8 +170,13 @@ def test_the_scene_cheater_is_caught_by_the_background_probes_not_by_border_or_c
     options = engine.EngineOptions(batch_size=80, probes=SWAPS | {"background"}, gallery_size=1, fixed_per_class=0)
     (run,) = engine.run([cheater], review, options, indices=np.arange(160))
     scores = compute_scores(run.records, probes=options.probes)
-    assert scores["background.flip_rate"] >= 0.6
-    assert scores["border.flip_rate"] <= 0.1 and scores["corners.flip_rate"] <= 0.1
-    # Its scenes differ by palette: another class's channel means carry the scene's colour, so the lighting
-    # probe does catch it (the scene and a colour cast are one cue on this data); see README, "Shortcut probes".
-    assert scores["lighting.flip_rate"] >= 0.6
+    assert scores["background.flip_rate"] >= CHEATER_LEAST
+    # It reads the scene's texture (trained with palette=random), so swapping the border, the corners or the
+    # channel means leaves its answers alone: the mask-free probes are not a background test.
+    assert all(scores[f"{probe}.flip_rate"] <= 0.05 for probe in SWAPS), scores
+    # A scene reader that also reads the scene's colour (baseline-biased.pt: shapes-v1's scenes each have their
+    # own palette) is caught by the lighting probe too, rightly: another class's channel means carry its colour.
+    biased = candidate_io.load(REPO / "candidates" / "baseline-biased.pt")
+    (run,) = engine.run([biased], review, options, indices=np.arange(160))
+    scores = compute_scores(run.records, probes=options.probes)
+    assert scores["lighting.flip_rate"] >= CHEATER_LEAST and scores["border.flip_rate"] <= 0.05
