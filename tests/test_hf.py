@@ -175,6 +175,24 @@ def test_bad_folders_are_input_errors_naming_file_and_field(folders: dict[str, P
     assert error.field == "path" and "download" in error.message and "hub id" in error.message
 
 
+def test_a_folder_over_max_input_side_is_refused_before_its_model_is_built(folders: dict[str, Path],
+                                                                           tmp_path: Path) -> None:
+    big = _copy(folders["vit"], tmp_path, "big")
+    _edit_json(big / "preprocessor_config.json", size={"height": 5000, "width": 5000})
+    with pytest.raises(CandidateError) as caught:
+        load(big)  # the default limit, 4096
+    error = caught.value
+    assert (Path(str(error.path)).name, error.field) == ("preprocessor_config.json", "size")
+    assert "over the --max-input-side limit of 4096" in error.message
+    assert load(folders["vit"], max_input_side=32).input.size == (32, 32)  # at the limit: loads
+    with pytest.raises(CandidateError) as caught:
+        load(folders["vit"], max_input_side=31)
+    assert caught.value.field == "size"
+    with pytest.raises(CandidateError) as caught:
+        load(folders["vit"], resize=64, max_input_side=48)  # an option that makes the frame too big names itself
+    assert caught.value.field == "--resize"
+
+
 def test_bad_processor_fields_are_input_errors(folders: dict[str, Path], tmp_path: Path) -> None:
     cases = {"flip": ({"do_flip_channel_order": True}, "do_flip_channel_order"),
              "resample": ({"resample": 4}, "resample"),

@@ -174,7 +174,8 @@ def load(
     path = Path(path)
     if path.is_dir():  # a Hugging Face save_pretrained folder
         return _load_folder(path, classes=classes, target_layer=target_layer, overrides=dict(
-            input_size=input_size, resize=resize, interpolation=interpolation, mean=mean, std=std))
+            input_size=input_size, resize=resize, interpolation=interpolation, mean=mean, std=std),
+            max_input_side=max_input_side)
     hub = model_sources.hub_id_error(path)
     if hub is not None:
         raise hub
@@ -243,7 +244,7 @@ def _library_input(path: Path, arch: str, model: nn.Module) -> InputSpec | None:
 
 
 def _load_folder(path: Path, *, classes: Sequence[str] | None, target_layer: str | None,
-                 overrides: Mapping[str, Any]) -> Candidate:
+                 overrides: Mapping[str, Any], max_input_side: int) -> Candidate:
     """A Hugging Face folder as a candidate: classes from id2label, input from the image processor."""
     from gate.inputs import hf_folder
 
@@ -252,6 +253,9 @@ def _load_folder(path: Path, *, classes: Sequence[str] | None, target_layer: str
         raise CandidateError(f"--classes differs from the folder's id2label {list(folder.classes)[:5]}; drop it "
                              "(the folder names its classes)", path=path / hf_folder.CONFIG, field="id2label")
     spec = overridden(path, checked_spec(path / hf_folder.PROCESSOR, folder.input), **overrides)
+    # The same bound as a checkpoint's input field, before the model (or any input) is built.
+    option = next((f"--{key.replace('_', '-')}" for key in ("input_size", "resize") if overrides.get(key)), None)
+    check_input_side(path if option else path / hf_folder.PROCESSOR, spec, max_input_side, option or "size")
     model = hf_folder.load_model(folder)
     layer = target_layer or default_target_layer(model)
     try:
