@@ -106,11 +106,3 @@ def say(name: str, value: float | None) -> str:
         template = wording.below_zero
         value = -value
     return spec.name_class(name, template.format(v=number(value, wording.unit)))
-
-
-def is_better(name: str, candidate: float, reference: float) -> bool:
-    """True when ``candidate`` is strictly better than ``reference`` for score ``name``."""
-    spec = get_spec(name)
-    if spec is None or math.isnan(candidate) or math.isnan(reference):
-        return False
-    return candidate > reference if spec.higher_is_better else candidate < reference
