@@ -291,3 +291,34 @@ def test_a_closed_output_pipe_ends_quietly() -> None:
         stderr = process.stderr.read().decode()
         assert process.wait(timeout=60) == 1, stderr
     assert stderr == ""
+
+
+@pytest.mark.parametrize(("candidate", "code"), [("bgmix.pt", 0), ("cheater.pt", 1)])
+def test_a_reader_that_leaves_early_does_not_change_the_verdict(tmp_path: Path, candidate: str, code: int) -> None:
+    """``xgate check ... | head -1``: stdout's reader is gone before the summary is printed. The exit code is
+    still the verdict (click alone would exit 1, "failed", for a pass), nothing is said on stderr, and the
+    outputs are written."""
+    import os
+
+    lenient = REPO / "policies" / "lenient.yaml"
+    argv = [sys.executable, "-m", "gate", "check", str(SHIPPED / candidate), "--policy", str(lenient), "--no-mlflow",
+            "--out", "out"]
+    env = {"PATH": "/usr/bin:/bin", **python_path()}
+    with subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as child:
+        assert child.stdout is not None and child.stderr is not None
+        child.stdout.close()  # the reader leaves before the first line (importing torch alone takes longer)
+        stderr = child.stderr.read().decode()
+        assert child.wait(timeout=300) == code, stderr
+    assert "Error" not in stderr and "Traceback" not in stderr and "Broken pipe" not in stderr, stderr
+    assert os.path.getsize(tmp_path / "out" / "result.json") > 0
+
+
+def test_layers_into_a_closed_pipe_exits_0_quietly(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "gate", "layers", str(SHIPPED / "baseline.pt")]
+    with subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env={"PATH": "/usr/bin:/bin", **python_path()}) as child:
+        assert child.stdout is not None and child.stderr is not None
+        child.stdout.close()
+        stderr = child.stderr.read().decode()
+        assert child.wait(timeout=120) == 0, stderr
+    assert stderr == ""

@@ -12,7 +12,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Iterator, Sequence
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 import click
 
@@ -35,9 +35,62 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point: run the CLI and turn errors into one line and an exit code (under torchrun: rank 0's)."""
     from gate.engine.distributed import agree_exit_code, launched_by_torchrun  # light: no torch or numpy at import
 
-    with _sigterm_as_interrupt():
+    with _sigterm_as_interrupt(), _stdout_reader_may_leave():
         code = _run(argv)
     sys.exit(agree_exit_code(code) if launched_by_torchrun() else code)
+
+
+class _ReaderMayLeave:
+    """stdout that drops what it is given once its reader has gone (``xgate check ... | head -1``).
+
+    Left alone, the broken pipe ends the command with click's exit 1, which reads as "failed the policy"
+    even for a pass. The gate's outputs are files; the console summary is a courtesy, so the command
+    finishes and exits with its verdict. fd 1 is pointed at /dev/null so the interpreter's last flush
+    cannot fail either.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.reader_gone = False
+
+    def write(self, text: str) -> int:
+        if not self.reader_gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._drop()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.reader_gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._drop()
+
+    def _drop(self) -> None:
+        self.reader_gone = True
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self._stream.fileno())
+            os.close(null)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _stdout_reader_may_leave() -> Iterator[None]:
+    """sys.stdout as :class:`_ReaderMayLeave` for the command, restored afterwards (tests call main in-process)."""
+    original = sys.stdout
+    if original is None:
+        yield
+        return
+    sys.stdout = _ReaderMayLeave(original)
+    try:
+        yield
+    finally:
+        sys.stdout = original
 
 
 # Exit codes for a run stopped by a signal: the shell's 128 + signal number (SIGINT 2, SIGTERM 15).
