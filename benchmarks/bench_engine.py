@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from bench_gradcam import best_of  # run as a script: benchmarks/ is on sys.path
@@ -32,10 +32,24 @@ from gate.inputs.review_set import ReviewSet, build, open_review_set
 T = TypeVar("T")
 
 
-def make_set(root: Path, size: int) -> ReviewSet:
-    """A pinned shapes review set of ``size`` samples (training seed, not the shipped one)."""
-    plain = shapes.write_plain(shapes.iter_generate(size, bias=0.9, seed=77), root / "plain")
+def make_set(root: Path, size: int, side: int = 64) -> ReviewSet:
+    """A pinned shapes review set of ``size`` samples at ``side``² (training seed, not the shipped one)."""
+    plain = shapes.write_plain(shapes.iter_generate(size, bias=0.9, seed=77, size=side), root / "plain")
     return build(plain, root / "set", name=f"bench-{size}")
+
+
+def memory_child_result(script: str, review_root: Path, *extra: str) -> dict[str, Any]:
+    """Run ``script --memory-child REVIEW_ROOT EXTRA...`` in a fresh process: the JSON of its last line.
+
+    Each memory measurement gets its own process, so one run's freed-but-kept pages cannot hide the next's.
+    """
+    done = subprocess.run([sys.executable, script, "--memory-child", str(review_root), *extra],
+                          capture_output=True, text=True, check=False)
+    if done.returncode:
+        lines = done.stderr.strip().splitlines()
+        raise SystemExit(f"memory run failed: {lines[-1] if lines else f'exit {done.returncode}'}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
 def make_candidate(seed: int) -> Candidate:
@@ -136,12 +150,7 @@ def memory(sizes: list[int]) -> None:
     print("|---|---|---|---|")
     for size in sizes:
         with tempfile.TemporaryDirectory() as tmp:
-            review_set = make_set(Path(tmp), size)
-            done = subprocess.run([sys.executable, __file__, "--memory-child", str(review_set.root)],
-                                  capture_output=True, text=True, check=False)
-            if done.returncode:
-                raise SystemExit(f"memory run failed: {done.stderr.strip().splitlines()[-1]}")
-            got = json.loads(done.stdout.strip().splitlines()[-1])
+            got = memory_child_result(__file__, make_set(Path(tmp), size).root)
             peak, held = got["peak_mib"] - got["before_mib"], got["held_mib"] - got["before_mib"]
             print(f"| {size} samples | {got['before_mib']:.0f} | +{peak:.0f} | {held:+.0f} |")
 

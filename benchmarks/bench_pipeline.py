@@ -28,8 +28,6 @@ import multiprocessing
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -42,7 +40,12 @@ import PIL
 import torch
 import torchvision
 import yaml
-from bench_engine import peak_rss_during, rss_mib  # run as a script: benchmarks/ is on sys.path
+from bench_engine import (  # run as a script: benchmarks/ is on sys.path
+    make_set,
+    memory_child_result,
+    peak_rss_during,
+    rss_mib,
+)
 from bench_gradcam import timed
 from PIL import Image
 
@@ -342,13 +345,7 @@ def memory(sizes: list[int]) -> None:
           "peak − before (MiB) | kept samples | seconds |\n|---|---|---|---|---|---|")
     for size in sizes:
         with tempfile.TemporaryDirectory() as tmp:
-            plain = shapes.write_plain(shapes.iter_generate(size, bias=0.9, seed=77, size=32), Path(tmp) / "plain")
-            review_set = build(plain, Path(tmp) / "set", name=f"bench-{size}")
-            done = subprocess.run([sys.executable, __file__, "--memory-child", str(review_set.root)],
-                                  capture_output=True, text=True, check=False)
-            if done.returncode:
-                raise SystemExit(f"memory run failed: {done.stderr.strip()}")
-            got = json.loads(done.stdout.strip().splitlines()[-1])
+            got = memory_child_result(__file__, make_set(Path(tmp), size, side=32).root)
             print(f"| {size} samples | {got['before_mib']:.0f} | {got['peak_mib']:.0f} | "
                   f"{got['peak_mib'] - got['before_mib']:.0f} | {got['kept']} | {got['seconds']:.1f} |")
 

@@ -20,8 +20,6 @@ import argparse
 import ctypes
 import json
 import os
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import replace
@@ -29,7 +27,12 @@ from pathlib import Path
 
 import torch
 import yaml
-from bench_engine import peak_rss_during, rss_mib  # run as a script: benchmarks/ is on sys.path
+from bench_engine import (  # run as a script: benchmarks/ is on sys.path
+    make_set,
+    memory_child_result,
+    peak_rss_during,
+    rss_mib,
+)
 from bench_gradcam import interleaved
 from bench_pipeline import header, make_jpeg_set, plain_evaluation
 from torch import nn
@@ -41,7 +44,7 @@ from gate.inputs import archs, shapes
 from gate.inputs import candidate as candidate_io
 from gate.inputs.candidate import Candidate
 from gate.inputs.model_input import InputSpec
-from gate.inputs.review_set import ReviewSet, build, open_review_set
+from gate.inputs.review_set import ReviewSet, open_review_set
 from gate.run import GateRequest, run_gate
 
 STRICT = Path(__file__).resolve().parents[1] / "policies" / "strict.yaml"
@@ -158,14 +161,9 @@ def memory(sizes: list[int]) -> None:
           "peak − before (MiB) |\n|---|---|---|---|---|")
     for size in sizes:
         with tempfile.TemporaryDirectory() as tmp:
-            plain = shapes.write_plain(shapes.iter_generate(size, bias=0.9, seed=77, size=32), Path(tmp) / "plain")
-            review_set = build(plain, Path(tmp) / "set", name=f"bench-{size}")
+            review_set = make_set(Path(tmp), size, side=32)
             for shared in (False, True):
-                done = subprocess.run([sys.executable, __file__, "--memory-child", str(review_set.root),
-                                       "--shared", str(int(shared))], capture_output=True, text=True, check=False)
-                if done.returncode:
-                    raise SystemExit(f"memory run failed: {done.stderr.strip()}")
-                got = json.loads(done.stdout.strip().splitlines()[-1])
+                got = memory_child_result(__file__, review_set.root, "--shared", str(int(shared)))
                 print(f"| {size} samples | {got['trunk']} | {got['before_mib']:.0f} | {got['peak_mib']:.0f} | "
                       f"{got['peak_mib'] - got['before_mib']:.0f} |")
 
