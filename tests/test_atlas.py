@@ -188,6 +188,32 @@ def test_the_report_section_shows_the_atlas_and_the_flipped_sample() -> None:
     assert [f["data-variant"] for f in soup.select(".showroom-row figure[data-variant]")] == ["corners", "lighting"]
 
 
+def test_the_section_counts_changed_answers_over_the_set_and_says_when_no_kept_sample_changed() -> None:
+    from dataclasses import replace
+
+    from bs4 import BeautifulSoup
+
+    from gate.outputs.report.html import environment
+    from gate.outputs.report.shortcuts import shortcut_views
+
+    flipped = replace(_cornered_records(), probe_preds={"corners": np.array([1]), "lighting": np.array([0])})
+    (kept,) = flipped.kept.values()
+    steady = replace(flipped, probe_preds={"corners": np.array([0]), "lighting": np.array([0])},
+                     kept={"s0": replace(kept, variant_preds={"corners": 0, "lighting": 0})}, atlas=None)
+    views = shortcut_views(["flip.pt", "steady.pt"], ["c0", "c1"], [flipped, steady])
+    assert [(v.name, v.answers_changed, v.samples) for v in views] == [
+        ("flip.pt", (("corners", 1), ("lighting", 0)), 1), ("steady.pt", (("corners", 0), ("lighting", 0)), 1)]
+    html = environment().get_template("_shortcuts.j2").render(ctx=type("Ctx", (), {"shortcuts": views}))
+    soup = BeautifulSoup(html, "html.parser")
+    said = {p["data-candidate"]: " ".join(p.get_text().split()) for p in soup.select("p.answers-changed")}
+    assert said == {
+        "flip.pt": "Answers changed over the whole review set (1 sample): corners 1, lighting 0. Kept samples whose "
+                   "answer changed:",
+        "steady.pt": "Answers changed over the whole review set (1 sample): corners 0, lighting 0. No kept sample "
+                     "changed its answer."}
+    assert not soup.select('.showroom-row[data-candidate="steady.pt"]')  # shown although it has no atlas or flip
+
+
 def test_mlflow_staging_writes_the_atlas(tmp_path: Path) -> None:
     import json
 

@@ -62,6 +62,9 @@ class ShortcutView:
     anchor: str
     atlas: AtlasPanel | None
     flips: tuple[FlipRow, ...]
+    # (probe, answers it changed over the whole review set) for each swap probe that ran; with ``samples``
+    answers_changed: tuple[tuple[str, int], ...] = ()
+    samples: int = 0
 
 
 def shortcut_views(
@@ -70,10 +73,18 @@ def shortcut_views(
     """Views of the candidates that have an atlas or swap variants (none: the section says so)."""
     views = []
     for name, anchor, rec in zip(names, anchors, records, strict=True):
-        view = ShortcutView(name=name, anchor=anchor, atlas=_atlas_panel(rec), flips=_flips(rec))
-        if view.atlas is not None or view.flips:
+        view = ShortcutView(name=name, anchor=anchor, atlas=_atlas_panel(rec), flips=_flips(rec),
+                            answers_changed=_answers_changed(rec), samples=rec.size)
+        if view.atlas is not None or view.flips or view.answers_changed:
             views.append(view)
     return tuple(views)
+
+
+def _answers_changed(records: Records) -> tuple[tuple[str, int], ...]:
+    """Per swap probe that ran: how many answers over the whole set differ from the original answer."""
+    preds = np.asarray(records.preds)
+    return tuple((probe, int((np.asarray(records.probe_preds[probe]) != preds).sum()))
+                 for probe in SWAP_VARIANTS if probe in records.probe_preds)
 
 
 def _heat(values: np.ndarray) -> str:
