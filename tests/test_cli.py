@@ -322,3 +322,24 @@ def test_layers_into_a_closed_pipe_exits_0_quietly(tmp_path: Path) -> None:
         stderr = child.stderr.read().decode()
         assert child.wait(timeout=120) == 0, stderr
     assert stderr == ""
+
+
+@pytest.mark.parametrize("kind", ["sigint", "sigterm"])
+def test_a_signal_landing_in_a_finaliser_is_delivered_again_not_printed(kind: str,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """A signal raised inside a finaliser or weakref callback (MLflow's teardown makes many) would be printed as
+    "Exception ignored" with a traceback and lost; the entry point delivers it again to the main thread."""
+    from gate.cli.app import _sigterm_as_interrupt
+    from gate.errors import Terminated
+
+    raised: type[KeyboardInterrupt] = Terminated if kind == "sigterm" else KeyboardInterrupt
+
+    class Finalised:
+        def __del__(self) -> None:
+            raise raised
+
+    with pytest.raises(raised), _sigterm_as_interrupt():  # noqa: PT012 - the interrupt comes after the finaliser
+        Finalised()  # collected at once: its exception cannot propagate from __del__
+        for _ in range(10_000_000):  # the delivered signal is handled at the next check between bytecodes
+            pass
+    assert "Exception ignored" not in capsys.readouterr().err

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import os
 import signal
@@ -12,7 +13,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Iterator, Sequence
-from typing import NoReturn, TextIO
+from typing import Any, NoReturn, TextIO
 
 import click
 
@@ -112,9 +113,26 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         raise Terminated
 
     previous = signal.signal(signal.SIGTERM, terminate)
+    previous_hook = sys.unraisablehook
+
+    def redeliver(unraisable: Any) -> None:
+        # A signal that lands while a finaliser or weakref callback runs (MLflow and SQLAlchemy make many)
+        # raises there, where Python can only print "Exception ignored" with a traceback and drop it. Deliver
+        # it again to the main thread instead, so Ctrl-C and SIGTERM always stop the command the normal way.
+        # From another thread, a moment later: delivered now, it would be raised inside this hook and dropped.
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            signum = signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT
+            later = threading.Timer(0.01, _thread.interrupt_main, args=(signum,))
+            later.daemon = True  # never keeps a finishing process alive
+            later.start()
+            return
+        previous_hook(unraisable)
+
+    sys.unraisablehook = redeliver
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         signal.signal(signal.SIGTERM, previous)
 
 
