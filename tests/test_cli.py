@@ -343,3 +343,19 @@ def test_a_signal_landing_in_a_finaliser_is_delivered_again_not_printed(kind: st
         for _ in range(10_000_000):  # the delivered signal is handled at the next check between bytecodes
             pass
     assert "Exception ignored" not in capsys.readouterr().err
+
+
+def test_a_queued_signal_is_dropped_once_an_interrupt_was_handled(capsys: pytest.CaptureFixture[str]) -> None:
+    # The command already stopped for this interrupt: a copy still queued must not hit the exit (exit -2).
+    from gate.cli import app
+
+    class Finalised:
+        def __del__(self) -> None:
+            raise KeyboardInterrupt
+
+    with app._sigterm_as_interrupt():
+        Finalised()  # queues a delivery 10 ms from now
+        assert app._interrupted(KeyboardInterrupt()) == app.EXIT_SIGINT
+        for _ in range(10_000_000):  # ~0.3 s: long past the queued delivery
+            pass
+    assert "interrupted (SIGINT)" in capsys.readouterr().err

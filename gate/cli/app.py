@@ -119,21 +119,54 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         # A signal that lands while a finaliser or weakref callback runs (MLflow and SQLAlchemy make many)
         # raises there, where Python can only print "Exception ignored" with a traceback and drop it. Deliver
         # it again to the main thread instead, so Ctrl-C and SIGTERM always stop the command the normal way.
-        # From another thread, a moment later: delivered now, it would be raised inside this hook and dropped.
         if isinstance(unraisable.exc_value, KeyboardInterrupt):
-            signum = signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT
-            later = threading.Timer(0.01, _thread.interrupt_main, args=(signum,))
-            later.daemon = True  # never keeps a finishing process alive
-            later.start()
+            _REDELIVERY.schedule(signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT)
             return
         previous_hook(unraisable)
 
     sys.unraisablehook = redeliver
+    _REDELIVERY.open()
     try:
         yield
     finally:
+        _REDELIVERY.close()
         sys.unraisablehook = previous_hook
         signal.signal(signal.SIGTERM, previous)
+
+
+class _Redelivery:
+    """Signals to deliver again to the main thread: at most one, and none once an interrupt was handled.
+
+    From another thread, a moment later: delivered at once, the signal would be raised inside the hook that
+    asks for it, and dropped again. Closed when the command has handled an interrupt or has ended, so a late
+    delivery can never interrupt the exit itself.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open = False
+
+    def open(self) -> None:
+        with self._lock:
+            self._open = True
+
+    def close(self) -> None:
+        with self._lock:
+            self._open = False
+
+    def schedule(self, signum: signal.Signals) -> None:
+        later = threading.Timer(0.01, self._deliver, args=(signum,))
+        later.daemon = True  # never keeps a finishing process alive
+        later.start()
+
+    def _deliver(self, signum: signal.Signals) -> None:
+        with self._lock:
+            if self._open:
+                self._open = False
+                _thread.interrupt_main(signum)
+
+
+_REDELIVERY = _Redelivery()
 
 
 # Set by a gate once its outputs are complete: an interrupt after that (while printing, while logging to
@@ -142,6 +175,7 @@ RESULT_WRITTEN: list[str] = []
 
 
 def _interrupted(exc: BaseException | None) -> int:
+    _REDELIVERY.close()  # this interrupt is the one: a copy of it still queued must not stop the exit
     terminated = isinstance(exc, Terminated)
     name = "SIGTERM" if terminated else "SIGINT"
     done = (f"the result was already written ({flat(RESULT_WRITTEN[-1])}); an MLflow record not yet uploaded "
