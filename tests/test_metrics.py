@@ -12,7 +12,7 @@ import pytest
 import torch
 from torchmetrics import CalibrationError
 
-from gate.metrics.registry import all_specs, compute_scores, get_spec, is_better, known_names, value_of
+from gate.metrics.registry import all_specs, compute_scores, get_spec, known_names, value_of
 from gate.records import Records
 
 CLASSES = ("a", "b", "c")
@@ -312,15 +312,6 @@ def test_compute_scores_only_restricts_to_the_named_specs(hand: Records) -> None
     only = compute_scores(hand, only=("ece", "class_accuracy.b"))
     assert set(only) == {"ece", "class_accuracy.a", "class_accuracy.b", "class_accuracy.c"}
     assert only["ece"] == pytest.approx(HAND_EXPECTED["ece"], abs=1e-6)
-
-
-@pytest.mark.parametrize(
-    ("name", "candidate", "reference", "better"),
-    [("accuracy", 0.9, 0.8, True), ("accuracy", 0.8, 0.9, False), ("ece", 0.02, 0.05, True),
-     ("ece", 0.05, 0.05, False), ("accuracy", math.nan, 0.5, False), ("unknown", 1.0, 0.0, False)],
-)
-def test_is_better_follows_the_direction(name: str, candidate: float, reference: float, better: bool) -> None:
-    assert is_better(name, candidate, reference) is better
 
 
 # A model with outputs (a, b, other) gated on a review set of classes (a, b): the full softmax per sample
