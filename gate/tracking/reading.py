@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,22 +94,17 @@ def fetch_maps(
     rows = [row for row in rows if row.kind != KIND_SELECT]  # a select's parent run keeps no maps
     if not rows:
         return {}
-    uri = config.resolved_uri()
-    with mlflow_env(config.timeout_s), tempfile.TemporaryDirectory(prefix="xgate-maps-") as tmp:
-        client = client_for(uri)
-        try:
-            if sample_ids is None:
-                ids = _shared_map_ids(client, rows, max_samples)
-            else:
-                ids = [safe_file_name(i) for i in sample_ids]
-            maps: dict[str, dict[str, bytes]] = {}
-            for sample_id in ids:
-                for row in rows:
-                    png = _download_map(client, row.run_id, sample_id, Path(tmp))
-                    if png is not None:
-                        maps.setdefault(sample_id, {})[row.run_id] = png
-        except Exception as exc:
-            raise TrackingError(f"cannot read maps from {uri}: {reason(exc)}") from None
+    maps: dict[str, dict[str, bytes]] = {}
+    with _artifact_session(config, "maps") as (client, tmp):
+        if sample_ids is None:
+            ids = _shared_map_ids(client, rows, max_samples)
+        else:
+            ids = [safe_file_name(i) for i in sample_ids]
+        for sample_id in ids:
+            for row in rows:
+                png = _download_map(client, row.run_id, sample_id, tmp)
+                if png is not None:
+                    maps.setdefault(sample_id, {})[row.run_id] = png
     return maps
 
 
@@ -121,18 +117,25 @@ def fetch_atlases(config: TrackingConfig, rows: Sequence[HistoryRow]) -> dict[st
     rows = [row for row in rows if row.kind != KIND_SELECT]
     if not rows:
         return {}
+    atlases: dict[str, RunAtlas] = {}
+    with _artifact_session(config, "atlases") as (client, tmp):
+        for row in rows:
+            atlas = _download_atlas(client, row.run_id, tmp)
+            if atlas is not None:
+                atlases[row.run_id] = atlas
+    return atlases
+
+
+@contextlib.contextmanager
+def _artifact_session(config: TrackingConfig, what: str) -> Iterator[tuple[MlflowClient, Path]]:
+    """A client and a scratch folder for downloading run artifacts; a failure inside is one TrackingError."""
     uri = config.resolved_uri()
-    with mlflow_env(config.timeout_s), tempfile.TemporaryDirectory(prefix="xgate-atlas-") as tmp:
+    with mlflow_env(config.timeout_s), tempfile.TemporaryDirectory(prefix="xgate-read-") as tmp:
         client = client_for(uri)
         try:
-            atlases: dict[str, RunAtlas] = {}
-            for row in rows:
-                atlas = _download_atlas(client, row.run_id, Path(tmp))
-                if atlas is not None:
-                    atlases[row.run_id] = atlas
+            yield client, Path(tmp)
         except Exception as exc:
-            raise TrackingError(f"cannot read atlases from {uri}: {reason(exc)}") from None
-    return atlases
+            raise TrackingError(f"cannot read {what} from {uri}: {reason(exc)}") from None
 
 
 def hot_spot_words(summary: bytes) -> str | None:

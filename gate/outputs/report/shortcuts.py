@@ -15,6 +15,7 @@ import matplotlib
 import numpy as np
 
 from gate.metrics.atlas import hot_spot, off_object_share
+from gate.metrics.swaps import probed
 from gate.outputs.report.pictures import CAM_COLORMAP, image_uri, thumbnail
 from gate.records import SWAP_VARIANTS, Atlas, KeptSample, Records
 
@@ -82,8 +83,7 @@ def shortcut_views(
 
 def _answers_changed(records: Records) -> tuple[tuple[str, int], ...]:
     """Per swap probe that ran: how many answers over the whole set differ from the original answer."""
-    preds = np.asarray(records.preds)
-    return tuple((probe, int((np.asarray(records.probe_preds[probe]) != preds).sum()))
+    return tuple((probe, int((probed(records, probe) != records.preds).sum()))
                  for probe in SWAP_VARIANTS if probe in records.probe_preds)
 
 
